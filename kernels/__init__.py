@@ -1,0 +1,124 @@
+"""The hot loops, and the one place that chooses which implementation runs.
+
+Every kernel exists as a readable reference, written with NumPy-style array code
+that runs on NumPy and CuPy alike (``tinyalex/ops/im2col.py`` and
+``tinyalex/ops/pool.py``). Fast versions live beside this file: Numba on the CPU
+(``cpu.py``) and CUDA on the GPU (``gpu.py``); they must agree with the reference,
+and the tests check that they do.
+
+An op asks for the kernel set of its input and keeps it for its backward pass::
+
+    k = kernels.select(x)           # chosen from x's backend and the kernel mode
+    cols = k.im2col(x, KH, KW, SH, SW, PH, PW)
+
+The kernel mode is ``"fast"`` (the default) or ``"reference"``. Set it with the
+environment variable ``TINYALEX_KERNELS=reference`` before starting Python, with
+``kernels.set_mode("reference")``, or for a block of code::
+
+    with kernels.use("reference"):
+        ...
+
+Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2col.py``):
+
+* ``im2col(x, KH, KW, SH, SW, PH, PW) -> cols (N*OH*OW, C*KH*KW)``
+* ``col2im(cols, x_shape, KH, KW, SH, SW, PH, PW) -> (N, C, H, W)``
+* ``max_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> (y, argmax)``, where ``argmax``
+  is private to the kernel set and goes back unchanged to
+  ``max_pool2d_backward(gy, argmax, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
+* ``avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> y`` and
+  ``avg_pool2d_backward(gy, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
+
+Arrays returned by a kernel belong to the caller: a kernel that reuses buffers
+between calls must never hand one out as a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from tinyalex import backend as B
+
+MODES = ("fast", "reference")
+
+
+def _mode_from_env() -> str:
+    mode = os.environ.get("TINYALEX_KERNELS", "fast").strip().lower() or "fast"
+    if mode not in MODES:
+        raise ValueError(f"TINYALEX_KERNELS={mode!r} is not a kernel mode; expected one "
+                         f"of {MODES}")
+    return mode
+
+
+_mode = _mode_from_env()
+_cache: dict = {}
+
+
+class KernelSet:
+    """The kernels chosen for one backend and mode (attributes named as above)."""
+
+    def __init__(self, backend: str, mode: str, table: dict, sources: dict):
+        self.backend, self.mode, self.sources = backend, mode, sources
+        self.__dict__.update(table)
+
+    def __repr__(self):
+        return f"KernelSet(backend={self.backend!r}, mode={self.mode!r})"
+
+
+def get_mode() -> str:
+    return _mode
+
+
+def set_mode(mode: str) -> None:
+    """Choose ``"fast"`` or ``"reference"`` kernels for every op from now on."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"unknown kernel mode {mode!r}; expected one of {MODES}")
+    _mode = mode
+
+
+@contextlib.contextmanager
+def use(mode: str):
+    """Run a block with the given kernel mode, then restore the previous one."""
+    previous = _mode
+    set_mode(mode)
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+def _reference_table() -> dict:
+    from tinyalex.ops import im2col as conv_ref, pool as pool_ref
+    return {
+        "im2col": conv_ref.im2col,
+        "col2im": conv_ref.col2im,
+        "max_pool2d_forward": pool_ref.max_pool2d_forward_reference,
+        "max_pool2d_backward": pool_ref.max_pool2d_backward_reference,
+        "avg_pool2d_forward": pool_ref.avg_pool2d_forward_reference,
+        "avg_pool2d_backward": pool_ref.avg_pool2d_backward_reference,
+    }
+
+
+def _fast_table(backend: str) -> dict:
+    """Fast kernels for a backend; empty until a module provides them."""
+    return {}
+
+
+def kernel_set(backend: str, mode: str | None = None) -> KernelSet:
+    mode = mode or _mode
+    key = (backend, mode)
+    if key not in _cache:
+        table = _reference_table()
+        sources = dict.fromkeys(table, "reference")
+        if mode == "fast":
+            fast = _fast_table(backend)
+            table.update(fast)
+            sources.update(dict.fromkeys(fast, "fast"))
+        _cache[key] = KernelSet(backend, mode, table, sources)
+    return _cache[key]
+
+
+def select(array) -> KernelSet:
+    """The kernel set for ``array``'s backend in the current mode."""
+    return kernel_set(B.backend_of(array))

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine, safe to run again: tinyalex (editable) with its test
+# tools, the Fashion-MNIST files from Debian's package, and (best effort) the CPU
+# build of PyTorch that the cross-check tests and benchmarks compare against.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if ! python3 -c "import torch" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check torch==2.13.0 \
+    || echo "setup: PyTorch not installed; tests that compare against it will be skipped"
+fi
+
+data=/usr/share/datasets/fashion-mnist
+if [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q dataset-fashion-mnist \
+    || { $sudo apt-get update -q && $sudo apt-get install -y -q dataset-fashion-mnist; }
+fi

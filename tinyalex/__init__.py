@@ -1,0 +1,70 @@
+"""tinyalex: AlexNet and LeNet from scratch on NumPy (CPU) and CuPy (GPU).
+
+    import tinyalex
+    from tinyalex import nn
+
+    net = tinyalex.models.alexnet()
+    X = tinyalex.randn(1, 1, 224, 224)
+    for layer in net:
+        X = layer(X)
+        print(type(layer).__name__, "output shape:", X.shape)
+"""
+
+import os as _os
+
+import numpy as _np
+
+# The hot loops live in the top-level folder kernels/ of the source tree and are
+# installed as the sub-package tinyalex.kernels (setup.cfg, package_dir). Running
+# from a source checkout without installing, let tinyalex.kernels be found there too.
+if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
+    _root = _os.path.dirname(_os.path.abspath(__path__[0]))
+    if _os.path.isfile(_os.path.join(_root, "kernels", "__init__.py")):
+        __path__.append(_root)
+
+from . import backend, random
+from .backend import cupy_available, default_backend
+from .gradcheck import GradcheckError, gradcheck
+from .random import manual_seed
+from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
+                     set_grad_enabled, tensor)
+from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
+from .summary import summary
+
+__version__ = "0.1.0"
+
+float32 = _np.float32
+float64 = _np.float64
+int64 = _np.int64
+
+
+def _shape(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def zeros(*shape, dtype=float32, backend="numpy", requires_grad=False):
+    return Tensor(globals()["backend"].xp_of(backend).zeros(_shape(shape), dtype=dtype),
+                  requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=float32, backend="numpy", requires_grad=False):
+    return Tensor(globals()["backend"].xp_of(backend).ones(_shape(shape), dtype=dtype),
+                  requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=float32, backend="numpy", requires_grad=False):
+    """Standard normal numbers from tinyalex's seeded generator."""
+    host = random.generator().standard_normal(_shape(shape)).astype(dtype)
+    return tensor(host, requires_grad=requires_grad, backend=backend)
+
+
+def rand(*shape, dtype=float32, backend="numpy", requires_grad=False):
+    host = random.generator().random(_shape(shape)).astype(dtype)
+    return tensor(host, requires_grad=requires_grad, backend=backend)
+
+
+__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cupy_available",
+           "default_backend", "enable_grad", "float32", "float64", "gradcheck",
+           "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
+           "rand", "randn", "random", "set_grad_enabled", "summary", "tensor", "zeros",
+           "ones"]

@@ -1,0 +1,11 @@
+"""``from tinyalex import nn``: the PyTorch ``nn`` subset that d2l's AlexNet uses."""
+
+from . import functional, init
+from .layers import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear,
+                     MaxPool2d, ReLU, Sigmoid)
+from .module import Module, Sequential
+from ..tensor import Parameter
+
+__all__ = ["AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "Linear",
+           "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
+           "functional", "init"]

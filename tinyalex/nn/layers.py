@@ -1,0 +1,151 @@
+"""The layers of AlexNet and LeNet, with PyTorch's names, arguments and weight shapes."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..ops import activation, conv, dense, loss, pool
+from ..ops.checks import pair
+from ..tensor import Parameter
+from . import init
+from .module import Module
+
+
+def _positive_int(value, arg, where):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{where}: {arg} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Conv2d(Module):
+    """2-D convolution: weight (OC, C, KH, KW), bias (OC,); PyTorch's default init."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = pair(stride, "stride", "Conv2d", 1)
+        self.padding = pair(padding, "padding", "Conv2d", 0)
+        KH, KW = self.kernel_size
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels, KH, KW),
+                                         dtype=np.float32))
+        self.bias = Parameter(np.empty(self.out_channels, dtype=np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # PyTorch: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(init.fan_in_and_fan_out(self.weight)[0])
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        fn = conv.Conv2d(self.stride, self.padding, where=self.where)
+        return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Linear(Module):
+    """Fully connected: weight (out_features, in_features), bias (out_features,)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features),
+                                         dtype=np.float32))
+        self.bias = Parameter(np.empty(self.out_features, dtype=np.float32)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        fn = dense.Linear(where=self.where)
+        return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class _Pool(Module):
+    op = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        # build the op once now, so that bad arguments fail at construction
+        self.op(kernel_size, stride, padding, where=type(self).__name__)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return self.op(self.kernel_size, self.stride, self.padding, where=self.where)(x)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        return f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool):
+    op = pool.MaxPool2d
+
+
+class AvgPool2d(_Pool):
+    op = pool.AvgPool2d
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return activation.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return activation.sigmoid(x)
+
+
+class Dropout(Module):
+    """Zeroes elements with probability p in training mode; identity in eval mode."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = activation.check_probability(p, "Dropout")
+
+    def forward(self, x):
+        return activation.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return dense.flatten(x, self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class CrossEntropyLoss(Module):
+    """Mean cross-entropy of logits (N, K) against integer labels (N,)."""
+
+    def forward(self, logits, target):
+        return loss.cross_entropy(logits, target)

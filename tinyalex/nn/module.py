@@ -1,0 +1,271 @@
+"""``Module`` and ``Sequential``: parameters, sub-modules, state dicts, train/eval.
+
+Parameters and sub-modules are registered when assigned as attributes and kept in
+definition order (plain dicts), so ``named_parameters()`` and ``state_dict()`` list
+them in the order a reader sees them, with PyTorch's dotted names (``0.weight``,
+``features.3.bias``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from .. import backend as B
+from ..tensor import Parameter, Tensor
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and network."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_path", "")
+        object.__setattr__(self, "where", type(self).__name__)
+
+    # -- registration ---------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {name!r} before Module.__init__() has run: "
+                                 f"call super().__init__() first in "
+                                 f"{type(self).__name__}.__init__")
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._modules[name] = value
+            value._set_path(f"{self._path}.{name}" if self._path else name)
+        elif name in self._parameters:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to parameter "
+                                f"{name!r} of {type(self).__name__}: expected a Parameter "
+                                "or None")
+            self._parameters[name] = None
+        elif name in self._modules and value is None:
+            self._modules[name] = None
+        object.__setattr__(self, name, value)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        self.__setattr__(name, param)
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"module name must be a non-empty string without '.', got "
+                             f"{name!r}")
+        self._modules[name] = module
+        if module is not None:
+            module._set_path(f"{self._path}.{name}" if self._path else name)
+        object.__setattr__(self, name, module)
+
+    def _set_path(self, path: str) -> None:
+        """Record where this module sits in its network, for error messages."""
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "where", f"{type(self).__name__} layer '{path}'")
+        for name, child in self._modules.items():
+            if child is not None:
+                child._set_path(f"{path}.{name}")
+
+    # -- traversal ------------------------------------------------------------------
+    def named_modules(self, prefix: str = ""):
+        """(name, module) for this module and every descendant, depth first."""
+        stack = [(prefix, self)]
+        seen = set()
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{n}" if name else n, m)
+                        for n, m in module._modules.items() if m is not None]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        """(dotted name, parameter) in definition order; shared parameters once."""
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mname, module in modules:
+            for pname, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self, recurse: bool = True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every sub-module and then on this one (as PyTorch)."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    # -- modes and devices ----------------------------------------------------------
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, backend: str):
+        """Move every parameter to ``backend`` ("numpy" or "cupy"), in place."""
+        B.check_backend_name(backend)
+        for p in self.parameters():
+            p.data = B.to_backend(p.data, backend)
+            if p.grad is not None:
+                p.grad = Tensor(B.to_backend(p.grad.data, backend))
+        return self
+
+    def _cast(self, dtype):
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    def float(self):
+        return self._cast(np.float32)
+
+    def double(self):
+        return self._cast(np.float64)
+
+    # -- state dicts ----------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, Tensor]":
+        """Every parameter by dotted name (PyTorch's keys), sharing the data."""
+        return OrderedDict((name, p.detach()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy values into the parameters, after checking every key and shape.
+
+        Values may be Tensors or NumPy/CuPy arrays; they are converted to each
+        parameter's dtype and backend. With ``strict`` (the default), any missing or
+        unexpected key is an error; a shape mismatch always is. The error lists every
+        problem at once, and no parameter changes unless all checks pass.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict expects a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        problems, values = [], {}
+        for name, p in own.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            value = value.data if isinstance(value, Tensor) else value
+            if not (isinstance(value, np.ndarray) or B.is_cupy_array(value)):
+                value = np.asarray(value)
+            if value.dtype.kind not in "fiu":
+                problems.append(f"  {name}: dtype {value.dtype} is not numeric")
+            elif tuple(value.shape) != p.shape:
+                problems.append(f"  {name}: shape {tuple(value.shape)} in the state dict, "
+                                f"{p.shape} in the model")
+            else:
+                values[name] = value
+        if strict:
+            problems += [f"  missing key {k} (model expects shape {own[k].shape})"
+                         for k in missing]
+            problems += [f"  unexpected key {k}" for k in unexpected]
+        if problems:
+            raise ValueError(f"load_state_dict into {type(self).__name__} failed:\n"
+                             + "\n".join(problems))
+        for name, value in values.items():
+            p = own[name]
+            p.data = B.to_backend(value, p.backend).astype(p.dtype, copy=True)
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- calling --------------------------------------------------------------------
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, m in children:
+            body = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Modules applied in order; iterable, indexable (ints and slices) and sized."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            items = list(modules[0].items())
+        else:
+            items = [(str(i), m) for i, m in enumerate(modules)]
+        for name, m in items:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: item {name!r} is a {type(m).__name__}, not a "
+                                "Module")
+            self.add_module(name, m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            names = list(self._modules.keys())[index]
+            return Sequential(OrderedDict((n, self._modules[n]) for n in names))
+        try:
+            return layers[index]
+        except IndexError:
+            raise IndexError(f"Sequential index {index} out of range for {len(layers)} "
+                             "layers") from None
+        except TypeError:
+            raise TypeError(f"Sequential indices must be ints or slices, got "
+                            f"{type(index).__name__}") from None
+
+    def append(self, module: Module):
+        self.add_module(str(len(self._modules)), module)
+        return self

@@ -1,0 +1,62 @@
+"""Fully connected layer and flatten."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+from .basic import reshape
+from .checks import check_floating
+
+
+class Linear(Function):
+    """y = x @ W.T + b for x (N, in), W (out, in), b (out,)."""
+
+    def __init__(self, where="linear"):
+        self.where = where
+
+    def forward(self, x, weight, bias=None):
+        check_floating(x.dtype, self.where)
+        if weight.ndim != 2:
+            raise ValueError(f"{self.where}: weight must be 2-D (out_features, in_features), "
+                             f"got shape {tuple(weight.shape)}")
+        OUT, IN = weight.shape
+        if x.ndim != 2 or x.shape[1] != IN:
+            raise ValueError(f"{self.where}: expected input of shape (N, {IN}), got "
+                             f"{tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{self.where}: empty batch, input shape {tuple(x.shape)}")
+        if bias is not None and tuple(bias.shape) != (OUT,):
+            raise ValueError(f"{self.where}: bias must have shape ({OUT},), got "
+                             f"{tuple(bias.shape)}")
+        y = x @ weight.T                       # (N, OUT) = (N, IN) @ (IN, OUT)
+        if bias is not None:
+            y += bias                          # (N, OUT) + (OUT,)
+        self.x, self.weight = x, weight
+        return y
+
+    def backward(self, gy):
+        need = self.needs_input_grad
+        gx = gy @ self.weight if need[0] else None          # (N, IN) = (N, OUT) @ (OUT, IN)
+        gw = gy.T @ self.x if need[1] else None             # (OUT, IN) = (OUT, N) @ (N, IN)
+        if len(need) > 2:
+            gb = gy.sum(axis=0) if need[2] else None        # (OUT,)
+            return gx, gw, gb
+        return gx, gw
+
+
+def linear(x, weight, bias=None):
+    fn = Linear()
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def flatten(x, start_dim=1, end_dim=-1):
+    """Merge dimensions start_dim..end_dim into one (default: all but the batch)."""
+    shape = x.shape
+    nd = len(shape)
+    s, e = start_dim % nd if nd else 0, end_dim % nd if nd else 0
+    if not (0 <= s <= e < max(nd, 1)):
+        raise ValueError(f"flatten: start_dim={start_dim}, end_dim={end_dim} do not select "
+                         f"a range of dimensions of a shape {shape}")
+    merged = int(np.prod(shape[s:e + 1], dtype=np.int64))
+    return reshape(x, shape[:s] + (merged,) + shape[e + 1:])

@@ -1,0 +1,57 @@
+"""Cross-entropy loss on logits with integer class labels."""
+
+from __future__ import annotations
+
+from .. import backend as B
+from ..tensor import Function, Tensor
+from .checks import check_floating
+
+
+class CrossEntropy(Function):
+    """Mean over the batch of ``-log softmax(logits)[n, target[n]]``.
+
+    Stable for logits of any magnitude: log-softmax is computed as
+    ``z - log(sum(exp(z)))`` with ``z = logits - max(logits)``, so exp never overflows.
+    """
+
+    mixed_dtypes = True  # float logits beside integer labels
+
+    def forward(self, logits, target):
+        xp = B.get_array_module(logits)
+        check_floating(logits.dtype, "cross_entropy", "logits")
+        if logits.ndim != 2:
+            raise ValueError(f"cross_entropy: logits must be 2-D (N, classes), got shape "
+                             f"{tuple(logits.shape)}")
+        N, K = logits.shape
+        if N == 0:
+            raise ValueError("cross_entropy: empty batch (logits of shape (0, K))")
+        if target.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy: target must hold integer class labels, got "
+                            f"dtype {target.dtype}")
+        if target.shape != (N,):
+            raise ValueError(f"cross_entropy: target must have shape ({N},) to match "
+                             f"logits {tuple(logits.shape)}, got {tuple(target.shape)}")
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= K:
+            raise ValueError(f"cross_entropy: labels must lie in [0, {K - 1}] for {K} "
+                             f"classes, got values from {lo} to {hi}")
+        z = logits - logits.max(axis=1, keepdims=True)           # (N, K), max 0 per row
+        log_sum = xp.log(xp.exp(z).sum(axis=1, keepdims=True))    # (N, 1)
+        log_p = z - log_sum                                       # (N, K) log-softmax
+        rows = xp.arange(N)
+        self.log_p, self.target = log_p, target
+        return -log_p[rows, target].mean()
+
+    def backward(self, gy):
+        xp = B.get_array_module(gy)
+        N = self.log_p.shape[0]
+        g = xp.exp(self.log_p)                                    # softmax, (N, K)
+        g[xp.arange(N), self.target] -= 1                         # softmax - one_hot
+        return g * (gy / N), None
+
+
+def cross_entropy(logits, target):
+    if not isinstance(target, Tensor):
+        target = Tensor(B.get_array_module(logits.data).asarray(target)
+                        if isinstance(logits, Tensor) else target)
+    return CrossEntropy()(logits, target)

@@ -1,0 +1,536 @@
+"""Tensors and reverse-mode automatic differentiation.
+
+Every differentiable op is a :class:`Function`: ``forward`` maps input arrays to
+one output array and keeps only what ``backward`` needs; ``backward`` maps the
+gradient of the output to one gradient per input. Calling a Function on tensors
+records it as the *creator* of its output, which is how the graph is built::
+
+    class Square(Function):
+        def forward(self, x):
+            self.x = x                 # saved for backward
+            return x * x
+
+        def backward(self, gy):
+            return 2 * self.x * gy     # d(x*x)/dx times the upstream gradient
+
+    y = Square()(x)                    # y.creator is that Square node
+
+``Tensor.backward`` walks the graph in reverse topological order with an explicit
+work list (no recursion, so graphs of any depth work), sums the gradients of a
+tensor used by several ops, and releases each node's saved arrays as soon as its
+backward has run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy as np
+
+from . import backend as B
+
+# --------------------------------------------------------------------------------------
+# Gradient mode
+# --------------------------------------------------------------------------------------
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode: bool):
+    """Context manager (and decorator) that turns graph recording on or off."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, bool(mode)
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def no_grad():
+    """``with tinyalex.no_grad():`` records no graph (evaluation, SGD updates)."""
+    return set_grad_enabled(False)
+
+
+def enable_grad():
+    return set_grad_enabled(True)
+
+
+DEFAULT_FLOAT = np.float32
+
+
+# --------------------------------------------------------------------------------------
+# Function: the base class of every op
+# --------------------------------------------------------------------------------------
+
+class Function:
+    """A differentiable op with one output.
+
+    Subclasses implement
+
+    * ``forward(self, *arrays) -> array``: computes the output from backend arrays
+      (NumPy or CuPy) and saves on ``self`` what backward needs;
+    * ``backward(self, grad_output) -> array or tuple of arrays``: one gradient per
+      input, in input order (``None`` where an input needs none).
+
+    ``self.needs_input_grad`` (a tuple of bools, one per input) is set before
+    ``forward`` runs, so that an op can skip work no gradient will use.
+    Options (stride, padding, ...) go to ``__init__``; inputs go to ``__call__``.
+    """
+
+    #: True for ops whose floating inputs may legitimately differ in dtype
+    mixed_dtypes = False
+
+    def __call__(self, *inputs):
+        tensors = tuple(x if isinstance(x, Tensor) else as_tensor_like(x, inputs)
+                        for x in inputs)
+        self._check_inputs(tensors)
+        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        out = self.forward(*(t.data for t in tensors))
+        if record:
+            self.inputs = tensors
+            return Tensor(out, requires_grad=True, _creator=self)
+        return Tensor(out)
+
+    def forward(self, *arrays):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def _check_inputs(self, tensors):
+        backends = {t.backend for t in tensors}
+        if len(backends) > 1:
+            desc = ", ".join(f"input {i}: {t.backend}" for i, t in enumerate(tensors))
+            raise TypeError(f"{self.name}: inputs live on different backends ({desc}); "
+                            "move them to one backend with .to('numpy') or .to('cupy')")
+        if not self.mixed_dtypes:
+            floats = {t.dtype for t in tensors if t.dtype.kind == "f"}
+            if len(floats) > 1:
+                desc = ", ".join(f"input {i}: {t.dtype}" for i, t in enumerate(tensors))
+                raise TypeError(f"{self.name}: floating inputs have different dtypes "
+                                f"({desc}); convert with .float() or .double()")
+
+    def release(self):
+        """Drop saved arrays and input references once backward has used them."""
+        self.__dict__.clear()
+        self._released = True
+
+
+def as_tensor_like(value, peers) -> "Tensor":
+    """Wrap a Python scalar or array given to an op beside tensors.
+
+    A Python number takes the dtype and backend of the first floating tensor among
+    ``peers`` (so ``x * 2`` stays float32 on x's backend).
+    """
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        ref = next((p for p in peers if isinstance(p, Tensor)), None)
+        if ref is not None:
+            dtype = ref.dtype if ref.dtype.kind == "f" else None
+            arr = ref.xp.asarray(value, dtype=dtype)
+            if dtype is None and arr.dtype.kind == "f":
+                arr = arr.astype(DEFAULT_FLOAT)
+            return Tensor(arr)
+    return tensor(value)
+
+
+# --------------------------------------------------------------------------------------
+# Tensor
+# --------------------------------------------------------------------------------------
+
+class Tensor:
+    """An n-dimensional array on a backend, with an optional gradient.
+
+    ``data`` is the backend array (numpy.ndarray or cupy.ndarray). ``grad`` is a
+    Tensor holding the accumulated gradient of a leaf that ``requires_grad``.
+    """
+
+    __array_priority__ = 100  # so that ndarray * Tensor calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, _creator: Function | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not (isinstance(data, np.ndarray) or B.is_cupy_array(data)):
+            data = np.asarray(data)
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype "
+                            f"{data.dtype}")
+        self.data = data
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._creator = _creator
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def numel(self) -> int:
+        return self.size
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    @property
+    def backend(self) -> str:
+        return B.backend_of(self.data)
+
+    device = backend
+
+    @property
+    def xp(self):
+        return B.get_array_module(self.data)
+
+    @property
+    def creator(self) -> Function | None:
+        """The Function that produced this tensor (None for leaves)."""
+        return self._creator
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._creator is None
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), precision=4, threshold=20, edgeitems=2,
+                               separator=", ", prefix="tensor(")
+        extra = "" if self.dtype == DEFAULT_FLOAT else f", dtype={self.dtype}"
+        extra += "" if self.backend == "numpy" else f", backend='{self.backend}'"
+        extra += ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}{extra})"
+
+    # -- conversion ----------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A host NumPy copy of the data (a view is never handed out for device data)."""
+        return B.to_numpy(self.data).copy()
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def to(self, backend: str) -> "Tensor":
+        """This tensor on another backend ("numpy" or "cupy"); a leaf stays a leaf."""
+        data = B.to_backend(self.data, backend)
+        if data is self.data:
+            return self
+        if self._creator is not None:
+            return _Move(backend)(self)
+        out = Tensor(data, requires_grad=self.requires_grad)
+        return out
+
+    def astype(self, dtype) -> "Tensor":
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        if dtype.kind == "f" and self.dtype.kind == "f":
+            return _Cast(dtype)(self)
+        return Tensor(self.data.astype(dtype))
+
+    type = astype
+
+    def float(self) -> "Tensor":
+        return self.astype(np.float32)
+
+    def double(self) -> "Tensor":
+        return self.astype(np.float64)
+
+    # -- autograd ------------------------------------------------------------------
+    def zero_grad_(self):
+        self.grad = None
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``.
+
+        ``grad`` defaults to 1 for a one-element tensor. Saved arrays are released as
+        the walk goes unless ``retain_graph`` is set.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (was it "
+                               "computed under no_grad(), or from inputs that need none?)")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without an explicit grad needs a tensor with "
+                                   f"one element; this one has shape {self.shape}")
+            grad = self.xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else self.xp.asarray(grad)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected "
+                                 f"the tensor's shape {self.shape}")
+            grad = grad.astype(self.dtype, copy=False)
+        if self._creator is None:
+            _accumulate_leaf(self, grad)
+            return
+        run_backward(self._creator, grad, retain_graph)
+
+    # -- arithmetic (each a Function defined in tinyalex.ops.basic) -----------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pow__(self, exponent):
+        return _ops().power(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    view = reshape
+
+    def exp(self):
+        return _ops().exp(self)
+
+    def log(self):
+        return _ops().log(self)
+
+    def relu(self):
+        from .ops.activation import relu
+        return relu(self)
+
+    # -- comparisons and reductions without gradients ------------------------------
+    def argmax(self, axis=None, dim=None):
+        axis = dim if axis is None else axis
+        return Tensor(self.data.argmax(axis=axis))
+
+    def max(self, axis=None):
+        return Tensor(self.data.max(axis=axis))
+
+    def _compare(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, other))
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    __hash__ = object.__hash__
+
+
+class Parameter(Tensor):
+    """A leaf tensor that a Module registers as one of its parameters."""
+
+    def __init__(self, data, requires_grad: bool = True):
+        super().__init__(data.data if isinstance(data, Tensor) else data,
+                         requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+def _ops():
+    from .ops import basic  # late import: ops are built on this module
+    return basic
+
+
+class _Move(Function):
+    """Copy between backends, differentiably (the gradient moves back)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def _check_inputs(self, tensors):
+        pass
+
+    def forward(self, x):
+        self.source = B.backend_of(x)
+        return B.to_backend(x, self.target)
+
+    def backward(self, gy):
+        return B.to_backend(gy, self.source)
+
+
+class _Cast(Function):
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.source)
+
+
+# --------------------------------------------------------------------------------------
+# The backward walk
+# --------------------------------------------------------------------------------------
+
+def _accumulate_leaf(t: Tensor, g) -> None:
+    # Never add in place: g may be shared with another gradient (add's backward
+    # hands the same array to both inputs).
+    if t.grad is None:
+        t.grad = Tensor(g)
+    else:
+        t.grad = Tensor(t.grad.data + g)
+
+
+def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
+    """Back-propagate ``grad`` (the gradient of root's output) through the graph."""
+    # 1. Find every node reachable from the root and count, for each, how many
+    #    consumers of its output lie in the graph: a node may run once all of them
+    #    have handed it their gradient (Kahn's topological order, no recursion).
+    waiting = {root: 0}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "_released", False):
+            raise RuntimeError(
+                f"backward through {node.name} a second time: its saved arrays were "
+                "released by the first backward; pass retain_graph=True to the first call")
+        for t in node.inputs:
+            c = t._creator
+            if c is None:
+                continue
+            if c in waiting:
+                waiting[c] += 1
+            else:
+                waiting[c] = 1
+                stack.append(c)
+
+    # 2. Run each node once all its consumers are done, summing gradients that meet.
+    grads = {root: grad}
+    ready = [root]
+    while ready:
+        node = ready.pop()
+        gy = grads.pop(node, None)
+        inputs = node.inputs
+        if gy is not None:
+            gxs = node.backward(gy)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            if len(gxs) != len(inputs):
+                raise RuntimeError(f"{node.name}.backward returned {len(gxs)} gradients for "
+                                   f"{len(inputs)} inputs")
+            for t, gx, need in zip(inputs, gxs, node.needs_input_grad):
+                if not need or gx is None:
+                    continue
+                if gx.shape != t.data.shape:
+                    raise RuntimeError(f"{node.name}.backward returned a gradient of shape "
+                                       f"{tuple(gx.shape)} for an input of shape {t.shape}")
+                c = t._creator
+                if c is None:
+                    _accumulate_leaf(t, gx)
+                elif c in grads:
+                    grads[c] = grads[c] + gx
+                else:
+                    grads[c] = gx
+        for t in inputs:
+            c = t._creator
+            if c is not None:
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    ready.append(c)
+        if not retain_graph:
+            node.release()
+
+
+# --------------------------------------------------------------------------------------
+# Construction
+# --------------------------------------------------------------------------------------
+
+def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = None) -> Tensor:
+    """Build a Tensor from array-like ``data``.
+
+    NumPy/CuPy arrays keep their dtype and backend (the data is copied); Python
+    floats become float32 and ints int64, as in PyTorch. ``backend`` moves the data.
+    """
+    if isinstance(data, Tensor):
+        arr = data.data.copy()
+    elif isinstance(data, np.ndarray) or B.is_cupy_array(data):
+        arr = data.copy()
+    else:
+        arr = np.array(data)
+        if arr.dtype == object:
+            raise TypeError(f"cannot build a tensor from {type(data).__name__} holding "
+                            "mixed or non-numeric values")
+        if arr.dtype.kind == "f" and dtype is None:
+            arr = arr.astype(DEFAULT_FLOAT)
+    if dtype is not None:
+        arr = arr.astype(np.dtype(dtype), copy=False)
+    if backend is not None:
+        arr = B.to_backend(arr, backend)
+    return Tensor(arr, requires_grad=requires_grad)
