@@ -29,7 +29,7 @@ from .random import manual_seed
 from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
                      set_grad_enabled, tensor)
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
-from .summary import summary
+from .summarize import summary
 
 __version__ = "0.1.0"
 

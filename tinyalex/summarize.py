@@ -8,8 +8,25 @@ import numpy as np
 from .tensor import Tensor, no_grad
 
 
+def layer_macs(layer, in_shape, out_shape) -> int:
+    """Multiply-accumulates of one layer for the whole batch of ``in_shape``.
+
+    Conv2d: N*OC*OH*OW*C*KH*KW; Linear: N*in*out; other layers: 0 (they do no
+    multiply-accumulate work worth counting).
+    """
+    from . import nn
+    if isinstance(layer, nn.Conv2d):
+        N, OC, OH, OW = out_shape
+        C = in_shape[1]
+        KH, KW = layer.kernel_size
+        return N * OC * OH * OW * C * KH * KW
+    if isinstance(layer, nn.Linear):
+        return int(np.prod(in_shape[:-1])) * layer.in_features * layer.out_features
+    return 0
+
+
 def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
-    """One dict per layer of ``net``: index, name, output shape, parameters."""
+    """One dict per layer of ``net``: index, name, output shape, parameters, MACs."""
     if not hasattr(net, "__iter__"):
         raise TypeError(f"summary needs a Sequential (iterable of layers), got "
                         f"{type(net).__name__}")
@@ -24,10 +41,12 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     try:
         with no_grad():
             for i, layer in enumerate(net):
+                in_shape = x.shape
                 x = layer(x)
                 rows.append({"index": i, "name": type(layer).__name__,
                              "output_shape": x.shape,
-                             "parameters": sum(p.size for p in layer.parameters())})
+                             "parameters": sum(p.size for p in layer.parameters()),
+                             "macs": layer_macs(layer, in_shape, x.shape)})
     finally:
         net.train(was_training)
     return rows
