@@ -1,7 +1,22 @@
 """``summary(net, input_shape)``: run one input through a Sequential, layer by layer,
-and print each layer's output shape and parameter count."""
+and print a table of what each layer costs.
+
+Per layer: output shape, parameters, multiply-accumulates (MACs) and the memory of
+the layer's output (its activation); with ``time=True`` also the measured time of
+its forward and backward pass on the chosen backend. Totals at the bottom::
+
+    import tinyalex
+    tinyalex.summary(tinyalex.models.alexnet(), (1, 1, 224, 224))
+    tinyalex.summary(tinyalex.models.lenet(), (256, 1, 28, 28), time=True)
+
+Every figure is measured on the network itself: shapes come from running a zero
+input through it, parameters from ``layer.parameters()``, MACs from the layer's
+sizes (``layer_macs``), times from a clock around each layer's own call.
+"""
 
 from __future__ import annotations
+
+import time as _time
 
 import numpy as np
 
@@ -25,14 +40,24 @@ def layer_macs(layer, in_shape, out_shape) -> int:
     return 0
 
 
-def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
-    """One dict per layer of ``net``: index, name, output shape, parameters, MACs."""
+def _check_net_and_shape(net, input_shape):
     if not hasattr(net, "__iter__"):
         raise TypeError(f"summary needs a Sequential (iterable of layers), got "
                         f"{type(net).__name__}")
-    shape = tuple(int(s) for s in input_shape)
-    if any(s < 1 for s in shape):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"summary: input_shape must be a tuple of ints such as "
+                        f"(1, 1, 224, 224), got {input_shape!r}") from None
+    if not shape or any(s < 1 for s in shape):
         raise ValueError(f"summary: input_shape must hold positive sizes, got {input_shape}")
+    return shape
+
+
+def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
+    """One dict per layer of ``net``: index, name, output shape, parameters, MACs and
+    ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
+    shape = _check_net_and_shape(net, input_shape)
     from . import backend as B
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
@@ -42,27 +67,137 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
         with no_grad():
             for i, layer in enumerate(net):
                 in_shape = x.shape
-                x = layer(x)
+                try:
+                    x = layer(x)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"summary: layer {i} ({type(layer).__name__}) cannot "
+                                     f"take input of shape {in_shape} (from input_shape "
+                                     f"{shape}): {exc}") from None
                 rows.append({"index": i, "name": type(layer).__name__,
                              "output_shape": x.shape,
                              "parameters": sum(p.size for p in layer.parameters()),
-                             "macs": layer_macs(layer, in_shape, x.shape)})
+                             "macs": layer_macs(layer, in_shape, x.shape),
+                             "activation_bytes": int(x.data.nbytes)})
     finally:
         net.train(was_training)
     return rows
 
 
-def summary(net, input_shape, backend: str = "numpy", print_fn=print):
-    """Print the per-layer table (and return its rows)."""
-    rows = layer_rows(net, input_shape, backend)
-    lines = [f"{'#':>3}  {'layer':<10} {'output shape':<22} {'parameters':>12}"]
-    lines.append("-" * len(lines[0]))
+def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
+                warmup: int = 1, dtype=np.float32):
+    """Median forward and backward time of each layer, in milliseconds.
+
+    Each layer is timed alone, in training mode (dropout active, as in a training
+    step), on the input it receives in the network. Its backward pass gets a random
+    upstream gradient of its output's shape; the first layer's input needs no
+    gradient (it is the data), so its convolution skips the input gradient as it
+    does in training. Returns ``[(forward_ms, backward_ms), ...]``; ``backward_ms``
+    is None for a layer with nothing to differentiate. The network's parameter
+    gradients and tinyalex's random stream are restored afterwards.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"time_layers: repeats must be >= 1 and warmup >= 0, got "
+                         f"repeats={repeats}, warmup={warmup}")
+    shape = _check_net_and_shape(net, input_shape)
+    from . import backend as B
+    from . import random as R
+    xp = B.xp_of(backend)
+    host = np.random.default_rng(0)
+    x = B.to_backend(host.standard_normal(shape).astype(dtype), backend)
+
+    saved_grads = [(p, p.grad) for p in net.parameters()]
+    saved_rng = R.get_rng_state()
+    was_training = net.training
+    net.train()
+    times = []
+    try:
+        for i, layer in enumerate(net):
+            fwd, bwd = [], []
+            gy = None
+            for r in range(warmup + repeats):
+                t_in = Tensor(x, requires_grad=i > 0)
+                B.synchronize(backend)
+                t0 = _time.perf_counter()
+                y = layer(t_in)
+                B.synchronize(backend)
+                t1 = _time.perf_counter()
+                if gy is None:
+                    gy = xp.asarray(host.standard_normal(y.shape).astype(y.dtype))
+                if y.requires_grad:
+                    t2 = _time.perf_counter()
+                    y.backward(gy)
+                    B.synchronize(backend)
+                    t3 = _time.perf_counter()
+                else:
+                    t2 = t3 = None
+                if r >= warmup:
+                    fwd.append((t1 - t0) * 1e3)
+                    if t2 is not None:
+                        bwd.append((t3 - t2) * 1e3)
+                for p in layer.parameters():
+                    p.grad = None
+            times.append((float(np.median(fwd)), float(np.median(bwd)) if bwd else None))
+            x = y.data            # the next layer's input: this layer's (training) output
+    finally:
+        net.train(was_training)
+        for p, g in saved_grads:
+            p.grad = g
+        R.set_rng_state(saved_rng)
+    return times
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def format_table(rows, backend: str | None = None) -> str:
+    """The rows of :func:`layer_rows` (with times if present) as a text table."""
+    timed = "forward_ms" in rows[0] if rows else False
+    head = (f"{'#':>3}  {'layer':<10} {'output shape':<20} {'parameters':>12} "
+            f"{'MACs':>15} {'activation':>11}")
+    if timed:
+        head += f" {'forward ms':>11} {'backward ms':>12}"
+    lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['index']:>3}  {r['name']:<10} {str(r['output_shape']):<22} "
-                     f"{r['parameters']:>12,}")
-    lines.append("-" * len(lines[0]))
-    total = sum(r["parameters"] for r in rows)
-    lines.append(f"{'':>3}  {'total':<10} {'':<22} {total:>12,}")
+        line = (f"{r['index']:>3}  {r['name']:<10} {str(r['output_shape']):<20} "
+                f"{r['parameters']:>12,} {r['macs']:>15,} {_bytes(r['activation_bytes']):>11}")
+        if timed:
+            line += f" {_ms(r['forward_ms']):>11} {_ms(r['backward_ms']):>12}"
+        lines.append(line)
+    lines.append("-" * len(head))
+    total = (f"{'':>3}  {'total':<10} {'':<20} {sum(r['parameters'] for r in rows):>12,} "
+             f"{sum(r['macs'] for r in rows):>15,} "
+             f"{_bytes(sum(r['activation_bytes'] for r in rows)):>11}")
+    if timed:
+        total += (f" {_ms(sum(r['forward_ms'] for r in rows)):>11} "
+                  f"{_ms(sum(r['backward_ms'] or 0.0 for r in rows)):>12}")
+    lines.append(total)
+    if timed:
+        lines.append(f"times: median per layer on backend {backend!r}, training mode; "
+                     "activation: memory of each layer's output")
+    else:
+        lines.append("activation: memory of each layer's output for the whole batch")
+    return "\n".join(lines)
+
+
+def summary(net, input_shape, backend: str = "numpy", time: bool = False,
+            repeats: int = 3, print_fn=print):
+    """Print the per-layer table (and return its rows).
+
+    ``time=True`` adds ``forward_ms`` and ``backward_ms`` to each row, measured by
+    :func:`time_layers` on ``backend`` (median of ``repeats`` runs after one warm-up).
+    """
+    rows = layer_rows(net, input_shape, backend)
+    if time:
+        for r, (f, b) in zip(rows, time_layers(net, input_shape, backend, repeats)):
+            r["forward_ms"], r["backward_ms"] = f, b
     if print_fn is not None:
-        print_fn("\n".join(lines))
+        print_fn(format_table(rows, backend))
     return rows
