@@ -1,0 +1,101 @@
+"""Shared fixtures and helpers for the test suite.
+
+* ``backend``: every test that takes it runs once per backend ("numpy", "cupy");
+  the cupy run is skipped, with the reason tinyalex itself gives, where CuPy or a
+  GPU is missing. One test, every backend: never a copy of a test per backend.
+* ``check``: ``tinyalex.gradcheck`` with the suite's tolerances (below).
+* ``arr`` / ``param``: float64 test tensors from a seeded NumPy generator, moved to
+  a backend, so that hypothesis examples are reproducible.
+* ``distinct``, ``away_from_zero``: inputs that keep finite differences away from
+  the kinks of max pooling (ties) and ReLU (zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import tinyalex
+from tinyalex import backend as B
+
+# The suite's gradient-check tolerances. Central differences in float64 with
+# eps = 1e-6 have truncation error ~eps**2 * |f'''| (~1e-12 here) and round-off
+# ~1e-16 * |f| / eps (~1e-9 for |f| ~ 10), so 1e-6 absolute + 1e-5 relative is
+# tight and still leaves three orders of magnitude of headroom.
+EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-5
+
+# Hypothesis: no deadline (timings are noisy on a shared 2-core machine) and the
+# backend fixture is a plain string, identical for every example of one test run.
+settings.register_profile(
+    "tinyalex", deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile("tinyalex")
+
+_CUPY_REASON = B.cupy_unavailable_reason()
+BACKENDS = [
+    "numpy",
+    pytest.param("cupy", marks=pytest.mark.skipif(
+        bool(_CUPY_REASON), reason=f"cupy backend not usable here: {_CUPY_REASON}")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """The backend name a test runs on: "numpy", then "cupy" where usable."""
+    return request.param
+
+
+def check(fn, *inputs, eps=EPS, atol=ATOL, rtol=RTOL, seed=0):
+    """``tinyalex.gradcheck`` with the suite's tolerances (raises on a mismatch)."""
+    return tinyalex.gradcheck(fn, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)
+
+
+def arr(values, backend="numpy", requires_grad=True, dtype=np.float64):
+    """A tensor holding ``values`` on ``backend`` (float64 by default, for gradchecks)."""
+    return tinyalex.tensor(np.asarray(values, dtype=dtype), requires_grad=requires_grad,
+                           backend=backend)
+
+
+def randn(rng, shape, backend="numpy", requires_grad=True, scale=1.0):
+    return arr(rng.standard_normal(shape) * scale, backend, requires_grad)
+
+
+def distinct(rng, shape, gap=0.01):
+    """Values without ties (a scaled random permutation): max pooling stays
+    differentiable under +-eps perturbations because neighbours differ by >= gap."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n).reshape(shape) - n / 2) * gap
+
+
+def away_from_zero(rng, shape, low=0.1, high=1.0):
+    """Random signs times magnitudes in [low, high]: no element near ReLU's kink."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, size=shape)
+
+
+def host(t) -> np.ndarray:
+    """A host NumPy copy of a Tensor's (or array's) values."""
+    return t.numpy() if isinstance(t, tinyalex.Tensor) else B.to_numpy(t)
+
+
+def spot_check(loss_fn, tensor, indices, eps=EPS, atol=ATOL, rtol=RTOL):
+    """Compare tensor.grad (already computed for ``loss_fn()``) with central
+    differences at a few ``indices``; for big networks where a full gradcheck
+    over every element would take minutes. ``tensor`` must be float64."""
+    assert tensor.dtype == np.float64
+    analytic = host(tensor.grad)
+    flat = tensor.data.reshape(-1)
+    assert np.shares_memory(flat, tensor.data) if tensor.backend == "numpy" else True
+    for index in indices:
+        j = int(np.ravel_multi_index(index, tensor.shape))
+        old = float(flat[j])
+        with tinyalex.no_grad():
+            flat[j] = old + eps
+            f_plus = float(loss_fn().item())
+            flat[j] = old - eps
+            f_minus = float(loss_fn().item())
+        flat[j] = old
+        numeric = (f_plus - f_minus) / (2 * eps)
+        a = analytic[tuple(index)]
+        assert abs(a - numeric) <= atol + rtol * abs(numeric), (
+            f"element {tuple(index)}: analytic {a:.10g}, numeric {numeric:.10g}")

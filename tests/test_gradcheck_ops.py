@@ -1,0 +1,256 @@
+"""Every op's backward against central finite differences in float64.
+
+Each test draws shapes with hypothesis (batch, channels, sizes, kernel, stride,
+padding, non-square, kernel = padded input size), checks every input that takes a
+gradient (data, weight, bias) with a random upstream gradient, and uses the
+tolerances of ``conftest`` (eps=1e-6, atol=1e-6, rtol=1e-5). Convolution and
+pooling run with every kernel set the backend has ("reference", and "fast" where
+fast kernels are registered).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings, strategies as st
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+
+import tinyalex
+import tinyalex.kernels as kernels
+import tinyalex.nn.functional as F
+from tinyalex import ops
+from conftest import arr, away_from_zero, check, distinct, randn
+
+EXAMPLES = 30
+
+
+@pytest.fixture(params=["reference", "fast"])
+def kernel_mode(request, backend):
+    """Run under each kernel mode; "fast" only where fast kernels are registered."""
+    mode = request.param
+    if mode == "fast":
+        sources = kernels.kernel_set(backend, "fast").sources
+        if "fast" not in sources.values():
+            pytest.skip(f"no fast kernels registered for {backend} (all {len(sources)} "
+                        "entries are the reference, checked by the reference run)")
+    with kernels.use(mode):
+        yield mode
+
+
+@st.composite
+def window_geometry(draw, pool=False, max_size=6):
+    """(H, W, KH, KW, SH, SW, PH, PW) with at least one window in the padded input.
+
+    For pooling, padding is at most half the kernel (PyTorch's rule)."""
+    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if pool:
+        PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
+    else:
+        PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + max_size - 1))
+    W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + max_size - 1))
+    return H, W, KH, KW, SH, SW, PH, PW
+
+
+# -- convolution ----------------------------------------------------------------------
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), OC=st.integers(1, 3),
+       geom=window_geometry(), bias=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=1, C=2, OC=2, geom=(3, 5, 3, 5, 1, 1, 0, 0), bias=True, seed=1)   # kernel = input, non-square
+@example(N=2, C=1, OC=3, geom=(2, 3, 4, 5, 2, 3, 1, 1), bias=True, seed=2)   # kernel = padded input
+@example(N=1, C=3, OC=1, geom=(7, 4, 3, 2, 2, 3, 1, 0), bias=False, seed=3)  # SH != SW, PH != PW
+def test_conv2d_gradients(backend, kernel_mode, N, C, OC, geom, bias, seed):
+    H, W, KH, KW, SH, SW, PH, PW = geom
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (N, C, H, W), backend)
+    w = randn(rng, (OC, C, KH, KW), backend)
+    inputs = [x, w] + ([randn(rng, (OC,), backend)] if bias else [])
+    check(lambda *a: F.conv2d(*a, stride=(SH, SW), padding=(PH, PW)), *inputs)
+
+
+@settings(max_examples=5)
+@given(seed=st.integers(0, 2**16), which=st.sampled_from(["x", "w", "b"]))
+def test_conv2d_gradient_of_one_input_alone(backend, seed, which):
+    """Only one input requires grad: the op skips the others' gradients (needs_input_grad)
+    and the one it computes is still right."""
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (2, 2, 5, 4), backend, requires_grad=which == "x")
+    w = randn(rng, (3, 2, 3, 2), backend, requires_grad=which == "w")
+    b = randn(rng, (3,), backend, requires_grad=which == "b")
+    check(lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1), x, w, b)
+
+
+# -- pooling --------------------------------------------------------------------------
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), geom=window_geometry(pool=True),
+       default_stride=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=1, C=2, geom=(3, 4, 3, 4, 1, 1, 0, 0), default_stride=True, seed=0)  # kernel = input
+@example(N=2, C=1, geom=(2, 2, 3, 3, 1, 2, 1, 1), default_stride=False, seed=1)  # padding wins nowhere
+def test_max_pool2d_gradients(backend, kernel_mode, N, C, geom, default_stride, seed):
+    H, W, KH, KW, SH, SW, PH, PW = geom
+    rng = np.random.default_rng(seed)
+    x = arr(distinct(rng, (N, C, H, W)), backend)          # no ties: max is differentiable
+    stride = None if default_stride else (SH, SW)
+    check(lambda x: F.max_pool2d(x, (KH, KW), stride, (PH, PW)), x)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), geom=window_geometry(pool=True),
+       default_stride=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=1, C=1, geom=(4, 2, 4, 2, 1, 1, 0, 0), default_stride=True, seed=0)  # kernel = input
+@example(N=1, C=2, geom=(3, 5, 2, 4, 2, 1, 1, 2), default_stride=False, seed=1)
+def test_avg_pool2d_gradients(backend, kernel_mode, N, C, geom, default_stride, seed):
+    H, W, KH, KW, SH, SW, PH, PW = geom
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (N, C, H, W), backend)
+    stride = None if default_stride else (SH, SW)
+    check(lambda x: F.avg_pool2d(x, (KH, KW), stride, (PH, PW)), x)
+
+
+# -- activations, dropout -------------------------------------------------------------
+
+small_shape = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=small_shape, seed=st.integers(0, 2**16))
+def test_relu_gradients(backend, shape, seed):
+    x = arr(away_from_zero(np.random.default_rng(seed), shape), backend)
+    check(F.relu, x)
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=small_shape, seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 10.0]))
+def test_sigmoid_gradients(backend, shape, seed, scale):
+    check(F.sigmoid, randn(np.random.default_rng(seed), shape, backend, scale=scale))
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=small_shape, seed=st.integers(0, 2**16), p=st.sampled_from([0.1, 0.5, 0.9]))
+def test_dropout_gradients_with_a_fixed_mask(backend, shape, seed, p):
+    x = randn(np.random.default_rng(seed), shape, backend)
+
+    def fn(x):
+        tinyalex.manual_seed(seed)          # the same mask on every call
+        return F.dropout(x, p, training=True)
+    check(fn, x)
+
+
+# -- dense, flatten, loss -------------------------------------------------------------
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 4), IN=st.integers(1, 6), OUT=st.integers(1, 5),
+       bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_linear_gradients(backend, N, IN, OUT, bias, seed):
+    rng = np.random.default_rng(seed)
+    inputs = [randn(rng, (N, IN), backend), randn(rng, (OUT, IN), backend)]
+    if bias:
+        inputs.append(randn(rng, (OUT,), backend))
+    check(F.linear, *inputs)
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=st.lists(st.integers(1, 3), min_size=2, max_size=5).map(tuple),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_flatten_gradients(backend, shape, seed, data):
+    start = data.draw(st.integers(0, len(shape) - 1))
+    end = data.draw(st.integers(start, len(shape) - 1))
+    x = randn(np.random.default_rng(seed), shape, backend)
+    y = F.flatten(x, start, end)
+    assert y.shape == shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+    check(lambda x: F.flatten(x, start, end), x)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 5), K=st.integers(1, 6), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1.0, 30.0]))
+def test_cross_entropy_gradients(backend, N, K, seed, scale):
+    rng = np.random.default_rng(seed)
+    logits = randn(rng, (N, K), backend, scale=scale)
+    target = tinyalex.tensor(rng.integers(0, K, size=N), backend=backend)
+    check(lambda z: F.cross_entropy(z, target), logits)
+
+
+# -- arithmetic, reductions, reshapes -------------------------------------------------
+
+binary_ops = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "rsub_scalar": lambda a, b: 2.5 - a * b,
+    "rdiv_scalar": lambda a, b: 1.5 / b + a,
+}
+
+
+@pytest.mark.parametrize("op", sorted(binary_ops))
+@settings(max_examples=10)
+@given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
+                                            max_side=3),
+       seed=st.integers(0, 2**16))
+def test_broadcasting_binary_op_gradients(backend, op, shapes, seed):
+    rng = np.random.default_rng(seed)
+    a_shape, b_shape = shapes.input_shapes
+    a = randn(rng, a_shape, backend)
+    b = arr(away_from_zero(rng, b_shape, 0.5, 2.0), backend)  # a safe denominator
+    y = binary_ops[op](a, b)
+    assert y.shape == shapes.result_shape
+    check(binary_ops[op], a, b)
+
+
+unary_ops = {
+    "neg": (lambda x: -x, "any"),
+    "exp": (lambda x: x.exp(), "any"),
+    "log": (lambda x: x.log(), "positive"),
+    "square": (lambda x: x ** 2, "any"),
+    "power_-1.5": (lambda x: x ** -1.5, "positive"),
+    "sum": (lambda x: x.sum(), "any"),
+    "mean": (lambda x: x.mean(), "any"),
+    "sum_axis0_keepdims": (lambda x: x.sum(axis=0, keepdims=True), "any"),
+    "mean_last_axis": (lambda x: x.mean(axis=-1), "any"),
+    "reshape_flat": (lambda x: x.reshape(-1), "any"),
+    "getitem_slice": (lambda x: x[::2], "any"),
+    "getitem_repeats": (lambda x: x[np.array([0, 0, -1])], "any"),   # scatter-add
+    "getitem_bool": (lambda x: x[x.data > 0], "any"),
+    "self_product": (lambda x: x * x * x, "any"),                 # one input used twice
+}
+
+
+@pytest.mark.parametrize("op", sorted(unary_ops))
+@settings(max_examples=8)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16))
+def test_unary_op_gradients(backend, op, shape, seed):
+    fn, domain = unary_ops[op]
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0.5, 2.0, shape) if domain == "positive" else rng.standard_normal(shape)
+    x = arr(values, backend)
+    if op == "getitem_bool" and not (values > 0).any():
+        values.flat[0] = 1.0
+        x = arr(values, backend)
+    check(fn, x)
+
+
+@settings(max_examples=EXAMPLES)
+@given(M=st.integers(1, 4), K=st.integers(1, 4), N=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_matmul_gradients(backend, M, K, N, seed):
+    rng = np.random.default_rng(seed)
+    check(ops.matmul, randn(rng, (M, K), backend), randn(rng, (K, N), backend))
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=st.lists(st.integers(1, 3), min_size=2, max_size=4).map(tuple),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_sum_over_several_axes_gradients(backend, shape, seed, data):
+    nd = len(shape)
+    axes = tuple(data.draw(st.lists(st.integers(-nd, nd - 1), min_size=1, max_size=nd,
+                                    unique_by=lambda a: a % nd)))
+    keepdims = data.draw(st.booleans())
+    x = randn(np.random.default_rng(seed), shape, backend)
+    expected = x.numpy().sum(axis=axes, keepdims=keepdims)
+    np.testing.assert_allclose(x.sum(axis=axes, keepdims=keepdims).numpy(), expected,
+                               rtol=1e-12)
+    check(lambda x: x.sum(axis=axes, keepdims=keepdims), x)
+    check(lambda x: x.mean(axis=(0, -1), keepdims=keepdims), x)
