@@ -235,6 +235,15 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.reshape(()).item()
 
+    def __bool__(self):
+        # As PyTorch: without this every tensor is truthy, so `if t == 0:` and
+        # `t in [a, b]` would silently answer True.
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with more than one element is "
+                             f"ambiguous (shape {self.shape}); reduce it first, e.g. "
+                             "(t == 0).numpy().all()")
+        return bool(self.item())
+
     def __float__(self):
         return float(self.item())
 
@@ -524,9 +533,9 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
         arr = data.copy()
     else:
         arr = np.array(data)
-        if arr.dtype == object:
+        if arr.dtype.kind not in "biuf":
             raise TypeError(f"cannot build a tensor from {type(data).__name__} holding "
-                            "mixed or non-numeric values")
+                            f"mixed or non-numeric values (NumPy dtype {arr.dtype})")
         if arr.dtype.kind == "f" and dtype is None:
             arr = arr.astype(DEFAULT_FLOAT)
     if dtype is not None:

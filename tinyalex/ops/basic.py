@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend as B
-from ..tensor import Function, Tensor
+from ..tensor import DEFAULT_FLOAT, Function, Tensor
 
 
 def sum_to(g, shape):
@@ -32,11 +32,24 @@ def _broadcast_shape(op, a, b):
                          "together") from None
 
 
+def _promote(a, b, to_float=False):
+    """PyTorch's dtype rule: an integer operand beside a float one takes the float's
+    dtype; two integer operands of a true division give float32 (NumPy would give
+    float64 in both cases)."""
+    floats = [x.dtype for x in (a, b) if x.dtype.kind == "f"]
+    if not floats and not to_float:
+        return a, b
+    dtype = floats[0] if floats else DEFAULT_FLOAT
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+
+
 class _Binary(Function):
+    true_division = False
+
     def forward(self, a, b):
         _broadcast_shape(self.name, a, b)
         self.a_shape, self.b_shape = a.shape, b.shape
-        return self.compute(a, b)
+        return self.compute(*_promote(a, b, self.true_division))
 
 
 class Add(_Binary):
@@ -67,6 +80,8 @@ class Mul(_Binary):
 
 
 class Div(_Binary):
+    true_division = True
+
     def compute(self, a, b):
         self.a, self.b = a, b
         return a / b
