@@ -1,0 +1,248 @@
+"""The study tools' pictures, drawn with matplotlib's Agg canvas (no window, no
+global backend switch: each figure gets its own ``FigureCanvasAgg``).
+
+Every function takes arrays the engine computed, writes one PNG of a fixed pixel
+size (``figsize * DPI``; no tight cropping, so tests can check the size) and
+returns its path:
+
+* ``plot_im2col(walk, path)``: the padded input beside the im2col matrix, one
+  window and its row highlighted;
+* ``plot_overlap(walks, path)``: how many windows cover each pixel (what col2im
+  adds up), one panel per convolution;
+* ``plot_filters(sets, path)``: the first layer's filters as a grid, one grid per
+  checkpoint;
+* ``plot_feature_maps(sets, path)``: one image's feature maps after each conv and
+  pool layer, one block of columns per checkpoint;
+* ``plot_curves(runs, path)``: loss and accuracy per epoch of several training runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+DPI = 100
+
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=DPI)          # fixed size: figsize * DPI pixels
+    return path
+
+
+def _annotate(ax, m, fmt=lambda v: f"{v:g}", fontsize=8, mid=None):
+    """Write each value of the 2-D array ``m`` in its cell: white on the dark half of
+    the colour scale (below ``mid``), black on the light half."""
+    if mid is None:
+        mid = (float(np.min(m)) + float(np.max(m))) / 2
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, fmt(m[i, j]), ha="center", va="center", fontsize=fontsize,
+                    color="white" if m[i, j] < mid else "black")
+
+
+def _label(t) -> str:
+    return ",".join(str(v) for v in t)
+
+
+# -- im2col and col2im ------------------------------------------------------------------
+
+IM2COL_SIZE = (15.0, 7.5)        # inches
+
+
+def plot_im2col(walk, path, row: int | None = None) -> str:
+    """Left: each channel of the padded input with one window outlined. Right: the
+    im2col matrix, rows (n, oh, ow) and columns (c, kh, kw), that window's row outlined."""
+    from matplotlib.patches import Rectangle
+    s = walk.sizes
+    C, KH, KW, SH, SW, PH, PW = (s[k] for k in ("C", "KH", "KW", "SH", "SW", "PH", "PW"))
+    H, W = s["H"], s["W"]
+    if row is None:
+        row = len(walk.row_labels) // 2 - (s["OW"] // 2 if s["OH"] > 1 else 0)
+    n, oh, ow = walk.row_labels[row]
+    fig = _figure(*IM2COL_SIZE)
+    grid = fig.add_gridspec(C, 2, width_ratios=[1, 3.2], wspace=0.15, left=0.05,
+                            right=0.98, top=0.88, bottom=0.12)
+    vmin, vmax = float(walk.cols.min()), float(walk.cols.max())
+    for c in range(C):
+        ax = fig.add_subplot(grid[c, 0])
+        img = walk.x_padded[n, c]                          # (H+2*PH, W+2*PW)
+        ax.imshow(img, cmap="viridis", vmin=vmin, vmax=vmax)
+        _annotate(ax, img)
+        ax.add_patch(Rectangle((PW - 0.5, PH - 0.5), W, H, fill=False, ls="--",
+                               ec="white", lw=1.2))
+        ax.add_patch(Rectangle((ow * SW - 0.5, oh * SH - 0.5), KW, KH, fill=False,
+                               ec="red", lw=2.5))
+        ax.set_title(f"x_padded[n={n}, c={c}]  (dashed: the image)", fontsize=9)
+        ax.set_xticks(range(img.shape[1]))
+        ax.set_yticks(range(img.shape[0]))
+        ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(grid[:, 1])
+    ax.imshow(walk.cols, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    _annotate(ax, walk.cols, fontsize=7 if walk.cols.shape[1] > 12 else 8)
+    ax.add_patch(Rectangle((-0.5, row - 0.5), walk.cols.shape[1], 1, fill=False,
+                           ec="red", lw=2.5))
+    for c in range(1, C):                                  # channel boundaries
+        ax.axvline(c * KH * KW - 0.5, color="white", lw=2)
+    ax.set_xticks(range(len(walk.col_labels)))
+    ax.set_xticklabels([_label(t) for t in walk.col_labels], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(walk.row_labels)))
+    ax.set_yticklabels([_label(t) for t in walk.row_labels], fontsize=7)
+    ax.set_xlabel("column (c, kh, kw)")
+    ax.set_ylabel("row (n, oh, ow)")
+    ax.set_title(f"cols = im2col(x): (N*OH*OW, C*KH*KW) = {walk.cols.shape}; the red "
+                 f"window is row (n, oh, ow) = ({n}, {oh}, {ow})", fontsize=10)
+    fig.suptitle(f"im2col: each {KH}x{KW} window of the padded input becomes one row "
+                 f"(stride {SH}, padding {PH})", fontsize=13)
+    return _save(fig, path)
+
+
+OVERLAP_PANEL = (5.0, 5.5)       # inches per panel
+
+
+def plot_overlap(walks, path) -> str:
+    """``walks``: list of (title, ConvWalk). Each panel: windows covering each pixel
+    of the padded grid, the count col2im adds up there; the image outlined."""
+    from matplotlib.patches import Rectangle
+    fig = _figure(OVERLAP_PANEL[0] * len(walks), OVERLAP_PANEL[1])
+    top = max(float(w.overlap.max()) for _, w in walks)
+    for i, (title, w) in enumerate(walks):
+        s = w.sizes
+        ax = fig.add_subplot(1, len(walks), i + 1)
+        ax.imshow(w.overlap, cmap="magma", vmin=0, vmax=top)
+        _annotate(ax, w.overlap, fmt=lambda v: str(int(v)), fontsize=10, mid=top / 2)
+        ax.add_patch(Rectangle((s["PW"] - 0.5, s["PH"] - 0.5), s["W"], s["H"],
+                               fill=False, ls="--", ec="cyan", lw=2))
+        ax.set_xticks(range(w.overlap.shape[1]))
+        ax.set_yticks(range(w.overlap.shape[0]))
+        ax.set_title(f"{title}\n{s['KH']}x{s['KW']} kernel, stride {s['SH']}, padding "
+                     f"{s['PH']}: {s['OH']}x{s['OW']} windows", fontsize=10)
+    fig.suptitle("col2im: windows covering each pixel (gradients added there); dashed: "
+                 "the image", fontsize=11)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.80, bottom=0.06, wspace=0.25)
+    return _save(fig, path)
+
+
+# -- filters and feature maps -------------------------------------------------------------
+
+def filter_grid_shape(n: int) -> tuple:
+    """(rows, columns) of a near-square grid for n tiles, wider than tall."""
+    cols = math.ceil(math.sqrt(n * 1.5))
+    return math.ceil(n / cols), cols
+
+
+FILTER_TILE = 0.5                # inches per filter
+
+
+def _filter_image(f):
+    """One filter (C, KH, KW) as an image: grey for C == 1, RGB for C == 3, else the
+    mean over channels. Scaled to [0, 1] around 0 so that 0.5 grey means weight 0."""
+    if f.shape[0] == 3:
+        img = f.transpose(1, 2, 0)                              # (KH, KW, 3)
+    else:
+        img = f.mean(axis=0)                                    # (KH, KW)
+    m = float(np.abs(img).max()) or 1.0
+    return (img / m + 1) / 2
+
+
+def plot_filters(sets, path) -> str:
+    """``sets``: list of (title, weight (OC, C, KH, KW)). One grid of OC filters per set,
+    side by side (before and after training)."""
+    rows, cols = filter_grid_shape(sets[0][1].shape[0])
+    fig = _figure(FILTER_TILE * cols * len(sets) + 0.4 * (len(sets) - 1) + 0.4,
+                  FILTER_TILE * rows + 0.9)
+    outer = fig.add_gridspec(1, len(sets), left=0.02, right=0.98, bottom=0.02,
+                             top=1 - 0.75 / (FILTER_TILE * rows + 0.9), wspace=0.06)
+    for s, (title, weight) in enumerate(sets):
+        OC = weight.shape[0]
+        inner = outer[0, s].subgridspec(rows, cols, wspace=0.08, hspace=0.08)
+        for k in range(rows * cols):
+            ax = fig.add_subplot(inner[k // cols, k % cols])
+            ax.set_axis_off()
+            if k < OC:
+                img = _filter_image(weight[k])
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if k == 0:
+                ax.set_title(title, fontsize=10, loc="left", pad=6 + FILTER_TILE * 0)
+    OC, C, KH, KW = sets[0][1].shape
+    note = "" if C in (1, 3) else f" (mean of the {C} input channels)"
+    fig.suptitle(f"First layer: {OC} filters of {C}x{KH}x{KW}{note}; grey = 0, "
+                 "light = positive, dark = negative", fontsize=10, y=0.995)
+    return _save(fig, path)
+
+
+MAP_TILE = 1.1                   # inches per feature map
+
+
+def plot_feature_maps(image, sets, path, channels) -> str:
+    """One image's feature maps.
+
+    ``image``: (H, W) input; ``sets``: list of (title, [(label, maps (C, H, W)), ...]),
+    the same layers in each set; ``channels``: per layer, the channel indices to show
+    (the same in every set, so that before and after compare the same channels).
+    Rows are layers; each set gets a block of len(channels[i]) columns.
+    """
+    layers = len(sets[0][1])
+    k = max(len(ch) for ch in channels)
+    ncols = k * len(sets)
+    fig = _figure(MAP_TILE * ncols + 1.6, MAP_TILE * (layers + 1) + 0.6)
+    grid = fig.add_gridspec(layers + 1, ncols + 1, left=0.01, right=0.99, bottom=0.01,
+                            top=1 - 0.5 / (MAP_TILE * (layers + 1) + 0.6),
+                            width_ratios=[1.4] + [1] * ncols, wspace=0.08, hspace=0.35)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(image, cmap="gray")
+    ax.set_title("input", fontsize=8)
+    ax.set_axis_off()
+    for s, (title, maps) in enumerate(sets):
+        ax = fig.add_subplot(grid[0, 1 + s * k:1 + (s + 1) * k])
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, title, ha="center", va="center", fontsize=11,
+                transform=ax.transAxes)
+        for i, (label, m) in enumerate(maps):
+            if s == 0:
+                ax = fig.add_subplot(grid[i + 1, 0])
+                ax.set_axis_off()
+                ax.text(0.0, 0.5, f"{label}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}",
+                        ha="left", va="center", fontsize=8, transform=ax.transAxes)
+            for j, ch in enumerate(channels[i]):
+                ax = fig.add_subplot(grid[i + 1, 1 + s * k + j])
+                ax.imshow(m[ch], cmap="viridis", interpolation="nearest")
+                ax.set_title(f"ch {ch}", fontsize=7, pad=2)
+                ax.set_axis_off()
+    return _save(fig, path)
+
+
+# -- training curves ------------------------------------------------------------------------
+
+CURVES_SIZE = (15.0, 4.5)
+
+
+def plot_curves(runs, path) -> str:
+    """``runs``: list of (label, records) with records as in metrics.json (``epoch``,
+    ``loss``, ``train_acc``, ``test_acc``). Three panels: loss, train and test accuracy."""
+    fig = _figure(*CURVES_SIZE)
+    panels = [("loss", "training loss"), ("train_acc", "train accuracy"),
+              ("test_acc", "test accuracy")]
+    for i, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for label, records in runs:
+            pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.9, wspace=0.22)
+    return _save(fig, path)
