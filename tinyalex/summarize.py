@@ -89,9 +89,9 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
 
     Each layer is timed alone, in training mode (dropout active, as in a training
     step), on the input it receives in the network. Its backward pass gets a random
-    upstream gradient of its output's shape; the first layer's input needs no
-    gradient (it is the data), so its convolution skips the input gradient as it
-    does in training. Returns ``[(forward_ms, backward_ms), ...]``; ``backward_ms``
+    upstream gradient of its output's shape. As in training, a layer's input needs a
+    gradient only when some layer before it has parameters: the first convolution
+    (whose input is the data) skips its input gradient. Returns ``[(forward_ms, backward_ms), ...]``; ``backward_ms``
     is None for a layer with nothing to differentiate. The network's parameter
     gradients and tinyalex's random stream are restored afterwards.
     """
@@ -110,12 +110,13 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
     was_training = net.training
     net.train()
     times = []
+    input_needs_grad = False       # the data needs no gradient
     try:
-        for i, layer in enumerate(net):
+        for layer in net:
             fwd, bwd = [], []
             gy = None
             for r in range(warmup + repeats):
-                t_in = Tensor(x, requires_grad=i > 0)
+                t_in = Tensor(x, requires_grad=input_needs_grad)
                 B.synchronize(backend)
                 t0 = _time.perf_counter()
                 y = layer(t_in)
@@ -138,6 +139,8 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
                     p.grad = None
             times.append((float(np.median(fwd)), float(np.median(bwd)) if bwd else None))
             x = y.data            # the next layer's input: this layer's (training) output
+            input_needs_grad = input_needs_grad or any(p.requires_grad
+                                                       for p in layer.parameters())
     finally:
         net.train(was_training)
         for p, g in saved_grads:
