@@ -1,0 +1,271 @@
+"""The nn layers: float64 gradient checks through the modules themselves, dropout's
+statistics, default and Xavier initialisation, manual_seed, and whole-network
+backward passes of AlexNet and LeNet."""
+
+import math
+
+import numpy as np
+import pytest
+
+import tinyalex
+import tinyalex.nn.functional as F
+from tinyalex import nn
+from tinyalex.models import init_weights_xavier
+from conftest import arr, away_from_zero, check, distinct, host, randn, spot_check
+
+
+def layer_check(layer, x):
+    """gradcheck of a layer (made float64) in its input and all its parameters."""
+    layer.double()
+    params = list(layer.parameters())
+    return check(lambda x, *ps: layer(x), x, *params)
+
+
+# -- gradient checks through the modules -----------------------------------------------
+
+@pytest.mark.parametrize("C, OC, kernel, stride, padding, bias, H, W", [
+    (2, 3, 3, 1, 1, True, 5, 5),
+    (1, 2, (2, 4), (2, 1), (0, 2), True, 4, 6),   # non-square everything
+    (3, 1, (4, 3), 3, 0, False, 4, 3),            # kernel = input size, no bias
+])
+def test_conv2d_layer_gradients(backend, C, OC, kernel, stride, padding, bias, H, W):
+    layer = nn.Conv2d(C, OC, kernel, stride=stride, padding=padding, bias=bias).to(backend)
+    x = randn(np.random.default_rng(0), (2, C, H, W), backend)
+    layer_check(layer, x)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_layer_gradients(backend, bias):
+    layer = nn.Linear(5, 3, bias=bias).to(backend)
+    layer_check(layer, randn(np.random.default_rng(1), (4, 5), backend))
+
+
+@pytest.mark.parametrize("layer", [
+    nn.MaxPool2d(3, stride=2), nn.MaxPool2d((2, 3), stride=(1, 2), padding=1),
+    nn.AvgPool2d(2), nn.AvgPool2d((3, 2), stride=1, padding=(1, 0)),
+], ids=repr)
+def test_pool_layer_gradients(backend, layer):
+    x = arr(distinct(np.random.default_rng(2), (2, 2, 5, 6)), backend)
+    layer_check(layer, x)
+
+
+def test_activation_flatten_and_dropout_layer_gradients(backend):
+    rng = np.random.default_rng(3)
+    x = arr(away_from_zero(rng, (3, 2, 2, 2)), backend)
+    layer_check(nn.ReLU(), x)
+    layer_check(nn.Sigmoid(), x)
+    layer_check(nn.Flatten(), x)
+    drop = nn.Dropout(0.4)
+
+    def fn(x):
+        tinyalex.manual_seed(7)
+        return drop(x)
+    check(fn, x)
+
+
+def test_cross_entropy_loss_module_matches_functional():
+    rng = np.random.default_rng(4)
+    z = randn(rng, (4, 3), requires_grad=False)
+    t = tinyalex.tensor([0, 2, 1, 2])
+    assert nn.CrossEntropyLoss()(z, t).item() == F.cross_entropy(z, t).item()
+
+
+def test_cross_entropy_value_and_stability():
+    z = np.array([[1.0, 2.0, 3.0], [1000.0, -1000.0, 0.0]])
+    loss = F.cross_entropy(arr(z), tinyalex.tensor([2, 0])).item()
+    expected = np.mean([-(3 - np.log(np.exp(1) + np.exp(2) + np.exp(3))), 0.0])
+    assert loss == pytest.approx(expected, rel=1e-14)
+    big = arr([[1e4, -1e4], [-1e4, 1e4]])
+    out = F.cross_entropy(big, tinyalex.tensor([1, 1]))
+    out.backward()
+    assert out.item() == pytest.approx(1e4, rel=1e-12)           # (2e4 + 0) / 2
+    np.testing.assert_allclose(host(big.grad), [[0.5, -0.5], [0.0, 0.0]], atol=1e-15)
+
+
+# -- dropout --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_zeroes_or_scales_and_preserves_the_mean(backend, p):
+    tinyalex.manual_seed(0)
+    n = 200_000
+    x = tinyalex.tensor(np.random.default_rng(0).uniform(0.5, 1.5, n).astype(np.float32),
+                        backend=backend)
+    y = host(F.dropout(x, p, training=True))
+    xv = host(x)
+    kept = y != 0
+    # every element is exactly 0 or x / (1 - p) (to float32 rounding of the scale)
+    np.testing.assert_allclose(y[kept], xv[kept] / (1 - p), rtol=2e-7)
+    # the dropped fraction is p: binomial std sqrt(p(1-p)/n) <= 0.0012; allow 5 std
+    assert abs((~kept).mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    # the mean is preserved: E[y] = E[x]; std of the sample mean of y is
+    # sqrt(E[x^2] p / (1-p) / n + var(x) / n) <= 0.0052 here; allow 5 std (relative)
+    spread = math.sqrt(((xv ** 2).mean() * p / (1 - p) + xv.var()) / n)
+    assert abs(y.mean() - xv.mean()) < 5 * spread
+
+
+def test_dropout_edge_probabilities_and_eval_identity(backend):
+    x = tinyalex.randn(4, 5, backend=backend)
+    np.testing.assert_array_equal(host(F.dropout(x, 1.0)), np.zeros((4, 5)))
+    assert F.dropout(x, 0.0) is x
+    assert F.dropout(x, 0.5, training=False) is x
+    layer = nn.Dropout(0.5)
+    layer.eval()
+    assert layer(x) is x
+    layer.train()
+    assert (host(layer(x)) == 0).any()
+
+
+def test_dropout_in_a_network_follows_train_and_eval():
+    tinyalex.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
+    x = tinyalex.randn(3, 8)
+    net.eval()
+    np.testing.assert_array_equal(net(x).numpy(), net[0](x).numpy())
+    net.train()
+    assert not np.array_equal(net(x).numpy(), net[0](x).numpy())
+
+
+def test_manual_seed_makes_dropout_and_init_reproducible():
+    def draw(seed):
+        tinyalex.manual_seed(seed)
+        net = tinyalex.models.lenet()
+        mask = F.dropout(tinyalex.ones(50), 0.5).numpy()
+        return [p.numpy() for p in net.parameters()] + [mask, tinyalex.randn(5).numpy()]
+
+    a, b, c = draw(3), draw(3), draw(4)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+
+
+# -- initialisation -------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, fan_in", [
+    (lambda: nn.Conv2d(16, 32, 3), 16 * 9),
+    (lambda: nn.Conv2d(1, 96, 11, stride=4, padding=1), 121),
+    (lambda: nn.Linear(400, 120), 400),
+])
+def test_default_init_is_pytorchs_uniform(make, fan_in):
+    """kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
+    weight, and the same bound for the bias (PyTorch's reset_parameters)."""
+    tinyalex.manual_seed(0)
+    layer = make()
+    bound = 1 / math.sqrt(fan_in)
+    w, b = layer.weight.numpy(), layer.bias.numpy()
+    assert w.dtype == np.float32 and b.dtype == np.float32
+    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+    # the whole range is used: with n >= 4608 draws, both extremes lie in the outer
+    # 5% of the bound (the chance that they do not is 0.975**4608 ~ 1e-51) ...
+    n = w.size
+    assert w.max() > 0.95 * bound and w.min() < -0.95 * bound
+    # ... and the spread is a uniform's: std = sigma = bound / sqrt(3), with standard
+    # error sigma * sqrt((kurtosis - 1) / 4n) = sigma * sqrt(0.2 / n); allow 5 of them
+    sigma = bound / math.sqrt(3)
+    assert abs(w.std() - sigma) < 5 * sigma * math.sqrt(0.2 / n)
+    assert abs(w.mean()) < 5 * sigma / math.sqrt(n)
+
+
+def test_default_init_bounds_equal_torchs():
+    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch.manual_seed(0)
+    for ours, theirs in [(nn.Conv2d(6, 16, 5), torch.nn.Conv2d(6, 16, 5)),
+                         (nn.Linear(84, 10), torch.nn.Linear(84, 10))]:
+        for name in ("weight", "bias"):
+            o = getattr(ours, name).numpy()
+            t = getattr(theirs, name).detach().numpy()
+            assert o.shape == t.shape
+            bound = 1 / math.sqrt(theirs.weight[0].numel())          # 1 / sqrt(fan_in)
+            assert np.abs(o).max() <= bound and np.abs(t).max() <= bound
+            assert np.abs(o).max() > 0.8 * bound and np.abs(t).max() > 0.8 * bound
+
+
+def test_xavier_uniform_bound_and_d2l_init_weights():
+    tinyalex.manual_seed(0)
+    w = nn.Linear(300, 200).weight
+    nn.init.xavier_uniform_(w)
+    bound = math.sqrt(6 / (300 + 200))
+    assert np.abs(w.numpy()).max() <= bound
+    assert np.abs(w.numpy()).max() > 0.99 * bound
+    assert abs(w.numpy().std() - bound / math.sqrt(3)) < 0.01 * bound
+    net = tinyalex.models.lenet()
+    biases = [p.numpy() for n, p in net.named_parameters() if n.endswith("bias")]
+    net.apply(init_weights_xavier)
+    for layer in net:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            fan_in, fan_out = nn.init.fan_in_and_fan_out(layer.weight)
+            assert np.abs(layer.weight.numpy()).max() <= math.sqrt(6 / (fan_in + fan_out))
+    after = [p.numpy() for n, p in net.named_parameters() if n.endswith("bias")]
+    for u, v in zip(biases, after):                    # d2l's init touches weights only
+        np.testing.assert_array_equal(u, v)
+
+
+def test_xavier_bound_equals_torchs():
+    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    t = torch.empty(96, 1, 11, 11)
+    torch.nn.init.xavier_uniform_(t)
+    ours = nn.Conv2d(1, 96, 11).weight
+    nn.init.xavier_uniform_(ours)
+    bound = math.sqrt(6 / (121 + 96 * 121))
+    assert np.abs(ours.numpy()).max() <= bound and t.abs().max().item() <= bound
+
+
+# -- whole networks -------------------------------------------------------------------
+
+def test_alexnet_backward_on_a_small_batch():
+    """Float32, batch 2 at 224x224 (the size its Linear(6400) needs): every parameter
+    gets a finite, nonzero gradient of its own shape."""
+    tinyalex.manual_seed(0)
+    net = tinyalex.models.alexnet()
+    x = tinyalex.randn(2, 1, 224, 224)
+    loss = F.cross_entropy(net(x), tinyalex.tensor([3, 7]))
+    assert np.isfinite(loss.item())
+    loss.backward()
+    for name, p in net.named_parameters():
+        g = p.grad.numpy()
+        assert g.shape == p.shape and g.dtype == np.float32, name
+        assert np.isfinite(g).all(), name
+        assert np.abs(g).max() > 0, name
+
+
+def test_alexnet_gradient_element_against_finite_differences():
+    """Float64, eval mode (no dropout), one image: two elements of the first conv's
+    weight and one of the first linear layer's, whose gradients travel through every
+    layer, against central differences on the whole network. A fixed seed keeps
+    pre-activations away from ReLU's kink and max-pool ties."""
+    tinyalex.manual_seed(1)
+    net = tinyalex.models.alexnet().double().eval()
+    x = tinyalex.randn(1, 1, 224, 224, dtype=np.float64)
+    y = tinyalex.tensor([4])
+
+    def loss():
+        return F.cross_entropy(net(x), y)
+    loss().backward()
+    spot_check(loss, net[0].weight, [(0, 0, 5, 5), (95, 0, 0, 10)])
+    spot_check(loss, net[14].weight, [(17, 123)])
+
+
+def test_lenet_float64_gradcheck_on_a_tiny_batch():
+    """LeNet is smooth (sigmoid, average pooling), so finite differences hold
+    everywhere: a full gradcheck of the input and the small parameters, and spot
+    checks of the large weight matrices (a full one would take minutes)."""
+    tinyalex.manual_seed(2)
+    net = tinyalex.models.lenet().double()
+    rng = np.random.default_rng(2)
+    x = randn(rng, (1, 1, 28, 28))
+    y = tinyalex.tensor([6])
+    small = [net[0].weight, net[0].bias, net[3].bias, net[7].bias, net[11].bias]
+    big = [p for p in net.parameters() if all(p is not s for s in small)]
+    for p in big:
+        p.requires_grad = False
+    check(lambda x, *ps: F.cross_entropy(net(x), y), x, *small)
+    for p in big:
+        p.requires_grad = True
+    x2 = randn(rng, (3, 1, 28, 28), requires_grad=False)
+    y2 = tinyalex.tensor([0, 9, 6])
+
+    def loss():
+        return F.cross_entropy(net(x2), y2)
+    loss().backward()
+    for p in big:
+        picks = [tuple(int(rng.integers(0, n)) for n in p.shape) for _ in range(3)]
+        spot_check(loss, p, picks)
