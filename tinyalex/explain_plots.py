@@ -156,33 +156,47 @@ def _filter_image(f):
     return (img / m + 1) / 2
 
 
+def filters_figsize(n_filters: int, n_sets: int) -> tuple:
+    """(width, height) in inches of :func:`plot_filters`' figure."""
+    rows, cols = filter_grid_shape(n_filters)
+    width = max(FILTER_TILE * cols * n_sets + 0.4 * n_sets, 7.0)
+    return width, FILTER_TILE * rows + 1.2
+
+
 def plot_filters(sets, path) -> str:
     """``sets``: list of (title, weight (OC, C, KH, KW)). One grid of OC filters per set,
     side by side (before and after training)."""
-    rows, cols = filter_grid_shape(sets[0][1].shape[0])
-    fig = _figure(FILTER_TILE * cols * len(sets) + 0.4 * (len(sets) - 1) + 0.4,
-                  FILTER_TILE * rows + 0.9)
-    outer = fig.add_gridspec(1, len(sets), left=0.02, right=0.98, bottom=0.02,
-                             top=1 - 0.75 / (FILTER_TILE * rows + 0.9), wspace=0.06)
-    for s, (title, weight) in enumerate(sets):
-        OC = weight.shape[0]
-        inner = outer[0, s].subgridspec(rows, cols, wspace=0.08, hspace=0.08)
-        for k in range(rows * cols):
-            ax = fig.add_subplot(inner[k // cols, k % cols])
-            ax.set_axis_off()
-            if k < OC:
-                img = _filter_image(weight[k])
-                ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            if k == 0:
-                ax.set_title(title, fontsize=10, loc="left", pad=6 + FILTER_TILE * 0)
     OC, C, KH, KW = sets[0][1].shape
+    rows, cols = filter_grid_shape(OC)
+    width, height = filters_figsize(OC, len(sets))
+    fig = _figure(width, height)
+    grid_w = FILTER_TILE * cols / width                 # one grid's width, figure units
+    gap = (1 - grid_w * len(sets)) / (len(sets) + 1)
+    for s, (title, weight) in enumerate(sets):
+        left = gap + s * (grid_w + gap)
+        grid = fig.add_gridspec(rows, cols, left=left, right=left + grid_w, bottom=0.1 / height,
+                                top=1 - 1.0 / height, wspace=0.08, hspace=0.08)
+        for k in range(rows * cols):
+            ax = fig.add_subplot(grid[k // cols, k % cols])
+            ax.set_axis_off()
+            if k < weight.shape[0]:
+                ax.imshow(_filter_image(weight[k]), cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+        fig.text(left + grid_w / 2, 1 - 0.75 / height, title, ha="center", va="center",
+                 fontsize=10)
     note = "" if C in (1, 3) else f" (mean of the {C} input channels)"
-    fig.suptitle(f"First layer: {OC} filters of {C}x{KH}x{KW}{note}; grey = 0, "
-                 "light = positive, dark = negative", fontsize=10, y=0.995)
+    fig.text(0.5, 1 - 0.3 / height, f"First layer: {OC} filters of {C}x{KH}x{KW}{note}\n"
+             "grey = 0, light = positive, dark = negative (each filter scaled alone)",
+             ha="center", va="center", fontsize=10)
     return _save(fig, path)
 
 
 MAP_TILE = 1.1                   # inches per feature map
+
+
+def feature_maps_figsize(n_layers: int, k: int, n_sets: int) -> tuple:
+    """(width, height) in inches of :func:`plot_feature_maps`' figure."""
+    return MAP_TILE * k * n_sets + 1.6, MAP_TILE * (n_layers + 1) + 0.8
 
 
 def plot_feature_maps(image, sets, path, channels) -> str:
@@ -191,35 +205,44 @@ def plot_feature_maps(image, sets, path, channels) -> str:
     ``image``: (H, W) input; ``sets``: list of (title, [(label, maps (C, H, W)), ...]),
     the same layers in each set; ``channels``: per layer, the channel indices to show
     (the same in every set, so that before and after compare the same channels).
-    Rows are layers; each set gets a block of len(channels[i]) columns.
+    Rows are layers; each set gets a block of columns. A channel has one colour
+    scale in all sets, so that before and after can be compared by eye.
     """
     layers = len(sets[0][1])
     k = max(len(ch) for ch in channels)
     ncols = k * len(sets)
-    fig = _figure(MAP_TILE * ncols + 1.6, MAP_TILE * (layers + 1) + 0.6)
+    width, height = feature_maps_figsize(layers, k, len(sets))
+    fig = _figure(width, height)
     grid = fig.add_gridspec(layers + 1, ncols + 1, left=0.01, right=0.99, bottom=0.01,
-                            top=1 - 0.5 / (MAP_TILE * (layers + 1) + 0.6),
-                            width_ratios=[1.4] + [1] * ncols, wspace=0.08, hspace=0.35)
+                            top=1 - 0.7 / height, width_ratios=[1.4] + [1] * ncols,
+                            wspace=0.08, hspace=0.35)
+    fig.text(0.5, 1 - 0.3 / height, "Feature maps after each conv and pool layer: the "
+             "strongest channels for this image (one colour scale per channel)",
+             ha="center", va="center", fontsize=11)
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(image, cmap="gray")
     ax.set_title("input", fontsize=8)
     ax.set_axis_off()
-    for s, (title, maps) in enumerate(sets):
+    for i in range(layers):
+        label, m = sets[0][1][i]
+        ax = fig.add_subplot(grid[i + 1, 0])
+        ax.set_axis_off()
+        ax.text(0.0, 0.5, f"{label}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}",
+                ha="left", va="center", fontsize=8, transform=ax.transAxes)
+        for j, ch in enumerate(channels[i]):
+            lo = min(float(maps[i][1][ch].min()) for _, maps in sets)
+            hi = max(float(maps[i][1][ch].max()) for _, maps in sets)
+            for s, (_, maps) in enumerate(sets):
+                ax = fig.add_subplot(grid[i + 1, 1 + s * k + j])
+                ax.imshow(maps[i][1][ch], cmap="viridis", vmin=lo, vmax=hi,
+                          interpolation="nearest")
+                ax.set_title(f"ch {ch}", fontsize=7, pad=2)
+                ax.set_axis_off()
+    for s, (title, _) in enumerate(sets):
         ax = fig.add_subplot(grid[0, 1 + s * k:1 + (s + 1) * k])
         ax.set_axis_off()
         ax.text(0.5, 0.5, title, ha="center", va="center", fontsize=11,
                 transform=ax.transAxes)
-        for i, (label, m) in enumerate(maps):
-            if s == 0:
-                ax = fig.add_subplot(grid[i + 1, 0])
-                ax.set_axis_off()
-                ax.text(0.0, 0.5, f"{label}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}",
-                        ha="left", va="center", fontsize=8, transform=ax.transAxes)
-            for j, ch in enumerate(channels[i]):
-                ax = fig.add_subplot(grid[i + 1, 1 + s * k + j])
-                ax.imshow(m[ch], cmap="viridis", interpolation="nearest")
-                ax.set_title(f"ch {ch}", fontsize=7, pad=2)
-                ax.set_axis_off()
     return _save(fig, path)
 
 

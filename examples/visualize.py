@@ -1,0 +1,88 @@
+"""Pictures of what a trained network learned: first-layer filters and feature maps.
+
+    python examples/visualize.py runs/alexnet/checkpoint.npz                 # 96 filters, maps
+    python examples/visualize.py runs/lenet/checkpoint.npz --before-init     # vs. untrained
+    python examples/visualize.py early.npz late.npz --index 7 --out pictures # before/after
+
+Writes to --out (default: a folder "pictures" beside the last checkpoint):
+
+* filters.png: the first convolution's filters as a grid (96 of 11x11 for AlexNet),
+  one grid per checkpoint, side by side;
+* feature_maps.png: test image --index after every conv and pool layer, the --channels
+  strongest channels of each layer (chosen on the first checkpoint, the same ones
+  for the second), one block of columns per checkpoint.
+
+With two checkpoints (or --before-init: the network as training starts, from the
+checkpoint's recipe) the pictures show before and after training.
+"""
+
+import argparse
+import os
+import sys
+
+from tinyalex.checkpoint import load_model
+from tinyalex.data import CLASS_NAMES
+from tinyalex.explain_net import (feature_maps, filters, initial_model, pick_channels,
+                                  test_image)
+from tinyalex.explain_plots import plot_feature_maps, plot_filters
+
+INPUT_SIZE = {"alexnet": 224, "lenet": 28}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="one checkpoint, or two (before and after) of the same model")
+    p.add_argument("--before-init", action="store_true",
+                   help="compare one checkpoint with the network as training starts")
+    p.add_argument("--index", type=int, default=0, help="test image index (default 0)")
+    p.add_argument("--channels", type=int, default=8, help="channels per layer (default 8)")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: found "
+                   "as tinyalex.data does)")
+    p.add_argument("--out", default=None, help="folder for the PNGs")
+    args = p.parse_args(argv)
+    if len(args.checkpoints) > 2 or (args.before_init and len(args.checkpoints) != 1):
+        p.error("give one checkpoint (optionally with --before-init) or two checkpoints")
+    return args
+
+
+def main(argv=None, print_fn=print) -> int:
+    args = parse(argv)
+    nets = []                                  # (title, network, recipe)
+    for path in args.checkpoints:
+        net, ckpt = load_model(path)
+        nets.append((f"{os.path.basename(path)}: {ckpt.model_name}, epoch {ckpt.epoch}",
+                     net, ckpt.recipe))
+    if args.before_init:
+        recipe = nets[0][2]
+        nets.insert(0, (f"untrained: {recipe['model']}, seed {recipe.get('seed', 0)}",
+                        initial_model(recipe), recipe))
+    models = {recipe["model"] for _, _, recipe in nets}
+    if len(models) > 1:
+        raise SystemExit(f"visualize: the checkpoints hold different models {sorted(models)}; "
+                         "before/after pictures need the same one")
+    recipe = nets[-1][2]
+    size = int(recipe.get("resize") or INPUT_SIZE[recipe["model"]])
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoints[-1])),
+                                   "pictures")
+
+    image, label, x = test_image(args.index, args.data_dir, size)
+    print_fn(f"test image {args.index}: a {CLASS_NAMES[label]}, fed as {tuple(x.shape)}")
+    sets = []
+    for title, net, _ in nets:
+        maps, probs = feature_maps(net, x)
+        guess = int(probs.argmax())
+        print_fn(f"  {title}: predicts {CLASS_NAMES[guess]} (p={probs[guess]:.2f})")
+        sets.append((f"{title}\npredicts {CLASS_NAMES[guess]} (p={probs[guess]:.2f})", maps))
+    channels = pick_channels(sets[0][1], args.channels)
+
+    paths = [plot_filters([(title, filters(net)) for title, net, _ in nets],
+                          os.path.join(out, "filters.png")),
+             plot_feature_maps(image, sets, os.path.join(out, "feature_maps.png"), channels)]
+    for p in paths:
+        print_fn(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
