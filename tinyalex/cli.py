@@ -1,0 +1,132 @@
+"""The command line shared by ``examples/train_alexnet.py`` and ``examples/train_lenet.py``.
+
+Flags default to d2l's recipe of the model (``tinyalex.train.D2L_RECIPES``). With
+``--resume`` the recipe comes from the checkpoint in ``--out``; a flag given on the
+command line must then agree with it (``--epochs`` may grow, to train longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import backend as B
+from .train import CHECKPOINT, D2L_RECIPES, TrainingInterrupted, fit
+
+# flag name -> recipe key
+_RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                 "momentum": "momentum", "weight_decay": "weight_decay", "resize": "resize",
+                 "seed": "seed", "train_limit": "train_limit", "test_limit": "test_limit",
+                 "crop_padding": "crop_padding", "flip": "flip"}
+
+
+def parser(model: str, description: str = "") -> argparse.ArgumentParser:
+    d = D2L_RECIPES[model]
+    p = argparse.ArgumentParser(description=description or f"Train d2l's {model} on "
+                                "Fashion-MNIST with tinyalex.")
+    p.add_argument("--backend", choices=B.BACKENDS, default=None,
+                   help="where to compute (default: cupy when a GPU is usable, else numpy)")
+    p.add_argument("--epochs", type=int, help=f"epochs to train (default {d['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"default {d['batch_size']}")
+    p.add_argument("--lr", type=float, help=f"SGD learning rate (default {d['lr']})")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0, plain SGD)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0)")
+    p.add_argument("--resize", type=int, help=f"input side in pixels (default {d['resize']})")
+    p.add_argument("--seed", type=int, help="seed of initial weights, data order and dropout "
+                   "(default 0)")
+    p.add_argument("--data-dir", help="folder holding the Fashion-MNIST IDX files (default: "
+                   "$FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, ./data/FashionMNIST/raw)")
+    p.add_argument("--train-limit", type=int, metavar="N",
+                   help="train on the first N training examples only")
+    p.add_argument("--test-limit", type=int, metavar="N",
+                   help="test on the first N test examples only")
+    p.add_argument("--crop-padding", type=int, metavar="P",
+                   help="augmentation: random crop after padding P pixels (default 0: off)")
+    p.add_argument("--flip", action="store_const", const=True, default=None,
+                   help="augmentation: random horizontal flips (default off)")
+    p.add_argument("--out", default=f"runs/{model}",
+                   help="folder for checkpoint.npz, metrics.json and curves.png "
+                   f"(default runs/{model})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --out's checkpoint after its last complete epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out already holds a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def recipe_from_args(model: str, args, base: dict | None = None) -> dict:
+    """The recipe: ``base`` (d2l's, or a checkpoint's) with the flags given applied.
+
+    Raises ValueError when resuming (``base`` from a checkpoint) and a flag other
+    than --epochs contradicts it.
+    """
+    resuming = base is not None
+    recipe = dict(D2L_RECIPES[model] if base is None else base)
+    conflicts = []
+    for flag, key in _RECIPE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if resuming and key != "epochs" and value != recipe.get(key):
+            conflicts.append(f"--{flag.replace('_', '-')} {value} (checkpoint: "
+                             f"{recipe.get(key)})")
+        recipe[key] = value
+    if conflicts:
+        raise ValueError("--resume continues the checkpoint's recipe, but the command line "
+                         "changes it: " + ", ".join(conflicts) + "; drop those flags or "
+                         "train afresh in another --out")
+    return recipe
+
+
+def main(model: str, argv=None, description: str = "") -> int:
+    """Parse flags, train, and return the exit status (130 after Ctrl-C)."""
+    from .checkpoint import load_checkpoint
+    from .data import load_fashion_mnist
+
+    args = parser(model, description).parse_args(argv)
+    try:
+        backend = args.backend or B.default_backend()
+        if args.backend is None:
+            why = "a GPU is usable" if backend == "cupy" else \
+                f"no GPU backend: {B.cupy_unavailable_reason()}"
+            print(f"backend: {backend} (default; {why})")
+        else:
+            B.xp_of(backend)      # a clear error now if cupy was asked for but is unusable
+            print(f"backend: {backend}")
+        out = Path(args.out)
+        ckpt_path = out / CHECKPOINT
+        ckpt = None
+        if args.resume:
+            if not ckpt_path.exists():
+                raise ValueError(f"--resume: {ckpt_path} does not exist; nothing to resume")
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt.model_name != model:
+                raise ValueError(f"--resume: {ckpt_path} holds a {ckpt.model_name} checkpoint, "
+                                 f"this script trains {model}")
+            recipe = recipe_from_args(model, args, ckpt.recipe)
+        else:
+            if ckpt_path.exists() and not args.overwrite:
+                raise ValueError(f"{ckpt_path} already exists; pass --resume to continue it, "
+                                 "--overwrite to start afresh, or another --out")
+            recipe = recipe_from_args(model, args)
+        print("recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+        data = load_fashion_mnist(args.data_dir)
+        if ckpt is not None and ckpt.epoch >= recipe["epochs"]:
+            print(f"{ckpt_path} already holds {ckpt.epoch} epochs (recipe: "
+                  f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
+            return 0
+        fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
+            progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        if exc.checkpoint and exc.epoch:
+            print(f"resume with: {' '.join([sys.argv[0], '--out', str(args.out), '--resume'])}",
+                  file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"files in {out}: checkpoint.npz, metrics.json, curves.png")
+    return 0
