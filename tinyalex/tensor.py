@@ -109,16 +109,17 @@ class Function:
         return type(self).__name__
 
     def _check_inputs(self, tensors):
+        where = getattr(self, "where", self.name)   # e.g. "Conv2d layer '3'" for layers
         backends = {t.backend for t in tensors}
         if len(backends) > 1:
             desc = ", ".join(f"input {i}: {t.backend}" for i, t in enumerate(tensors))
-            raise TypeError(f"{self.name}: inputs live on different backends ({desc}); "
+            raise TypeError(f"{where}: inputs live on different backends ({desc}); "
                             "move them to one backend with .to('numpy') or .to('cupy')")
         if not self.mixed_dtypes:
             floats = {t.dtype for t in tensors if t.dtype.kind == "f"}
             if len(floats) > 1:
                 desc = ", ".join(f"input {i}: {t.dtype}" for i, t in enumerate(tensors))
-                raise TypeError(f"{self.name}: floating inputs have different dtypes "
+                raise TypeError(f"{where}: floating inputs have different dtypes "
                                 f"({desc}); convert with .float() or .double()")
 
     def release(self):

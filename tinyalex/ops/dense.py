@@ -17,6 +17,7 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         check_floating(x.dtype, self.where)
+        check_floating(weight.dtype, self.where, "weight")
         if weight.ndim != 2:
             raise ValueError(f"{self.where}: weight must be 2-D (out_features, in_features), "
                              f"got shape {tuple(weight.shape)}")
@@ -54,8 +55,13 @@ def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (default: all but the batch)."""
     shape = x.shape
     nd = len(shape)
+    # as PyTorch: dims in [-nd, nd), a 0-d tensor counts as one dimension
+    if not all(-max(nd, 1) <= d < max(nd, 1) for d in (start_dim, end_dim)):
+        raise ValueError(f"flatten: start_dim={start_dim}, end_dim={end_dim} out of range "
+                         f"for a {nd}-D input of shape {shape}; expected values in "
+                         f"[{-max(nd, 1)}, {max(nd, 1) - 1}]")
     s, e = start_dim % nd if nd else 0, end_dim % nd if nd else 0
-    if not (0 <= s <= e < max(nd, 1)):
+    if not s <= e:
         raise ValueError(f"flatten: start_dim={start_dim}, end_dim={end_dim} do not select "
                          f"a range of dimensions of a shape {shape}")
     merged = int(np.prod(shape[s:e + 1], dtype=np.int64))
