@@ -1,0 +1,171 @@
+"""Outputs and gradients equal PyTorch's to float32 rounding, on shapes drawn by
+hypothesis, and d2l's two networks loaded with PyTorch's weights give PyTorch's
+outputs and gradients. Skipped, with the reason, where torch is not importable
+(it is a test-only reference, never a tinyalex dependency).
+
+Tolerance: both sides compute in float32 (unit round-off 6e-8) but sum in
+different orders; the reductions here have at most a few hundred terms, so
+values agree to rtol=1e-5 with an absolute floor of 1e-5 times the largest
+magnitude (for entries that cancel to near zero).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tinyalex
+import tinyalex.nn.functional as F
+from tinyalex import nn
+
+torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+TF = torch.nn.functional
+
+EXAMPLES = 15
+
+
+def close(ours, ref):
+    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else ref
+    ours = ours.numpy() if isinstance(ours, tinyalex.Tensor) else ours
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    np.testing.assert_allclose(ours, ref, rtol=1e-5,
+                               atol=1e-5 * max(1.0, float(np.abs(ref).max(initial=0))))
+
+
+def pair_of(fn_ours, fn_torch, arrays, seed=0):
+    """Run both on the same float32 arrays (all requiring grad) with the same random
+    upstream gradient; compare the outputs and every input's gradient."""
+    ours = [tinyalex.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    y, ty = fn_ours(*ours), fn_torch(*theirs)
+    close(y, ty)
+    gy = np.random.default_rng(seed).standard_normal(ty.shape).astype(np.float32)
+    y.backward(gy)
+    ty.backward(torch.tensor(gy))
+    for o, t in zip(ours, theirs):
+        close(o.grad, t.grad)
+
+
+def f32(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+@st.composite
+def geometry(draw, pool=False):
+    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    PH = draw(st.integers(0, KH // 2 if pool else 2))
+    PW = draw(st.integers(0, KW // 2 if pool else 2))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    H = draw(st.integers(max(1, KH - 2 * PH), 10))
+    W = draw(st.integers(max(1, KW - 2 * PW), 10))
+    return H, W, KH, KW, SH, SW, PH, PW
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 3), C=st.integers(1, 4), OC=st.integers(1, 4), g=geometry(),
+       seed=st.integers(0, 2**16))
+def test_conv2d_matches_torch(N, C, OC, g, seed):
+    H, W, KH, KW, SH, SW, PH, PW = g
+    rng = np.random.default_rng(seed)
+    arrays = [f32(rng, (N, C, H, W)), f32(rng, (OC, C, KH, KW)), f32(rng, (OC,))]
+    pair_of(lambda x, w, b: F.conv2d(x, w, b, (SH, SW), (PH, PW)),
+            lambda x, w, b: TF.conv2d(x, w, b, (SH, SW), (PH, PW)), arrays, seed)
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 3), C=st.integers(1, 3), g=geometry(pool=True),
+       seed=st.integers(0, 2**16))
+def test_pools_match_torch(name, N, C, g, seed):
+    H, W, KH, KW, SH, SW, PH, PW = g
+    rng = np.random.default_rng(seed)
+    # a permutation: no ties, so both libraries route max-pool gradients alike
+    x = (rng.permutation(N * C * H * W).reshape(N, C, H, W) / 7.0).astype(np.float32)
+    pair_of(lambda x: getattr(F, name)(x, (KH, KW), (SH, SW), (PH, PW)),
+            lambda x: getattr(TF, name)(x, (KH, KW), (SH, SW), (PH, PW)), [x], seed)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 5), IN=st.integers(1, 40), OUT=st.integers(1, 20),
+       seed=st.integers(0, 2**16))
+def test_linear_matches_torch(N, IN, OUT, seed):
+    rng = np.random.default_rng(seed)
+    pair_of(F.linear, TF.linear, [f32(rng, (N, IN)), f32(rng, (OUT, IN)), f32(rng, (OUT,))],
+            seed)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 8), K=st.integers(1, 12), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1.0, 100.0, 1e4]))
+def test_cross_entropy_matches_torch(N, K, seed, scale):
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, K, N)
+    pair_of(lambda z: F.cross_entropy(z, tinyalex.tensor(target)),
+            lambda z: TF.cross_entropy(z, torch.tensor(target)), [f32(rng, (N, K), scale)],
+            seed)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid"])
+@settings(max_examples=EXAMPLES)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+       seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 50.0]))
+def test_activations_match_torch(name, shape, seed, scale):
+    x = f32(np.random.default_rng(seed), shape, scale)
+    pair_of(getattr(F, name), getattr(torch, name), [x], seed)
+
+
+def test_dropout_in_eval_matches_torch_identity():
+    x = f32(np.random.default_rng(0), (3, 4))
+    close(F.dropout(tinyalex.tensor(x), 0.5, training=False),
+          TF.dropout(torch.tensor(x), 0.5, training=False))
+
+
+# -- whole networks with PyTorch's weights --------------------------------------------
+
+def torch_lenet():
+    tnn = torch.nn
+    return tnn.Sequential(
+        tnn.Conv2d(1, 6, kernel_size=5, padding=2), tnn.Sigmoid(),
+        tnn.AvgPool2d(kernel_size=2, stride=2),
+        tnn.Conv2d(6, 16, kernel_size=5), tnn.Sigmoid(),
+        tnn.AvgPool2d(kernel_size=2, stride=2), tnn.Flatten(),
+        tnn.Linear(16 * 5 * 5, 120), tnn.Sigmoid(),
+        tnn.Linear(120, 84), tnn.Sigmoid(), tnn.Linear(84, 10))
+
+
+def torch_alexnet():
+    tnn = torch.nn
+    return tnn.Sequential(
+        tnn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), tnn.ReLU(),
+        tnn.MaxPool2d(kernel_size=3, stride=2),
+        tnn.Conv2d(96, 256, kernel_size=5, padding=2), tnn.ReLU(),
+        tnn.MaxPool2d(kernel_size=3, stride=2),
+        tnn.Conv2d(256, 384, kernel_size=3, padding=1), tnn.ReLU(),
+        tnn.Conv2d(384, 384, kernel_size=3, padding=1), tnn.ReLU(),
+        tnn.Conv2d(384, 256, kernel_size=3, padding=1), tnn.ReLU(),
+        tnn.MaxPool2d(kernel_size=3, stride=2), tnn.Flatten(),
+        tnn.Linear(6400, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
+        tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
+        tnn.Linear(4096, 10))
+
+
+@pytest.mark.parametrize("ours, theirs, size, batch", [
+    (tinyalex.models.lenet, torch_lenet, 28, 4),
+    (tinyalex.models.alexnet, torch_alexnet, 224, 1),
+], ids=["lenet", "alexnet"])
+def test_network_with_torch_weights_matches_torch(ours, theirs, size, batch):
+    """Eval mode (no dropout): loss and every parameter's gradient agree."""
+    torch.manual_seed(0)
+    ref = theirs().eval()
+    net = ours().eval()
+    net.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x = f32(rng, (batch, 1, size, size))
+    y = rng.integers(0, 10, batch)
+    loss = F.cross_entropy(net(tinyalex.tensor(x)), tinyalex.tensor(y))
+    tloss = TF.cross_entropy(ref(torch.tensor(x)), torch.tensor(y))
+    close(loss, tloss)
+    loss.backward()
+    tloss.backward()
+    theirs_grads = dict(ref.named_parameters())
+    for name, p in net.named_parameters():
+        close(p.grad, theirs_grads[name].grad)
