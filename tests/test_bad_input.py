@@ -137,18 +137,11 @@ def test_bad_op_arguments(call, error, match):
         call()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="tinyalex/ops/activation.py (not this suite's file): dropout on "
-                          "an integer tensor lets NumPy's 'Unsupported dtype ... for random' "
-                          "through; reported to the lead")
 def test_dropout_on_integers_is_named():
     with pytest.raises(TypeError, match=r"dropout: input must be floating point"):
         F.dropout(tinyalex.tensor([1, 2]), 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="tinyalex/ops/conv.py (not this suite's file): an "
-                                       "integer conv weight is accepted and silently "
-                                       "promotes the output to float64; reported to the lead")
 def test_conv2d_integer_weight_is_refused():
     with pytest.raises(TypeError, match=r"conv2d: weight must be floating point"):
         F.conv2d(zeros(1, 1, 4, 4), tinyalex.tensor(np.zeros((1, 1, 3, 3), int)))
