@@ -163,6 +163,19 @@ def filters_figsize(n_filters: int, n_sets: int) -> tuple:
     return width, FILTER_TILE * rows + 1.2
 
 
+def mosaic(tiles, rows: int, cols: int, gap: int = 1, fill: float = 1.0):
+    """Tiles (K, h, w) or (K, h, w, 3) laid out row by row on a (rows, cols) grid, with
+    ``gap`` pixels of ``fill`` between them: one image, drawn by one imshow."""
+    tiles = np.asarray(tiles)
+    K, h, w = tiles.shape[:3]
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap) + tiles.shape[3:], fill,
+                  dtype=np.float32)
+    for k in range(K):
+        r, c = divmod(k, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[k]
+    return out
+
+
 def plot_filters(sets, path) -> str:
     """``sets``: list of (title, weight (OC, C, KH, KW)). One grid of OC filters per set,
     side by side (before and after training)."""
@@ -174,16 +187,11 @@ def plot_filters(sets, path) -> str:
     gap = (1 - grid_w * len(sets)) / (len(sets) + 1)
     for s, (title, weight) in enumerate(sets):
         left = gap + s * (grid_w + gap)
-        grid = fig.add_gridspec(rows, cols, left=left, right=left + grid_w, bottom=0.1 / height,
-                                top=1 - 1.0 / height, wspace=0.08, hspace=0.08)
-        for k in range(rows * cols):
-            ax = fig.add_subplot(grid[k // cols, k % cols])
-            ax.set_axis_off()
-            if k < weight.shape[0]:
-                ax.imshow(_filter_image(weight[k]), cmap="gray", vmin=0, vmax=1,
-                          interpolation="nearest")
-        fig.text(left + grid_w / 2, 1 - 0.75 / height, title, ha="center", va="center",
-                 fontsize=10)
+        ax = fig.add_axes([left, 0.1 / height, grid_w, 1 - 1.1 / height])
+        ax.imshow(mosaic([_filter_image(f) for f in weight], rows, cols), cmap="gray",
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=10)
     note = "" if C in (1, 3) else f" (mean of the {C} input channels)"
     fig.text(0.5, 1 - 0.3 / height, f"First layer: {OC} filters of {C}x{KH}x{KW}{note}\n"
              "grey = 0, light = positive, dark = negative (each filter scaled alone)",
@@ -196,7 +204,7 @@ MAP_TILE = 1.1                   # inches per feature map
 
 def feature_maps_figsize(n_layers: int, k: int, n_sets: int) -> tuple:
     """(width, height) in inches of :func:`plot_feature_maps`' figure."""
-    return MAP_TILE * k * n_sets + 1.6, MAP_TILE * (n_layers + 1) + 0.8
+    return MAP_TILE * k * n_sets + 1.6, MAP_TILE * (n_layers + 1) + 1.0
 
 
 def plot_feature_maps(image, sets, path, channels) -> str:
@@ -208,64 +216,85 @@ def plot_feature_maps(image, sets, path, channels) -> str:
     Rows are layers; each set gets a block of columns. A channel has one colour
     scale in all sets, so that before and after can be compared by eye.
     """
+    from matplotlib import colormaps
     layers = len(sets[0][1])
     k = max(len(ch) for ch in channels)
-    ncols = k * len(sets)
     width, height = feature_maps_figsize(layers, k, len(sets))
     fig = _figure(width, height)
-    grid = fig.add_gridspec(layers + 1, ncols + 1, left=0.01, right=0.99, bottom=0.01,
-                            top=1 - 0.7 / height, width_ratios=[1.4] + [1] * ncols,
-                            wspace=0.08, hspace=0.35)
+    row_h = MAP_TILE / height                           # one layer's row, figure units
+    left0 = 1.6 / width
+    block_w = MAP_TILE * k / width
     fig.text(0.5, 1 - 0.3 / height, "Feature maps after each conv and pool layer: the "
              "strongest channels for this image (one colour scale per channel)",
              ha="center", va="center", fontsize=11)
-    ax = fig.add_subplot(grid[0, 0])
+    top = 1 - 0.8 / height
+    ax = fig.add_axes([0.1 / width, top - row_h * 0.9, 1.3 / width, row_h * 0.8])
     ax.imshow(image, cmap="gray")
     ax.set_title("input", fontsize=8)
     ax.set_axis_off()
+    for s, (title, _) in enumerate(sets):
+        fig.text(left0 + (s + 0.5) * block_w, top - row_h / 2, title, ha="center",
+                 va="center", fontsize=11)
+    cmap = colormaps["viridis"]
     for i in range(layers):
         label, m = sets[0][1][i]
-        ax = fig.add_subplot(grid[i + 1, 0])
-        ax.set_axis_off()
-        ax.text(0.0, 0.5, f"{label}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}",
-                ha="left", va="center", fontsize=8, transform=ax.transAxes)
-        for j, ch in enumerate(channels[i]):
+        y0 = top - (i + 2) * row_h
+        fig.text(0.1 / width, y0 + row_h * 0.45, f"{label}\n{m.shape[0]}x{m.shape[1]}x"
+                 f"{m.shape[2]}", ha="left", va="center", fontsize=8)
+        scaled = [[] for _ in sets]
+        for ch in channels[i]:
             lo = min(float(maps[i][1][ch].min()) for _, maps in sets)
             hi = max(float(maps[i][1][ch].max()) for _, maps in sets)
             for s, (_, maps) in enumerate(sets):
-                ax = fig.add_subplot(grid[i + 1, 1 + s * k + j])
-                ax.imshow(maps[i][1][ch], cmap="viridis", vmin=lo, vmax=hi,
-                          interpolation="nearest")
-                ax.set_title(f"ch {ch}", fontsize=7, pad=2)
-                ax.set_axis_off()
-    for s, (title, _) in enumerate(sets):
-        ax = fig.add_subplot(grid[0, 1 + s * k:1 + (s + 1) * k])
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, title, ha="center", va="center", fontsize=11,
-                transform=ax.transAxes)
+                tile = (maps[i][1][ch] - lo) / ((hi - lo) or 1.0)
+                scaled[s].append(cmap(tile)[..., :3])               # (h, w, 3) colours
+        for s in range(len(sets)):
+            n = len(channels[i])
+            ax = fig.add_axes([left0 + s * block_w, y0 + 0.02 * row_h,
+                               block_w * n / k, row_h * 0.78])
+            tiles = scaled[s]
+            gap = max(1, tiles[0].shape[0] // 10)
+            ax.imshow(mosaic(tiles, 1, n, gap=gap), interpolation="nearest")
+            ax.set_axis_off()
+            tw = tiles[0].shape[1] + gap
+            for j, ch in enumerate(channels[i]):
+                ax.text(j * tw + tiles[0].shape[1] / 2 - 0.5, -0.5, f"ch {ch}", ha="center",
+                        va="bottom", fontsize=7)
     return _save(fig, path)
 
 
 # -- training curves ------------------------------------------------------------------------
 
-CURVES_SIZE = (15.0, 4.5)
+CURVES_SIZE = (18.0, 4.5)
 
 
 def plot_curves(runs, path) -> str:
     """``runs``: list of (label, records) with records as in metrics.json (``epoch``,
-    ``loss``, ``train_acc``, ``test_acc``). Three panels: loss, train and test accuracy."""
+    ``loss``, ``train_acc``, ``test_acc``, ``seconds``). Four panels: loss, train and
+    test accuracy per epoch, and test accuracy against the run's elapsed time."""
+    from matplotlib.ticker import MaxNLocator
     fig = _figure(*CURVES_SIZE)
     panels = [("loss", "training loss"), ("train_acc", "train accuracy"),
               ("test_acc", "test accuracy")]
     for i, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, i + 1)
+        ax = fig.add_subplot(1, 4, i + 1)
         for label, records in runs:
             pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.9, wspace=0.22)
+    ax = fig.add_subplot(1, 4, 4)
+    for label, records in runs:
+        elapsed = np.cumsum([r["seconds"] for r in records])
+        ax.plot(elapsed, [r["test_acc"] for r in records], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds since the run started (log scale)")
+    ax.set_title("test accuracy against time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.9, wspace=0.22)
     return _save(fig, path)
