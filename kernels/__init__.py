@@ -22,14 +22,36 @@ Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2
 
 * ``im2col(x, KH, KW, SH, SW, PH, PW) -> cols (N*OH*OW, C*KH*KW)``
 * ``col2im(cols, x_shape, KH, KW, SH, SW, PH, PW) -> (N, C, H, W)``
+* ``conv2d_forward(x, weight, bias, SH, SW, PH, PW, keep) -> (y, saved)`` and
+  ``conv2d_backward(gy, saved, need_x, need_w, need_b) -> (gx, gW, gb)`` (None where
+  not needed); ``saved`` is private to the kernel set (None unless ``keep``)
 * ``max_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> (y, argmax)``, where ``argmax``
   is private to the kernel set and goes back unchanged to
   ``max_pool2d_backward(gy, argmax, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
 * ``avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> y`` and
   ``avg_pool2d_backward(gy, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
+* ``relu_forward(x) -> y``, ``relu_backward(gy, y) -> gx`` (y: the forward's output);
+  ``sigmoid_forward(x) -> y``, ``sigmoid_backward(gy, y) -> gx``
+* ``dropout(x, p, seed) -> x * mask / (1-p)``, the mask a function of (seed, index)
+  (``tinyalex.random.keep_mask``); backward is the same call on the gradient.
 
-Arrays returned by a kernel belong to the caller: a kernel that reuses buffers
-between calls must never hand one out as a result.
+Where the implementations live: the readable references in ``tinyalex/ops/im2col.py``,
+``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
+wrappers) over ``numba_kernels.py`` (compiled loops); the fast GPU set in ``gpu.py``
+over ``cuda_kernels.py`` (numba.cuda kernels launched on CuPy arrays); the chunked
+channels-last convolution both fast sets share in ``fastconv.py``.
+
+The contract every kernel keeps:
+
+* Arrays returned by a kernel belong to the caller. A kernel that reuses buffers
+  between calls (the fast convolution's im2col workspace) uses them only inside the
+  call and never hands one out as a result or gradient: a parameter's ``.grad`` may
+  alias what backward returns, and the optimiser updates it in place.
+* A result has the shape and values the reference gives (PyTorch's semantics); its
+  memory order may differ: the fast sets return images as (N, C, H, W) views of
+  channels-last memory, and accept any memory order.
+* Arguments are checked before compiled code runs (shapes, dtypes, ranges): bad input
+  raises ValueError or TypeError, never reads or writes out of bounds.
 """
 
 from __future__ import annotations
@@ -89,20 +111,32 @@ def use(mode: str):
 
 
 def _reference_table() -> dict:
-    from tinyalex.ops import im2col as conv_ref, pool as pool_ref
+    from tinyalex.ops import activation as act_ref, conv as conv_ref, im2col as cols_ref
+    from tinyalex.ops import pool as pool_ref
     return {
-        "im2col": conv_ref.im2col,
-        "col2im": conv_ref.col2im,
+        "im2col": cols_ref.im2col,
+        "col2im": cols_ref.col2im,
+        "conv2d_forward": conv_ref.conv2d_forward_reference,
+        "conv2d_backward": conv_ref.conv2d_backward_reference,
         "max_pool2d_forward": pool_ref.max_pool2d_forward_reference,
         "max_pool2d_backward": pool_ref.max_pool2d_backward_reference,
         "avg_pool2d_forward": pool_ref.avg_pool2d_forward_reference,
         "avg_pool2d_backward": pool_ref.avg_pool2d_backward_reference,
+        "relu_forward": act_ref.relu_forward_reference,
+        "relu_backward": act_ref.relu_backward_reference,
+        "sigmoid_forward": act_ref.sigmoid_forward_reference,
+        "sigmoid_backward": act_ref.sigmoid_backward_reference,
+        "dropout": act_ref.dropout_reference,
     }
 
 
 def _fast_table(backend: str) -> dict:
-    """Fast kernels for a backend; empty until a module provides them."""
-    return {}
+    """Fast kernels for a backend: Numba on "numpy", CUDA kernels on "cupy"."""
+    if backend == "numpy":
+        from . import cpu  # noqa: PLC0415 - compiled on first use, not at import
+        return dict(cpu.TABLE)
+    from . import gpu  # noqa: PLC0415
+    return dict(gpu.table())
 
 
 def kernel_set(backend: str, mode: str | None = None) -> KernelSet:

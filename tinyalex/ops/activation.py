@@ -1,8 +1,21 @@
-"""Elementwise activations and dropout."""
+"""Elementwise activations and dropout.
+
+Each op asks its kernel set for its loops (``kernels.select``); the readable
+references are the ``*_reference`` functions here, and ``kernels/`` holds the fast
+versions that must agree with them.
+
+ReLU and sigmoid keep their *output* for backward, as PyTorch does (the ReLU mask is
+``y > 0``; sigmoid's derivative is ``y * (1 - y)``). Dropout keeps nothing but a seed:
+its mask is a pure function of (seed, element index) (``tinyalex.random.keep_mask``),
+so backward recomputes it instead of storing it, and the same seed gives the same mask
+on the CPU and the GPU, with reference or fast kernels.
+"""
 
 from __future__ import annotations
 
 import numbers
+
+import tinyalex.kernels as kernels
 
 from .. import backend as B
 from .. import random as R
@@ -10,29 +23,62 @@ from ..tensor import Function, Tensor
 from .checks import check_floating
 
 
+# -- readable references -----------------------------------------------------------------
+
+def relu_forward_reference(x):
+    return B.get_array_module(x).maximum(x, 0)
+
+
+def relu_backward_reference(gy, y):
+    # the gradient passes where the output is positive (where x > 0)
+    return B.get_array_module(gy).where(y > 0, gy, 0).astype(gy.dtype, copy=False)
+
+
+def sigmoid_forward_reference(x):
+    xp = B.get_array_module(x)
+    # 1 / (1 + exp(-x)) without overflow for large |x|: exp of a non-positive number
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward_reference(gy, y):
+    return gy * y * (1 - y)
+
+
+def dropout_reference(x, p, seed):
+    """x / (1-p) where element i (in C order) is kept, 0 elsewhere; also its backward."""
+    xp = B.get_array_module(x)
+    keep = R.keep_mask(seed, x.size, p, xp).reshape(x.shape)
+    scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
+    return xp.where(keep, x * scale, 0).astype(x.dtype, copy=False)
+
+
+# -- the ops -------------------------------------------------------------------------------
+
 class ReLU(Function):
     def forward(self, x):
         check_floating(x.dtype, "relu")
-        y = B.get_array_module(x).maximum(x, 0)
+        self.k = kernels.select(x)
+        y = self.k.relu_forward(x)
         if self.needs_input_grad[0]:
-            self.mask = x > 0                 # the gradient passes where x > 0
+            self.y = y
         return y
 
     def backward(self, gy):
-        return gy * self.mask
+        return self.k.relu_backward(gy, self.y)
 
 
 class Sigmoid(Function):
     def forward(self, x):
         check_floating(x.dtype, "sigmoid")
-        xp = B.get_array_module(x)
-        # 1 / (1 + exp(-x)) without overflow for large |x|: exp of a non-positive number
-        e = xp.exp(-xp.abs(x))
-        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-        return self.y
+        self.k = kernels.select(x)
+        y = self.k.sigmoid_forward(x)
+        if self.needs_input_grad[0]:
+            self.y = y
+        return y
 
     def backward(self, gy):
-        return gy * self.y * (1 - self.y)
+        return self.k.sigmoid_backward(gy, self.y)
 
 
 class Dropout(Function):
@@ -42,17 +88,13 @@ class Dropout(Function):
         self.p = p
 
     def forward(self, x):
-        xp = B.get_array_module(x)
-        if self.p == 1.0:
-            self.scale_mask = xp.zeros_like(x)
-        else:
-            keep = R.uniform(x.shape, x.dtype, B.backend_of(x)) >= self.p
-            # mask holding 0 or 1/(1-p), in x's dtype
-            self.scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        return x * self.scale_mask
+        check_floating(x.dtype, "dropout")
+        self.k = kernels.select(x)
+        self.seed = R.seed_for_device()         # one draw from the host generator
+        return self.k.dropout(x, self.p, self.seed)
 
     def backward(self, gy):
-        return gy * self.scale_mask
+        return self.k.dropout(gy, self.p, self.seed)   # the same mask and scale
 
 
 def check_probability(p, where="dropout") -> float:

@@ -16,6 +16,11 @@ Backward, with gy the gradient of y laid out as (N*OH*OW, OC)::
 
 Only ``cols`` and ``W`` are kept for backward. The input gradient is skipped when
 no one needs it (the first layer of a network: its input is the data).
+
+That is the readable reference below (``conv2d_forward_reference`` and
+``conv2d_backward_reference``). The op asks its kernel set for the pair, so the fast
+kernels (``kernels/fastconv.py``: the same algebra one chunk of the batch at a time,
+on channels-last memory) run in its place unless the reference mode is chosen.
 """
 
 from __future__ import annotations
@@ -24,8 +29,55 @@ import tinyalex.kernels as kernels
 
 from ..tensor import Function
 from .checks import check_floating, check_rank, check_window, pair
-from .im2col import conv_output_size
+from .im2col import col2im, conv_output_size, im2col
 
+
+# -- the readable reference -----------------------------------------------------------
+
+def conv2d_forward_reference(x, weight, bias, SH, SW, PH, PW, keep):
+    """y (N, OC, OH, OW) and what backward needs (None unless ``keep``)."""
+    N, C, H, W = x.shape
+    OC, _, KH, KW = weight.shape
+    OH = conv_output_size(H, KH, SH, PH)
+    OW = conv_output_size(W, KW, SW, PW)
+
+    cols = im2col(x, KH, KW, SH, SW, PH, PW)       # (N*OH*OW, C*KH*KW)
+    w_mat = weight.reshape(OC, C * KH * KW)        # (OC, C*KH*KW)
+    y = cols @ w_mat.T                             # (N*OH*OW, OC) = (N*OH*OW, C*KH*KW) @ (C*KH*KW, OC)
+    if bias is not None:
+        y += bias                                  # (N*OH*OW, OC) + (OC,)
+    # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW)
+    y = y.reshape(N, OH, OW, OC).transpose(0, 3, 1, 2)
+
+    saved = (cols, w_mat, x.shape, weight.shape, (SH, SW, PH, PW)) if keep else None
+    return _contiguous(y), saved
+
+
+def conv2d_backward_reference(gy, saved, need_x, need_w, need_b):
+    """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+    cols, w_mat, x_shape, w_shape, (SH, SW, PH, PW) = saved
+    OC, _, KH, KW = w_shape
+
+    # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC)
+    gy_mat = gy.transpose(0, 2, 3, 1).reshape(-1, OC)
+    gx = gw = gb = None
+    if need_w:
+        gw = (gy_mat.T @ cols).reshape(w_shape)   # (OC, C*KH*KW) = (OC, N*OH*OW) @ (N*OH*OW, C*KH*KW)
+    if need_b:
+        gb = gy_mat.sum(axis=0)                   # (OC,)
+    if need_x:
+        gcols = gy_mat @ w_mat                    # (N*OH*OW, C*KH*KW) = (N*OH*OW, OC) @ (OC, C*KH*KW)
+        # col2im is the adjoint of im2col: every window's gradient added back onto its pixels
+        gx = col2im(gcols, x_shape, KH, KW, SH, SW, PH, PW)   # (N, C, H, W)
+    return gx, gw, gb
+
+
+def _contiguous(a):
+    # a C-contiguous copy, so that the next layer reads memory in order
+    return a.copy() if not a.flags.c_contiguous else a
+
+
+# -- the op ---------------------------------------------------------------------------
 
 class Conv2d(Function):
     def __init__(self, stride=1, padding=0, where: str = "conv2d"):
@@ -37,49 +89,23 @@ class Conv2d(Function):
         check_conv_shapes(self.where, x.shape, weight.shape,
                           None if bias is None else bias.shape)
         check_floating(x.dtype, self.where)
-        N, C, H, W = x.shape
-        OC, _, KH, KW = weight.shape
-        SH, SW, PH, PW = self.SH, self.SW, self.PH, self.PW
-        check_window(self.where, H, W, KH, KW, PH, PW)
-        OH = conv_output_size(H, KH, SH, PH)
-        OW = conv_output_size(W, KW, SW, PW)
-
-        k = kernels.select(x)
-        cols = k.im2col(x, KH, KW, SH, SW, PH, PW)     # (N*OH*OW, C*KH*KW)
-        w_mat = weight.reshape(OC, C * KH * KW)        # (OC, C*KH*KW)
-        y = cols @ w_mat.T                             # (N*OH*OW, OC) = (N*OH*OW, C*KH*KW) @ (C*KH*KW, OC)
+        check_floating(weight.dtype, self.where, "weight")
         if bias is not None:
-            y += bias                                  # (N*OH*OW, OC) + (OC,)
-        # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW)
-        y = y.reshape(N, OH, OW, OC).transpose(0, 3, 1, 2)
+            check_floating(bias.dtype, self.where, "bias")
+        _, _, H, W = x.shape
+        _, _, KH, KW = weight.shape
+        check_window(self.where, H, W, KH, KW, self.PH, self.PW)
 
-        if any(self.needs_input_grad):
-            self.k, self.cols, self.w_mat = k, cols, w_mat
-            self.x_shape, self.w_shape = x.shape, weight.shape
-        return _contiguous(y)
+        self.k = kernels.select(x)
+        y, self.saved = self.k.conv2d_forward(x, weight, bias, self.SH, self.SW, self.PH,
+                                              self.PW, keep=any(self.needs_input_grad))
+        return y
 
     def backward(self, gy):
-        N, C, H, W = self.x_shape
-        OC, _, KH, KW = self.w_shape
-        need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
-        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-
-        # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC)
-        gy_mat = gy.transpose(0, 2, 3, 1).reshape(-1, OC)
-        gx = gw = gb = None
-        if need_w:
-            gw = (gy_mat.T @ self.cols).reshape(self.w_shape)  # (OC, C*KH*KW) = (OC, N*OH*OW) @ (N*OH*OW, C*KH*KW)
-        if need_b:
-            gb = gy_mat.sum(axis=0)                            # (OC,)
-        if need_x:
-            gcols = gy_mat @ self.w_mat                        # (N*OH*OW, C*KH*KW) = (N*OH*OW, OC) @ (OC, C*KH*KW)
-            gx = self.k.col2im(gcols, self.x_shape, KH, KW, self.SH, self.SW, self.PH, self.PW)
-        return (gx, gw, gb) if len(self.needs_input_grad) > 2 else (gx, gw)
-
-
-def _contiguous(a):
-    # a C-contiguous copy, so that the next layer reads memory in order
-    return a.copy() if not a.flags.c_contiguous else a
+        need = self.needs_input_grad
+        need_b = len(need) > 2 and need[2]
+        gx, gw, gb = self.k.conv2d_backward(gy, self.saved, need[0], need[1], need_b)
+        return (gx, gw, gb) if len(need) > 2 else (gx, gw)
 
 
 def check_conv_shapes(where, x_shape, w_shape, b_shape=None):

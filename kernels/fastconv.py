@@ -1,0 +1,163 @@
+"""The fast convolution shared by the CPU and GPU kernel sets: channels-last images,
+im2col one chunk of the batch at a time into a reused buffer, one GEMM per chunk
+(letters as in the Notation of ``tinyalex/ops/im2col.py``).
+
+The readable reference (``tinyalex/ops/conv.py``) lays out the whole batch as one
+(N*OH*OW, C*KH*KW) matrix and keeps it for the backward pass. That matrix is large
+(208 MB for AlexNet's second convolution at batch 32) and is rewritten to fresh
+memory every step. Here instead:
+
+* images are channels-last, (N, H, W, C) in memory, while the tensors the user sees
+  keep PyTorch's (N, C, H, W) shape (a transposed view of the same memory). A window
+  row is then KW*C numbers in a row of memory, and the GEMM's (N*OH*OW, OC) result
+  *is* the next layer's channels-last input, with no transpose;
+* the columns are ordered (kh, kw, c), so the filters are used as
+  ``weight.transpose(0, 2, 3, 1).reshape(OC, KH*KW*C)`` (a small copy per call);
+* ``im2col`` fills a workspace for a few images at a time (``chunk_bytes``), which is
+  multiplied at once while it is still in cache; the workspace is reused by every
+  layer and every step, and never handed out;
+* backward keeps only the input (which the previous layer produced anyway) and
+  computes the columns again, chunk by chunk: ``gW`` accumulates over the chunks, and
+  each chunk's column gradient is added back onto the image with col2im (im2col's
+  adjoint) before the next chunk overwrites the workspace.
+
+An ``Engine`` is built with the array module and three primitives: ``im2col(xh, n0,
+n1, geometry, cols)``, ``col2im(gcols, n0, n1, geometry, gxh)`` (writing images n0..n1-1
+of gxh) and ``matmul(a, b, out)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Geometry:
+    N: int
+    C: int
+    H: int
+    W: int
+    OC: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    OH: int
+    OW: int
+
+    @property
+    def K(self) -> int:
+        return self.KH * self.KW * self.C           # columns of the im2col matrix
+
+    @property
+    def P(self) -> int:
+        return self.OH * self.OW                    # rows per image
+
+
+@dataclass
+class Saved:
+    """What the fast backward needs: the channels-last input and the filter matrix."""
+    xh: object          # (N, H, W, C)
+    w_hwc: object       # (OC, KH*KW*C)
+    g: Geometry
+    bias: bool
+
+
+def as_nhwc(xp, x):
+    """(N, C, H, W) -> its channels-last (N, H, W, C) C-contiguous array (a view when the
+    memory is channels-last already, a copy otherwise)."""
+    t = x.transpose(0, 2, 3, 1)                     # (N, H, W, C)
+    return t if t.flags.c_contiguous else xp.ascontiguousarray(t)
+
+
+class Workspace(threading.local):
+    """Scratch buffers that grow to the largest size asked for and are reused.
+
+    Thread-local, so that two threads training at once never share one. A buffer is
+    only ever used inside one kernel call and never returned to a caller.
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, xp, name, shape, dtype):
+        size = 1
+        for s in shape:
+            size *= int(s)
+        key = (name, xp.dtype(dtype).str)
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            self.buffers.pop(key, None)             # free the old one first
+            buf = self.buffers[key] = xp.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+    def clear(self):
+        self.buffers.clear()
+
+
+class Engine:
+    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int):
+        self.xp, self.im2col, self.col2im, self.matmul = xp, im2col, col2im, matmul
+        self.chunk_bytes = chunk_bytes
+        self.workspace = Workspace()
+
+    def images_per_chunk(self, g: Geometry, itemsize: int) -> int:
+        return max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
+
+    def forward(self, x, weight, bias, g: Geometry, keep: bool):
+        """y (N, OC, OH, OW) (channels-last memory) and what backward needs."""
+        xp, ws = self.xp, self.workspace
+        N, P, K, OC = g.N, g.P, g.K, g.OC
+        xh = as_nhwc(xp, x)                                         # (N, H, W, C)
+        # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), columns ordered (kh, kw, c)
+        w_hwc = weight.transpose(0, 2, 3, 1).reshape(OC, K)
+        y = xp.empty((N * P, OC), dtype=x.dtype)                    # (N*OH*OW, OC)
+        nb = self.images_per_chunk(g, x.dtype.itemsize)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            cols = ws.get(xp, "cols", ((n1 - n0) * P, K), x.dtype)  # (nb*OH*OW, KH*KW*C)
+            self.im2col(xh, n0, n1, g, cols)
+            out = y[n0 * P:n1 * P]
+            self.matmul(cols, w_hwc.T, out)          # (nb*OH*OW, OC) = (nb*OH*OW, K) @ (K, OC)
+            if bias is not None:
+                out += bias                                         # (nb*OH*OW, OC) + (OC,)
+        saved = Saved(xh, w_hwc, g, bias is not None) if keep else None
+        # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW), a view: memory stays NHWC
+        return y.reshape(N, g.OH, g.OW, OC).transpose(0, 3, 1, 2), saved
+
+    def backward(self, gy, s: Saved, need_x: bool, need_w: bool, need_b: bool):
+        """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+        xp, ws, g = self.xp, self.workspace, s.g
+        N, P, K, OC = g.N, g.P, g.K, g.OC
+        # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC): a view for channels-last gy
+        gy_mat = as_nhwc(xp, gy).reshape(N * P, OC)
+        gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
+        gw = xp.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, KH*KW*C)
+        gxh = xp.empty((N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
+        nb = self.images_per_chunk(g, gy.dtype.itemsize)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            rows = (n1 - n0) * P
+            g_chunk = gy_mat[n0 * P:n1 * P]                         # (nb*OH*OW, OC)
+            if need_w:
+                cols = ws.get(xp, "cols", (rows, K), gy.dtype)      # (nb*OH*OW, K)
+                self.im2col(s.xh, n0, n1, g, cols)                  # the same columns again
+                if n0 == 0:
+                    self.matmul(g_chunk.T, cols, gw)  # (OC, K) = (OC, nb*OH*OW) @ (nb*OH*OW, K)
+                else:
+                    part = ws.get(xp, "gw", (OC, K), gy.dtype)
+                    self.matmul(g_chunk.T, cols, part)              # (OC, K), this chunk's share
+                    gw += part
+            if need_x:
+                gcols = ws.get(xp, "gcols", (rows, K), gy.dtype)
+                self.matmul(g_chunk, s.w_hwc, gcols)   # (nb*OH*OW, K) = (nb*OH*OW, OC) @ (OC, K)
+                self.col2im(gcols, n0, n1, g, gxh)                  # images n0..n1-1 of gxh
+        if need_w:
+            # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), contiguous for the optimiser
+            gw = xp.ascontiguousarray(gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2))
+        if need_x:
+            gxh = gxh.transpose(0, 3, 1, 2)          # (N, H, W, C) -> (N, C, H, W), a view
+        return gxh, gw, gb
