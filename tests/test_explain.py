@@ -137,3 +137,15 @@ def test_script_prints_checks_and_writes_pngs(tmp_path):
         img = imread(str(tmp_path / name))               # fails unless a valid PNG
         assert img.shape[:2] == (round(h_in * P.DPI), round(w_in * P.DPI)), name
         assert img[..., :3].std() > 0.05, f"{name} is blank"
+
+
+def test_script_runs_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "explain_conv.py"),
+                           "--out", str(tmp_path), "--seed", "7"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("All steps agree with tinyalex's conv2d and autograd.") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["col2im_overlap.png", "im2col.png",
+                                                         "im2col_stride2.png"]
