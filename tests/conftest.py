@@ -3,6 +3,7 @@
 * ``backend``: every test that takes it runs once per backend ("numpy", "cupy");
   the cupy run is skipped, with the reason tinyalex itself gives, where CuPy or a
   GPU is missing. One test, every backend: never a copy of a test per backend.
+* ``kernel_mode``: runs a test under each kernel set ("reference", "fast").
 * ``check``: ``tinyalex.gradcheck`` with the suite's tolerances (below).
 * ``arr`` / ``param``: float64 test tensors from a seeded NumPy generator, moved to
   a backend, so that hypothesis examples are reproducible.
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import tinyalex
+import tinyalex.kernels as kernels
 from tinyalex import backend as B
 
 # The suite's gradient-check tolerances. Central differences in float64 with
@@ -44,6 +46,21 @@ BACKENDS = [
 def backend(request) -> str:
     """The backend name a test runs on: "numpy", then "cupy" where usable."""
     return request.param
+
+
+@pytest.fixture(params=["reference", "fast"])
+def kernel_mode(request, backend):
+    """Run a test under each kernel mode of ``tinyalex.kernels`` on ``backend``; the
+    "fast" run is skipped where no fast kernel is registered (it would repeat the
+    reference run)."""
+    mode = request.param
+    if mode == "fast":
+        sources = kernels.kernel_set(backend, "fast").sources
+        if "fast" not in sources.values():
+            pytest.skip(f"no fast kernels registered for {backend} (all {len(sources)} "
+                        "entries are the reference, checked by the reference run)")
+    with kernels.use(mode):
+        yield mode
 
 
 def check(fn, *inputs, eps=EPS, atol=ATOL, rtol=RTOL, seed=0):

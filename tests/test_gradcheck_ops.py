@@ -3,9 +3,9 @@
 Each test draws shapes with hypothesis (batch, channels, sizes, kernel, stride,
 padding, non-square, kernel = padded input size), checks every input that takes a
 gradient (data, weight, bias) with a random upstream gradient, and uses the
-tolerances of ``conftest`` (eps=1e-6, atol=1e-6, rtol=1e-5). Convolution and
-pooling run with every kernel set the backend has ("reference", and "fast" where
-fast kernels are registered).
+tolerances of ``conftest`` (eps=1e-6, atol=1e-6, rtol=1e-5). Ops with kernels in
+``tinyalex.kernels`` (convolution, pooling, relu, sigmoid, dropout) run with every
+kernel set the backend has ("reference", and "fast" where fast kernels exist).
 """
 
 import numpy as np
@@ -14,25 +14,11 @@ from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import tinyalex
-import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
 from tinyalex import ops
 from conftest import arr, away_from_zero, check, distinct, randn
 
 EXAMPLES = 30
-
-
-@pytest.fixture(params=["reference", "fast"])
-def kernel_mode(request, backend):
-    """Run under each kernel mode; "fast" only where fast kernels are registered."""
-    mode = request.param
-    if mode == "fast":
-        sources = kernels.kernel_set(backend, "fast").sources
-        if "fast" not in sources.values():
-            pytest.skip(f"no fast kernels registered for {backend} (all {len(sources)} "
-                        "entries are the reference, checked by the reference run)")
-    with kernels.use(mode):
-        yield mode
 
 
 @st.composite
@@ -70,7 +56,7 @@ def test_conv2d_gradients(backend, kernel_mode, N, C, OC, geom, bias, seed):
 
 @settings(max_examples=5)
 @given(seed=st.integers(0, 2**16), which=st.sampled_from(["x", "w", "b"]))
-def test_conv2d_gradient_of_one_input_alone(backend, seed, which):
+def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
     """Only one input requires grad: the op skips the others' gradients (needs_input_grad)
     and the one it computes is still right."""
     rng = np.random.default_rng(seed)
@@ -115,20 +101,20 @@ small_shape = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
 
 @settings(max_examples=EXAMPLES)
 @given(shape=small_shape, seed=st.integers(0, 2**16))
-def test_relu_gradients(backend, shape, seed):
+def test_relu_gradients(backend, kernel_mode, shape, seed):
     x = arr(away_from_zero(np.random.default_rng(seed), shape), backend)
     check(F.relu, x)
 
 
 @settings(max_examples=EXAMPLES)
 @given(shape=small_shape, seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 10.0]))
-def test_sigmoid_gradients(backend, shape, seed, scale):
+def test_sigmoid_gradients(backend, kernel_mode, shape, seed, scale):
     check(F.sigmoid, randn(np.random.default_rng(seed), shape, backend, scale=scale))
 
 
 @settings(max_examples=EXAMPLES)
 @given(shape=small_shape, seed=st.integers(0, 2**16), p=st.sampled_from([0.1, 0.5, 0.9]))
-def test_dropout_gradients_with_a_fixed_mask(backend, shape, seed, p):
+def test_dropout_gradients_with_a_fixed_mask(backend, kernel_mode, shape, seed, p):
     x = randn(np.random.default_rng(seed), shape, backend)
 
     def fn(x):

@@ -28,7 +28,7 @@ def layer_check(layer, x):
     (1, 2, (2, 4), (2, 1), (0, 2), True, 4, 6),   # non-square everything
     (3, 1, (4, 3), 3, 0, False, 4, 3),            # kernel = input size, no bias
 ])
-def test_conv2d_layer_gradients(backend, C, OC, kernel, stride, padding, bias, H, W):
+def test_conv2d_layer_gradients(backend, kernel_mode, C, OC, kernel, stride, padding, bias, H, W):
     layer = nn.Conv2d(C, OC, kernel, stride=stride, padding=padding, bias=bias).to(backend)
     x = randn(np.random.default_rng(0), (2, C, H, W), backend)
     layer_check(layer, x)
@@ -44,12 +44,12 @@ def test_linear_layer_gradients(backend, bias):
     nn.MaxPool2d(3, stride=2), nn.MaxPool2d((2, 3), stride=(1, 2), padding=1),
     nn.AvgPool2d(2), nn.AvgPool2d((3, 2), stride=1, padding=(1, 0)),
 ], ids=repr)
-def test_pool_layer_gradients(backend, layer):
+def test_pool_layer_gradients(backend, kernel_mode, layer):
     x = arr(distinct(np.random.default_rng(2), (2, 2, 5, 6)), backend)
     layer_check(layer, x)
 
 
-def test_activation_flatten_and_dropout_layer_gradients(backend):
+def test_activation_flatten_and_dropout_layer_gradients(backend, kernel_mode):
     rng = np.random.default_rng(3)
     x = arr(away_from_zero(rng, (3, 2, 2, 2)), backend)
     layer_check(nn.ReLU(), x)
@@ -85,7 +85,7 @@ def test_cross_entropy_value_and_stability():
 # -- dropout --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
-def test_dropout_zeroes_or_scales_and_preserves_the_mean(backend, p):
+def test_dropout_zeroes_or_scales_and_preserves_the_mean(backend, kernel_mode, p):
     tinyalex.manual_seed(0)
     n = 200_000
     x = tinyalex.tensor(np.random.default_rng(0).uniform(0.5, 1.5, n).astype(np.float32),
@@ -227,15 +227,15 @@ def test_alexnet_backward_on_a_small_batch():
         assert np.abs(g).max() > 0, name
 
 
-def test_alexnet_gradient_element_against_finite_differences():
+def test_alexnet_gradient_element_against_finite_differences(backend, kernel_mode):
     """Float64, eval mode (no dropout), one image: two elements of the first conv's
     weight and one of the first linear layer's, whose gradients travel through every
     layer, against central differences on the whole network. A fixed seed keeps
     pre-activations away from ReLU's kink and max-pool ties."""
     tinyalex.manual_seed(1)
-    net = tinyalex.models.alexnet().double().eval()
-    x = tinyalex.randn(1, 1, 224, 224, dtype=np.float64)
-    y = tinyalex.tensor([4])
+    net = tinyalex.models.alexnet().double().eval().to(backend)
+    x = tinyalex.randn(1, 1, 224, 224, dtype=np.float64, backend=backend)
+    y = tinyalex.tensor([4], backend=backend)
 
     def loss():
         return F.cross_entropy(net(x), y)
@@ -244,28 +244,28 @@ def test_alexnet_gradient_element_against_finite_differences():
     spot_check(loss, net[14].weight, [(17, 123)])
 
 
-def test_lenet_float64_gradcheck_on_a_tiny_batch():
+def test_lenet_float64_gradcheck_on_a_tiny_batch(backend, kernel_mode):
     """LeNet is smooth (sigmoid, average pooling), so finite differences hold
-    everywhere: a full gradcheck of the input and the small parameters, and spot
-    checks of the large weight matrices (a full one would take minutes)."""
+    everywhere: a full gradcheck of the first conv's weight and every bias (with a
+    random upstream gradient on the logits of a batch of 2), then spot checks of
+    the input and of the large weight matrices through the loss (checking all
+    61,706 parameters would take minutes)."""
     tinyalex.manual_seed(2)
-    net = tinyalex.models.lenet().double()
+    net = tinyalex.models.lenet().double().to(backend)
     rng = np.random.default_rng(2)
-    x = randn(rng, (1, 1, 28, 28))
-    y = tinyalex.tensor([6])
-    small = [net[0].weight, net[0].bias, net[3].bias, net[7].bias, net[11].bias]
+    x = randn(rng, (2, 1, 28, 28), backend)
+    small = [net[0].weight] + [p for n, p in net.named_parameters() if n.endswith("bias")]
     big = [p for p in net.parameters() if all(p is not s for s in small)]
-    for p in big:
+    for p in big + [x]:
         p.requires_grad = False
-    check(lambda x, *ps: F.cross_entropy(net(x), y), x, *small)
-    for p in big:
+    check(lambda *ps: net(x), *small)
+    for p in big + [x]:
         p.requires_grad = True
-    x2 = randn(rng, (3, 1, 28, 28), requires_grad=False)
-    y2 = tinyalex.tensor([0, 9, 6])
+    y = tinyalex.tensor([0, 9], backend=backend)
 
     def loss():
-        return F.cross_entropy(net(x2), y2)
+        return F.cross_entropy(net(x), y)
     loss().backward()
-    for p in big:
+    for p in big + [x]:
         picks = [tuple(int(rng.integers(0, n)) for n in p.shape) for _ in range(3)]
         spot_check(loss, p, picks)
