@@ -41,6 +41,10 @@ wrappers) over ``numba_kernels.py`` (compiled loops); the fast GPU set in ``gpu.
 over ``cuda_kernels.py`` (numba.cuda kernels launched on CuPy arrays); the chunked
 channels-last convolution both fast sets share in ``fastconv.py``.
 
+On the GPU, convolution GEMMs run in TF32 by default, as PyTorch's cuDNN convolutions
+do; ``TINYALEX_TF32=0`` or ``kernels.set_tf32(False)`` asks for strict FP32
+(``precision.py``).
+
 The contract every kernel keeps:
 
 * Arrays returned by a kernel belong to the caller. A kernel that reuses buffers
@@ -60,6 +64,8 @@ import contextlib
 import os
 
 from tinyalex import backend as B
+
+from .precision import set_tf32, tf32, tf32_enabled  # noqa: F401 - the GPU precision flag
 
 MODES = ("fast", "reference")
 

@@ -22,7 +22,9 @@ call with seed ``s`` is kept when ``mix64(s + (i+1)*GOLDEN) >> 40 >= threshold``
 same formula is written out with NumPy in ``tinyalex/random.py`` (the reference) and
 for CUDA in ``kernels/cuda_kernels.py``, so a seed gives one mask everywhere.
 
-Each kernel is compiled for float32 and float64 C-contiguous arrays only (``cache=True``
+Kernels that sum start from ``zero``, a scalar of the arrays' dtype (the CUDA twins in
+``cuda_kernels.py`` take the same arguments, so one set of checked wrappers,
+``fastset.py``, drives both). Each kernel is compiled for float32 and float64 C-contiguous arrays only (``cache=True``
 keeps the machine code between runs in ``__pycache__``).
 """
 
@@ -78,14 +80,14 @@ def im2col(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, cols, cl):
 
 
 @njit(parallel=True, cache=True)
-def col2im(cols, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx2, cl):
+def col2im(cols, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx2, cl, zero):
     """The adjoint of im2col: rows of images n0..n1-1 of gx2 (N*H, W*C), overwritten."""
     KHW = KH * KW
     for r in prange((n1 - n0) * H):
         n = n0 + r // H
         h = r % H
         g = gx2[n * H + h]
-        g[:] = 0
+        g[:] = zero
         for kh in range(KH):
             t = h + PH - kh                         # = oh*SH for the window row oh
             if t < 0 or t % SH != 0 or t // SH >= OH:
@@ -141,13 +143,13 @@ def max_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2, arg2):
 
 
 @njit(parallel=True, cache=True)
-def max_pool_backward(gy2, arg2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2):
+def max_pool_backward(gy2, arg2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2, zero):
     """gx2 (N*H, W*C): each output's gradient added to its window's argmax."""
     for r in prange(N * H):
         n = r // H
         h = r % H
         g = gx2[r]
-        g[:] = 0
+        g[:] = zero
         for kh in range(KH):
             t = h + PH - kh
             if t < 0 or t % SH != 0 or t // SH >= OH:
@@ -166,7 +168,7 @@ def max_pool_backward(gy2, arg2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2
 
 
 @njit(parallel=True, cache=True)
-def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2):
+def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2, zero):
     """y2 (N*OH, OW*C) = window sums (zero padding counted) / (KH*KW)."""
     KHW = KH * KW
     for r in prange(N * OH):
@@ -175,7 +177,7 @@ def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2):
         for ow in range(OW):
             yb = ow * C
             for c in range(C):
-                y2[r, yb + c] = 0
+                y2[r, yb + c] = zero
             for kh in range(KH):
                 h = oh * SH - PH + kh
                 if h < 0 or h >= H:
@@ -192,13 +194,13 @@ def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2):
 
 
 @njit(parallel=True, cache=True)
-def avg_pool_backward(share2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2):
+def avg_pool_backward(share2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2, zero):
     """gx2 (N*H, W*C): every window entry gets its output's share gy/(KH*KW)."""
     for r in prange(N * H):
         n = r // H
         h = r % H
         g = gx2[r]
-        g[:] = 0
+        g[:] = zero
         for kh in range(KH):
             t = h + PH - kh
             if t < 0 or t % SH != 0 or t // SH >= OH:

@@ -1,0 +1,269 @@
+"""The checked wrappers of the fast kernel sets, shared by the CPU and the GPU.
+
+``FastKernels(xp, loops, run, matmul, chunk_bytes)`` builds a kernel set (the entries
+listed in ``kernels/__init__.py``) from
+
+* ``loops``: a module of compiled loops with identical signatures on both devices
+  (``numba_kernels`` for the CPU, ``cuda_kernels`` for the GPU);
+* ``run(loop, total, *args)``: how to call one (a plain call on the CPU; a launch of
+  a grid covering ``total`` elements on the GPU);
+* ``matmul(a, b, out)``: the GEMM (BLAS through NumPy, cuBLAS through CuPy).
+
+Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
+compiled loops do not check bounds: a bad call raises ValueError here and never
+reads or writes out of bounds. Dtypes other than float32 and float64 go to the
+readable reference (so the loops are compiled in those two versions only).
+
+Images move between layers channels-last (see ``fastconv.py``): the arrays returned
+have PyTorch's (N, C, H, W) shape over (N, H, W, C) memory, and every entry accepts
+any memory order (copying where the order does not suit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyalex import random as R
+from tinyalex.ops.im2col import conv_output_size
+
+from .fastconv import Engine, Geometry, Saved, as_nhwc
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_geometry(where, H, W, KH, KW, SH, SW, PH, PW):
+    """Window sizes as the compiled loops need them; returns (OH, OW)."""
+    for name, v, lo in (("KH", KH, 1), ("KW", KW, 1), ("SH", SH, 1), ("SW", SW, 1),
+                        ("PH", PH, 0), ("PW", PW, 0)):
+        if int(v) != v or v < lo:
+            raise ValueError(f"{where}: {name} must be an int >= {lo}, got {v!r}")
+    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"{where}: a {KH}x{KW} window does not fit an input of "
+                         f"{H}x{W} padded by {PH}x{PW}")
+    return OH, OW
+
+
+def dense_view(xp, a, order=None):
+    """``(t, order)``: ``t = a.transpose(order)`` is C-contiguous (a view when ``a`` is
+    dense in some axis order, else a copy), so ``t.reshape(-1)`` walks a's memory."""
+    if order is None:
+        order = tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i])))
+    t = a.transpose(order)
+    return (t if t.flags.c_contiguous else xp.ascontiguousarray(t)), order
+
+
+def _undo(t, order):
+    return t.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
+def _reference(name):
+    from tinyalex import kernels  # noqa: PLC0415 - the reference table, built lazily
+    return getattr(kernels.kernel_set("numpy", "reference"), name)
+
+
+class FastKernels:
+    def __init__(self, xp, loops, run, matmul, chunk_bytes: int):
+        self.xp, self.loops, self.run = xp, loops, run
+        self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes)
+
+    def table(self) -> dict:
+        names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
+                 "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+                 "avg_pool2d_backward", "relu_forward", "relu_backward",
+                 "sigmoid_forward", "sigmoid_backward", "dropout")
+        return {name: getattr(self, name) for name in names}
+
+    # -- helpers ------------------------------------------------------------------------
+    def _fast(self, *arrays) -> bool:
+        d = arrays[0].dtype
+        return d in FLOATS and all(a.dtype == d for a in arrays) \
+            and all(isinstance(a, self.xp.ndarray) for a in arrays)
+
+    def _check_4d(self, where, a):
+        if not isinstance(a, self.xp.ndarray) or a.ndim != 4 or 0 in a.shape:
+            raise ValueError(f"{where}: expected a non-empty 4-D array (N, C, H, W), got "
+                             f"{getattr(a, 'shape', type(a).__name__)}")
+
+    # -- the NHWC primitives of the conv engine -------------------------------------------
+    def _im2col_nhwc(self, xh, n0, n1, g: Geometry, cols):
+        N, H, W, C = xh.shape
+        if (N, H, W, C) != (g.N, g.H, g.W, g.C) or not 0 <= n0 < n1 <= N \
+                or cols.shape != ((n1 - n0) * g.P, g.K) or not cols.flags.c_contiguous \
+                or not xh.flags.c_contiguous or cols.dtype != xh.dtype:
+            raise ValueError(f"im2col: inconsistent sizes: x {xh.shape}, images {n0}..{n1}, "
+                             f"cols {cols.shape}, {g}")
+        self.run(self.loops.im2col, cols.size, xh.reshape(N * H, W * C), H, W, C, n0, n1,
+                 g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols, True)
+
+    def _col2im_nhwc(self, gcols, n0, n1, g: Geometry, gxh):
+        N, H, W, C = gxh.shape
+        if (N, H, W, C) != (g.N, g.H, g.W, g.C) or not 0 <= n0 < n1 <= N \
+                or gcols.shape != ((n1 - n0) * g.P, g.K) or not gcols.flags.c_contiguous \
+                or not gxh.flags.c_contiguous or gcols.dtype != gxh.dtype:
+            raise ValueError(f"col2im: inconsistent sizes: gx {gxh.shape}, images "
+                             f"{n0}..{n1}, cols {gcols.shape}, {g}")
+        self.run(self.loops.col2im, (n1 - n0) * H * W * C, gcols, H, W, C, n0, n1, g.KH,
+                 g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, gxh.reshape(N * H, W * C), True,
+                 gxh.dtype.type(0))
+
+    # -- the kernel set -------------------------------------------------------------------
+    def im2col(self, x, KH, KW, SH=1, SW=1, PH=0, PW=0, pad_value=0.0):
+        """As the reference: (N*OH*OW, C*KH*KW), columns (c, kh, kw)."""
+        if pad_value != 0 or not self._fast(x):
+            return _reference("im2col")(x, KH, KW, SH, SW, PH, PW, pad_value=pad_value)
+        self._check_4d("im2col", x)
+        N, C, H, W = x.shape
+        OH, OW = check_geometry("im2col", H, W, KH, KW, SH, SW, PH, PW)
+        xh = as_nhwc(self.xp, x)                                           # (N, H, W, C)
+        cols = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)    # (N*OH*OW, C*KH*KW)
+        self.run(self.loops.im2col, cols.size, xh.reshape(N * H, W * C), H, W, C, 0, N,
+                 KH, KW, SH, SW, PH, PW, OH, OW, cols, False)
+        return cols
+
+    def col2im(self, cols, x_shape, KH, KW, SH=1, SW=1, PH=0, PW=0):
+        """As the reference; the result has channels-last memory."""
+        if not self._fast(cols):
+            return _reference("col2im")(cols, x_shape, KH, KW, SH, SW, PH, PW)
+        N, C, H, W = (int(s) for s in x_shape)
+        OH, OW = check_geometry("col2im", H, W, KH, KW, SH, SW, PH, PW)
+        if cols.shape != (N * OH * OW, C * KH * KW):
+            raise ValueError(f"col2im: cols of shape {cols.shape} do not match x_shape "
+                             f"{tuple(x_shape)}; expected {(N * OH * OW, C * KH * KW)}")
+        cols = self.xp.ascontiguousarray(cols)
+        gxh = self.xp.empty((N, H, W, C), dtype=cols.dtype)                # (N, H, W, C)
+        self.run(self.loops.col2im, gxh.size, cols, H, W, C, 0, N, KH, KW, SH, SW, PH, PW,
+                 OH, OW, gxh.reshape(N * H, W * C), False, cols.dtype.type(0))
+        return gxh.transpose(0, 3, 1, 2)                                   # (N, C, H, W) view
+
+    def conv2d_forward(self, x, weight, bias, SH, SW, PH, PW, keep):
+        if not self._fast(x, weight, *(() if bias is None else (bias,))):
+            return _reference("conv2d_forward")(x, weight, bias, SH, SW, PH, PW, keep)
+        self._check_4d("conv2d", x)
+        self._check_4d("conv2d weight", weight)
+        N, C, H, W = x.shape
+        OC, C2, KH, KW = weight.shape
+        if C2 != C or (bias is not None and bias.shape != (OC,)):
+            raise ValueError(f"conv2d: input {x.shape}, weight {weight.shape} and bias "
+                             f"{None if bias is None else bias.shape} do not match")
+        OH, OW = check_geometry("conv2d", H, W, KH, KW, SH, SW, PH, PW)
+        g = Geometry(N, C, H, W, OC, KH, KW, int(SH), int(SW), int(PH), int(PW), OH, OW)
+        return self.engine.forward(x, weight, bias, g, keep)
+
+    def conv2d_backward(self, gy, saved, need_x, need_w, need_b):
+        if not isinstance(saved, Saved):
+            return _reference("conv2d_backward")(gy, saved, need_x, need_w, need_b)
+        g = saved.g
+        if gy.shape != (g.N, g.OC, g.OH, g.OW) or gy.dtype != saved.xh.dtype:
+            raise ValueError(f"conv2d backward: gradient of shape {gy.shape} ({gy.dtype}), "
+                             f"expected {(g.N, g.OC, g.OH, g.OW)} ({saved.xh.dtype})")
+        return self.engine.backward(gy, saved, need_x, need_w, need_b)
+
+    def max_pool2d_forward(self, x, KH, KW, SH, SW, PH, PW):
+        """y (N, C, OH, OW) over channels-last memory, argmax (N, OH, OW, C) int32."""
+        if not self._fast(x):
+            return _reference("max_pool2d_forward")(x, KH, KW, SH, SW, PH, PW)
+        self._check_4d("max_pool2d", x)
+        xp = self.xp
+        N, C, H, W = x.shape
+        OH, OW = check_geometry("max_pool2d", H, W, KH, KW, SH, SW, PH, PW)
+        xh = as_nhwc(xp, x)                                             # (N, H, W, C)
+        yh = xp.empty((N, OH, OW, C), dtype=x.dtype)                    # (N, OH, OW, C)
+        arg = xp.empty((N, OH, OW, C), dtype=np.int32)
+        self.run(self.loops.max_pool_forward, yh.size, xh.reshape(N * H, W * C), N, H, W,
+                 C, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(N * OH, OW * C),
+                 arg.reshape(N * OH, OW * C))
+        return yh.transpose(0, 3, 1, 2), arg                            # (N, C, OH, OW) view
+
+    def max_pool2d_backward(self, gy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
+        if not self._fast(gy) or not isinstance(argmax, self.xp.ndarray) or argmax.ndim != 4:
+            return _reference("max_pool2d_backward")(gy, argmax, x_shape, KH, KW, SH, SW,
+                                                     PH, PW)
+        xp = self.xp
+        N, C, H, W = (int(s) for s in x_shape)
+        OH, OW = check_geometry("max_pool2d backward", H, W, KH, KW, SH, SW, PH, PW)
+        if gy.shape != (N, C, OH, OW) or argmax.shape != (N, OH, OW, C) \
+                or argmax.dtype != np.int32:
+            raise ValueError(f"max_pool2d backward: gradient {gy.shape} and argmax "
+                             f"{argmax.shape} ({argmax.dtype}) do not match input {x_shape}")
+        gyh = as_nhwc(xp, gy)                                           # (N, OH, OW, C)
+        gxh = xp.empty((N, H, W, C), dtype=gy.dtype)                    # (N, H, W, C)
+        self.run(self.loops.max_pool_backward, gxh.size, gyh.reshape(N * OH, OW * C),
+                 xp.ascontiguousarray(argmax).reshape(N * OH, OW * C), N, H, W, C, KH, KW,
+                 SH, SW, PH, PW, OH, OW, gxh.reshape(N * H, W * C), gy.dtype.type(0))
+        return gxh.transpose(0, 3, 1, 2)
+
+    def avg_pool2d_forward(self, x, KH, KW, SH, SW, PH, PW):
+        if not self._fast(x):
+            return _reference("avg_pool2d_forward")(x, KH, KW, SH, SW, PH, PW)
+        self._check_4d("avg_pool2d", x)
+        xp = self.xp
+        N, C, H, W = x.shape
+        OH, OW = check_geometry("avg_pool2d", H, W, KH, KW, SH, SW, PH, PW)
+        xh = as_nhwc(xp, x)                                             # (N, H, W, C)
+        yh = xp.empty((N, OH, OW, C), dtype=x.dtype)                    # (N, OH, OW, C)
+        self.run(self.loops.avg_pool_forward, yh.size, xh.reshape(N * H, W * C), N, H, W,
+                 C, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(N * OH, OW * C),
+                 x.dtype.type(0))
+        return yh.transpose(0, 3, 1, 2)
+
+    def avg_pool2d_backward(self, gy, x_shape, KH, KW, SH, SW, PH, PW):
+        KH, KW = int(KH), int(KW)       # a Python int keeps gy / (KH*KW) in gy's dtype
+        if not self._fast(gy):
+            return _reference("avg_pool2d_backward")(gy, x_shape, KH, KW, SH, SW, PH, PW)
+        xp = self.xp
+        N, C, H, W = (int(s) for s in x_shape)
+        OH, OW = check_geometry("avg_pool2d backward", H, W, KH, KW, SH, SW, PH, PW)
+        if gy.shape != (N, C, OH, OW):
+            raise ValueError(f"avg_pool2d backward: gradient {gy.shape} does not match "
+                             f"input {x_shape}; expected {(N, C, OH, OW)}")
+        share = xp.ascontiguousarray(as_nhwc(xp, gy) / (KH * KW))      # (N, OH, OW, C)
+        gxh = xp.empty((N, H, W, C), dtype=gy.dtype)                    # (N, H, W, C)
+        self.run(self.loops.avg_pool_backward, gxh.size, share.reshape(N * OH, OW * C), N,
+                 H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gxh.reshape(N * H, W * C),
+                 gy.dtype.type(0))
+        return gxh.transpose(0, 3, 1, 2)
+
+    # -- elementwise: on the memory as it lies, whatever its order ---------------------------
+    def _unary(self, loop, x, name):
+        if not self._fast(x) or x.size == 0:
+            return _reference(name)(x)
+        t, order = dense_view(self.xp, x)
+        out = self.xp.empty(t.shape, dtype=x.dtype)
+        self.run(loop, x.size, t.reshape(-1), out.reshape(-1))
+        return _undo(out, order)
+
+    def _binary(self, loop, gy, y, name):
+        if not self._fast(gy, y) or gy.shape != y.shape or y.size == 0:
+            return _reference(name)(gy, y)
+        ty, order = dense_view(self.xp, y)
+        tg, _ = dense_view(self.xp, gy, order)
+        out = self.xp.empty(ty.shape, dtype=y.dtype)
+        self.run(loop, y.size, tg.reshape(-1), ty.reshape(-1), out.reshape(-1))
+        return _undo(out, order)
+
+    def relu_forward(self, x):
+        return self._unary(self.loops.relu_forward, x, "relu_forward")
+
+    def relu_backward(self, gy, y):
+        return self._binary(self.loops.relu_backward, gy, y, "relu_backward")
+
+    def sigmoid_forward(self, x):
+        return self._unary(self.loops.sigmoid_forward, x, "sigmoid_forward")
+
+    def sigmoid_backward(self, gy, y):
+        return self._binary(self.loops.sigmoid_backward, gy, y, "sigmoid_backward")
+
+    def dropout(self, x, p, seed):
+        """x * scale where SplitMix64(seed, i) keeps element i (C order), else 0."""
+        if not self._fast(x) or x.size == 0:
+            return _reference("dropout")(x, p, seed)
+        if not 0.0 <= p <= 1.0 or not 0 <= int(seed) < 2**64:
+            raise ValueError(f"dropout: p must lie in [0, 1] and seed in [0, 2**64), got "
+                             f"p={p!r}, seed={seed!r}")
+        xc = self.xp.ascontiguousarray(x)          # the mask follows the C order of x
+        y = self.xp.empty(x.shape, dtype=x.dtype)
+        scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
+        self.run(self.loops.dropout, x.size, xc.reshape(-1), np.uint64(seed),
+                 np.uint64(R.dropout_threshold(p)), scale, y.reshape(-1))
+        return y
