@@ -98,11 +98,13 @@ def host(t) -> np.ndarray:
 def spot_check(loss_fn, tensor, indices, eps=EPS, atol=ATOL, rtol=RTOL):
     """Compare tensor.grad (already computed for ``loss_fn()``) with central
     differences at a few ``indices``; for big networks where a full gradcheck
-    over every element would take minutes. ``tensor`` must be float64."""
+    over every element would take minutes. ``tensor`` must be float64.
+    Returns the analytic values, so that a test can insist they are not 0."""
     assert tensor.dtype == np.float64
     analytic = host(tensor.grad)
     flat = tensor.data.reshape(-1)
     assert np.shares_memory(flat, tensor.data) if tensor.backend == "numpy" else True
+    checked = []
     for index in indices:
         j = int(np.ravel_multi_index(index, tensor.shape))
         old = float(flat[j])
@@ -116,3 +118,5 @@ def spot_check(loss_fn, tensor, indices, eps=EPS, atol=ATOL, rtol=RTOL):
         a = analytic[tuple(index)]
         assert abs(a - numeric) <= atol + rtol * abs(numeric), (
             f"element {tuple(index)}: analytic {a:.10g}, numeric {numeric:.10g}")
+        checked.append(a)
+    return checked
