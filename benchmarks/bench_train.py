@@ -1,0 +1,163 @@
+"""Training-step throughput of d2l's AlexNet (224x224) and LeNet (28x28): tinyalex
+against PyTorch in the same process, interleaved step by step.
+
+    # CPU: AlexNet at batch 8 and 32, LeNet at 256. NumPy's OpenBLAS is told by this
+    # machine's environment to use its Haswell kernels; unset both variables for this
+    # command only to let it pick the kernels of the CPU it runs on (the table says
+    # which kernel ran, via threadpoolctl):
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_train.py
+    python3 benchmarks/bench_train.py                       # as the environment is
+    python3 benchmarks/bench_train.py --cases alexnet:32 --steps 10
+
+    # GPU: AlexNet at 128 and 256, LeNet at 256, TF32 and strict FP32 each against
+    # PyTorch with the matching setting (cuDNN TF32 on/off, matmul TF32 off)
+    python3 benchmarks/bench_train.py --backend cupy
+
+One step is what d2l's ``train_ch6`` does per batch: zero_grad, forward,
+cross-entropy, backward, SGD update (both networks start from the same weights, on
+the same fixed batch). After ``--warmup`` steps each, the two frameworks alternate
+step by step (the order flipped every step), so a change in machine load hits both
+alike; the figure is the median step time. Peak memory comes from separate processes
+(``memory_probe.py``). Prints a table and writes JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+CPU_CASES = ["alexnet:8", "alexnet:32", "lenet:256"]
+GPU_CASES = ["alexnet:128", "alexnet:256", "lenet:256"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    p.add_argument("--cases", help="comma-separated model:batch (default: the issue's)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="timed steps per framework (default: 12 AlexNet, 60 LeNet on the "
+                        "CPU; 50 on the GPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--precision", default="tf32,fp32",
+                   help="GPU only: tf32, fp32 or both (default tf32,fp32)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    p.add_argument("--no-torch", action="store_true", help="tinyalex alone")
+    p.add_argument("--json", default=None,
+                   help="where to write the results (default benchmarks/results/"
+                        "train_<backend>.json)")
+    return p.parse_args(argv)
+
+
+def set_precision(precision: str, torch):
+    import tinyalex.kernels as kernels
+    kernels.set_tf32(precision == "tf32")
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"   # PyTorch's default: True
+        torch.backends.cuda.matmul.allow_tf32 = False          # PyTorch's default
+
+
+def run_case(model, N, backend, steps, warmup, with_torch):
+    ours = common.TinyalexStep(model, N, backend)
+    theirs = None
+    if with_torch:
+        theirs = common.TorchStep(model, N, "cpu" if backend == "numpy" else "cuda",
+                                  weights_from=ours.net)
+    first = {"tinyalex": float(ours().item())}
+    if theirs is not None:
+        first["torch"] = float(theirs().item())
+    for _ in range(warmup - 1):
+        ours()
+        if theirs is not None:
+            theirs()
+    t_ours, t_theirs = [], []
+    for i in range(steps):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for who in order:
+            if who == 0:
+                t_ours.append(common.timed(ours))
+            elif theirs is not None:
+                t_theirs.append(common.timed(theirs))
+    row = {"model": model, "batch": N, "steps": steps,
+           "first_step_loss": first,
+           "tinyalex_step_s": statistics.median(t_ours),
+           "tinyalex_images_per_s": N / statistics.median(t_ours)}
+    if t_theirs:
+        row["torch_step_s"] = statistics.median(t_theirs)
+        row["torch_images_per_s"] = N / statistics.median(t_theirs)
+        row["ratio"] = row["tinyalex_images_per_s"] / row["torch_images_per_s"]
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:
+        torch = None
+    with_torch = torch is not None and not args.no_torch
+    cases = (args.cases.split(",") if args.cases else
+             (CPU_CASES if args.backend == "numpy" else GPU_CASES))
+    precisions = args.precision.split(",") if args.backend == "cupy" else ["fp32"]
+    info = common.machine(args.backend)
+    rows = []
+    for precision in precisions:
+        if args.backend == "cupy":
+            set_precision(precision, torch)
+        for case in cases:
+            model, N = case.split(":")
+            N = int(N)
+            steps = args.steps or (50 if args.backend == "cupy" else
+                                   (12 if model == "alexnet" else 60))
+            print(f"... {model} batch {N} {precision}", file=sys.stderr, flush=True)
+            row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch)
+            row["precision"] = precision
+            if not args.no_memory and precision == precisions[0]:
+                row["memory"] = {f: common.probe_memory(f, model, N, args.backend)
+                                 for f in (("tinyalex", "torch") if with_torch else
+                                           ("tinyalex",))}
+            rows.append(row)
+    info["load_average_at_end"] = os.getloadavg()
+    print_table(info, rows, args.backend)
+    path = args.json or os.path.join(common.HERE, "results", f"train_{args.backend}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": info, "results": rows}, f, indent=1)
+    print(f"wrote {path}")
+
+
+def _mem(row, framework, key):
+    m = row.get("memory", {}).get(framework, {})
+    return m.get(key)
+
+
+def print_table(info, rows, backend):
+    where = info.get("gpu") if backend == "cupy" else f"{info['host_cpu']}, {info['cores']} cores"
+    print(f"\n{where}; numpy BLAS: {info['numpy_blas']}; torch {info.get('torch')}")
+    print(f"load average {info['load_average_at_start'][0]:.2f} at start, "
+          f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}")
+    key = "device_peak_mb" if backend == "cupy" else "grown_mb"
+    print(f"{'model':8} {'batch':>5} {'prec':>5} {'tinyalex img/s':>15} {'torch img/s':>12} "
+          f"{'ratio':>6} {'mem MB ours':>12} {'torch':>8}")
+    for r in rows:
+        tor = r.get("torch_images_per_s")
+        mo, mt = _mem(r, "tinyalex", key), _mem(r, "torch", key)
+        print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} "
+              f"{r['tinyalex_images_per_s']:>15.1f} "
+              f"{'-' if tor is None else f'{tor:.1f}':>12} "
+              f"{'-' if tor is None else '%.2fx' % r['ratio']:>6} "
+              f"{'-' if mo is None else f'{mo:.0f}':>12} {'-' if mt is None else f'{mt:.0f}':>8}")
+    note = ("device memory held by each allocator" if backend == "cupy" else
+            "RSS growth over the probe (peak VmHWM minus RSS after imports)")
+    print(f"memory: {note}, separate processes")
+
+
+if __name__ == "__main__":
+    main()

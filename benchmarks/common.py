@@ -1,0 +1,209 @@
+"""Shared pieces of the benchmark scripts: the two networks in tinyalex and in PyTorch
+with the same weights, one training step for each, the machine and BLAS description,
+and memory probes run in a fresh process.
+
+Not a test module and not part of the package: the scripts beside it import it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INPUT = {"alexnet": (1, 224, 224), "lenet": (1, 28, 28)}
+
+
+# -- the machine ------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def blas_description() -> str:
+    """Which BLAS NumPy calls and which of its kernels runs (threadpoolctl, if installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl to see it)"
+    libs = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernel, "
+            f"{i.get('num_threads')} threads" for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    return "; ".join(libs) or "none found"
+
+
+def machine(backend: str) -> dict:
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host_cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numpy_blas": blas_description(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    }
+    try:
+        import numba
+        info["numba"] = numba.__version__
+    except ImportError:
+        pass
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    if backend == "cupy":
+        from tinyalex import backend as B
+        cp = B.cupy_module()
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        info["cupy"] = cp.__version__
+    return info
+
+
+# -- the networks -----------------------------------------------------------------------
+
+def tinyalex_net(model: str, seed: int = 0):
+    import tinyalex
+    tinyalex.manual_seed(seed)
+    net = tinyalex.models.alexnet() if model == "alexnet" else tinyalex.models.lenet()
+    net.apply(tinyalex.models.init_weights_xavier)      # d2l's initialisation
+    return net
+
+
+def torch_net(model: str, weights_from=None):
+    """d2l's network in PyTorch; with ``weights_from`` (a tinyalex net) the same weights."""
+    import torch
+    from torch import nn
+    if model == "alexnet":
+        net = nn.Sequential(
+            nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2), nn.Flatten(),
+            nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+            nn.Linear(4096, 10))
+    else:
+        net = nn.Sequential(
+            nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
+            nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(),
+            nn.Linear(120, 84), nn.Sigmoid(),
+            nn.Linear(84, 10))
+    if weights_from is not None:
+        from tinyalex import backend as B
+        state = {k: torch.from_numpy(B.to_numpy(v.data).copy())
+                 for k, v in weights_from.named_parameters()}
+        net.load_state_dict(state)
+    return net
+
+
+def batch(model: str, N: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    x = rng.random((N,) + INPUT[model], dtype=np.float32)
+    y = rng.integers(0, 10, N).astype(np.int64)
+    return x, y
+
+
+class TinyalexStep:
+    """One d2l training step: forward, cross-entropy, backward, SGD update."""
+
+    def __init__(self, model, N, backend="numpy", lr=0.01):
+        import tinyalex
+        from tinyalex import backend as B, nn
+        self.B, self.backend = B, backend
+        self.net = tinyalex_net(model).to(backend)
+        self.net.train()
+        x, y = batch(model, N)
+        self.x = tinyalex.tensor(x, backend=backend)
+        self.y = tinyalex.tensor(y, backend=backend)
+        self.loss = nn.CrossEntropyLoss()
+        self.opt = tinyalex.optim.SGD(self.net.parameters(), lr=lr)
+
+    def __call__(self) -> float:
+        self.opt.zero_grad()
+        loss = self.loss(self.net(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        self.B.synchronize(self.backend)
+        return loss
+
+
+class TorchStep:
+    def __init__(self, model, N, device="cpu", lr=0.01, weights_from=None):
+        import torch
+        self.torch, self.device = torch, device
+        self.net = torch_net(model, weights_from).to(device)
+        self.net.train()
+        x, y = batch(model, N)
+        self.x = torch.from_numpy(x).to(device)
+        self.y = torch.from_numpy(y).to(device)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=lr)
+
+    def __call__(self):
+        self.opt.zero_grad()
+        loss = self.loss(self.net(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+        return loss
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# -- memory -----------------------------------------------------------------------------
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB, from /proc."""
+    cur = peak = float("nan")
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    cur = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return cur, peak
+
+
+def probe_memory(framework, model, N, backend, steps=3) -> dict:
+    """Run ``steps`` training steps in a fresh Python process; its memory figures."""
+    cmd = [sys.executable, os.path.join(HERE, "memory_probe.py"), framework, model, str(N),
+           backend, str(steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,123 @@
+"""The GPU kernels' logic without a GPU: Numba's CUDA simulator runs the very kernels
+of ``kernels/cuda_kernels.py``, through the same checked wrappers the CuPy backend
+uses (``kernels/gpu.py``), on NumPy arrays, and they must agree with the readable
+references. Launches use tiny grids (2 blocks of 8 threads), so every kernel's
+grid-stride loop wraps around.
+
+The simulator must be chosen before ``numba.cuda`` is first imported, and the CPU
+tests in this process need the real Numba, so this file runs itself in a child
+process with ``NUMBA_ENABLE_CUDASIM=1``: in the parent only the driver test below
+exists; in the child only the kernel tests do.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+if not SIMULATED:
+    def test_cuda_kernels_under_the_simulator():
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              os.path.abspath(__file__)], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+        passed = re.search(r"(\d+) passed", out.stdout)
+        assert passed and int(passed.group(1)) >= 4 and "skipped" not in out.stdout, \
+            out.stdout[-2000:]
+
+else:
+    from hypothesis import example, given, settings, strategies as st
+
+    import tinyalex.kernels as kernels
+    from tinyalex.kernels import gpu
+
+    REF = kernels.kernel_set("numpy", "reference")
+    SIM = gpu.build(np, simulated=True, threads=8, max_blocks=2)
+    DTYPES = st.sampled_from([np.float32, np.float64])
+    # the simulator runs the kernels as Python: uint64 hashing wraps with a warning
+    warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+
+    @st.composite
+    def geometry(draw, pool=False):
+        KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        if pool:
+            PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
+        else:
+            PH, PW = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+        SH, SW = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + 2))
+        W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + 2))
+        return draw(st.integers(1, 2)), draw(st.integers(1, 2)), H, W, KH, KW, SH, SW, PH, PW
+
+    def tol(dtype):
+        return dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10)
+
+    @settings(max_examples=6)
+    @given(g=geometry(), dtype=DTYPES, seed=st.integers(0, 2**16))
+    @example(g=(1, 2, 2, 3, 2, 3, 1, 1, 0, 0), dtype=np.float32, seed=0)   # kernel = input
+    def test_im2col_col2im_and_conv(g, dtype, seed):
+        N, C, H, W, KH, KW, SH, SW, PH, PW = g
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        cols = SIM.im2col(x, KH, KW, SH, SW, PH, PW)
+        np.testing.assert_array_equal(cols, REF.im2col(x, KH, KW, SH, SW, PH, PW))
+        np.testing.assert_array_equal(SIM.col2im(cols, x.shape, KH, KW, SH, SW, PH, PW),
+                                      REF.col2im(cols, x.shape, KH, KW, SH, SW, PH, PW))
+        OC = 2
+        w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
+        b = rng.standard_normal(OC).astype(dtype)
+        y_ref, s_ref = REF.conv2d_forward(x, w, b, SH, SW, PH, PW, True)
+        y, s = SIM.conv2d_forward(x, w, b, SH, SW, PH, PW, True)
+        np.testing.assert_allclose(y, y_ref, **tol(dtype))
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        for a, e in zip(SIM.conv2d_backward(gy, s, True, True, True),
+                        REF.conv2d_backward(gy, s_ref, True, True, True)):
+            np.testing.assert_allclose(a, e, **tol(dtype))
+
+    @settings(max_examples=6)
+    @given(g=geometry(pool=True), dtype=DTYPES, seed=st.integers(0, 2**16))
+    def test_pooling(g, dtype, seed):
+        N, C, H, W, KH, KW, SH, SW, PH, PW = g
+        rng = np.random.default_rng(seed)
+        x = np.round(rng.standard_normal((N, C, H, W))).astype(dtype)     # with ties
+        y_ref, a_ref = REF.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+        y, a = SIM.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+        np.testing.assert_array_equal(y, y_ref)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(
+            SIM.max_pool2d_backward(gy, a, x.shape, KH, KW, SH, SW, PH, PW),
+            REF.max_pool2d_backward(gy, a_ref, x.shape, KH, KW, SH, SW, PH, PW))
+        np.testing.assert_allclose(SIM.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW),
+                                   REF.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW),
+                                   **tol(dtype))
+        np.testing.assert_allclose(
+            SIM.avg_pool2d_backward(gy, x.shape, KH, KW, SH, SW, PH, PW),
+            REF.avg_pool2d_backward(gy, x.shape, KH, KW, SH, SW, PH, PW), **tol(dtype))
+
+    @settings(max_examples=6)
+    @given(n=st.integers(1, 40), dtype=DTYPES, seed=st.integers(0, 2**16),
+           p=st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+    def test_elementwise(n, dtype, seed, p):
+        rng = np.random.default_rng(seed)
+        x = (rng.standard_normal((n, 2)) * 4).astype(dtype).T        # a transposed view
+        gy = rng.standard_normal(x.shape).astype(dtype)
+        y = SIM.relu_forward(x)
+        np.testing.assert_array_equal(y, REF.relu_forward(x))
+        np.testing.assert_array_equal(SIM.relu_backward(gy, y), REF.relu_backward(gy, y))
+        s = SIM.sigmoid_forward(x)
+        np.testing.assert_allclose(s, REF.sigmoid_forward(x), **tol(dtype))
+        np.testing.assert_allclose(SIM.sigmoid_backward(gy, s), REF.sigmoid_backward(gy, s),
+                                   **tol(dtype))
+        # one seed, one mask: the same on the CPU (NumPy, Numba) and the GPU kernel
+        np.testing.assert_array_equal(SIM.dropout(x, p, seed), REF.dropout(x, p, seed))
+
+    def test_the_simulator_is_what_ran():
+        from numba import cuda
+        assert cuda.jit.__module__.startswith("numba.cuda.simulator")
