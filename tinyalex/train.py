@@ -15,9 +15,10 @@ backend, resizing, forward, backward, update), in d2l's words::
 With ``out_dir`` every complete epoch leaves there ``checkpoint.npz``,
 ``metrics.json`` and ``curves.png``. Runs are deterministic for a given seed and
 backend; a run resumed from a checkpoint (``resume=``) continues exactly where the
-uninterrupted run would be. Ctrl-C (SIGINT) or SIGTERM stops training at once,
-except while a checkpoint is being written, which is finished first; then
-``TrainingInterrupted`` is raised and the last complete epoch's files stay.
+uninterrupted run would be. Ctrl-C (SIGINT) or SIGTERM stops training after the
+current batch (a second one at once, unless a checkpoint is being written, which
+is always finished first); then ``TrainingInterrupted`` is raised and the files of
+the last complete epoch stay.
 """
 
 from __future__ import annotations
@@ -78,21 +79,27 @@ class TrainingInterrupted(Exception):
 # Signals: stop at once, but never in the middle of writing a file
 # --------------------------------------------------------------------------------------
 
+class _Stop(Exception):
+    """Raised inside the loop when a stop was asked for by a signal."""
+
+
 class _Signals:
-    """While active, SIGINT and SIGTERM raise KeyboardInterrupt, except inside
-    ``critical()``, where the signal is remembered and acted on when it ends."""
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current batch
+    (``check()`` raises ``_Stop``); a second signal raises KeyboardInterrupt at once,
+    except while a checkpoint is being written (inside ``critical()``)."""
 
     def __init__(self):
         self.in_critical = False
-        self.pending = None
         self.received = None
         self._previous = {}
 
     def _handler(self, signum, frame):
-        self.received = signum
-        if self.in_critical:
-            self.pending = signum
-        else:
+        if self.received is None:
+            self.received = signum
+            # os.write, not print: a handler may interrupt a print in progress
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping after this batch "
+                        "(send it again to stop at once)\n".encode())
+        elif not self.in_critical:
             raise KeyboardInterrupt
 
     def __enter__(self):
@@ -106,6 +113,10 @@ class _Signals:
             signal.signal(s, h)
         return False
 
+    def check(self) -> None:
+        if self.received is not None:
+            raise _Stop
+
     @contextlib.contextmanager
     def critical(self):
         self.in_critical = True
@@ -113,8 +124,11 @@ class _Signals:
             yield
         finally:
             self.in_critical = False
-        if self.pending is not None:
-            raise KeyboardInterrupt
+        self.check()
+
+
+def _never() -> None:
+    pass
 
 
 # --------------------------------------------------------------------------------------
@@ -145,8 +159,11 @@ def _count_correct(logits, y) -> int:
     return int((logits.argmax(axis=1) == y).sum())
 
 
-def predict(net, images, batch_size: int, backend: str, resize=None) -> np.ndarray:
-    """Predicted classes (host int64 array) for uint8 images, in eval mode, no graph."""
+def predict(net, images, batch_size: int, backend: str, resize=None,
+            check=_never) -> np.ndarray:
+    """Predicted classes (host int64 array) for uint8 images, in eval mode, no graph.
+
+    ``check()`` runs after every batch (the training loop's stop request)."""
     was_training = net.training
     net.eval()
     out = []
@@ -155,14 +172,16 @@ def predict(net, images, batch_size: int, backend: str, resize=None) -> np.ndarr
             for X_host, _ in batches(images, np.zeros(len(images), np.int64), batch_size):
                 logits = net(Tensor(to_input(X_host, backend, resize))).data
                 out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
+                check()
     finally:
         net.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def evaluate_accuracy(net, images, labels, batch_size: int, backend: str, resize=None) -> float:
+def evaluate_accuracy(net, images, labels, batch_size: int, backend: str, resize=None,
+                      check=_never) -> float:
     """Test accuracy in eval mode (dropout off), without recording a graph."""
-    predicted = predict(net, images, batch_size, backend, resize)
+    predicted = predict(net, images, batch_size, backend, resize, check)
     return float((predicted == labels).mean())
 
 
@@ -175,8 +194,10 @@ def _progress_bar(total, desc, enabled):
 
 
 def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoch: int,
-                progress: bool = False) -> dict:
-    """One pass over the (shuffled) training set; ``epoch`` counts from 0."""
+                progress: bool = False, check=_never) -> dict:
+    """One pass over the (shuffled) training set; ``epoch`` counts from 0.
+
+    ``check()`` runs after every batch (the training loop's stop request)."""
     net.train()
     total_loss, correct, seen, timed = 0.0, 0, 0, 0.0
     bs = recipe["batch_size"]
@@ -204,6 +225,7 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
                 bar.update(n)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", img_s=f"{seen / timed:.1f}",
                                 refresh=False)
+            check()
     finally:
         if bar is not None:
             bar.close()
@@ -310,11 +332,12 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
                 started = time.perf_counter()
                 record = {"epoch": epoch + 1}
                 record.update(train_epoch(net, optimizer, train_images, train_labels,
-                                          recipe, backend, epoch, progress))
+                                          recipe, backend, epoch, progress,
+                                          signals.check))
                 eval_start = time.perf_counter()
                 record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
                                                        recipe["batch_size"], backend,
-                                                       recipe["resize"])
+                                                       recipe["resize"], signals.check)
                 record["eval_seconds"] = time.perf_counter() - eval_start
                 record["seconds"] = time.perf_counter() - started
                 records.append(record)
@@ -327,7 +350,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
                         _write_json(out / METRICS, metrics)
                         _plot(out, records, recipe)
             epoch = recipe["epochs"]
-        except KeyboardInterrupt:
+        except (_Stop, KeyboardInterrupt):
             done = len(records)
             if out is not None:
                 with contextlib.suppress(Exception):

@@ -1,0 +1,154 @@
+"""The README's main command: d2l's AlexNet chapter end to end, then AlexNet vs LeNet.
+
+    python examples/main.py                  # GPU: both full recipes; CPU: see below
+    python examples/main.py --full           # both full recipes on any backend (days on a CPU)
+    python examples/main.py --backend numpy  # force the CPU mode on a GPU machine
+
+With a usable GPU (CuPy) it trains both of d2l's full recipes on it: LeNet (batch
+256, lr 0.9, 10 epochs, 28x28) and AlexNet (batch 128, lr 0.01, 10 epochs, 224x224).
+Without one, in about 15 minutes on 2 cores, it trains:
+
+* LeNet with its full d2l recipe (all 60000 training images, 10 epochs), and
+* AlexNet at 224x224 with d2l's hyper-parameters on a subset (CPU_ALEXNET below:
+  the first 2000 training images, 4 epochs, batch 32, tested on the first 500 test
+  images), since a full AlexNet epoch takes hours on a CPU.
+
+Then it prints the comparison: parameters, FLOPs per image, epoch time and
+accuracy. Each run's checkpoint.npz, metrics.json and curves.png go under --out
+(default runs/main/lenet and runs/main/alexnet), and comparison.json beside them.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import tinyalex
+from tinyalex import backend as B
+from tinyalex.checkpoint import build_model
+from tinyalex.data import load_fashion_mnist
+from tinyalex.summarize import layer_rows
+from tinyalex.train import D2L_RECIPES, TrainingInterrupted, device_name, fit
+
+# AlexNet on a CPU: d2l's learning rate, on the first CPU_ALEXNET["train_limit"]
+# training images. A batch of 32 rather than 128 gives four times as many SGD steps
+# for the same work, which is what lets AlexNet learn from a small subset.
+CPU_ALEXNET = {"train_limit": 2000, "test_limit": 500, "epochs": 4, "batch_size": 32}
+
+
+def model_costs(name: str, side: int) -> dict:
+    """Parameters and forward FLOPs per image (2 per multiply-accumulate)."""
+    rows = layer_rows(build_model(name), (1, 1, side, side))
+    return {"parameters": sum(r["parameters"] for r in rows),
+            "flops_per_image": 2 * sum(r["macs"] for r in rows)}
+
+
+def run(name: str, recipe: dict, data, backend: str, out: Path, progress: bool) -> dict:
+    print(f"\n=== {name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()
+                                          if k != "model") + f" on {backend}")
+    started = time.perf_counter()
+    _, records = fit(recipe, data, backend=backend, out_dir=out, progress=progress)
+    wall = time.perf_counter() - started
+    last = records[-1]
+    n_train = records[0]["examples"]
+    train_s = sum(r["train_seconds"] for r in records) / len(records)
+    eps = sum(r["examples"] for r in records) / sum(r["train_seconds"] for r in records)
+    return {"recipe": recipe, "train_examples": n_train,
+            "test_examples": len(data[2]) if recipe["test_limit"] is None
+            else min(recipe["test_limit"], len(data[2])),
+            "epochs": len(records), "loss": last["loss"], "train_acc": last["train_acc"],
+            "test_acc": last["test_acc"], "examples_per_sec": eps,
+            "train_seconds_per_epoch": train_s,
+            "full_epoch_seconds": 60000 / eps,     # 60000 images at the measured rate
+            "wall_seconds": wall, **model_costs(recipe["model"], recipe["resize"])}
+
+
+def fmt_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def comparison_table(results: dict) -> str:
+    lenet, alexnet = results["lenet"], results["alexnet"]
+    rows = [
+        ("input", lambda r: f"{r['recipe']['resize']}x{r['recipe']['resize']}"),
+        ("parameters", lambda r: f"{r['parameters']:,}"),
+        ("FLOPs per image (forward)", lambda r: fmt_count(r["flops_per_image"])),
+        ("trained on", lambda r: f"{r['train_examples']} imgs x {r['epochs']} epochs"),
+        ("batch, lr", lambda r: f"{r['recipe']['batch_size']}, {r['recipe']['lr']}"),
+        ("training examples/sec", lambda r: f"{r['examples_per_sec']:.1f}"),
+        ("seconds per epoch (as run)", lambda r: f"{r['train_seconds_per_epoch']:.1f}"),
+        ("seconds per 60000-image epoch", lambda r: f"{r['full_epoch_seconds']:.0f}"),
+        ("final loss", lambda r: f"{r['loss']:.3f}"),
+        ("train acc", lambda r: f"{r['train_acc']:.3f}"),
+        ("test acc", lambda r: f"{r['test_acc']:.3f} ({r['test_examples']} imgs)"),
+    ]
+    w0 = max(len(label) for label, _ in rows)
+    cells = [(label, f(lenet), f(alexnet)) for label, f in rows]
+    w1 = max(len("LeNet"), *(len(c[1]) for c in cells))
+    w2 = max(len("AlexNet"), *(len(c[2]) for c in cells))
+    lines = [f"{'':<{w0}}  {'LeNet':>{w1}}  {'AlexNet':>{w2}}", "-" * (w0 + w1 + w2 + 4)]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in cells]
+    ratio = alexnet["flops_per_image"] / lenet["flops_per_image"]
+    pratio = alexnet["parameters"] / lenet["parameters"]
+    lines.append(f"AlexNet has {pratio:.0f}x LeNet's parameters and needs {ratio:.0f}x its "
+                 "FLOPs per image.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=B.BACKENDS, default=None,
+                   help="default: cupy when a GPU is usable, else numpy")
+    p.add_argument("--full", action="store_true",
+                   help="both full d2l recipes even without a GPU (AlexNet: days on a CPU)")
+    p.add_argument("--data-dir", help="folder holding the Fashion-MNIST IDX files")
+    p.add_argument("--out", default="runs/main", help="folder for both runs (default runs/main)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    backend = args.backend or B.default_backend()
+    full = args.full or backend == "cupy"
+    why = "" if args.backend else (" (a GPU is usable)" if backend == "cupy" else
+                                   f" (no GPU: {B.cupy_unavailable_reason()})")
+    print(f"tinyalex {tinyalex.__version__}: backend {backend}{why}; {device_name(backend)}")
+    lenet = dict(D2L_RECIPES["lenet"])
+    alexnet = dict(D2L_RECIPES["alexnet"])
+    if full:
+        print("mode: both full d2l recipes")
+    else:
+        alexnet.update(CPU_ALEXNET)
+        print(f"mode: CPU — LeNet's full recipe, AlexNet on a subset "
+              f"({CPU_ALEXNET['train_limit']} training images, {CPU_ALEXNET['epochs']} epochs, "
+              f"batch {CPU_ALEXNET['batch_size']}, {CPU_ALEXNET['test_limit']} test images)")
+    out = Path(args.out)
+    progress = not args.no_progress and sys.stderr.isatty()
+    started = time.perf_counter()
+    try:
+        data = load_fashion_mnist(args.data_dir)
+        results = {}
+        for name, recipe in (("lenet", lenet), ("alexnet", alexnet)):
+            results[name] = run(name, recipe, data, backend, out / name, progress)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = time.perf_counter() - started
+    print("\n=== AlexNet vs LeNet on Fashion-MNIST (" + ("full recipes" if full else
+          "LeNet full recipe, AlexNet on a subset") + f", {backend})")
+    print(comparison_table(results))
+    print(f"total time: {total / 60:.1f} min; files in {out}/")
+    summary = {"backend": backend, "device": device_name(backend), "full": full,
+               "total_seconds": total, "results": results}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

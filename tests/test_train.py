@@ -1,0 +1,195 @@
+"""The training loop on real Fashion-MNIST: learning, exact resume, Ctrl-C, the
+command line. Small subsets keep it to seconds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyalex import cli, data, train
+from tinyalex.checkpoint import load_checkpoint, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    try:
+        return data.load_fashion_mnist()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the real Fashion-MNIST files are not installed here ({exc})")
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for name in sa:
+        np.testing.assert_array_equal(sa[name].numpy(), sb[name].numpy(), err_msg=name)
+
+
+# ------------------------------------------------------------------ learning
+
+def test_short_real_run_learns(fashion, tmp_path):
+    """LeNet on 1024 real images: the loss falls well below chance level (ln 10 = 2.303)
+    and accuracy on unseen test images is far above 0.1."""
+    recipe = {"model": "lenet", "epochs": 4, "batch_size": 64, "lr": 0.9, "momentum": 0.9,
+              "train_limit": 1024, "test_limit": 500}
+    lines = []
+    _, records = train.fit(recipe, fashion, out_dir=tmp_path, log=lines.append)
+    losses = [r["loss"] for r in records]
+    assert losses[-1] < 0.8 * losses[0] and losses[-1] < 1.9, losses
+    assert records[-1]["test_acc"] > 0.4, records
+    # d2l's summary line, once per epoch and once at the end
+    assert len(lines) == 5
+    assert lines[-1].startswith(f"loss {losses[-1]:.3f}, train acc ")
+    assert lines[-1].endswith(" examples/sec on numpy")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["backend"] == "numpy"
+    assert metrics["recipe"]["lr"] == 0.9 and metrics["device"].startswith("CPU")
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3, 4]
+    for r in metrics["epochs"]:
+        assert {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec", "seconds"} <= set(r)
+        assert r["examples"] == 1024 and r["seconds"] >= r["train_seconds"] > 0
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_checkpoint(tmp_path / "checkpoint.npz").epoch == 4
+
+
+def test_accuracy_counts_the_partial_last_batch(fashion):
+    net, _ = train.fit({"model": "lenet", "epochs": 1, "train_limit": 64, "test_limit": 10,
+                        "batch_size": 32}, fashion, log=lambda s: None)
+    X, y = fashion[2][:70], fashion[3][:70]
+    predicted = train.predict(net, X, 32, "numpy")
+    assert predicted.shape == (70,)
+    assert train.evaluate_accuracy(net, X, y, 32, "numpy") == pytest.approx(
+        float((predicted == y).mean()))
+    np.testing.assert_array_equal(train.predict(net, X, 7, "numpy"), predicted)
+
+
+# ------------------------------------------------------------------ exact resume
+
+@pytest.mark.parametrize("model,recipe", [
+    ("lenet", {"batch_size": 32, "lr": 0.9, "momentum": 0.9, "weight_decay": 1e-4,
+               "train_limit": 96, "test_limit": 40, "seed": 3, "flip": True,
+               "crop_padding": 2}),
+    # AlexNet has dropout: its random stream must resume too (a handful of 224x224 images)
+    ("alexnet", {"batch_size": 2, "lr": 0.01, "train_limit": 4, "test_limit": 2, "seed": 5}),
+])
+def test_resume_equals_uninterrupted_run(fashion, tmp_path, model, recipe):
+    recipe = dict(recipe, model=model)
+    quiet = dict(log=lambda s: None)
+    net_a, rec_a = train.fit(dict(recipe, epochs=2), fashion, out_dir=tmp_path / "a", **quiet)
+    train.fit(dict(recipe, epochs=1), fashion, out_dir=tmp_path / "b", **quiet)
+    net_b, rec_b = train.fit(dict(recipe, epochs=2), fashion, out_dir=tmp_path / "b",
+                             resume=tmp_path / "b" / "checkpoint.npz", **quiet)
+    assert without_timing(rec_a) == without_timing(rec_b)
+    assert_same_weights(net_a, net_b)
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert without_timing(a["epochs"]) == without_timing(b["epochs"])
+    loaded, ck = load_model(tmp_path / "b" / "checkpoint.npz")
+    assert ck.epoch == 2 and ck.recipe["model"] == model
+    assert_same_weights(loaded, net_a)
+
+
+def test_resume_refuses_a_different_recipe(fashion, tmp_path):
+    recipe = {"model": "lenet", "epochs": 1, "batch_size": 32, "train_limit": 32, "test_limit": 8}
+    train.fit(recipe, fashion, out_dir=tmp_path, log=lambda s: None)
+    with pytest.raises(ValueError, match="lr: checkpoint 0.9 vs now 0.5"):
+        train.fit(dict(recipe, epochs=2, lr=0.5), fashion,
+                  resume=tmp_path / "checkpoint.npz", log=lambda s: None)
+
+
+# ------------------------------------------------------------------ command line
+
+def run_cli(model, *args):
+    return cli.main(model, list(args))
+
+
+def test_cli_resume_rules(fashion, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    common = ["--backend", "numpy", "--train-limit", "32", "--test-limit", "8",
+              "--batch-size", "16", "--no-progress", "--out", out]
+    assert run_cli("lenet", *common, "--epochs", "1") == 0
+    assert "test acc" in capsys.readouterr().out
+    # a second fresh run must not overwrite silently
+    assert run_cli("lenet", *common, "--epochs", "1") == 2
+    assert "already exists" in capsys.readouterr().err
+    # resuming with a changed recipe is refused, with the flag named
+    assert run_cli("lenet", "--out", out, "--resume", "--lr", "0.1") == 2
+    assert "--lr 0.1 (checkpoint: 0.9)" in capsys.readouterr().err
+    # AlexNet's script refuses LeNet's checkpoint, naming what it holds
+    assert run_cli("alexnet", "--out", out, "--resume") == 2
+    assert "holds a lenet checkpoint" in capsys.readouterr().err
+    # the flags come from the checkpoint; --epochs may grow
+    assert run_cli("lenet", "--out", out, "--resume", "--epochs", "2", "--no-progress") == 0
+    text = capsys.readouterr().out
+    assert "resuming from" in text and "epoch 2/2" in text and "epoch 1/2" not in text
+    assert load_checkpoint(Path(out) / "checkpoint.npz").epoch == 2
+    assert run_cli("lenet", "--out", out, "--resume", "--no-progress") == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert run_cli("lenet", "--out", str(tmp_path / "none"), "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_evaluate_script(fashion, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("lenet", "--backend", "numpy", "--train-limit", "64", "--test-limit", "8",
+                   "--epochs", "1", "--no-progress", "--out", str(out)) == 0
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "evaluate.py"),
+                           str(out / "checkpoint.npz"), "--test-limit", "300",
+                           "--backend", "numpy"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test acc" in proc.stdout and "ankle boot" in proc.stdout and "t-shirt" in proc.stdout
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "evaluate.py"),
+                          str(tmp_path / "missing.npz")], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "missing.npz" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+def test_sigint_keeps_a_loadable_checkpoint(fashion, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "examples" / "train_lenet.py"), "--backend", "numpy",
+           "--train-limit", "256", "--test-limit", "32", "--batch-size", "32",
+           "--epochs", "1000", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.json").exists():       # the first epoch is saved
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no epoch finished in 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)                                  # well inside a later epoch
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted by SIGINT" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck.epoch >= 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and len(metrics["epochs"]) == ck.epoch
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "curves.png", "metrics.json"]
+    # and it resumes from there
+    assert run_cli("lenet", "--out", str(out), "--resume", "--epochs", str(ck.epoch + 1),
+                   "--no-progress") == 0
+    assert load_checkpoint(out / "checkpoint.npz").epoch == ck.epoch + 1
