@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyalex import cli, data, train
+import tinyalex
+from tinyalex import cli, data, models, nn, optim, train
 from tinyalex.checkpoint import load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,29 +41,55 @@ def assert_same_weights(a, b):
 
 # ------------------------------------------------------------------ learning
 
-def test_short_real_run_learns(fashion, tmp_path):
-    """LeNet on 1024 real images: the loss falls well below chance level (ln 10 = 2.303)
-    and accuracy on unseen test images is far above 0.1."""
-    recipe = {"model": "lenet", "epochs": 4, "batch_size": 64, "lr": 0.9, "momentum": 0.9,
-              "train_limit": 1024, "test_limit": 500}
+def relu_lenet():
+    """LeNet's shape with ReLU and max pooling. d2l's sigmoid LeNet sits on a plateau
+    (loss 2.30) for its whole first full epoch, so a few hundred images cannot show
+    it learning; this one learns from them in seconds."""
+    return nn.Sequential(nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
+                         nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2, 2),
+                         nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
+                         nn.ReLU(), nn.Linear(84, 10))
+
+
+def test_short_real_run_learns(fashion):
+    """train_epoch and evaluate_accuracy on 512 real images: the loss falls far below
+    chance level (ln 10 = 2.303) and unseen test images are mostly classified right."""
+    tinyalex.manual_seed(0)
+    net = relu_lenet()
+    net.apply(models.init_weights_xavier)
+    opt = optim.SGD(net.parameters(), lr=0.05)
+    recipe = dict(train.D2L_RECIPES["lenet"], batch_size=16)
+    X, y = fashion[0][:512], fashion[1][:512]
+    chance = train.evaluate_accuracy(net, fashion[2][:500], fashion[3][:500], 100, "numpy")
+    losses = [train.train_epoch(net, opt, X, y, recipe, "numpy", epoch)["loss"]
+              for epoch in range(4)]
+    assert losses == sorted(losses, reverse=True), losses
+    assert losses[-1] < 1.5, losses
+    acc = train.evaluate_accuracy(net, fashion[2][:500], fashion[3][:500], 100, "numpy")
+    assert acc > 0.5 and acc > chance + 0.3, (chance, acc)
+
+
+def test_fit_writes_metrics_curves_and_checkpoints(fashion, tmp_path):
+    recipe = {"model": "lenet", "epochs": 2, "batch_size": 64, "train_limit": 256,
+              "test_limit": 100}
     lines = []
     _, records = train.fit(recipe, fashion, out_dir=tmp_path, log=lines.append)
     losses = [r["loss"] for r in records]
-    assert losses[-1] < 0.8 * losses[0] and losses[-1] < 1.9, losses
-    assert records[-1]["test_acc"] > 0.4, records
+    assert losses[1] < losses[0]            # off the initial loss, onto the plateau
     # d2l's summary line, once per epoch and once at the end
-    assert len(lines) == 5
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/2: loss ")
     assert lines[-1].startswith(f"loss {losses[-1]:.3f}, train acc ")
     assert lines[-1].endswith(" examples/sec on numpy")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["backend"] == "numpy"
     assert metrics["recipe"]["lr"] == 0.9 and metrics["device"].startswith("CPU")
-    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
     for r in metrics["epochs"]:
         assert {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec", "seconds"} <= set(r)
-        assert r["examples"] == 1024 and r["seconds"] >= r["train_seconds"] > 0
+        assert r["examples"] == 256 and r["seconds"] >= r["train_seconds"] > 0
+        assert r["examples_per_sec"] == pytest.approx(256 / r["train_seconds"])
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert load_checkpoint(tmp_path / "checkpoint.npz").epoch == 4
+    assert load_checkpoint(tmp_path / "checkpoint.npz").epoch == 2
 
 
 def test_accuracy_counts_the_partial_last_batch(fashion):
