@@ -24,5 +24,5 @@ def _matmul(a, b, out):
     np.matmul(a, b, out=out)
 
 
-KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES)
+KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=True)
 TABLE = KERNELS.table()

@@ -59,11 +59,12 @@ class Geometry:
 
 @dataclass
 class Saved:
-    """What the fast backward needs: the channels-last input and the filter matrix."""
+    """What the fast backward needs: the channels-last input and the filters."""
     xh: object          # (N, H, W, C)
-    w_hwc: object       # (OC, KH*KW*C)
+    w_hwc: object       # (OC, KH*KW*C); the (OC, C, 3, 3) weight when ``winograd``
     g: Geometry
     bias: bool
+    winograd: bool = False
 
 
 def as_nhwc(xp, x):
@@ -71,6 +72,10 @@ def as_nhwc(xp, x):
     memory is channels-last already, a copy otherwise)."""
     t = x.transpose(0, 2, 3, 1)                     # (N, H, W, C)
     return t if t.flags.c_contiguous else xp.ascontiguousarray(t)
+
+
+def winograd_applies(g: Geometry) -> bool:
+    return g.KH == 3 and g.KW == 3 and g.SH == 1 and g.SW == 1 and g.PH <= 2 and g.PW <= 2
 
 
 class Workspace(threading.local):
@@ -99,10 +104,14 @@ class Workspace(threading.local):
 
 
 class Engine:
-    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int):
+    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd=False):
         self.xp, self.im2col, self.col2im, self.matmul = xp, im2col, col2im, matmul
         self.chunk_bytes = chunk_bytes
         self.workspace = Workspace()
+        self.winograd = None
+        if winograd:                        # 3x3 stride-1 layers: see winograd.py
+            from .winograd import Winograd
+            self.winograd = Winograd(self.workspace, chunk_bytes)
 
     def images_per_chunk(self, g: Geometry, itemsize: int) -> int:
         return max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
@@ -112,6 +121,12 @@ class Engine:
         xp, ws = self.xp, self.workspace
         N, P, K, OC = g.N, g.P, g.K, g.OC
         xh = as_nhwc(xp, x)                                         # (N, H, W, C)
+        if self.winograd is not None and winograd_applies(g):
+            from .winograd import filter_transform
+            U = filter_transform(weight, x.dtype)                   # (16, C, OC)
+            yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW)  # (N, OH, OW, OC)
+            saved = Saved(xh, weight, g, bias is not None, winograd=True) if keep else None
+            return yh.transpose(0, 3, 1, 2), saved                  # (N, OC, OH, OW) view
         # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), columns ordered (kh, kw, c)
         w_hwc = weight.transpose(0, 2, 3, 1).reshape(OC, K)
         y = xp.empty((N * P, OC), dtype=x.dtype)                    # (N*OH*OW, OC)
@@ -135,6 +150,12 @@ class Engine:
         # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC): a view for channels-last gy
         gy_mat = as_nhwc(xp, gy).reshape(N * P, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
+        if s.winograd:
+            gyh = gy_mat.reshape(N, g.OH, g.OW, OC)                 # (N, OH, OW, OC)
+            gw = self.winograd.weight_gradient(s.xh, gyh, g.PH, g.PW) if need_w else None
+            gxh = (self.winograd.input_gradient(gyh, s.w_hwc, g.PH, g.PW, g.H, g.W)
+                   .transpose(0, 3, 1, 2) if need_x else None)      # (N, C, H, W) view
+            return gxh, gw, gb
         gw = xp.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, KH*KW*C)
         gxh = xp.empty((N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
         nb = self.images_per_chunk(g, gy.dtype.itemsize)

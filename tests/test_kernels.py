@@ -102,6 +102,38 @@ def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, s
                 np.testing.assert_allclose(a, e, **tol(dtype))
 
 
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 3), C=st.integers(1, 5), OC=st.integers(1, 5), H=st.integers(1, 9),
+       W=st.integers(1, 9), PH=st.integers(0, 2), PW=st.integers(0, 2), dtype=DTYPES,
+       cl=st.booleans(), bias=st.booleans(), small=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True, bias=True,
+         small=False, seed=0)                                       # AlexNet's 3x3 layers
+def test_winograd_3x3_conv_matches_the_reference(N, C, OC, H, W, PH, PW, dtype, cl, bias,
+                                                 small, seed, monkeypatch):
+    """3x3 stride-1 layers take the Winograd F(2x2, 3x3) path: odd sizes (partial
+    tiles), every padding up to 2, one image per chunk or all at once."""
+    if H + 2 * PH < 3 or W + 2 * PW < 3:
+        return
+    assert cpu.KERNELS.engine.winograd is not None
+    if small:
+        monkeypatch.setattr(cpu.KERNELS.engine.winograd, "chunk_bytes", 1)
+    rng = np.random.default_rng(seed)
+    x = images(rng, (N, C, H, W), dtype, cl)
+    w = rng.standard_normal((OC, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(OC).astype(dtype) if bias else None
+    y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
+    y, s = FAST.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
+    assert s.winograd and y.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, **tol(dtype))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    for a, e in zip(FAST.conv2d_backward(gy, s, True, True, bias),
+                    REF.conv2d_backward(gy, s_ref, True, True, bias)):
+        assert (a is None) == (e is None)
+        if a is not None:
+            assert a.shape == e.shape and a.dtype == dtype
+            np.testing.assert_allclose(a, e, **tol(dtype))
+
+
 def test_conv_in_chunks_matches_one_chunk(monkeypatch):
     """A workspace smaller than one image's columns: one image per GEMM."""
     rng = np.random.default_rng(0)
