@@ -75,6 +75,11 @@ def main(argv=None, print_fn=print) -> int:
         print_fn(f"  {title}: predicts {CLASS_NAMES[guess]} (p={probs[guess]:.2f})")
         sets.append((f"{title}\npredicts {CLASS_NAMES[guess]} (p={probs[guess]:.2f})", maps))
     channels = pick_channels(sets[0][1], args.channels)
+    print_fn("spread of each layer's maps over the image (std over pixels, mean over "
+             "channels):")
+    for i, (label, _) in enumerate(sets[0][1]):
+        spreads = "  ".join(f"{maps[i][1].std(axis=(1, 2)).mean():9.4f}" for _, maps in sets)
+        print_fn(f"  {label:<16} {spreads}")
 
     paths = [plot_filters([(title, filters(net)) for title, net, _ in nets],
                           os.path.join(out, "filters.png")),
