@@ -69,8 +69,8 @@ def work(tmp_path_factory):
     # AlexNet is costly on a CPU: one step of 4 images is enough to have a trained run
     fit(dict(model="alexnet", epochs=1, batch_size=4, train_limit=4, test_limit=4), data,
         out_dir=d / "alexnet", log=quiet)
-    untrained = dict(model="alexnet", epochs=1, batch_size=4, seed=0)
-    save_checkpoint(d / "alexnet0.npz", initial_model(untrained), epoch=0, recipe=untrained)
+    untrained = dict(model="lenet", epochs=2, batch_size=16, seed=0)
+    save_checkpoint(d / "lenet0.npz", initial_model(untrained), epoch=0, recipe=untrained)
     return d, data_dir
 
 
@@ -102,25 +102,25 @@ def test_feature_maps_are_the_layers_outputs(work):
     assert chans[2] == list(np.argsort(-strength)[:4])
 
 
-def test_visualize_alexnet_before_and_after(work):
+def test_visualize_alexnet_against_its_initialisation(work):
     d, data_dir = work
     out, lines = d / "vis_alexnet", []
     rc = load_example("visualize").main(
-        [str(d / "alexnet0.npz"), str(d / "alexnet" / "checkpoint.npz"), "--data-dir",
+        [str(d / "alexnet" / "checkpoint.npz"), "--before-init", "--data-dir",
          str(data_dir), "--index", "3", "--out", str(out)], print_fn=lines.append)
     assert rc == 0
     assert sum("predicts" in line for line in lines) == 2
     assert_png(out / "filters.png", P.filters_figsize(96, 2))      # 96 filters, twice
-    # AlexNet: 5 conv + 3 pool layers, 8 strongest channels each, two checkpoints
+    # AlexNet: 5 conv + 3 pool layers, 8 strongest channels each, two networks
     assert_png(out / "feature_maps.png", P.feature_maps_figsize(8, 8, 2))
 
 
-def test_visualize_lenet_against_its_initialisation(work):
+def test_visualize_two_lenet_checkpoints(work):
     d, data_dir = work
     out = d / "vis_lenet"
     rc = load_example("visualize").main(
-        [str(d / "lenet" / "checkpoint.npz"), "--before-init", "--data-dir", str(data_dir),
-         "--channels", "4", "--out", str(out)], print_fn=lambda *a: None)
+        [str(d / "lenet0.npz"), str(d / "lenet" / "checkpoint.npz"), "--data-dir",
+         str(data_dir), "--channels", "4", "--out", str(out)], print_fn=lambda *a: None)
     assert rc == 0
     assert_png(out / "filters.png", P.filters_figsize(6, 2))
     assert_png(out / "feature_maps.png", P.feature_maps_figsize(4, 4, 2))
@@ -129,8 +129,8 @@ def test_visualize_lenet_against_its_initialisation(work):
 def test_visualize_refuses_mixed_models(work):
     d, data_dir = work
     with pytest.raises(SystemExit, match="different models"):
-        load_example("visualize").main([str(d / "alexnet0.npz"),
-                                        str(d / "lenet" / "checkpoint.npz"),
+        load_example("visualize").main([str(d / "lenet0.npz"),
+                                        str(d / "alexnet" / "checkpoint.npz"),
                                         "--data-dir", str(data_dir), "--out", str(d / "x")])
 
 
@@ -156,7 +156,8 @@ def test_compare_tabulates_both_runs(work):
     for col, run in enumerate(("alexnet", "lenet")):
         metrics = json.loads((d / run / "metrics.json").read_text())
         secs = [r["seconds"] for r in metrics["epochs"]]
-        assert rows["time per epoch"][col] == f"{sum(secs) / len(secs):.1f} s"
+        assert rows["time per epoch"][col] == (f"{sum(secs) / len(secs):.1f} s mean, "
+                                               f"{min(secs):.1f} s fastest")
         assert rows["final test accuracy"][col] == f"{metrics['epochs'][-1]['test_acc']:.3f}"
     assert_png(out / "curves.png", P.CURVES_SIZE)
 
@@ -174,3 +175,52 @@ def test_compare_reports_bad_runs(work, tmp_path):
     bad.write_text(json.dumps(metrics))
     with pytest.raises(ValueError, match="lacks"):
         load_run(bad)
+
+
+# -- docs/convolution.md: the tour must point at code that exists --------------------------
+
+DOC = ROOT / "docs" / "convolution.md"
+
+
+def defined_names(path):
+    """Top-level functions and classes of a Python file, and Class.method names."""
+    import ast
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{f.name}" for f in node.body
+                      if isinstance(f, ast.FunctionDef)}
+    return names
+
+
+def test_doc_links_name_functions_that_exist():
+    import re
+    text = DOC.read_text()
+    links = re.findall(r"\[`([^`]+)`\]\(([^)#]+)\)", text)
+    assert len(links) > 25
+    for name, target in links:
+        path = (DOC.parent / target).resolve()
+        assert path.is_file(), f"{name}: {target} does not exist"
+        if path.suffix == ".py" and not name.endswith(".py"):
+            symbol = name.split("nn.")[-1].split("kernels.")[-1]
+            assert symbol in defined_names(path), f"{name} is not defined in {target}"
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        img = imread(str(DOC.parent / target))
+        assert img.shape[0] > 100 and img.shape[1] > 100, target
+
+
+def test_doc_table_is_the_current_summary():
+    import re
+    from tinyalex.summarize import format_table
+    text = DOC.read_text()
+    rows = layer_rows(tinyalex.models.alexnet(), (1, 1, 224, 224))
+    assert format_table(rows) in text
+    params = sum(r["parameters"] for r in rows)
+    macs = sum(r["macs"] for r in rows)
+    fc = sum(r["parameters"] for r in rows if r["name"] == "Linear") / params
+    conv = sum(r["macs"] for r in rows if r["name"] == "Conv2d") / macs
+    m = re.search(r"layers hold (\d+)% of the parameters; the five\s+convolutions do "
+                  r"(\d+)% of the multiply-accumulates", text)
+    assert m and (int(m[1]), int(m[2])) == (round(100 * fc), round(100 * conv))
