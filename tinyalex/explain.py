@@ -59,7 +59,7 @@ class ConvWalk:
     gcols: np.ndarray = None       # (N*OH*OW, C*KH*KW)
     gx: np.ndarray = None          # (N, C, H, W)
     overlap: np.ndarray = None     # (H+2*PH, W+2*PW): windows covering each padded pixel
-    errors: dict = field(default_factory=dict)   # check name -> max |difference|
+    errors: dict = field(default_factory=dict)   # check name -> relative difference
 
     @property
     def sizes(self) -> dict:
@@ -156,21 +156,26 @@ def _check_against_engine(w: ConvWalk) -> None:
     y = conv2d(xt, wt, bt, stride=w.stride, padding=w.padding)
     y.backward(w.gy)
     w.errors = {
-        "output y vs conv2d": float(np.abs(y.numpy() - w.y).max()),
-        "grad x vs autograd": float(np.abs(xt.grad.numpy() - w.gx).max()),
-        "grad weight vs autograd": float(np.abs(wt.grad.numpy() - w.gw).max()),
-        "grad bias vs autograd": float(np.abs(bt.grad.numpy() - w.gb).max()),
+        "output y vs conv2d": _rel_error(w.y, y.numpy()),
+        "grad x vs autograd": _rel_error(w.gx, xt.grad.numpy()),
+        "grad weight vs autograd": _rel_error(w.gw, wt.grad.numpy()),
+        "grad bias vs autograd": _rel_error(w.gb, bt.grad.numpy()),
     }
     # col2im, entry by entry: every pixel's gradient is the sum of its copies' gradients
     s = w.sizes
-    worst = 0.0
+    by_sum = np.zeros_like(w.gx)
     for n in range(s["N"]):
         for c in range(s["C"]):
             for h in range(s["H"]):
                 for ww in range(s["W"]):
                     total = sum(w.gcols[r, k] for r, k in w.window_sources(n, c, h, ww))
-                    worst = max(worst, abs(total - w.gx[n, c, h, ww]))
-    w.errors["col2im vs sum over windows"] = float(worst)
+                    by_sum[n, c, h, ww] = total
+    w.errors["col2im vs sum over windows"] = _rel_error(by_sum, w.gx)
+
+
+def _rel_error(mine, engine) -> float:
+    """max |mine - engine|, relative to the engine's largest value (or absolute below 1)."""
+    return float(np.abs(mine - engine).max() / max(1.0, float(np.abs(engine).max())))
 
 
 def tiny_example(stride=1, padding=1, N=1, C=2, H=4, W=4, OC=2, K=3, seed=0) -> ConvWalk:
@@ -326,7 +331,7 @@ def format_walk(w: ConvWalk, title: str = "") -> str:
     say(f"\n10. gx = col2im(gcols): (N, C, H, W) = {w.gx.shape} (padding cut away)")
     say(format_images(w.gx, "gx"))
 
-    say("\nChecks against the engine (max |difference|):")
+    say("\nChecks against the engine (max |difference| / max(1, largest |value|)):")
     for name, err in w.errors.items():
         say(f"   {name:<28} {err:.3g}  {'OK' if err <= 1e-9 else 'MISMATCH'}")
     say("All steps agree with tinyalex's conv2d and autograd." if w.ok() else
