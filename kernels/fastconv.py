@@ -23,7 +23,8 @@ memory every step. Here instead:
 
 An ``Engine`` is built with the array module and three primitives: ``im2col(xh, n0,
 n1, geometry, cols)``, ``col2im(gcols, n0, n1, geometry, gxh)`` (writing images n0..n1-1
-of gxh) and ``matmul(a, b, out)``.
+of gxh) and ``matmul(a, b, out)``; with ``winograd_run`` (how to call a compiled loop;
+CPU only) 3x3 stride-1 layers take the Winograd path of ``winograd.py``.
 """
 
 from __future__ import annotations
@@ -104,14 +105,14 @@ class Workspace(threading.local):
 
 
 class Engine:
-    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd=False):
+    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd_run=None):
         self.xp, self.im2col, self.col2im, self.matmul = xp, im2col, col2im, matmul
         self.chunk_bytes = chunk_bytes
         self.workspace = Workspace()
         self.winograd = None
-        if winograd:                        # 3x3 stride-1 layers: see winograd.py
+        if winograd_run is not None:        # 3x3 stride-1 layers: see winograd.py
             from .winograd import Winograd
-            self.winograd = Winograd(self.workspace, chunk_bytes)
+            self.winograd = Winograd(self.workspace, chunk_bytes, winograd_run)
 
     def images_per_chunk(self, g: Geometry, itemsize: int) -> int:
         return max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
@@ -123,7 +124,7 @@ class Engine:
         xh = as_nhwc(xp, x)                                         # (N, H, W, C)
         if self.winograd is not None and winograd_applies(g):
             from .winograd import filter_transform
-            U = filter_transform(weight, x.dtype)                   # (16, C, OC)
+            U = filter_transform(weight, x.dtype)                   # (16, OC, C)
             yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW)  # (N, OH, OW, OC)
             saved = Saved(xh, weight, g, bias is not None, winograd=True) if keep else None
             return yh.transpose(0, 3, 1, 2), saved                  # (N, OC, OH, OW) view

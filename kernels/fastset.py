@@ -66,7 +66,7 @@ class FastKernels:
     def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=False):
         self.xp, self.loops, self.run = xp, loops, run
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
-                             winograd)
+                             run if winograd else None)
 
     def table(self) -> dict:
         names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",

@@ -58,17 +58,14 @@ def im2col(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, cols, cl):
                 inside = 0 <= h < H and kw_lo < kw_hi
                 if cl:
                     base = kh * KW * C
+                    out = cols[row, base:base + KW * C]     # this kernel row's KW*C entries
                     if not inside:
-                        for j in range(KW * C):
-                            cols[row, base + j] = 0
+                        out[:] = 0
                         continue
-                    for j in range(kw_lo * C):
-                        cols[row, base + j] = 0
-                    src = (w0 + kw_lo) * C          # (w, c) run is contiguous in x2
-                    for j in range((kw_hi - kw_lo) * C):
-                        cols[row, base + kw_lo * C + j] = x2[n * H + h, src + j]
-                    for j in range(kw_hi * C, KW * C):
-                        cols[row, base + j] = 0
+                    out[:kw_lo * C] = 0
+                    src = (w0 + kw_lo) * C                  # (w, c) run is contiguous in x2
+                    out[kw_lo * C:kw_hi * C] = x2[n * H + h, src:src + (kw_hi - kw_lo) * C]
+                    out[kw_hi * C:] = 0
                 else:
                     for kw in range(KW):
                         w = w0 + kw

@@ -18,51 +18,42 @@ from numba import njit, prange
 def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero):
     """V[4a+b, t, c] = (B^T d B)[a, b] for the 4x4 input patch d of tile t, channel c.
 
-    Written out element by element with the loop over c innermost, so that it runs
-    along memory and vectorises; positions outside the image read a clamped address
-    and select ``zero`` (a loop-invariant choice)."""
+    The 16 patch positions are taken as 1-D runs over the channels (a zero run where
+    the position lies in the padding), so the loop over c walks memory in order and
+    vectorises."""
+    zeros = np.full(C, zero, dtype=V.dtype)
     for t in prange(N * TH * TW):
         n = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
         h0, w0 = 2 * th - PH, 2 * tw - PW
-        r0, r1 = n * H + min(max(h0, 0), H - 1), n * H + min(max(h0 + 1, 0), H - 1)
-        r2, r3 = n * H + min(max(h0 + 2, 0), H - 1), n * H + min(max(h0 + 3, 0), H - 1)
-        q0, q1 = min(max(w0, 0), W - 1) * C, min(max(w0 + 1, 0), W - 1) * C
-        q2, q3 = min(max(w0 + 2, 0), W - 1) * C, min(max(w0 + 3, 0), W - 1) * C
-        a0, a1, a2, a3 = 0 <= h0 < H, 0 <= h0 + 1 < H, 0 <= h0 + 2 < H, 0 <= h0 + 3 < H
-        b0, b1, b2, b3 = 0 <= w0 < W, 0 <= w0 + 1 < W, 0 <= w0 + 2 < W, 0 <= w0 + 3 < W
+        d = [zeros] * 16
+        for a in range(4):
+            h = h0 + a
+            if h < 0 or h >= H:
+                continue
+            for b in range(4):
+                w = w0 + b
+                if 0 <= w < W:
+                    d[4 * a + b] = x2[n * H + h, w * C:(w + 1) * C]
+        d00, d01, d02, d03, d10, d11, d12, d13 = d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+        d20, d21, d22, d23, d30, d31, d32, d33 = (d[8], d[9], d[10], d[11], d[12], d[13],
+                                                  d[14], d[15])
+        v0, v1, v2, v3, v4, v5, v6, v7 = (V[0, t], V[1, t], V[2, t], V[3, t], V[4, t],
+                                          V[5, t], V[6, t], V[7, t])
+        v8, v9, v10, v11, v12, v13, v14, v15 = (V[8, t], V[9, t], V[10, t], V[11, t],
+                                                V[12, t], V[13, t], V[14, t], V[15, t])
         for c in range(C):
-            d00 = x2[r0, q0 + c] if a0 and b0 else zero
-            d01 = x2[r0, q1 + c] if a0 and b1 else zero
-            d02 = x2[r0, q2 + c] if a0 and b2 else zero
-            d03 = x2[r0, q3 + c] if a0 and b3 else zero
-            d10 = x2[r1, q0 + c] if a1 and b0 else zero
-            d11 = x2[r1, q1 + c] if a1 and b1 else zero
-            d12 = x2[r1, q2 + c] if a1 and b2 else zero
-            d13 = x2[r1, q3 + c] if a1 and b3 else zero
-            d20 = x2[r2, q0 + c] if a2 and b0 else zero
-            d21 = x2[r2, q1 + c] if a2 and b1 else zero
-            d22 = x2[r2, q2 + c] if a2 and b2 else zero
-            d23 = x2[r2, q3 + c] if a2 and b3 else zero
-            d30 = x2[r3, q0 + c] if a3 and b0 else zero
-            d31 = x2[r3, q1 + c] if a3 and b1 else zero
-            d32 = x2[r3, q2 + c] if a3 and b2 else zero
-            d33 = x2[r3, q3 + c] if a3 and b3 else zero
             # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-            e00, e01, e02, e03 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
-            e10, e11, e12, e13 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
-            e20, e21, e22, e23 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
-            e30, e31, e32, e33 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
+            e00, e01, e02, e03 = d00[c] - d20[c], d01[c] - d21[c], d02[c] - d22[c], d03[c] - d23[c]
+            e10, e11, e12, e13 = d10[c] + d20[c], d11[c] + d21[c], d12[c] + d22[c], d13[c] + d23[c]
+            e20, e21, e22, e23 = d20[c] - d10[c], d21[c] - d11[c], d22[c] - d12[c], d23[c] - d13[c]
+            e30, e31, e32, e33 = d10[c] - d30[c], d11[c] - d31[c], d12[c] - d32[c], d13[c] - d33[c]
             # (B^T d) B: the same combination of columns
-            V[0, t, c], V[1, t, c], V[2, t, c], V[3, t, c] = \
-                e00 - e02, e01 + e02, e02 - e01, e01 - e03
-            V[4, t, c], V[5, t, c], V[6, t, c], V[7, t, c] = \
-                e10 - e12, e11 + e12, e12 - e11, e11 - e13
-            V[8, t, c], V[9, t, c], V[10, t, c], V[11, t, c] = \
-                e20 - e22, e21 + e22, e22 - e21, e21 - e23
-            V[12, t, c], V[13, t, c], V[14, t, c], V[15, t, c] = \
-                e30 - e32, e31 + e32, e32 - e31, e31 - e33
+            v0[c], v1[c], v2[c], v3[c] = e00 - e02, e01 + e02, e02 - e01, e01 - e03
+            v4[c], v5[c], v6[c], v7[c] = e10 - e12, e11 + e12, e12 - e11, e11 - e13
+            v8[c], v9[c], v10[c], v11[c] = e20 - e22, e21 + e22, e22 - e21, e21 - e23
+            v12[c], v13[c], v14[c], v15[c] = e30 - e32, e31 + e32, e32 - e31, e31 - e33
     return V
 
 
