@@ -75,6 +75,9 @@ def as_nhwc(xp, x):
     return t if t.flags.c_contiguous else xp.ascontiguousarray(t)
 
 
+KMAJOR_RUN = 16      # window rows of at most this many numbers (KW*C) use im2col_kmajor
+
+
 def winograd_applies(g: Geometry) -> bool:
     return g.KH == 3 and g.KW == 3 and g.SH == 1 and g.SW == 1 and g.PH <= 2 and g.PW <= 2
 
@@ -105,14 +108,28 @@ class Workspace(threading.local):
 
 
 class Engine:
-    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd_run=None):
+    def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd_run=None,
+                 im2col_kmajor=None):
         self.xp, self.im2col, self.col2im, self.matmul = xp, im2col, col2im, matmul
+        self.im2col_kmajor = im2col_kmajor
         self.chunk_bytes = chunk_bytes
         self.workspace = Workspace()
         self.winograd = None
         if winograd_run is not None:        # 3x3 stride-1 layers: see winograd.py
             from .winograd import Winograd
             self.winograd = Winograd(self.workspace, chunk_bytes, winograd_run)
+
+    def _columns(self, xh, n0, n1, g: Geometry, dtype):
+        """The chunk's im2col matrix (nb*OH*OW, K): a row-major workspace, or for few
+        channels the transpose of a (K, nb*OH*OW) workspace (long contiguous runs)."""
+        rows = (n1 - n0) * g.P
+        if self.im2col_kmajor is not None and g.KW * g.C <= KMAJOR_RUN:
+            colsT = self.workspace.get(self.xp, "colsT", (g.K, rows), dtype)  # (K, nb*OH*OW)
+            self.im2col_kmajor(xh, n0, n1, g, colsT)
+            return colsT.T                                                   # (nb*OH*OW, K)
+        cols = self.workspace.get(self.xp, "cols", (rows, g.K), dtype)       # (nb*OH*OW, K)
+        self.im2col(xh, n0, n1, g, cols)
+        return cols
 
     def images_per_chunk(self, g: Geometry, itemsize: int) -> int:
         return max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
@@ -134,8 +151,7 @@ class Engine:
         nb = self.images_per_chunk(g, x.dtype.itemsize)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
-            cols = ws.get(xp, "cols", ((n1 - n0) * P, K), x.dtype)  # (nb*OH*OW, KH*KW*C)
-            self.im2col(xh, n0, n1, g, cols)
+            cols = self._columns(xh, n0, n1, g, x.dtype)            # (nb*OH*OW, KH*KW*C)
             out = y[n0 * P:n1 * P]
             self.matmul(cols, w_hwc.T, out)          # (nb*OH*OW, OC) = (nb*OH*OW, K) @ (K, OC)
             if bias is not None:
@@ -165,8 +181,7 @@ class Engine:
             rows = (n1 - n0) * P
             g_chunk = gy_mat[n0 * P:n1 * P]                         # (nb*OH*OW, OC)
             if need_w:
-                cols = ws.get(xp, "cols", (rows, K), gy.dtype)      # (nb*OH*OW, K)
-                self.im2col(s.xh, n0, n1, g, cols)                  # the same columns again
+                cols = self._columns(s.xh, n0, n1, g, gy.dtype)     # the same columns again
                 if n0 == 0:
                     self.matmul(g_chunk.T, cols, gw)  # (OC, K) = (OC, nb*OH*OW) @ (nb*OH*OW, K)
                 else:

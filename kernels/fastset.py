@@ -66,7 +66,8 @@ class FastKernels:
     def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=False):
         self.xp, self.loops, self.run = xp, loops, run
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
-                             run if winograd else None)
+                             run if winograd else None,
+                             self._im2col_kmajor if hasattr(loops, "im2col_kmajor") else None)
 
     def table(self) -> dict:
         names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
@@ -96,6 +97,16 @@ class FastKernels:
                              f"cols {cols.shape}, {g}")
         self.run(self.loops.im2col, cols.size, xh.reshape(N * H, W * C), H, W, C, n0, n1,
                  g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols, True)
+
+    def _im2col_kmajor(self, xh, n0, n1, g: Geometry, colsT):
+        N, H, W, C = xh.shape
+        if (N, H, W, C) != (g.N, g.H, g.W, g.C) or not 0 <= n0 < n1 <= N \
+                or colsT.shape != (g.K, (n1 - n0) * g.P) or not colsT.flags.c_contiguous \
+                or not xh.flags.c_contiguous or colsT.dtype != xh.dtype:
+            raise ValueError(f"im2col: inconsistent sizes: x {xh.shape}, images {n0}..{n1}, "
+                             f"colsT {colsT.shape}, {g}")
+        self.run(self.loops.im2col_kmajor, colsT.size, xh.reshape(N * H, W * C), H, W, C,
+                 n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, colsT)
 
     def _col2im_nhwc(self, gcols, n0, n1, g: Geometry, gxh):
         N, H, W, C = gxh.shape

@@ -77,6 +77,36 @@ def im2col(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, cols, cl):
 
 
 @njit(parallel=True, cache=True)
+def im2col_kmajor(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, colsT):
+    """The transpose of im2col's channels-last columns: colsT (KH*KW*C, (n1-n0)*OH*OW).
+
+    For layers with few channels (C*KW small: the first layer of AlexNet and LeNet) a
+    row of cols is a few short runs, while a row of colsT is one long run along ow:
+    colsT[(kh, kw, c), (n, oh, ow)] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, c]."""
+    for r in prange((n1 - n0) * OH):
+        n = n0 + r // OH
+        oh = r % OH
+        for kh in range(KH):
+            h = oh * SH - PH + kh
+            for kw in range(KW):
+                # outputs ow whose window column kw lies inside the image: lo <= ow < hi
+                lo = max(0, (PW - kw + SW - 1) // SW)
+                hi = min(OW, (W - 1 + PW - kw) // SW + 1)
+                for c in range(C):
+                    out = colsT[(kh * KW + kw) * C + c, r * OW:(r + 1) * OW]
+                    if h < 0 or h >= H or lo >= hi:
+                        out[:] = 0
+                        continue
+                    out[:lo] = 0
+                    src = x2[n * H + h]
+                    base = (lo * SW - PW + kw) * C + c
+                    for ow in range(hi - lo):
+                        out[lo + ow] = src[base + ow * SW * C]
+                    out[hi:] = 0
+    return colsT
+
+
+@njit(parallel=True, cache=True)
 def col2im(cols, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx2, cl, zero):
     """The adjoint of im2col: rows of images n0..n1-1 of gx2 (N*H, W*C), overwritten."""
     KHW = KH * KW

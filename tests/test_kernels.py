@@ -80,6 +80,8 @@ def test_im2col_and_col2im_match_the_reference(g, dtype, cl, seed):
 @given(g=geometry(), OC=st.integers(1, 5), dtype=DTYPES, cl=st.booleans(),
        bias=st.booleans(), seed=st.integers(0, 2**16))
 @example(g=(2, 3, 4, 6, 4, 6, 1, 1, 0, 0), OC=2, dtype=np.float32, cl=True, bias=True, seed=3)
+@example(g=(2, 6, 7, 8, 3, 4, 2, 1, 1, 2), OC=3, dtype=np.float64, cl=False, bias=True, seed=4)
+@example(g=(1, 9, 5, 6, 2, 5, 1, 2, 2, 0), OC=2, dtype=np.float32, cl=True, bias=False, seed=5)
 def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, seed):
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
     rng = np.random.default_rng(seed)
@@ -134,11 +136,12 @@ def test_winograd_3x3_conv_matches_the_reference(N, C, OC, H, W, PH, PW, dtype, 
             np.testing.assert_allclose(a, e, **tol(dtype))
 
 
-def test_conv_in_chunks_matches_one_chunk(monkeypatch):
+@pytest.mark.parametrize("C, KW", [(3, 2), (9, 4)])     # short window rows (colsT), long
+def test_conv_in_chunks_matches_one_chunk(monkeypatch, C, KW):
     """A workspace smaller than one image's columns: one image per GEMM."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((5, 3, 9, 7)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    x = rng.standard_normal((5, C, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, C, 3, KW)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     y_ref, s_ref = REF.conv2d_forward(x, w, b, 2, 1, 1, 1, True)
     monkeypatch.setattr(cpu.KERNELS.engine, "chunk_bytes", 1)
