@@ -155,7 +155,7 @@ def print_table(info, rows, backend):
               f"{'-' if tor is None else '%.2fx' % r['ratio']:>6} "
               f"{'-' if mo is None else f'{mo:.0f}':>12} {'-' if mt is None else f'{mt:.0f}':>8}")
     note = ("device memory held by each allocator" if backend == "cupy" else
-            "RSS growth over the probe (peak VmHWM minus RSS after imports)")
+            "peak RSS of training steps minus RSS after imports and a warm-up step (code)")
     print(f"memory: {note}, separate processes")
 
 

@@ -34,6 +34,8 @@ Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2
   ``sigmoid_forward(x) -> y``, ``sigmoid_backward(gy, y) -> gx``
 * ``dropout(x, p, seed) -> x * mask / (1-p)``, the mask a function of (seed, index)
   (``tinyalex.random.keep_mask``); backward is the same call on the gradient.
+* ``sgd_update(param, grad, lr) -> param``: ``param -= lr * grad`` in place, without
+  a temporary the size of the parameter (for the optimiser).
 
 Where the implementations live: the readable references in ``tinyalex/ops/im2col.py``,
 ``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
@@ -133,7 +135,14 @@ def _reference_table() -> dict:
         "sigmoid_forward": act_ref.sigmoid_forward_reference,
         "sigmoid_backward": act_ref.sigmoid_backward_reference,
         "dropout": act_ref.dropout_reference,
+        "sgd_update": sgd_update_reference,
     }
+
+
+def sgd_update_reference(param, grad, lr):
+    """``param -= lr * grad`` in place (NumPy makes a temporary for ``lr * grad``)."""
+    param -= param.dtype.type(lr) * grad
+    return param
 
 
 def _fast_table(backend: str) -> dict:

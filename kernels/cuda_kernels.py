@@ -200,6 +200,12 @@ def sigmoid_backward(gy, y, gx):
 
 
 @cuda.jit
+def sgd_update(param, grad, lr):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        param[i] -= lr * grad[i]
+
+
+@cuda.jit
 def dropout(x, seed, threshold, scale, y):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         z = seed + np.uint64(i + 1) * GOLDEN

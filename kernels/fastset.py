@@ -73,7 +73,7 @@ class FastKernels:
         names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
                  "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                  "avg_pool2d_backward", "relu_forward", "relu_backward",
-                 "sigmoid_forward", "sigmoid_backward", "dropout")
+                 "sigmoid_forward", "sigmoid_backward", "dropout", "sgd_update")
         return {name: getattr(self, name) for name in names}
 
     # -- helpers ------------------------------------------------------------------------
@@ -265,6 +265,16 @@ class FastKernels:
 
     def sigmoid_backward(self, gy, y):
         return self._binary(self.loops.sigmoid_backward, gy, y, "sigmoid_backward")
+
+    def sgd_update(self, param, grad, lr):
+        """In place: ``param -= lr * grad``, one pass, no temporary."""
+        if not self._fast(param, grad) or param.shape != grad.shape \
+                or not param.flags.c_contiguous or param.size == 0:
+            return _reference("sgd_update")(param, grad, lr)
+        g = grad if grad.flags.c_contiguous else self.xp.ascontiguousarray(grad)
+        self.run(self.loops.sgd_update, param.size, param.reshape(-1), g.reshape(-1),
+                 param.dtype.type(lr))
+        return param
 
     def dropout(self, x, p, seed):
         """x * scale where SplitMix64(seed, i) keeps element i (C order), else 0."""

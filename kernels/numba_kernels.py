@@ -279,6 +279,14 @@ def sigmoid_backward(gy, y, gx):
     return gx
 
 
+@njit(parallel=True, cache=True)
+def sgd_update(param, grad, lr):
+    """In place: param -= lr * grad (no temporary the size of the parameter)."""
+    for i in prange(param.size):
+        param[i] -= lr * grad[i]
+    return param
+
+
 @njit(cache=True, inline="always")
 def _keep(seed, i, threshold):
     z = seed + np.uint64(i + 1) * GOLDEN

@@ -226,6 +226,17 @@ def test_elementwise_kernels_match_the_reference(shape, dtype, transpose, seed, 
     np.testing.assert_array_equal(FAST.dropout(x, p, seed), REF.dropout(x, p, seed))
 
 
+def test_sgd_update_is_in_place_and_matches_the_reference():
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        p = rng.standard_normal((7, 5)).astype(dtype)
+        g = rng.standard_normal((5, 7)).astype(dtype).T          # any memory order
+        want = REF.sgd_update(p.copy(), g, 0.1)
+        out = FAST.sgd_update(p, g, 0.1)
+        assert out is p
+        np.testing.assert_allclose(p, want, rtol=1e-6)
+
+
 def test_dropout_mask_is_splitmix64_and_keeps_one_minus_p():
     # SplitMix64's published first outputs for the seed 1234567
     np.testing.assert_array_equal(tinyalex.random.splitmix64(1234567, 3),

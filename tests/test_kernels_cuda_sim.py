@@ -115,6 +115,9 @@ else:
         np.testing.assert_allclose(s, REF.sigmoid_forward(x), **tol(dtype))
         np.testing.assert_allclose(SIM.sigmoid_backward(gy, s), REF.sigmoid_backward(gy, s),
                                    **tol(dtype))
+        p_sim, p_ref = x.copy(), x.copy()
+        SIM.sgd_update(p_sim, gy, 0.25)
+        np.testing.assert_allclose(p_sim, REF.sgd_update(p_ref, gy, 0.25), **tol(dtype))
         # one seed, one mask: the same on the CPU (NumPy, Numba) and the GPU kernel
         np.testing.assert_array_equal(SIM.dropout(x, p, seed), REF.dropout(x, p, seed))
 

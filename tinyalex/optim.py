@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import tinyalex.kernels as kernels
+
 from . import backend as B
 from .tensor import Tensor, no_grad
 
@@ -56,7 +58,8 @@ class SGD:
                         buf *= self.momentum
                         buf += d
                     d = buf
-                p.data -= p.data.dtype.type(self.lr) * d
+                # in place, one pass, no temporary the size of p (kernels/__init__.py)
+                kernels.select(p.data).sgd_update(p.data, d, self.lr)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
