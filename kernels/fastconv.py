@@ -62,10 +62,10 @@ class Geometry:
 class Saved:
     """What the fast backward needs: the channels-last input and the filters."""
     xh: object          # (N, H, W, C)
-    w_hwc: object       # (OC, KH*KW*C); the (OC, C, 3, 3) weight when ``winograd``
+    w_hwc: object       # (OC, KH*KW*C); the (OC, C, r, r) weight when ``winograd``
     g: Geometry
     bias: bool
-    winograd: bool = False
+    winograd: int = 0   # r of the Winograd F(2x2, rxr) path taken, 0 for im2col
 
 
 def as_nhwc(xp, x):
@@ -78,8 +78,17 @@ def as_nhwc(xp, x):
 KMAJOR_RUN = 16      # window rows of at most this many numbers (KW*C) use im2col_kmajor
 
 
-def winograd_applies(g: Geometry) -> bool:
-    return g.KH == 3 and g.KW == 3 and g.SH == 1 and g.SW == 1 and g.PH <= 2 and g.PW <= 2
+WINOGRAD_MIN_CHANNELS = 8   # below, the GEMMs of the Winograd path are too thin to pay
+
+
+def winograd_size(g: Geometry) -> int:
+    """r when the layer takes Winograd F(2x2, rxr) (r = 3 or 5, stride 1, padding < r),
+    else 0."""
+    r = g.KH
+    if r in (3, 5) and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r and g.PW < r \
+            and min(g.C, g.OC) >= WINOGRAD_MIN_CHANNELS:
+        return r
+    return 0
 
 
 class Workspace(threading.local):
@@ -139,11 +148,12 @@ class Engine:
         xp, ws = self.xp, self.workspace
         N, P, K, OC = g.N, g.P, g.K, g.OC
         xh = as_nhwc(xp, x)                                         # (N, H, W, C)
-        if self.winograd is not None and winograd_applies(g):
+        r = winograd_size(g) if self.winograd is not None else 0
+        if r:
             from .winograd import filter_transform
-            U = filter_transform(weight, x.dtype)                   # (16, OC, C)
-            yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW)  # (N, OH, OW, OC)
-            saved = Saved(xh, weight, g, bias is not None, winograd=True) if keep else None
+            U = filter_transform(weight, x.dtype)                   # ((r+1)**2, OC, C)
+            yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW, r)  # (N, OH, OW, OC)
+            saved = Saved(xh, weight, g, bias is not None, winograd=r) if keep else None
             return yh.transpose(0, 3, 1, 2), saved                  # (N, OC, OH, OW) view
         # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), columns ordered (kh, kw, c)
         w_hwc = weight.transpose(0, 2, 3, 1).reshape(OC, K)
@@ -169,7 +179,8 @@ class Engine:
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
         if s.winograd:
             gyh = gy_mat.reshape(N, g.OH, g.OW, OC)                 # (N, OH, OW, OC)
-            gw = self.winograd.weight_gradient(s.xh, gyh, g.PH, g.PW) if need_w else None
+            gw = (self.winograd.weight_gradient(s.xh, gyh, g.PH, g.PW, s.winograd)
+                  if need_w else None)
             gxh = (self.winograd.input_gradient(gyh, s.w_hwc, g.PH, g.PW, g.H, g.W)
                    .transpose(0, 3, 1, 2) if need_x else None)      # (N, C, H, W) view
             return gxh, gw, gb

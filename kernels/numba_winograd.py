@@ -120,3 +120,120 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero):
                 G[4 * a + 2, t, oc] = p - q
                 G[4 * a + 3, t, oc] = -q
     return G
+
+
+# -- any F(2, r): the transforms as small matrix products, along runs of channels ---------
+
+@njit(parallel=True, cache=True)
+def input_transform_any(x2, N, H, W, C, PH, PW, TH, TW, BT, V, zero):
+    """V[a*n+b, t, :] = (B^T d B)[a, b] for the n x n patch d of tile t (n = BT's size)."""
+    n = BT.shape[0]
+    for t in prange(N * TH * TW):
+        b_ = t // (TH * TW)
+        th = (t // TW) % TH
+        tw = t % TW
+        h0, w0 = 2 * th - PH, 2 * tw - PW
+        tmp = np.zeros((n * n, C), dtype=V.dtype)          # tmp[a*n + j] = (B^T d)[a, j]
+        for i in range(n):
+            h = h0 + i
+            if h < 0 or h >= H:
+                continue
+            for j in range(n):
+                w = w0 + j
+                if w < 0 or w >= W:
+                    continue
+                row = x2[b_ * H + h, w * C:(w + 1) * C]
+                for a in range(n):
+                    coef = BT[a, i]
+                    if coef != 0:
+                        dst = tmp[a * n + j]
+                        for c in range(C):
+                            dst[c] += coef * row[c]
+        for a in range(n):
+            for b in range(n):
+                out = V[a * n + b, t]
+                out[:] = zero
+                for j in range(n):
+                    coef = BT[b, j]
+                    if coef != 0:
+                        src = tmp[a * n + j]
+                        for c in range(C):
+                            out[c] += coef * src[c]
+    return V
+
+
+@njit(parallel=True, cache=True)
+def output_transform_any(M, N, OH, OW, OC, TH, TW, AT, bias, use_bias, y2):
+    """y2 (N*OH, OW*OC) = A^T m A (+ bias) for each tile's n x n product m, cropped."""
+    m_, n = AT.shape
+    for t in prange(N * TH * TW):
+        b_ = t // (TH * TW)
+        th = (t // TW) % TH
+        tw = t % TW
+        tmp = np.zeros((m_ * n, OC), dtype=M.dtype)        # tmp[i*n + b] = (A^T m)[i, b]
+        for i in range(m_):
+            for a in range(n):
+                coef = AT[i, a]
+                if coef != 0:
+                    for b in range(n):
+                        src = M[a * n + b, t]
+                        dst = tmp[i * n + b]
+                        for c in range(OC):
+                            dst[c] += coef * src[c]
+        for i in range(m_):
+            oh = 2 * th + i
+            if oh >= OH:
+                continue
+            for j in range(m_):
+                ow = 2 * tw + j
+                if ow >= OW:
+                    continue
+                out = y2[b_ * OH + oh, ow * OC:(ow + 1) * OC]
+                if use_bias:
+                    out[:] = bias
+                else:
+                    out[:] = 0
+                for b in range(n):
+                    coef = AT[j, b]
+                    if coef != 0:
+                        src = tmp[i * n + b]
+                        for c in range(OC):
+                            out[c] += coef * src[c]
+    return y2
+
+
+@njit(parallel=True, cache=True)
+def grad_output_transform_any(gy2, N, OH, OW, OC, TH, TW, AT, G, zero):
+    """G[a*n+b, t, :] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t."""
+    m_, n = AT.shape
+    for t in prange(N * TH * TW):
+        b_ = t // (TH * TW)
+        th = (t // TW) % TH
+        tw = t % TW
+        tmp = np.zeros((n * m_, OC), dtype=G.dtype)        # tmp[a*m + j] = (A g)[a, j]
+        for i in range(m_):
+            oh = 2 * th + i
+            if oh >= OH:
+                continue
+            for j in range(m_):
+                ow = 2 * tw + j
+                if ow >= OW:
+                    continue
+                src = gy2[b_ * OH + oh, ow * OC:(ow + 1) * OC]
+                for a in range(n):
+                    coef = AT[i, a]
+                    if coef != 0:
+                        dst = tmp[a * m_ + j]
+                        for c in range(OC):
+                            dst[c] += coef * src[c]
+        for a in range(n):
+            for b in range(n):
+                out = G[a * n + b, t]
+                out[:] = zero
+                for j in range(m_):
+                    coef = AT[j, b]
+                    if coef != 0:
+                        src = tmp[a * m_ + j]
+                        for c in range(OC):
+                            out[c] += coef * src[c]
+    return G

@@ -1,5 +1,6 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): the same
-result as im2col + GEMM with 2.25 times fewer multiplications (CPU fast set only).
+"""3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) and
+F(2x2, 5x5): the result of im2col + GEMM with 2.25 and 2.8 times fewer
+multiplications (CPU fast set only).
 
 The idea (Lavin and Gray, 2016): a 2x2 block of outputs of a 3x3 filter g needs the
 4x4 input patch d around it, and equals
@@ -22,9 +23,12 @@ Backward, by the same algebra:
     gx = the same convolution of gy, padded by 2 - P, with the filters turned by 180
          degrees and their in/out channels swapped
 
-A batch is processed a few images at a time so that V and M stay small (``chunk_bytes``).
-The transforms are the Numba loops of ``numba_winograd.py``; the filter transforms
-are tiny and done with NumPy here.
+For a 5x5 filter everything is the same with 6x6 tiles (36 GEMMs) and the matrices
+of ``F25`` below (Toom-Cook at the points 0, 1, -1, 2, -2 and infinity; a test checks
+that they compute a correlation). A batch is processed a few images at a time so that
+V and M stay small (``chunk_bytes``). The transforms are the Numba loops of
+``numba_winograd.py`` (written out by hand for 3x3, as small matrix products for 5x5);
+the filter transforms are one GEMM each, here.
 """
 
 from __future__ import annotations
@@ -34,93 +38,127 @@ import numpy as np
 from . import numba_winograd as nw
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+BT3 = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
+AT3 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
 
-
-GG = np.kron(G, G)     # (16, 9): vec(G w G^T) = GG @ vec(w) for a 3x3 w, row-major
+# F(2, 5): A^T (2x6), G (6x5), B^T (6x6)
+AT5 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=float)
+G5 = np.array([[1 / 4, 0, 0, 0, 0],
+               [-1 / 6, -1 / 6, -1 / 6, -1 / 6, -1 / 6],
+               [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
+               [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+               [0, 0, 0, 0, 1]])
+BT5 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
+MATRICES = {3: (AT3, G, BT3), 5: (AT5, G5, BT5)}    # r -> (A^T, G, B^T) of F(2, r)
+KRON = {r: np.kron(g, g) for r, (_, g, _) in MATRICES.items()}   # (n*n, r*r)
 
 
 def filter_transform(w, dtype, turn=False):
-    """(OC, C, 3, 3) -> U (16, OC, C) = G w G^T for every filter: one GEMM.
+    """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter: one GEMM.
 
-    With ``turn``, each filter is first turned by 180 degrees (for the input
-    gradient): reversing the 9 taps of a row-major 3x3 filter is that turn."""
-    OC, C = w.shape[:2]
-    w9 = w.reshape(OC * C, 9)                          # (OC*C, 9), a view when contiguous
+    ``vec(G w G^T) = (G kron G) vec(w)`` for a row-major r x r filter w. With ``turn``,
+    each filter is first turned by 180 degrees (for the input gradient): reversing the
+    r*r taps of a row-major filter is that turn."""
+    OC, C, r, _ = w.shape
+    wr = w.reshape(OC * C, r * r)                      # (OC*C, r*r), a view when contiguous
     if turn:
-        w9 = w9[:, ::-1]
-    # (16, OC*C) = (16, 9) @ (9, OC*C)
-    return (GG.astype(dtype) @ w9.T).reshape(16, OC, C)
+        wr = wr[:, ::-1]
+    GG = KRON[r].astype(dtype)
+    # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+    return (GG @ wr.T).reshape(GG.shape[0], OC, C)
 
 
-def filter_gradient(gU, dtype):
-    """gU (16, OC, C) -> gW (OC, C, 3, 3) = G^T gU G: one GEMM."""
-    _, OC, C = gU.shape
-    # (OC*C, 9) = (OC*C, 16) @ (16, 9)
-    return (gU.reshape(16, OC * C).T @ GG.astype(dtype)).reshape(OC, C, 3, 3)
+def filter_gradient(gU, dtype, r):
+    """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G: one GEMM."""
+    nn, OC, C = gU.shape
+    # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
+    return (gU.reshape(nn, OC * C).T @ KRON[r].astype(dtype)).reshape(OC, C, r, r)
 
 
 class Winograd:
     def __init__(self, workspace, chunk_bytes: int, run):
         self.workspace, self.chunk_bytes, self.run = workspace, chunk_bytes, run
 
-    def _images_per_chunk(self, N, tiles_per_image, channels, itemsize):
-        per_image = 16 * tiles_per_image * channels * itemsize
+    def _images_per_chunk(self, N, tiles_per_image, channels, itemsize, nn):
+        per_image = nn * tiles_per_image * channels * itemsize
         return max(1, min(N, self.chunk_bytes // max(1, per_image)))
 
-    def conv(self, xh, U, bias, PH, PW, out_h, out_w):
-        """y (N, OH, OW, OC) for channels-last xh (N, H, W, C) and U (16, OC, C)."""
+    def _input_transform(self, r, x2, n, H, W, C, PH, PW, TH, TW, V, zero):
+        if r == 3:
+            self.run(nw.input_transform, V.size, x2, n, H, W, C, PH, PW, TH, TW, V, zero)
+        else:
+            BT = MATRICES[r][2].astype(V.dtype)
+            self.run(nw.input_transform_any, V.size, x2, n, H, W, C, PH, PW, TH, TW, BT, V,
+                     zero)
+
+    def conv(self, xh, U, bias, PH, PW, out_h, out_w, r=3):
+        """y (N, OH, OW, OC) for channels-last xh (N, H, W, C) and U (n*n, OC, C)."""
         N, H, W, C = xh.shape
-        OC = U.shape[1]
-        OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
-        assert (OH, OW) == (out_h, out_w) and U.shape == (16, OC, C)
+        nn, OC = U.shape[0], U.shape[1]
+        OH, OW = H + 2 * PH - (r - 1), W + 2 * PW - (r - 1)
+        if (OH, OW) != (out_h, out_w) or U.shape != ((r + 1) ** 2, OC, C):
+            raise ValueError(f"winograd: input {xh.shape}, filters {U.shape}, padding "
+                             f"{(PH, PW)} do not give an output of {(out_h, out_w)}")
         TH, TW = (OH + 1) // 2, (OW + 1) // 2
         dt = xh.dtype
         zero = dt.type(0)
         b = bias if bias is not None else np.zeros(1, dt)
         yh = np.empty((N, OH, OW, OC), dtype=dt)                   # (N, OH, OW, OC)
-        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
+        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize, nn)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             T = (n1 - n0) * TH * TW
-            V = self.workspace.get(np, "wino_V", (16, T, C), dt)    # (16, T, C)
-            M = self.workspace.get(np, "wino_M", (16, T, OC), dt)   # (16, T, OC)
+            V = self.workspace.get(np, "wino_V", (nn, T, C), dt)    # (n*n, T, C)
+            M = self.workspace.get(np, "wino_M", (nn, T, OC), dt)   # (n*n, T, OC)
             x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
-            self.run(nw.input_transform, T * C, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
-            # (16, T, OC) = (16, T, C) @ (16, C, OC), U stored as (16, OC, C)
+            self._input_transform(r, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
+            # (n*n, T, OC) = (n*n, T, C) @ (n*n, C, OC), U stored as (n*n, OC, C)
             np.matmul(V, U.transpose(0, 2, 1), out=M)
             y2 = yh[n0:n1].reshape((n1 - n0) * OH, OW * OC)        # ((n1-n0)*OH, OW*OC)
-            self.run(nw.output_transform, T * OC, M, n1 - n0, OH, OW, OC, TH, TW, b,
-                     bias is not None, y2)
+            if r == 3:
+                self.run(nw.output_transform, M.size, M, n1 - n0, OH, OW, OC, TH, TW, b,
+                         bias is not None, y2)
+            else:
+                self.run(nw.output_transform_any, M.size, M, n1 - n0, OH, OW, OC, TH, TW,
+                         MATRICES[r][0].astype(dt), b, bias is not None, y2)
         return yh
 
-    def weight_gradient(self, xh, gyh, PH, PW):
-        """gW (OC, C, 3, 3) from channels-last xh (N, H, W, C) and gyh (N, OH, OW, OC)."""
+    def weight_gradient(self, xh, gyh, PH, PW, r=3):
+        """gW (OC, C, r, r) from channels-last xh (N, H, W, C) and gyh (N, OH, OW, OC)."""
         N, H, W, C = xh.shape
         _, OH, OW, OC = gyh.shape
         TH, TW = (OH + 1) // 2, (OW + 1) // 2
+        nn = (r + 1) ** 2
         dt = xh.dtype
         zero = dt.type(0)
-        gU = np.zeros((16, OC, C), dtype=dt)                       # (16, OC, C)
-        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
+        gU = np.zeros((nn, OC, C), dtype=dt)                       # (n*n, OC, C)
+        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize, nn)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             T = (n1 - n0) * TH * TW
-            V = self.workspace.get(np, "wino_V", (16, T, C), dt)    # (16, T, C)
-            gM = self.workspace.get(np, "wino_M", (16, T, OC), dt)  # (16, T, OC)
-            part = self.workspace.get(np, "wino_gU", (16, OC, C), dt)
+            V = self.workspace.get(np, "wino_V", (nn, T, C), dt)    # (n*n, T, C)
+            gM = self.workspace.get(np, "wino_M", (nn, T, OC), dt)  # (n*n, T, OC)
+            part = self.workspace.get(np, "wino_gU", (nn, OC, C), dt)
             x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
-            self.run(nw.input_transform, T * C, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
+            self._input_transform(r, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
             gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
-            self.run(nw.grad_output_transform, T * OC, gy2, n1 - n0, OH, OW, OC, TH, TW, gM,
-                     zero)
-            # (16, OC, C) = (16, OC, T) @ (16, T, C)
+            if r == 3:
+                self.run(nw.grad_output_transform, gM.size, gy2, n1 - n0, OH, OW, OC, TH, TW,
+                         gM, zero)
+            else:
+                self.run(nw.grad_output_transform_any, gM.size, gy2, n1 - n0, OH, OW, OC,
+                         TH, TW, MATRICES[r][0].astype(dt), gM, zero)
+            # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
             np.matmul(gM.transpose(0, 2, 1), V, out=part)
             gU += part
-        return filter_gradient(gU, dt)
+        return filter_gradient(gU, dt, r)
 
     def input_gradient(self, gyh, w, PH, PW, H, W):
-        """gx (N, H, W, C): the convolution of gy padded by 2 - P with the turned filters."""
+        """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
+        r = w.shape[2]
         # filters turned by 180 degrees, in/out channels swapped: the conv from OC
-        # channels to C takes U'[k] (C, OC) = U_turned[k].T, i.e. (16, OC, C) -> (16, C, OC)
+        # channels to C takes U'[k] (C, OC) = U_turned[k].T: (n*n, OC, C) -> (n*n, C, OC)
         U = filter_transform(w, gyh.dtype, turn=True).transpose(0, 2, 1)
-        return self.conv(gyh, U, None, 2 - PH, 2 - PW, H, W)
+        return self.conv(gyh, U, None, r - 1 - PH, r - 1 - PW, H, W, r)

@@ -20,7 +20,7 @@ from hypothesis import example, given, settings, strategies as st
 import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import nn
-from tinyalex.kernels import cpu
+from tinyalex.kernels import cpu, fastconv, winograd
 
 EXAMPLES = 25
 REF = kernels.kernel_set("numpy", "reference")
@@ -105,35 +105,59 @@ def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, s
 
 
 @settings(max_examples=EXAMPLES)
-@given(N=st.integers(1, 3), C=st.integers(1, 5), OC=st.integers(1, 5), H=st.integers(1, 9),
-       W=st.integers(1, 9), PH=st.integers(0, 2), PW=st.integers(0, 2), dtype=DTYPES,
-       cl=st.booleans(), bias=st.booleans(), small=st.booleans(), seed=st.integers(0, 2**16))
-@example(N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True, bias=True,
+@given(r=st.sampled_from([3, 5]), N=st.integers(1, 3), C=st.integers(1, 5),
+       OC=st.integers(1, 5), H=st.integers(1, 9), W=st.integers(1, 9), PH=st.integers(0, 4),
+       PW=st.integers(0, 4), dtype=DTYPES, cl=st.booleans(), bias=st.booleans(),
+       small=st.booleans(), seed=st.integers(0, 2**16))
+@example(r=3, N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True, bias=True,
          small=False, seed=0)                                       # AlexNet's 3x3 layers
-def test_winograd_3x3_conv_matches_the_reference(N, C, OC, H, W, PH, PW, dtype, cl, bias,
-                                                 small, seed, monkeypatch):
-    """3x3 stride-1 layers take the Winograd F(2x2, 3x3) path: odd sizes (partial
-    tiles), every padding up to 2, one image per chunk or all at once."""
-    if H + 2 * PH < 3 or W + 2 * PW < 3:
+@example(r=5, N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True, bias=True,
+         small=False, seed=1)                                       # AlexNet's 5x5 layer
+def test_winograd_conv_matches_the_reference(r, N, C, OC, H, W, PH, PW, dtype, cl, bias,
+                                             small, seed, monkeypatch):
+    """3x3 and 5x5 stride-1 layers take the Winograd F(2x2, rxr) path: odd sizes
+    (partial tiles), every padding below r, one image per chunk or all at once."""
+    PH, PW = min(PH, r - 1), min(PW, r - 1)
+    if H + 2 * PH < r or W + 2 * PW < r:
         return
-    assert cpu.KERNELS.engine.winograd is not None
+    monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 1)
     if small:
         monkeypatch.setattr(cpu.KERNELS.engine.winograd, "chunk_bytes", 1)
     rng = np.random.default_rng(seed)
     x = images(rng, (N, C, H, W), dtype, cl)
-    w = rng.standard_normal((OC, C, 3, 3)).astype(dtype)
+    w = rng.standard_normal((OC, C, r, r)).astype(dtype)
     b = rng.standard_normal(OC).astype(dtype) if bias else None
     y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
     y, s = FAST.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
-    assert s.winograd and y.dtype == dtype
-    np.testing.assert_allclose(y, y_ref, **tol(dtype))
+    assert s.winograd == r and y.dtype == dtype
+    t = tol(dtype) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4 * r * r)
+    np.testing.assert_allclose(y, y_ref, **t)
     gy = rng.standard_normal(y.shape).astype(dtype)
     for a, e in zip(FAST.conv2d_backward(gy, s, True, True, bias),
                     REF.conv2d_backward(gy, s_ref, True, True, bias)):
         assert (a is None) == (e is None)
         if a is not None:
             assert a.shape == e.shape and a.dtype == dtype
-            np.testing.assert_allclose(a, e, **tol(dtype))
+            np.testing.assert_allclose(a, e, **t)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_winograd_matrices_compute_a_correlation(r):
+    """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d (r+1 values) with g (r)."""
+    AT, G, BT = winograd.MATRICES[r]
+    rng = np.random.default_rng(r)
+    for _ in range(5):
+        g, d = rng.standard_normal(r), rng.standard_normal(r + 1)
+        np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)),
+                                   [g @ d[i:i + r] for i in range(2)], rtol=1e-12, atol=1e-12)
+
+
+def test_winograd_is_used_only_where_it_pays():
+    g = fastconv.Geometry(32, 96, 26, 26, 256, 5, 5, 1, 1, 2, 2, 26, 26)
+    assert fastconv.winograd_size(g) == 5                       # AlexNet's second layer
+    assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "C": 1})) == 0   # LeNet's first
+    assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "SH": 2})) == 0
+    assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "KH": 3, "KW": 3})) == 3
 
 
 @pytest.mark.parametrize("C, KW", [(3, 2), (9, 4)])     # short window rows (colsT), long
