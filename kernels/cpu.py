@@ -6,17 +6,22 @@ images, enough for BLAS to run near its peak, small enough to stay in the 32 MB 
 cache between im2col writing it and the GEMM reading it. 3x3 stride-1 layers take
 the Winograd path (``winograd.py``).
 
-Threads: the GEMMs use all of BLAS's threads; the Numba loops run on
-``TINYALEX_CPU_THREADS`` threads (default 1). Two thread pools (OpenBLAS's and
-Numba's OpenMP pool) that alternate hundreds of times per step on a 2-core machine
-keep spinning against each other: measured on the 2-core benchmark machine, AlexNet
-at batch 32 ran at 16 images/s with both pools on 2 threads and at 48 with the Numba
-loops on one thread (benchmarks/README.md). Raise it on machines with many cores.
+Threads (``TINYALEX_CPU_THREADS``, default: every core): each large GEMM is cut into
+that many independent pieces (row blocks, or GEMMs of a Winograd batch), each run by
+single-threaded BLAS in a worker thread (NumPy releases the GIL). BLAS's own threads are
+set to one (with threadpoolctl) and the Numba loops run on one thread. Two thread pools
+(OpenBLAS's and Numba's OpenMP) that alternate hundreds of times per step keep spinning
+against each other, and OpenBLAS's fine-grained synchronisation collapses as soon as
+another process wants a core: measured on the 2-core benchmark machine with one other
+busy process, AlexNet at batch 32 trained at 2.8 images/s with OpenBLAS's 2 threads,
+29.9 with one thread and 38.2 with two coarse GEMM pieces (benchmarks/README.md).
+Without threadpoolctl BLAS keeps its threads and GEMMs are not cut.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -28,30 +33,67 @@ CHUNK_BYTES = 8 << 20
 
 
 def _threads_from_env() -> int:
-    value = os.environ.get("TINYALEX_CPU_THREADS", "1").strip() or "1"
+    value = os.environ.get("TINYALEX_CPU_THREADS", "").strip() or str(os.cpu_count() or 1)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"TINYALEX_CPU_THREADS={value!r}: expected a positive number of "
-                         "threads for the Numba loops")
-    return min(int(value), numba.config.NUMBA_NUM_THREADS)
+                         "threads")
+    return int(value)
 
 
 THREADS = _threads_from_env()
+MIN_PIECE_FLOPS = 4_000_000     # a GEMM piece smaller than this is not worth a thread
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread for the whole process; False if threadpoolctl is absent."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    global _blas_limit
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")   # kept: never restored
+    return True
+
+
+_blas_limit = None
+SPLIT = THREADS > 1 and _single_threaded_blas()
+_pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tinyalex-gemm") if SPLIT else None
 
 
 def _call(loop, total, *args):
     previous = numba.get_num_threads()
-    if previous == THREADS:
+    if previous == 1:
         loop(*args)
         return
-    numba.set_num_threads(THREADS)
+    numba.set_num_threads(1)
     try:
         loop(*args)
     finally:
         numba.set_num_threads(previous)
 
 
+def _pieces(n, parts):
+    step = -(-n // parts)
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
 def _matmul(a, b, out):
-    np.matmul(a, b, out=out)
+    """out = a @ b, cut into THREADS independent GEMMs when large enough."""
+    flops = 2 * a.size * b.shape[-1]
+    if not SPLIT or flops < MIN_PIECE_FLOPS * THREADS:
+        np.matmul(a, b, out=out)
+        return
+    if a.ndim == 3:                       # a batch of GEMMs (Winograd): share the batch
+        pieces = [(a[s], b[s], out[s]) for s in _pieces(a.shape[0], THREADS)]
+    elif a.shape[0] >= 8 * THREADS:       # row blocks: out[rows] = a[rows] @ b
+        pieces = [(a[s], b, out[s]) for s in _pieces(a.shape[0], THREADS)]
+    else:
+        np.matmul(a, b, out=out)
+        return
+    futures = [_pool.submit(np.matmul, x, y, out=o) for x, y, o in pieces[1:]]
+    np.matmul(*pieces[0][:2], out=pieces[0][2])
+    for f in futures:
+        f.result()
 
 
 KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=True)
