@@ -29,7 +29,7 @@ import numpy as np
 from . import numba_kernels
 from .fastset import FastKernels
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 
 
 def _threads_from_env() -> int:

@@ -78,6 +78,7 @@ def as_nhwc(xp, x):
 KMAJOR_RUN = 16      # window rows of at most this many numbers (KW*C) use im2col_kmajor
 
 
+WINOGRAD_CHUNK_BYTES = 8 << 20   # transformed tiles per GEMM batch (V or M)
 WINOGRAD_MIN_CHANNELS = 8   # below, the GEMMs of the Winograd path are too thin to pay
 
 
@@ -126,7 +127,7 @@ class Engine:
         self.winograd = None
         if winograd_run is not None:        # 3x3 stride-1 layers: see winograd.py
             from .winograd import Winograd
-            self.winograd = Winograd(self.workspace, chunk_bytes, winograd_run)
+            self.winograd = Winograd(self.workspace, WINOGRAD_CHUNK_BYTES, winograd_run)
 
     def _columns(self, xh, n0, n1, g: Geometry, dtype):
         """The chunk's im2col matrix (nb*OH*OW, K): a row-major workspace, or for few
