@@ -125,6 +125,11 @@ def main(argv=None):
                                            ("tinyalex",))}
             rows.append(row)
     info["load_average_at_end"] = os.getloadavg()
+    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu.py)
+    if args.backend == "numpy":
+        from tinyalex.kernels import cpu
+        info["tinyalex_cpu_threads"] = cpu.THREADS
+        info["tinyalex_gemm_split"] = bool(cpu.SPLIT)
     print_table(info, rows, args.backend)
     path = args.json or os.path.join(common.HERE, "results", f"train_{args.backend}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -140,7 +145,8 @@ def _mem(row, framework, key):
 
 def print_table(info, rows, backend):
     where = info.get("gpu") if backend == "cupy" else f"{info['host_cpu']}, {info['cores']} cores"
-    print(f"\n{where}; numpy BLAS: {info['numpy_blas']}; torch {info.get('torch')}")
+    print(f"\n{where}; numpy BLAS: {info['numpy_blas']}; torch {info.get('torch')} "
+          f"({info.get('torch_threads')} threads)")
     print(f"load average {info['load_average_at_start'][0]:.2f} at start, "
           f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}")
     key = "device_peak_mb" if backend == "cupy" else "grown_mb"

@@ -1,5 +1,6 @@
 """Where a training step's time goes: forward and backward time of every layer, and
-inside each convolution the time of im2col, the GEMMs and col2im.
+inside each convolution the time of im2col, the GEMMs and col2im (or, for the
+Winograd layers, the GEMMs and the tile transforms).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/profile_layers.py
     python3 benchmarks/profile_layers.py --model lenet --batch 256
@@ -69,10 +70,15 @@ def profile(model, N, steps, backend="numpy"):
     engine = None
     if kernels.get_mode() == "fast":
         engine = kernels.kernel_set(backend, "fast").conv2d_forward.__self__.engine
-        originals = (engine.im2col, engine.col2im, engine.matmul)
+        originals = (engine.im2col, engine.col2im, engine.matmul, engine.im2col_kmajor,
+                     engine.winograd.run if engine.winograd else None)
         engine.im2col = clock.wrap("im2col", originals[0])
         engine.col2im = clock.wrap("col2im", originals[1])
         engine.matmul = clock.wrap("gemm", originals[2])
+        if originals[3] is not None:
+            engine.im2col_kmajor = clock.wrap("im2col", originals[3])
+        if originals[4] is not None:          # Winograd's input/output transforms
+            engine.winograd.run = clock.wrap("transforms", originals[4])
 
     def sync():
         B.synchronize(backend)
@@ -123,12 +129,14 @@ def profile(model, N, steps, backend="numpy"):
         clock.step[("total", "step")] = now() - t0
         clock.end_step()
     if engine is not None:
-        engine.im2col, engine.col2im, engine.matmul = originals
+        engine.im2col, engine.col2im, engine.matmul, engine.im2col_kmajor = originals[:4]
+        if originals[4] is not None:
+            engine.winograd.run = originals[4]
 
     rows = []
     for name, _ in layers + [("loss", None), ("SGD step", None)]:
         row = {"layer": name}
-        for part in ("forward", "backward", "im2col", "gemm", "col2im"):
+        for part in ("forward", "backward", "im2col", "gemm", "col2im", "transforms"):
             v = clock.median((name, part))
             if v:
                 row[part] = v
@@ -164,11 +172,11 @@ def main(argv=None):
     print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on {args.backend}; "
           f"{info['numpy_blas']}; load {info['load_average_at_start'][0]:.1f}")
     print(f"{'layer':18} {'fwd ms':>8} {'bwd ms':>8} | {'im2col':>8} {'gemm':>8} "
-          f"{'col2im':>8}  (inside, fwd+bwd)")
+          f"{'col2im':>8} {'wino tf':>8}  (inside the conv, fwd+bwd)")
     ms = lambda r, k: f"{r[k] * 1e3:8.1f}" if k in r else f"{'':8}"   # noqa: E731
     for r in rows:
         print(f"{r['layer']:18} {ms(r, 'forward')} {ms(r, 'backward')} | {ms(r, 'im2col')} "
-              f"{ms(r, 'gemm')} {ms(r, 'col2im')}")
+              f"{ms(r, 'gemm')} {ms(r, 'col2im')} {ms(r, 'transforms')}")
     fwd = sum(r.get("forward", 0) for r in rows)
     print(f"{'sum':18} {fwd * 1e3:8.1f} {total['backward'] * 1e3:8.1f}   step (median) "
           f"{total['step'] * 1e3:.1f} ms = {args.batch / total['step']:.1f} images/s")

@@ -72,6 +72,19 @@ def _call(loop, total, *args):
         numba.set_num_threads(previous)
 
 
+def _call_split(loop, total, *args):
+    """loop(*args, t0, t1) over ``THREADS`` disjoint ranges of 0..total-1, in parallel
+    (Winograd's tile transforms: they release the GIL)."""
+    if not SPLIT or total < 2 * THREADS:
+        _call(loop, total, *args, 0, total)
+        return
+    ranges = _pieces(total, THREADS)
+    futures = [_pool.submit(_call, loop, total, *args, r.start, r.stop) for r in ranges[1:]]
+    _call(loop, total, *args, ranges[0].start, ranges[0].stop)
+    for f in futures:
+        f.result()
+
+
 def _pieces(n, parts):
     step = -(-n // parts)
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
@@ -96,5 +109,5 @@ def _matmul(a, b, out):
         f.result()
 
 
-KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=True)
+KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split)
 TABLE = KERNELS.table()

@@ -127,7 +127,8 @@ class Engine:
         self.winograd = None
         if winograd_run is not None:        # 3x3 stride-1 layers: see winograd.py
             from .winograd import Winograd
-            self.winograd = Winograd(self.workspace, WINOGRAD_CHUNK_BYTES, winograd_run)
+            self.winograd = Winograd(self.workspace, WINOGRAD_CHUNK_BYTES, winograd_run,
+                                     lambda a, b, out: self.matmul(a, b, out))
 
     def _columns(self, xh, n0, n1, g: Geometry, dtype):
         """The chunk's im2col matrix (nb*OH*OW, K): a row-major workspace, or for few

@@ -63,10 +63,10 @@ def _reference(name):
 
 
 class FastKernels:
-    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=False):
+    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None):
         self.xp, self.loops, self.run = xp, loops, run
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
-                             run if winograd else None,
+                             winograd or None,
                              self._im2col_kmajor if hasattr(loops, "im2col_kmajor") else None)
 
     def table(self) -> dict:

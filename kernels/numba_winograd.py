@@ -5,7 +5,9 @@ Images are channels-last and flattened as in ``numba_kernels.py``: ``x2`` is
 whose top-left corner is (2*th - PH, 2*tw - PW); it yields the 2x2 outputs
 (2*th + i, 2*tw + j). Transformed tiles are stored as (16, T, C): plane k = 4*a + b
 holds element (a, b) of every tile's 4x4 transform, so each plane is one GEMM operand.
-Nothing here checks its arguments; ``winograd.py`` does.
+Every loop covers the tiles t0..t1-1, so that ``winograd.py`` can hand disjoint tile
+ranges to several threads (the loops release the GIL). Nothing here checks its
+arguments; ``winograd.py`` does.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(parallel=True, cache=True)
-def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero):
+@njit(parallel=True, cache=True, nogil=True)
+def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[4a+b, t, c] = (B^T d B)[a, b] for the 4x4 input patch d of tile t, channel c.
 
     The 16 patch positions are taken as 1-D runs over the channels (a zero run where
     the position lies in the padding), so the loop over c walks memory in order and
     vectorises."""
     zeros = np.full(C, zero, dtype=V.dtype)
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         n = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
@@ -57,10 +59,10 @@ def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero):
     return V
 
 
-@njit(parallel=True, cache=True)
-def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2):
+@njit(parallel=True, cache=True, nogil=True)
+def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
     """y2 (N*OH, OW*OC) = A^T m A (+ bias) for every tile's 4x4 product m, cropped."""
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         n = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
@@ -89,10 +91,10 @@ def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2):
     return y2
 
 
-@njit(parallel=True, cache=True)
-def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero):
+@njit(parallel=True, cache=True, nogil=True)
+def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
     """G[4a+b, t, oc] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t."""
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         n = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
@@ -124,11 +126,11 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero):
 
 # -- any F(2, r): the transforms as small matrix products, along runs of channels ---------
 
-@njit(parallel=True, cache=True)
-def input_transform_any(x2, N, H, W, C, PH, PW, TH, TW, BT, V, zero):
+@njit(parallel=True, cache=True, nogil=True)
+def input_transform_any(x2, N, H, W, C, PH, PW, TH, TW, BT, V, zero, t0, t1):
     """V[a*n+b, t, :] = (B^T d B)[a, b] for the n x n patch d of tile t (n = BT's size)."""
     n = BT.shape[0]
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         b_ = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
@@ -162,11 +164,11 @@ def input_transform_any(x2, N, H, W, C, PH, PW, TH, TW, BT, V, zero):
     return V
 
 
-@njit(parallel=True, cache=True)
-def output_transform_any(M, N, OH, OW, OC, TH, TW, AT, bias, use_bias, y2):
+@njit(parallel=True, cache=True, nogil=True)
+def output_transform_any(M, N, OH, OW, OC, TH, TW, AT, bias, use_bias, y2, t0, t1):
     """y2 (N*OH, OW*OC) = A^T m A (+ bias) for each tile's n x n product m, cropped."""
     m_, n = AT.shape
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         b_ = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW
@@ -202,11 +204,11 @@ def output_transform_any(M, N, OH, OW, OC, TH, TW, AT, bias, use_bias, y2):
     return y2
 
 
-@njit(parallel=True, cache=True)
-def grad_output_transform_any(gy2, N, OH, OW, OC, TH, TW, AT, G, zero):
+@njit(parallel=True, cache=True, nogil=True)
+def grad_output_transform_any(gy2, N, OH, OW, OC, TH, TW, AT, G, zero, t0, t1):
     """G[a*n+b, t, :] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t."""
     m_, n = AT.shape
-    for t in prange(N * TH * TW):
+    for t in prange(t0, t1):
         b_ = t // (TH * TW)
         th = (t // TW) % TH
         tw = t % TW

@@ -78,8 +78,11 @@ def filter_gradient(gU, dtype, r):
 
 
 class Winograd:
-    def __init__(self, workspace, chunk_bytes: int, run):
-        self.workspace, self.chunk_bytes, self.run = workspace, chunk_bytes, run
+    def __init__(self, workspace, chunk_bytes: int, run, matmul):
+        self.workspace, self.chunk_bytes = workspace, chunk_bytes
+        # run(loop, T, *args): calls loop(*args, t0, t1) over tile ranges covering 0..T-1
+        self.run = run
+        self.matmul = matmul            # matmul(a, b, out): the engine's (threaded) GEMM
 
     def _images_per_chunk(self, N, tiles_per_image, channels, itemsize, nn):
         per_image = nn * tiles_per_image * channels * itemsize
@@ -87,10 +90,10 @@ class Winograd:
 
     def _input_transform(self, r, x2, n, H, W, C, PH, PW, TH, TW, V, zero):
         if r == 3:
-            self.run(nw.input_transform, V.size, x2, n, H, W, C, PH, PW, TH, TW, V, zero)
+            self.run(nw.input_transform, V.shape[1], x2, n, H, W, C, PH, PW, TH, TW, V, zero)
         else:
             BT = MATRICES[r][2].astype(V.dtype)
-            self.run(nw.input_transform_any, V.size, x2, n, H, W, C, PH, PW, TH, TW, BT, V,
+            self.run(nw.input_transform_any, V.shape[1], x2, n, H, W, C, PH, PW, TH, TW, BT, V,
                      zero)
 
     def conv(self, xh, U, bias, PH, PW, out_h, out_w, r=3):
@@ -115,13 +118,13 @@ class Winograd:
             x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
             self._input_transform(r, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
             # (n*n, T, OC) = (n*n, T, C) @ (n*n, C, OC), U stored as (n*n, OC, C)
-            np.matmul(V, U.transpose(0, 2, 1), out=M)
+            self.matmul(V, U.transpose(0, 2, 1), M)
             y2 = yh[n0:n1].reshape((n1 - n0) * OH, OW * OC)        # ((n1-n0)*OH, OW*OC)
             if r == 3:
-                self.run(nw.output_transform, M.size, M, n1 - n0, OH, OW, OC, TH, TW, b,
+                self.run(nw.output_transform, T, M, n1 - n0, OH, OW, OC, TH, TW, b,
                          bias is not None, y2)
             else:
-                self.run(nw.output_transform_any, M.size, M, n1 - n0, OH, OW, OC, TH, TW,
+                self.run(nw.output_transform_any, T, M, n1 - n0, OH, OW, OC, TH, TW,
                          MATRICES[r][0].astype(dt), b, bias is not None, y2)
         return yh
 
@@ -145,13 +148,13 @@ class Winograd:
             self._input_transform(r, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
             gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
             if r == 3:
-                self.run(nw.grad_output_transform, gM.size, gy2, n1 - n0, OH, OW, OC, TH, TW,
+                self.run(nw.grad_output_transform, T, gy2, n1 - n0, OH, OW, OC, TH, TW,
                          gM, zero)
             else:
-                self.run(nw.grad_output_transform_any, gM.size, gy2, n1 - n0, OH, OW, OC,
+                self.run(nw.grad_output_transform_any, T, gy2, n1 - n0, OH, OW, OC,
                          TH, TW, MATRICES[r][0].astype(dt), gM, zero)
             # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
-            np.matmul(gM.transpose(0, 2, 1), V, out=part)
+            self.matmul(gM.transpose(0, 2, 1), V, part)
             gU += part
         return filter_gradient(gU, dt, r)
 
