@@ -56,7 +56,7 @@ def _single_threaded_blas():
 
 
 _blas_limit = None
-SPLIT = THREADS > 1 and _single_threaded_blas()
+SPLIT = _single_threaded_blas() and THREADS > 1
 _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tinyalex-gemm") if SPLIT else None
 
 
