@@ -168,6 +168,7 @@ def main(argv=None):
     info["clock"] = "process CPU time" if args.cpu_time else "wall time"
     rows, total = profile(args.model, args.batch, args.steps, args.backend)
     info["load_average_at_end"] = os.getloadavg()
+    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu.py)
 
     print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on {args.backend}; "
           f"{info['numpy_blas']}; load {info['load_average_at_start'][0]:.1f}")
