@@ -23,6 +23,8 @@ import warnings
 
 import numpy as np
 
+from tinyalex import backend as B
+
 
 def _from_env() -> bool:
     value = os.environ.get("TINYALEX_TF32", "1").strip().lower()
@@ -72,10 +74,10 @@ def conv_compute_type(xp, dtype):
         yield
         return
     try:
-        linalg = xp._core._routines_linalg
+        linalg = B.cupy_submodule("_core._routines_linalg")
         tf32_type, fp32_type = linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_DEFAULT
         previous = linalg.get_compute_type(dtype)
-    except AttributeError:
+    except (ImportError, AttributeError):
         if not _warned:
             warnings.warn("this CuPy has no per-call compute type; its own CUPY_TF32 "
                           "setting decides TF32 for every float32 GEMM", RuntimeWarning)

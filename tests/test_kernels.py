@@ -368,3 +368,19 @@ def test_a_training_step_is_the_same_with_fast_and_reference_kernels():
 
     for a, b in zip(step("fast"), step("reference")):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_tf32_flag_defaults_on_and_switches():
+    """The GPU precision flag (its effect on a GEMM is checked by test_gpu_kernels.py)."""
+    assert kernels.tf32_enabled()
+    with kernels.tf32(False):
+        assert not kernels.tf32_enabled()
+    assert kernels.tf32_enabled()
+    code = "import tinyalex.kernels as k; print(k.tf32_enabled())"
+    for value, want in [("0", "False"), ("1", "True"), ("off", "False")]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, TINYALEX_TF32=value), check=True)
+        assert out.stdout.strip() == want
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TINYALEX_TF32="maybe"))
+    assert bad.returncode != 0 and "TINYALEX_TF32='maybe'" in bad.stderr

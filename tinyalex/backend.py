@@ -59,6 +59,14 @@ def cupy_module():
     return cp
 
 
+def cupy_submodule(name: str):
+    """A submodule of CuPy (e.g. ``"_core._routines_linalg"``), imported here so that
+    this file stays the only one that imports CuPy."""
+    import importlib  # noqa: PLC0415
+    cupy_module()
+    return importlib.import_module(f"cupy.{name}")
+
+
 def default_backend() -> str:
     """``"cupy"`` when a GPU is usable, else ``"numpy"``."""
     return "cupy" if cupy_available() else "numpy"
