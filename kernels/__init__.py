@@ -1,10 +1,10 @@
 """The hot loops, and the one place that chooses which implementation runs.
 
 Every kernel exists as a readable reference, written with NumPy-style array code
-that runs on NumPy and CuPy alike (``tinyalex/ops/im2col.py`` and
-``tinyalex/ops/pool.py``). Fast versions live beside this file: Numba on the CPU
+that runs on NumPy and CuPy alike (``tinyalex/ops/im2col.py``, ``conv.py``,
+``pool.py``, ``activation.py``). Fast versions live beside this file: Numba on the CPU
 (``cpu.py``) and CUDA on the GPU (``gpu.py``); they must agree with the reference,
-and the tests check that they do.
+and the tests check that they do (``tests/test_kernels*.py``, ``tests/test_gpu_kernels.py``).
 
 An op asks for the kernel set of its input and keeps it for its backward pass::
 
@@ -43,9 +43,16 @@ wrappers) over ``numba_kernels.py`` (compiled loops); the fast GPU set in ``gpu.
 over ``cuda_kernels.py`` (numba.cuda kernels launched on CuPy arrays); the chunked
 channels-last convolution both fast sets share in ``fastconv.py``.
 
-On the GPU, convolution GEMMs run in TF32 by default, as PyTorch's cuDNN convolutions
-do; ``TINYALEX_TF32=0`` or ``kernels.set_tf32(False)`` asks for strict FP32
-(``precision.py``).
+Environment variables: ``TINYALEX_KERNELS`` (above); ``TINYALEX_CPU_THREADS`` (threads
+of the CPU set, default every core: BLAS runs single-threaded and large GEMMs are cut
+into that many pieces, see ``cpu.py``); ``TINYALEX_TF32`` (on the GPU, convolution
+GEMMs run in TF32 by default, as PyTorch's cuDNN convolutions do; ``TINYALEX_TF32=0``
+or ``kernels.set_tf32(False)`` asks for strict FP32, see ``precision.py``).
+
+The fast CPU convolution takes one of three lowerings by shape (``fastconv.py``):
+Winograd F(2x2, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 8
+channels (``winograd.py``), otherwise im2col + GEMM on channels-last images, with the
+columns built transposed for layers with few channels (``im2col_kmajor``).
 
 The contract every kernel keeps:
 

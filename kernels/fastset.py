@@ -7,7 +7,9 @@ listed in ``kernels/__init__.py``) from
   (``numba_kernels`` for the CPU, ``cuda_kernels`` for the GPU);
 * ``run(loop, total, *args)``: how to call one (a plain call on the CPU; a launch of
   a grid covering ``total`` elements on the GPU);
-* ``matmul(a, b, out)``: the GEMM (BLAS through NumPy, cuBLAS through CuPy).
+* ``matmul(a, b, out)``: the GEMM (BLAS through NumPy, cuBLAS through CuPy);
+* ``winograd``: on the CPU, how to run a Winograd tile transform over tile ranges
+  (``cpu._call_split``); None leaves every layer to im2col + GEMM.
 
 Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
 compiled loops do not check bounds: a bad call raises ValueError here and never

@@ -100,8 +100,11 @@ def im2col_kmajor(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, colsT):
                     out[:lo] = 0
                     src = x2[n * H + h]
                     base = (lo * SW - PW + kw) * C + c
-                    for ow in range(hi - lo):
-                        out[lo + ow] = src[base + ow * SW * C]
+                    if SW * C == 1:                 # one contiguous run
+                        out[lo:hi] = src[base:base + hi - lo]
+                    else:
+                        for ow in range(hi - lo):
+                            out[lo + ow] = src[base + ow * SW * C]
                     out[hi:] = 0
     return colsT
 
