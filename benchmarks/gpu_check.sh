@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
-export FASHION_MNIST_DIR=${FASHION_MNIST_DIR:-$PWD/.data}
+if [ -z "${FASHION_MNIST_DIR:-}" ] && [ -d .data ]; then export FASHION_MNIST_DIR=$PWD/.data; fi
 status=0
 
 echo "== GPU: $(python3 -c 'import cupy as c; p=c.cuda.runtime.getDeviceProperties(0); print(p["name"].decode(), "cupy", c.__version__)' 2>&1 | tail -1)"
