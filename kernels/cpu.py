@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from . import numba_kernels
-from .fastset import FastKernels
+from .fastset import FLOATS, FastKernels, dense_view
 
 CHUNK_BYTES = 4 << 20
 
@@ -110,4 +110,23 @@ def _matmul(a, b, out):
 
 
 KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split)
+
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)) with NumPy's SIMD exp, in place in one buffer (Numba's exp is
+    scalar: 16 ms against 0.8 ms for LeNet's first activation). exp(-x) overflows to inf
+    for x < -88 (float32), and 1 / inf = 0 is the right limit, so no warning is raised."""
+    if x.dtype not in FLOATS or x.size == 0 or not isinstance(x, np.ndarray):
+        return KERNELS.sigmoid_forward(x)
+    t, order = dense_view(np, x)
+    out = np.empty(t.shape, dtype=x.dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        np.negative(t, out=out)
+        np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    return out.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
 TABLE = KERNELS.table()
+TABLE["sigmoid_forward"] = sigmoid_forward

@@ -250,6 +250,14 @@ def test_elementwise_kernels_match_the_reference(shape, dtype, transpose, seed, 
     np.testing.assert_array_equal(FAST.dropout(x, p, seed), REF.dropout(x, p, seed))
 
 
+def test_sigmoid_saturates_without_warnings_as_the_reference():
+    x = np.array([-1e4, -100.0, -89.0, -20.0, 0.0, 20.0, 100.0, 1e4, np.nan], np.float32)
+    with np.errstate(over="raise", invalid="raise"):
+        got = FAST.sigmoid_forward(x)
+    np.testing.assert_allclose(got, REF.sigmoid_forward(x), rtol=1e-6, atol=1e-30)
+    assert got[0] == 0.0 and got[-2] == 1.0 and np.isnan(got[-1])
+
+
 def test_sgd_update_is_in_place_and_matches_the_reference():
     rng = np.random.default_rng(3)
     for dtype in (np.float32, np.float64):
