@@ -86,26 +86,26 @@ def im2col_kmajor(x2, H, W, C, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, colsT):
     for r in prange((n1 - n0) * OH):
         n = n0 + r // OH
         oh = r % OH
+        o0 = r * OW                                 # first output column of this row
         for kh in range(KH):
             h = oh * SH - PH + kh
+            hin = 0 <= h < H
+            hrow = n * H + min(max(h, 0), H - 1)
             for kw in range(KW):
                 # outputs ow whose window column kw lies inside the image: lo <= ow < hi
                 lo = max(0, (PW - kw + SW - 1) // SW)
                 hi = min(OW, (W - 1 + PW - kw) // SW + 1)
+                if not hin:
+                    lo, hi = 0, 0
                 for c in range(C):
-                    out = colsT[(kh * KW + kw) * C + c, r * OW:(r + 1) * OW]
-                    if h < 0 or h >= H or lo >= hi:
-                        out[:] = 0
-                        continue
-                    out[:lo] = 0
-                    src = x2[n * H + h]
+                    j = (kh * KW + kw) * C + c
+                    for ow in range(0, lo):
+                        colsT[j, o0 + ow] = 0
                     base = (lo * SW - PW + kw) * C + c
-                    if SW * C == 1:                 # one contiguous run
-                        out[lo:hi] = src[base:base + hi - lo]
-                    else:
-                        for ow in range(hi - lo):
-                            out[lo + ow] = src[base + ow * SW * C]
-                    out[hi:] = 0
+                    for ow in range(max(lo, 0), max(hi, lo)):
+                        colsT[j, o0 + ow] = x2[hrow, base + (ow - lo) * SW * C]
+                    for ow in range(max(hi, lo), OW):
+                        colsT[j, o0 + ow] = 0
     return colsT
 
 
