@@ -118,7 +118,7 @@ def main(model: str, argv=None, description: str = "") -> int:
                   f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
             return 0
         fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
-            progress=not args.no_progress)
+            progress=not args.no_progress and sys.stderr.isatty())
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
         if exc.checkpoint and exc.epoch:

@@ -41,6 +41,8 @@ def plot_curves(records, path, title: str = "") -> str:
     ax.plot(epochs, [r["test_acc"] for r in records], "-.", color="tab:green",
             label="test acc")
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if epochs:
         ax.set_xlim(min(1, min(epochs)), max(max(epochs), 2))
     ax.grid(True, alpha=0.3)

@@ -275,6 +275,18 @@ def check_recipe(recipe: dict) -> dict:
     return full
 
 
+def _check_input_size(net, recipe) -> None:
+    """Fail before any training when the network cannot take --resize images."""
+    from .summarize import layer_rows
+    S = recipe["resize"]
+    try:
+        layer_rows(net, (1, 1, S, S))
+    except (ValueError, TypeError) as exc:
+        need = D2L_RECIPES[recipe["model"]]["resize"]
+        raise ValueError(f"recipe: {recipe['model']} cannot take {S}x{S} inputs (d2l's "
+                         f"recipe uses {need}x{need}): {exc}") from None
+
+
 def _limit(arrays, n):
     return arrays if n is None else tuple(a[:n] for a in arrays)
 
@@ -299,6 +311,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
 
     R.manual_seed(recipe["seed"])
     net = build_model(recipe["model"])
+    _check_input_size(net, recipe)
     net.apply(init_weights_xavier)
     net.to(backend)
     optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
