@@ -220,3 +220,24 @@ def test_sigint_keeps_a_loadable_checkpoint(fashion, tmp_path):
     assert run_cli("lenet", "--out", str(out), "--resume", "--epochs", str(ck.epoch + 1),
                    "--no-progress") == 0
     assert load_checkpoint(out / "checkpoint.npz").epoch == ck.epoch + 1
+
+
+# ------------------------------------------------------------------ recipe checks
+
+def tiny_data(n=4):
+    images = np.zeros((n, 28, 28), np.uint8)
+    labels = np.arange(n) % 10
+    return images, labels, images, labels
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"resize": 32}, "lenet cannot take 32x32 inputs .*expected input of shape \\(N, 400\\)"),
+    ({"model": "vgg"}, "model must be one of"),
+    ({"batchsize": 8}, "unknown keys \\['batchsize'\\]"),
+    ({"epochs": 0}, "epochs must be a positive int"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"train_limit": 0}, "train_limit must be a positive int or None"),
+])
+def test_bad_recipes_fail_before_training(change, expected):
+    with pytest.raises(ValueError, match=expected):
+        train.fit(dict({"model": "lenet", "epochs": 1}, **change), tiny_data(), log=lambda s: None)
