@@ -76,6 +76,9 @@ from tinyalex import backend as B
 
 from .precision import set_tf32, tf32, tf32_enabled  # noqa: F401 - the GPU precision flag
 
+__all__ = ["KernelSet", "get_mode", "kernel_set", "select", "set_mode", "set_tf32", "tf32",
+           "tf32_enabled", "use"]
+
 MODES = ("fast", "reference")
 
 

@@ -147,7 +147,7 @@ class Engine:
 
     def forward(self, x, weight, bias, g: Geometry, keep: bool):
         """y (N, OC, OH, OW) (channels-last memory) and what backward needs."""
-        xp, ws = self.xp, self.workspace
+        xp = self.xp
         N, P, K, OC = g.N, g.P, g.K, g.OC
         xh = as_nhwc(xp, x)                                         # (N, H, W, C)
         r = winograd_size(g) if self.winograd is not None else 0

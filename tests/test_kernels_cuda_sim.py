@@ -17,7 +17,6 @@ import sys
 import warnings
 
 import numpy as np
-import pytest
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
