@@ -32,6 +32,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -106,7 +108,7 @@ class Workspace(threading.local):
         size = 1
         for s in shape:
             size *= int(s)
-        key = (name, xp.dtype(dtype).str)
+        key = (name, np.dtype(dtype).str)
         buf = self.buffers.get(key)
         if buf is None or buf.size < size:
             self.buffers.pop(key, None)             # free the old one first
