@@ -338,7 +338,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
     info = {"recipe": recipe, "backend": backend, "device": device_name(backend),
             "train_examples": len(train_images), "test_examples": len(test_images),
             "train_batches_per_epoch": num_batches(len(train_images), recipe["batch_size"])}
-    epoch = start
+    saved = start                      # complete epochs in the checkpoint on disk
     with _Signals() as signals:
         try:
             for epoch in range(start, recipe["epochs"]):
@@ -360,11 +360,12 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
                         metrics = dict(info, status="running", epochs=records)
                         save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
                                         recipe=recipe, metrics=metrics)
+                        saved = epoch + 1
                         _write_json(out / METRICS, metrics)
                         _plot(out, records, recipe)
-            epoch = recipe["epochs"]
         except (_Stop, KeyboardInterrupt):
-            done = len(records)
+            done = saved if out is not None else len(records)
+            records = records[:done]
             if out is not None:
                 with contextlib.suppress(Exception):
                     _write_json(out / METRICS, dict(info, status="interrupted",
