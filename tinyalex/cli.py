@@ -122,7 +122,7 @@ def main(model: str, argv=None, description: str = "") -> int:
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
         if exc.checkpoint and exc.epoch:
-            print(f"resume with: {' '.join([sys.argv[0], '--out', str(args.out), '--resume'])}",
+            print(f"resume with: python {sys.argv[0]} --out {args.out} --resume",
                   file=sys.stderr)
         return exc.exit_code
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
