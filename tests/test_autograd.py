@@ -350,3 +350,17 @@ def test_readme_user_defined_op_runs_and_is_checked(capsys):
     namespace = {}
     exec(compile("\n".join(blocks), "README.md", "exec"), namespace)
     assert "gradcheck passed" in capsys.readouterr().out
+
+
+def test_graph_does_not_keep_unsaved_activations_alive():
+    # The graph holds edges (creators and leaves), not input tensors: an activation
+    # that no backward saved is freed once the caller drops it, before backward.
+    x = tinyalex.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    a = x * 2.0                      # Mul saves its inputs (x and 2), not its output
+    watch = weakref.ref(a.data)
+    s = a.sum()                      # Sum saves only the input's shape
+    del a
+    gc.collect()
+    assert watch() is None, "an intermediate activation outlived its last reference"
+    s.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 2.0))

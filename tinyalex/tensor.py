@@ -94,7 +94,13 @@ class Function:
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
         out = self.forward(*(t.data for t in tensors))
         if record:
-            self.inputs = tensors
+            # The graph keeps one edge per input, never the input tensors themselves:
+            # the Function that made it, or the leaf whose .grad receives its gradient
+            # (None where no gradient is needed). An activation no backward saved is
+            # freed as soon as the caller drops it.
+            self.edges = tuple(t._creator if t._creator is not None
+                               else (t if t.requires_grad else None) for t in tensors)
+            self.input_shapes = tuple(t.data.shape for t in tensors)
             return Tensor(out, requires_grad=True, _creator=self)
         return Tensor(out)
 
@@ -459,7 +465,11 @@ def _accumulate_leaf(t: Tensor, g) -> None:
 
 
 def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
-    """Back-propagate ``grad`` (the gradient of root's output) through the graph."""
+    """Back-propagate ``grad`` (the gradient of root's output) through the graph.
+
+    A node's ``edges`` name, per input, the Function that produced it, the leaf
+    Tensor that accumulates its gradient, or None (no gradient wanted).
+    """
     # 1. Find every node reachable from the root and count, for each, how many
     #    consumers of its output lie in the graph: a node may run once all of them
     #    have handed it their gradient (Kahn's topological order, no recursion).
@@ -471,15 +481,14 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
             raise RuntimeError(
                 f"backward through {node.name} a second time: its saved arrays were "
                 "released by the first backward; pass retain_graph=True to the first call")
-        for t in node.inputs:
-            c = t._creator
-            if c is None:
+        for edge in node.edges:
+            if not isinstance(edge, Function):
                 continue
-            if c in waiting:
-                waiting[c] += 1
+            if edge in waiting:
+                waiting[edge] += 1
             else:
-                waiting[c] = 1
-                stack.append(c)
+                waiting[edge] = 1
+                stack.append(edge)
 
     # 2. Run each node once all its consumers are done, summing gradients that meet.
     grads = {root: grad}
@@ -487,33 +496,33 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
     while ready:
         node = ready.pop()
         gy = grads.pop(node, None)
-        inputs = node.inputs
+        edges = node.edges
         if gy is not None:
             gxs = node.backward(gy)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
-            if len(gxs) != len(inputs):
+            if len(gxs) != len(edges):
                 raise RuntimeError(f"{node.name}.backward returned {len(gxs)} gradients for "
-                                   f"{len(inputs)} inputs")
-            for t, gx, need in zip(inputs, gxs, node.needs_input_grad):
-                if not need or gx is None:
+                                   f"{len(edges)} inputs")
+            for edge, gx, need, shape in zip(edges, gxs, node.needs_input_grad,
+                                             node.input_shapes):
+                if not need or gx is None or edge is None:
                     continue
-                if gx.shape != t.data.shape:
+                if gx.shape != shape:
                     raise RuntimeError(f"{node.name}.backward returned a gradient of shape "
-                                       f"{tuple(gx.shape)} for an input of shape {t.shape}")
-                c = t._creator
-                if c is None:
-                    _accumulate_leaf(t, gx)
-                elif c in grads:
-                    grads[c] = grads[c] + gx
+                                       f"{tuple(gx.shape)} for an input of shape "
+                                       f"{tuple(shape)}")
+                if isinstance(edge, Tensor):
+                    _accumulate_leaf(edge, gx)
+                elif edge in grads:
+                    grads[edge] = grads[edge] + gx
                 else:
-                    grads[c] = gx
-        for t in inputs:
-            c = t._creator
-            if c is not None:
-                waiting[c] -= 1
-                if waiting[c] == 0:
-                    ready.append(c)
+                    grads[edge] = gx
+        for edge in edges:
+            if isinstance(edge, Function):
+                waiting[edge] -= 1
+                if waiting[edge] == 0:
+                    ready.append(edge)
         if not retain_graph:
             node.release()
 
