@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                        title=f"{recipe['model']}, epoch {ckpt.epoch}: test acc "
                              f"{np.trace(matrix) / len(labels):.3f}")
         print(f"confusion matrix: {png}")
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

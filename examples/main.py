@@ -26,10 +26,10 @@ from pathlib import Path
 
 import tinyalex
 from tinyalex import backend as B
-from tinyalex.checkpoint import build_model
+from tinyalex.checkpoint import atomic_write, build_model
 from tinyalex.data import load_fashion_mnist
 from tinyalex.summarize import layer_rows
-from tinyalex.train import D2L_RECIPES, TrainingInterrupted, device_name, fit
+from tinyalex.train import D2L_RECIPES, TrainingDiverged, TrainingInterrupted, device_name, fit
 
 # AlexNet on a CPU: d2l's learning rate, on the first CPU_ALEXNET["train_limit"]
 # training images. A batch of 32 rather than 128 gives four times as many SGD steps
@@ -135,7 +135,10 @@ def main(argv=None) -> int:
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
         return exc.exit_code
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     total = time.perf_counter() - started
@@ -145,8 +148,8 @@ def main(argv=None) -> int:
     print(f"total time: {total / 60:.1f} min; files in {out}/")
     summary = {"backend": backend, "device": device_name(backend), "full": full,
                "total_seconds": total, "results": results}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out / "comparison.json", lambda f: f.write(text.encode()))
     return 0
 
 

@@ -15,16 +15,27 @@ reads it):
 
 ``epoch`` counts complete epochs: a checkpoint with ``epoch=3`` resumes at the 4th.
 The file is first written to a temporary file in the same folder, flushed to disk,
-and then renamed over the old one (``os.replace``), so an interrupted save leaves the
-previous checkpoint whole.
+and then renamed over the old one (``os.replace``), and the folder itself is flushed
+so that the rename survives a power cut: a save interrupted at any moment (SIGKILL
+included) leaves the previous checkpoint whole. A killed save can leave its temporary
+file (``.checkpoint.npz.*.tmp``); the next run into that folder removes it
+(``remove_stale_temps``, under ``exclusive_folder``).
+
+Loading treats the file as data, never code: each entry's .npy header is read and
+checked (plain numbers or text, sizes that agree with the bytes present) before its
+data, an entry holding Python objects (a pickle) is refused without being read, and
+the rest is read with ``allow_pickle=False``. Every problem is a ValueError naming
+the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +85,53 @@ def _umask() -> int:
     return mask
 
 
+def temp_prefix(path) -> str:
+    """The name prefix of ``atomic_write``'s temporary files for ``path``."""
+    return f".{Path(path).name}."
+
+
+def remove_stale_temps(folder, names) -> list:
+    """Delete temporary files that ``atomic_write`` left beside ``names`` in ``folder``
+    when its process was killed mid-write (SIGKILL, power loss); returns their names.
+    Call it only while holding ``exclusive_folder(folder)``: another process's
+    temporary file is not stale."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        if entry.endswith(".tmp") and any(entry.startswith(temp_prefix(n)) for n in names):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / entry)
+                removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder):
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs, so
+    that two training processes never write into one output folder. The lock is the
+    folder's own (``flock`` on it), so it leaves no file behind, and the system drops
+    it when the process dies, however it dies."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:                 # not a POSIX system: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder}: another process is training into this folder; "
+                             "wait for it to finish, or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk and
     rename it to ``path``; on any failure the temporary file is removed and ``path``
@@ -81,7 +139,7 @@ def atomic_write(path, write) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):         # mkstemp makes 0600; give the usual mode
@@ -119,6 +177,13 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
     """Write ``model``'s parameters, ``optimizer``'s state, ``epoch`` (complete
     epochs), the host RNG state, the data order and ``recipe`` to ``path``."""
     _check_recipe(recipe, "save_checkpoint")
+    if not callable(getattr(model, "named_parameters", None)):
+        raise TypeError(f"save_checkpoint: model must be a tinyalex Module, got "
+                        f"{type(model).__name__}")
+    if optimizer is not None and not (callable(getattr(optimizer, "state_dict", None))
+                                      and hasattr(optimizer, "params")):
+        raise TypeError(f"save_checkpoint: optimizer must be a tinyalex.optim.SGD or None, "
+                        f"got {type(optimizer).__name__}")
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
         raise ValueError(f"save_checkpoint: epoch must be a non-negative int, got {epoch!r}")
     arrays = OrderedDict()
@@ -160,30 +225,174 @@ def _fail(path, problem):
     raise ValueError(f"checkpoint {path}: {problem}")
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+# What a .npz entry may hold: floats (weights, momentum), ints and bools, and unicode
+# text (the JSON entries). Never Python objects: those are pickles, i.e. code.
+_ENTRY_KINDS = "fiubU"
+
+
+def _not_a_zip(path) -> None:
+    """Say what a file that is not a zip archive is, and refuse it."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_NPY_MAGIC):
+        _fail(path, "holds a single array (.npy), not a tinyalex checkpoint (.npz archive)")
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
+        _fail(path, "is a Python pickle; checkpoints are plain arrays and tinyalex never "
+                    "unpickles anything (refused, nothing was executed)")
+    _fail(path, "not a readable .npz file (not a zip archive); it may be truncated or "
+                "not a tinyalex checkpoint")
+
+
+def _entry_header(path, zf, info):
+    """(key, shape, dtype) of one archive entry, read from its .npy header alone, so
+    that nothing is allocated or unpickled before the entry is known to be plain data."""
+    name = info.filename
+    if not name.endswith(".npy"):
+        _fail(path, f"entry {name!r} is not a NumPy array (.npy); refused")
+    key = name[:-len(".npy")]
+    with zf.open(info) as f:
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            _fail(path, f"entry {key!r} is not in NumPy's .npy format (it may be a pickle); "
+                        "refused, nothing was executed")
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            _fail(path, f"entry {key!r} uses .npy format {version}, which tinyalex does "
+                        "not write")
+        header_len = f.tell()
+    if dtype.hasobject:
+        _fail(path, f"entry {key!r} holds Python objects (dtype {dtype}): that would "
+                    "mean unpickling, i.e. running code from the file; checkpoints hold "
+                    "plain numbers and text only (refused, nothing was executed)")
+    if dtype.kind not in _ENTRY_KINDS or dtype.fields is not None:
+        _fail(path, f"entry {key!r} has dtype {dtype}; checkpoints hold floats, ints and "
+                    "text only")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count * dtype.itemsize != info.file_size - header_len:
+        _fail(path, f"entry {key!r}: its header says shape {shape} of {dtype} "
+                    f"({count * dtype.itemsize} bytes) but it holds "
+                    f"{info.file_size - header_len} bytes; the file is damaged")
+    return key, shape, dtype
+
+
+def _read_entries(path) -> dict:
+    """Every entry of the archive as a plain array, checked before it is read."""
+    from .ops.checks import format_bytes, memory_limit
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        _not_a_zip(path)
+    except OSError as exc:
+        _fail(path, f"cannot be read ({exc})")
+    arrays = {}
+    with zf:
+        infos = zf.infolist()
+        total = sum(i.file_size for i in infos)
+        if total > memory_limit():
+            _fail(path, f"its entries would take {format_bytes(total)}, more than this "
+                        "machine's memory; not a tinyalex checkpoint")
+        try:
+            for info in infos:
+                key, _, _ = _entry_header(path, zf, info)
+                if key in arrays:
+                    _fail(path, f"entry {key!r} appears twice")
+                with zf.open(info) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                NotImplementedError, RuntimeError, zlib.error) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(f"checkpoint {path}:"):
+                raise
+            _fail(path, f"an entry cannot be read ({type(exc).__name__}: {exc}); the file "
+                        "is damaged")
+    return arrays
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_metrics(path, metrics) -> None:
+    """metrics: None, or a dict whose "epochs" (if any) are records fit() can reuse."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        _fail(path, f"metrics must be a JSON object, got {type(metrics).__name__}")
+    records = metrics.get("epochs", [])
+    if not isinstance(records, list):
+        _fail(path, "metrics['epochs'] must be a list of epoch records")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            _fail(path, f"metrics['epochs'][{i}] must be a JSON object, got {r!r}")
+
+
+# what fit() needs of each epoch record it resumes with
+RECORD_KEYS = ("epoch", "loss", "train_acc", "test_acc", "examples", "train_seconds")
+
+
+def check_records(checkpoint: "Checkpoint", epochs: int) -> list:
+    """The first ``epochs`` epoch records of a checkpoint's metrics, for resuming."""
+    records = list((checkpoint.metrics or {}).get("epochs", []))[:epochs]
+    for i, r in enumerate(records):
+        if not all(_is_number(r.get(k)) for k in RECORD_KEYS):
+            _fail(checkpoint.path, f"metrics['epochs'][{i}] must hold numbers for "
+                                   f"{list(RECORD_KEYS)} to resume, got {r!r}")
+    return records
+
+
+def _check_optimizer(path, opt, params) -> None:
+    if not isinstance(opt, dict) or not {"lr", "momentum", "weight_decay", "params",
+                                         "momentum_buffers"} <= set(opt):
+        _fail(path, f"optimizer entry is incomplete: {opt!r}")
+    for key in ("lr", "momentum", "weight_decay"):
+        v = opt[key]
+        if not _is_number(v) or not np.isfinite(v) or v < 0:
+            _fail(path, f"optimizer {key} must be a finite non-negative number, got {v!r}")
+    for key in ("params", "momentum_buffers"):
+        names = opt[key]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            _fail(path, f"optimizer {key} must be a list of parameter names, got {names!r}")
+    unknown = [n for n in opt["params"] if n not in params]
+    if unknown:
+        _fail(path, f"optimizer names parameters {unknown} that the file does not hold")
+    stray = [n for n in opt["momentum_buffers"] if n not in opt["params"]]
+    if stray:
+        _fail(path, f"optimizer lists momentum buffers {stray} of parameters it does not "
+                    "optimise")
+
+
 def load_checkpoint(path) -> Checkpoint:
-    """Read and check a checkpoint; any problem is a ValueError naming the file."""
+    """Read and check a checkpoint; any problem is a ValueError naming the file.
+
+    Nothing in the file is executed: every entry's .npy header is read first and an
+    entry holding Python objects (a pickle) is refused before its data is touched;
+    the rest is read with ``allow_pickle=False``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or Path, got "
+                        f"{type(path).__name__}")
     path = str(path)
+    if os.path.isdir(path):
+        _fail(path, f"is a folder; expected the checkpoint file in it, e.g. "
+                    f"{os.path.join(path, 'checkpoint.npz')}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        _fail(path, f"not a readable .npz file ({type(exc).__name__}: {exc}); it may be "
-                    "truncated or not a tinyalex checkpoint")
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        _fail(path, "holds a single array, not a tinyalex checkpoint (.npz archive)")
-    with archive:
-        files = list(archive.files)
-        missing = [k for k in _JSON_KEYS if k not in files]
-        if missing:
-            _fail(path, f"missing entries {missing}; not a tinyalex checkpoint")
-        arrays = {}
-        for key in files:
-            try:
-                arrays[key] = archive[key]
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-                _fail(path, f"entry {key!r} cannot be read ({type(exc).__name__}: {exc}); "
-                            "the file is damaged")
+    arrays = _read_entries(path)
+    files = list(arrays)
+    missing = [k for k in _JSON_KEYS if k not in files]
+    if missing:
+        _fail(path, f"missing entries {missing}; not a tinyalex checkpoint")
+    unexpected = [k for k in files if k not in _JSON_KEYS and not k.startswith("param/")
+                  and not k.startswith("momentum/")]
+    if unexpected:
+        _fail(path, f"unexpected entries {unexpected}; not a tinyalex checkpoint of format "
+                    f"{FORMAT_VERSION}")
     meta = {}
     for key in _JSON_KEYS:
         a = arrays[key]
@@ -192,13 +401,13 @@ def load_checkpoint(path) -> Checkpoint:
                         f"dtype {a.dtype} shape {a.shape}")
         try:
             meta[key] = json.loads(str(a))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             _fail(path, f"entry {key!r} is not valid JSON ({exc})")
     version = meta["format_version"]
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         _fail(path, f"format_version {version!r}; this tinyalex reads version "
                     f"{FORMAT_VERSION}" + (" (written by a newer tinyalex?)"
-                                           if isinstance(version, int) and version > 1 else ""))
+                                           if _is_number(version) and version > 1 else ""))
     epoch = meta["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         _fail(path, f"epoch must be a non-negative integer, got {epoch!r}")
@@ -206,12 +415,21 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(recipe, dict) or recipe.get("model") not in MODELS:
         got = recipe.get("model") if isinstance(recipe, dict) else recipe
         _fail(path, f"recipe must name a model in {MODELS}, got {got!r}")
+    from .train import check_recipe   # late import: train is built on this module
+    try:
+        check_recipe(recipe)
+    except (ValueError, TypeError) as exc:
+        _fail(path, f"its recipe is not valid ({exc})")
     if not isinstance(meta["rng_state"], str):
         _fail(path, "rng_state must be the JSON text of tinyalex.random.get_rng_state()")
     try:
-        json.loads(meta["rng_state"])["state"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        np.random.PCG64().state = json.loads(meta["rng_state"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError,
+            RecursionError):
         _fail(path, "rng_state is not a generator state saved by tinyalex")
+    _check_metrics(path, meta["metrics"])
+    if meta["data_order"] is not None and not isinstance(meta["data_order"], dict):
+        _fail(path, "data_order must be a JSON object")
 
     params = OrderedDict()
     for key, a in arrays.items():
@@ -229,27 +447,32 @@ def load_checkpoint(path) -> Checkpoint:
     optimizer_state = None
     opt = meta["optimizer"]
     if opt is not None:
-        if not isinstance(opt, dict) or not {"lr", "momentum", "weight_decay", "params",
-                                             "momentum_buffers"} <= set(opt):
-            _fail(path, f"optimizer entry is incomplete: {opt!r}")
-        unknown = [n for n in opt["params"] if n not in params]
-        if unknown:
-            _fail(path, f"optimizer names parameters {unknown} that the file does not hold")
+        _check_optimizer(path, opt, params)
         buffers = []
         for name in opt["params"]:
             if name in opt["momentum_buffers"]:
                 key = f"momentum/{name}"
                 if key not in arrays:
                     _fail(path, f"momentum buffer {key!r} is listed but missing")
-                if arrays[key].shape != params[name].shape:
-                    _fail(path, f"momentum buffer of {name!r} has shape {arrays[key].shape}, "
+                b = arrays[key]
+                if b.shape != params[name].shape:
+                    _fail(path, f"momentum buffer of {name!r} has shape {b.shape}, "
                                 f"the parameter {params[name].shape}")
-                buffers.append(arrays[key])
+                if b.dtype.kind != "f" or not np.isfinite(b).all():
+                    _fail(path, f"momentum buffer of {name!r} must hold finite floats, got "
+                                f"dtype {b.dtype}" + ("" if b.dtype.kind != "f"
+                                                      else " with NaN or infinite values"))
+                buffers.append(b)
             else:
                 buffers.append(None)
         optimizer_state = {"lr": opt["lr"], "momentum": opt["momentum"],
                            "weight_decay": opt["weight_decay"], "params": list(opt["params"]),
                            "momentum_buffers": buffers}
+    stray = [k for k in files if k.startswith("momentum/")
+             and (opt is None or k[len("momentum/"):] not in opt["momentum_buffers"])]
+    if stray:
+        _fail(path, f"entries {stray} are momentum buffers the optimizer entry does not "
+                    "list")
     return Checkpoint(path=path, params=params, epoch=epoch, recipe=recipe,
                       rng_state=meta["rng_state"], optimizer_state=optimizer_state,
                       metrics=meta["metrics"], data_order=meta["data_order"] or {},
@@ -292,6 +515,7 @@ def load_optimizer(optimizer, model, checkpoint: Checkpoint) -> None:
 def load_model(path, backend: str = "numpy"):
     """``(model, checkpoint)``: the architecture named by the recipe, with its weights,
     on ``backend``, in eval mode."""
+    B.check_backend_name(backend)
     checkpoint = load_checkpoint(path)
     state = R.get_rng_state()          # building draws initial weights; leave the
     try:                               # caller's random stream as it was

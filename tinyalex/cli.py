@@ -3,6 +3,11 @@
 Flags default to d2l's recipe of the model (``tinyalex.train.D2L_RECIPES``). With
 ``--resume`` the recipe comes from the checkpoint in ``--out``; a flag given on the
 command line must then agree with it (``--epochs`` may grow, to train longer).
+
+Exit status: 0 done; 2 a bad flag, file or folder, or out of memory (the message says
+what to change); 3 training diverged (the loss became non-finite or exploded; the
+last good checkpoint is kept); 130 / 143 stopped by SIGINT / SIGTERM (the last
+complete epoch is kept; ``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import backend as B
-from .train import CHECKPOINT, D2L_RECIPES, TrainingInterrupted, fit
+from .train import CHECKPOINT, D2L_RECIPES, TrainingDiverged, TrainingInterrupted, fit
 
 # flag name -> recipe key
 _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
@@ -96,6 +101,8 @@ def main(model: str, argv=None, description: str = "") -> int:
             B.xp_of(backend)      # a clear error now if cupy was asked for but is unusable
             print(f"backend: {backend}")
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; expected a folder")
         ckpt_path = out / CHECKPOINT
         ckpt = None
         if args.resume:
@@ -125,7 +132,13 @@ def main(model: str, argv=None, description: str = "") -> int:
             print(f"resume with: python {sys.argv[0]} --out {args.out} --resume",
                   file=sys.stderr)
         return exc.exit_code
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except KeyboardInterrupt:              # Ctrl-C before training began: nothing written
+        print("\ninterrupted before training began; nothing was written", file=sys.stderr)
+        return 130
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"files in {out}: checkpoint.npz, metrics.json, curves.png")

@@ -27,6 +27,7 @@ align_corners=False)`` up to float32 rounding.
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import zlib
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as B
+from .ops.checks import check_bytes, check_int
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -44,6 +46,9 @@ FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 ROWS = COLS = 28
 NUM_CLASSES = len(CLASS_NAMES)
+# the largest side ``resize`` accepts: the images are 28x28 and d2l's AlexNet takes 224;
+# beyond this a batch of inputs is gigabytes of interpolated pixels
+MAX_RESIZE = 2048
 
 HOW_TO_GET = ("get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
               "download the four *-ubyte.gz files from "
@@ -86,6 +91,9 @@ def find_files(data_dir=None) -> dict:
     Raises FileNotFoundError saying where it looked and how to get the data.
     """
     explicit = []
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"Fashion-MNIST: data_dir must be a folder path (str or Path), got "
+                        f"{type(data_dir).__name__}")
     if data_dir is not None:
         explicit.append(("--data-dir", Path(data_dir)))
     env = os.environ.get("FASHION_MNIST_DIR")
@@ -144,6 +152,9 @@ def read_idx(path, ndim: int) -> np.ndarray:
     IDX layout: two zero bytes, a type code (0x08 = unsigned byte), the number of
     dimensions, then one big-endian uint32 per dimension, then the data.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"read_idx: path must be a str or Path, got {type(path).__name__}")
+    ndim = check_int(ndim, "ndim", "read_idx", 1, 255)
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4:
@@ -159,13 +170,20 @@ def read_idx(path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise ValueError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) + header
+    expected = header + _product(dims)      # Python ints: no overflow for any header
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "has trailing bytes"
         raise ValueError(f"{path}: {problem}: the header says dimensions {dims}, which need "
                          f"{expected} bytes, but the file holds {len(raw)}")
     # a writable copy, shaped by the dimensions the header gives
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _product(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
 
 
 def read_images(path) -> np.ndarray:
@@ -217,7 +235,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training order of epoch ``epoch``: a permutation drawn from a generator
     seeded with ``(seed, epoch)``, so that any epoch can be replayed on resume
     without saving any state but the seed."""
-    return np.random.Generator(np.random.PCG64([int(seed), int(epoch)])).permutation(n)
+    n = check_int(n, "n", "epoch_order", 0)
+    seed = check_int(seed, "seed", "epoch_order", 0)
+    epoch = check_int(epoch, "epoch", "epoch_order", 0)
+    return np.random.Generator(np.random.PCG64([seed, epoch])).permutation(n)
 
 
 def batches(images, labels, batch_size: int, *, shuffle: bool = False, seed: int = 0,
@@ -233,6 +254,8 @@ def batches(images, labels, batch_size: int, *, shuffle: bool = False, seed: int
     N = len(images)
     if len(labels) != N:
         raise ValueError(f"batches: {N} images but {len(labels)} labels")
+    check_int(seed, "seed", "batches", 0)
+    check_int(epoch, "epoch", "batches", 0)
     order = epoch_order(N, seed, epoch) if shuffle else None
     for start in range(0, N, batch_size):
         if order is None:
@@ -254,10 +277,16 @@ def augment(images, seed: int, epoch: int, batch_index: int, crop_padding: int =
     ``flip``: mirror left-right with probability 1/2. Random numbers come from
     ``(seed, epoch, batch_index)`` so that a resumed run sees the same ones.
     """
+    _check_host_images(images, "augment")
+    N, H, W = images.shape
+    crop_padding = check_int(crop_padding, "crop_padding", "augment", 0, max(H, W))
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"augment: flip must be True or False, got {flip!r}")
+    for arg, v in (("seed", seed), ("epoch", epoch), ("batch_index", batch_index)):
+        check_int(v, arg, "augment", 0)
     if not crop_padding and not flip:
         return images
     rng = np.random.Generator(np.random.PCG64([int(seed), int(epoch), int(batch_index), 1]))
-    N, H, W = images.shape
     out = np.array(images)
     if crop_padding:
         P = int(crop_padding)
@@ -285,8 +314,12 @@ def bilinear_matrix(in_size: int, out_size: int, xp=np) -> "np.ndarray":
     at 0), between pixels ``i0 = floor(src)`` and ``i1 = min(i0 + 1, in - 1)`` with
     weights ``1 - (src - i0)`` and ``src - i0``; computed in float32 as PyTorch does.
     """
+    for arg, v in (("in_size", in_size), ("out_size", out_size)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"bilinear_matrix: {arg} must be an int, got {v!r}")
     if in_size < 1 or out_size < 1:
         raise ValueError(f"bilinear_matrix: sizes must be positive, got {in_size} -> {out_size}")
+    check_bytes("bilinear_matrix", "the interpolation matrix", (out_size, in_size), 4)
     scale = np.float32(in_size) / np.float32(out_size)
     o = np.arange(out_size, dtype=np.float32)
     src = np.maximum(scale * (o + np.float32(0.5)) - np.float32(0.5), np.float32(0))
@@ -307,8 +340,18 @@ def resize_bilinear(x, size):
     Per image, two small matrix products: ``Ry (OH, H) @ img (H, W) @ Rx.T (W, OW)``.
     """
     xp = B.get_array_module(x)
-    OH, OW = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if getattr(x, "ndim", None) != 4 or x.dtype.kind != "f":
+        raise ValueError(f"resize_bilinear: expected a float batch (N, C, H, W), got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} of shape "
+                         f"{getattr(x, 'shape', '?')}")
+    sizes = (size, size) if not isinstance(size, (tuple, list)) else tuple(size)
+    if len(sizes) != 2:
+        raise ValueError(f"resize_bilinear: size must be an int or a pair (OH, OW), got "
+                         f"{size!r}")
+    OH, OW = (check_int(v, "size", "resize_bilinear", 1) for v in sizes)
     N, C, H, W = x.shape
+    check_bytes("resize_bilinear", "the resized batch", (N, C, OH, OW), x.dtype.itemsize,
+                "use a smaller size or batch")
     if (OH, OW) == (H, W):
         return x
     Ry = bilinear_matrix(H, OH, xp).astype(x.dtype)            # (OH, H)
@@ -326,9 +369,22 @@ def to_input(images, backend: str = "numpy", resize: int | None = None):
     scaled and, with ``resize``, interpolated there.
     """
     xp = B.xp_of(backend)
+    _check_host_images(images, "to_input")
     N, H, W = images.shape
+    if N == 0:
+        raise ValueError("to_input: empty batch (0 images)")
+    if resize is not None:
+        resize = check_int(resize, "resize", "to_input", 1, MAX_RESIZE)
     x = xp.asarray(np.ascontiguousarray(images))               # (N, H, W) uint8 on backend
     x = x.reshape(N, 1, H, W).astype(np.float32) / np.float32(255)   # (N, 1, H, W), as ToTensor
-    if resize is not None and int(resize) != H:
-        x = resize_bilinear(x, int(resize))
+    if resize is not None and resize != H:
+        x = resize_bilinear(x, resize)
     return x
+
+
+def _check_host_images(images, where) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+        got = (f"dtype {images.dtype} and shape {images.shape}"
+               if isinstance(images, np.ndarray) else type(images).__name__)
+        raise TypeError(f"{where}: expected host images as a uint8 NumPy array (N, H, W), "
+                        f"got {got}")

@@ -62,6 +62,7 @@ def enable_grad():
 
 
 DEFAULT_FLOAT = np.float32
+NUMERIC_KINDS = "biuf"      # bool, signed and unsigned int, float: what ops accept
 
 
 # --------------------------------------------------------------------------------------
@@ -169,6 +170,9 @@ class Tensor:
             data = data.data
         elif not (isinstance(data, np.ndarray) or B.is_cupy_array(data)):
             data = np.asarray(data)
+        if data.dtype.kind not in NUMERIC_KINDS:
+            raise TypeError(f"a tensor holds numbers (bool, int or float), got an array of "
+                            f"dtype {data.dtype}")
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype "
                             f"{data.dtype}")
@@ -275,7 +279,7 @@ class Tensor:
         return out
 
     def astype(self, dtype) -> "Tensor":
-        dtype = np.dtype(dtype)
+        dtype = check_dtype(dtype, "astype")
         if dtype == self.dtype:
             return self
         if dtype.kind == "f" and self.dtype.kind == "f":
@@ -542,14 +546,51 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
     elif isinstance(data, np.ndarray) or B.is_cupy_array(data):
         arr = data.copy()
     else:
-        arr = np.array(data)
-        if arr.dtype.kind not in "biuf":
+        try:
+            arr = np.array(data)
+        except ValueError:
+            raise ValueError(f"cannot build a tensor from a {type(data).__name__} of rows "
+                             "of different lengths (a ragged nested list); every row of "
+                             "a tensor has the same length") from None
+        if arr.dtype.kind not in NUMERIC_KINDS:
             raise TypeError(f"cannot build a tensor from {type(data).__name__} holding "
                             f"mixed or non-numeric values (NumPy dtype {arr.dtype})")
         if arr.dtype.kind == "f" and dtype is None:
             arr = arr.astype(DEFAULT_FLOAT)
+    if arr.dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"cannot build a tensor from an array of dtype {arr.dtype}; "
+                        "expected bool, int or float values")
     if dtype is not None:
-        arr = arr.astype(np.dtype(dtype), copy=False)
+        dtype = check_dtype(dtype, "tensor")
+        arr = arr.astype(dtype, copy=False)
     if backend is not None:
         arr = B.to_backend(arr, backend)
     return Tensor(arr, requires_grad=requires_grad)
+
+
+def check_dtype(dtype, where: str) -> np.dtype:
+    """``dtype`` as a NumPy dtype of numbers (bool, int or float), or a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: {dtype!r} is not a dtype; use e.g. tinyalex.float32 or "
+                        "tinyalex.int64") from None
+    if dt.kind not in NUMERIC_KINDS:
+        raise TypeError(f"{where}: dtype must be bool, int or float, got {dt}")
+    return dt
+
+
+def check_shape(shape, where: str, dtype=DEFAULT_FLOAT) -> tuple:
+    """A shape of non-negative ints (bools refused) whose array fits in memory."""
+    from .ops.checks import check_bytes  # late import: ops are built on this module
+    if not isinstance(shape, (tuple, list)):
+        shape = (shape,)
+    for s in shape:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{where}: sizes must be ints, got {tuple(shape)!r} (a "
+                            f"{type(s).__name__})")
+        if s < 0:
+            raise ValueError(f"{where}: sizes must be >= 0, got {tuple(shape)!r}")
+    dt = check_dtype(dtype, where)
+    check_bytes(where, "a tensor", shape, dt.itemsize)
+    return tuple(int(s) for s in shape)

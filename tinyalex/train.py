@@ -19,12 +19,26 @@ uninterrupted run would be. Ctrl-C (SIGINT) or SIGTERM stops training after the
 current batch (a second one at once, unless a checkpoint is being written, which
 is always finished first); then ``TrainingInterrupted`` is raised and the files of
 the last complete epoch stay.
+
+Faults (tests/test_faults.py, tests/test_resources.py):
+
+* SIGKILL or a power cut at any moment leaves the last complete checkpoint whole
+  (files are written atomically, ``checkpoint.atomic_write``); the next run into the
+  folder removes the temporary files a killed write left, and holds the folder
+  locked while it trains, so that two runs never write into one folder;
+* a loss that is not finite, or far above chance level (``DIVERGENCE_FACTOR``), stops
+  training with ``TrainingDiverged``, naming the epoch and step and what to change;
+  the checkpoint of the last complete epoch is kept;
+* running out of memory (NumPy's MemoryError, CuPy's OutOfMemoryError, a cuBLAS or
+  CUDA allocation failure) in a training step or in evaluation becomes
+  ``OutOfMemory``, which says where and suggests a smaller batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -37,9 +51,10 @@ import numpy as np
 
 from . import backend as B
 from . import random as R
-from .checkpoint import (atomic_write, build_model, load_checkpoint, load_optimizer,
-                         load_weights, save_checkpoint)
-from .data import augment, batches, num_batches, to_input
+from .checkpoint import (atomic_write, build_model, check_records, exclusive_folder,
+                         load_checkpoint, load_optimizer, load_weights, remove_stale_temps,
+                         save_checkpoint)
+from .data import MAX_RESIZE, ROWS, augment, batches, num_batches, to_input
 from .models import init_weights_xavier
 from .ops.loss import cross_entropy
 from .optim import SGD
@@ -58,6 +73,14 @@ D2L_RECIPES = {
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
+# A batch whose mean cross-entropy exceeds DIVERGENCE_FACTOR * ln(classes) has
+# diverged: it gives the true class, on average, a probability below
+# exp(-100 * ln 10) = 1e-100 (guessing gives 1/10). No run that learns comes near:
+# LeNet at lr 30 peaks near 60; at lr 100 it passes 230 by its third step, and its
+# loss stays finite (the cross-entropy is computed stably), so a NaN test alone
+# would never stop it.
+DIVERGENCE_FACTOR = 100
+EXIT_DIVERGED = 3                      # the scripts' exit status after divergence
 
 
 class TrainingInterrupted(Exception):
@@ -73,6 +96,59 @@ class TrainingInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum          # 130 for SIGINT, as a shell reports it
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the weights) became non-finite or exploded; nothing of the
+    diverging epoch was saved, the checkpoint of the last complete epoch is kept."""
+
+    exit_code = EXIT_DIVERGED
+
+    def __init__(self, message: str, epoch: int, step: int, loss: float):
+        self.epoch, self.step, self.loss = epoch, step, loss
+        super().__init__(message)
+
+
+class OutOfMemory(RuntimeError):
+    """Memory ran out in a training step or in evaluation; says where and what to try."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure on either backend, recognised without importing
+    CuPy: NumPy's MemoryError and CuPy's ``cupy.cuda.memory.OutOfMemoryError`` (a
+    MemoryError subclass), and CUDA or cuBLAS errors that report a failed allocation
+    (``CUBLAS_STATUS_ALLOC_FAILED``, ``cudaErrorMemoryAllocation``,
+    ``CUDA_ERROR_OUT_OF_MEMORY`` from CuPy or numba.cuda)."""
+    if isinstance(exc, MemoryError):
+        return True
+    module = type(exc).__module__ or ""
+    if not module.startswith(("cupy", "cupy_backends", "numba")):
+        return False
+    text = str(exc)
+    return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
+            or "ALLOC_FAILED" in text or "MemoryAllocation" in text)
+
+
+def _out_of_memory(exc, where: str, batch: int, backend: str, shape) -> OutOfMemory:
+    device = "GPU" if backend == "cupy" else "host"
+    smaller = max(1, batch // 2)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OutOfMemory(
+        f"out of {device} memory {where} (a batch of {batch} images of shape "
+        f"{tuple(shape)} on {backend}: {type(exc).__name__}: {text}); use a smaller "
+        f"batch, e.g. --batch-size {smaller}" + (", or free the GPU of other processes"
+                                                 if backend == "cupy" else ""))
+
+
+@contextlib.contextmanager
+def _translate_oom(where: str, batch: int, backend: str, shape):
+    """Turn an allocation failure inside the block into ``OutOfMemory``."""
+    try:
+        yield
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise _out_of_memory(exc, where, batch, backend, shape) from None
+        raise
 
 
 # --------------------------------------------------------------------------------------
@@ -169,9 +245,12 @@ def predict(net, images, batch_size: int, backend: str, resize=None,
     out = []
     try:
         with no_grad():
-            for X_host, _ in batches(images, np.zeros(len(images), np.int64), batch_size):
-                logits = net(Tensor(to_input(X_host, backend, resize))).data
-                out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
+            for i, (X_host, _) in enumerate(batches(images, np.zeros(len(images), np.int64),
+                                                    batch_size)):
+                with _translate_oom(f"in evaluation (batch {i + 1})", len(X_host), backend,
+                                    X_host.shape):
+                    logits = net(Tensor(to_input(X_host, backend, resize))).data
+                    out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
                 check()
     finally:
         net.train(was_training)
@@ -193,11 +272,27 @@ def _progress_bar(total, desc, enabled):
                 mininterval=0.5, dynamic_ncols=True)
 
 
+def _diverged(loss: float, classes: int) -> bool:
+    return not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * math.log(max(classes, 2))
+
+
+def _divergence_message(recipe, epoch, step, steps, loss, classes, what) -> str:
+    lr = recipe["lr"]
+    d2l = D2L_RECIPES[recipe["model"]]["lr"] if recipe.get("model") in D2L_RECIPES else None
+    advice = f"lower the learning rate (--lr {lr:g} now, e.g. --lr {lr / 10:g}"
+    advice += f"; d2l's {recipe['model']} recipe uses {d2l:g})" if d2l else ")"
+    if recipe.get("momentum"):
+        advice += f", or the momentum ({recipe['momentum']:g})"
+    return (f"training diverged in epoch {epoch + 1}, step {step} of {steps}: {what}; "
+            f"{advice}")
+
+
 def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoch: int,
                 progress: bool = False, check=_never) -> dict:
     """One pass over the (shuffled) training set; ``epoch`` counts from 0.
 
-    ``check()`` runs after every batch (the training loop's stop request)."""
+    ``check()`` runs after every batch (the training loop's stop request). A diverged
+    batch loss raises ``TrainingDiverged``, an allocation failure ``OutOfMemory``."""
     net.train()
     total_loss, correct, seen, timed = 0.0, 0, 0, 0.0
     bs = recipe["batch_size"]
@@ -208,15 +303,25 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
             X_host = augment(X_host, recipe["seed"], epoch, i,
                              recipe.get("crop_padding") or 0, bool(recipe.get("flip")))
             start = time.perf_counter()
-            X = Tensor(to_input(X_host, backend, recipe["resize"]))
-            y = Tensor(B.xp_of(backend).asarray(y_host))
-            optimizer.zero_grad()
-            logits = net(X)
-            loss = cross_entropy(logits, y)
-            loss.backward()
-            optimizer.step()
+            with _translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", len(X_host),
+                                backend, X_host.shape):
+                X = Tensor(to_input(X_host, backend, recipe["resize"]))
+                y = Tensor(B.xp_of(backend).asarray(y_host))
+                optimizer.zero_grad()
+                logits = net(X)
+                loss = cross_entropy(logits, y)
+                loss.backward()
+                optimizer.step()
+                batch_loss = float(loss.item())      # waits for the GPU, as d2l's metric.add
             n = len(y_host)
-            batch_loss = float(loss.item())          # waits for the GPU, as d2l's metric.add
+            classes = logits.shape[1]
+            if _diverged(batch_loss, classes):
+                what = (f"the batch loss is {batch_loss}" if not math.isfinite(batch_loss)
+                        else f"the batch loss is {batch_loss:.4g}, far above chance level "
+                             f"(ln {classes} = {math.log(classes):.3f})")
+                raise TrainingDiverged(
+                    _divergence_message(recipe, epoch, i + 1, num_batches(len(images), bs),
+                                        batch_loss, classes, what), epoch, i + 1, batch_loss)
             total_loss += batch_loss * n
             correct += _count_correct(logits.data, y.data)
             seen += n
@@ -229,6 +334,14 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
     finally:
         if bar is not None:
             bar.close()
+    bad = [name for name, p in net.named_parameters()
+           if not bool(B.get_array_module(p.data).isfinite(p.data).all())]
+    if bad:
+        steps = num_batches(len(images), bs)
+        raise TrainingDiverged(
+            _divergence_message(recipe, epoch, steps, steps, float("nan"), 0,
+                                f"after the last step the weights {bad[:3]} hold NaN or "
+                                "infinite values"), epoch, steps, float("nan"))
     return {"loss": total_loss / seen, "train_acc": correct / seen,
             "examples_per_sec": seen / timed, "train_seconds": timed, "examples": seen}
 
@@ -257,6 +370,9 @@ def check_recipe(recipe: dict) -> dict:
         v = full[key]
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"recipe: {key} must be a positive int, got {v!r}")
+    if full["resize"] > MAX_RESIZE:
+        raise ValueError(f"recipe: resize must be at most {MAX_RESIZE} (the images are "
+                         f"{ROWS}x{ROWS}; d2l's AlexNet takes 224), got {full['resize']!r}")
     for key in ("train_limit", "test_limit"):
         v = full[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
@@ -265,13 +381,17 @@ def check_recipe(recipe: dict) -> dict:
     seed, pad = full["seed"], full["crop_padding"]
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"recipe: seed must be a non-negative int, got {seed!r}")
-    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
-        raise ValueError(f"recipe: crop_padding must be a non-negative int, got {pad!r}")
-    if not (isinstance(full["lr"], (int, float)) and full["lr"] > 0):
-        raise ValueError(f"recipe: lr must be a positive number, got {full['lr']!r}")
-    for key in ("momentum", "weight_decay"):
-        if not (isinstance(full[key], (int, float)) and full[key] >= 0):
-            raise ValueError(f"recipe: {key} must be a non-negative number, got {full[key]!r}")
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or not 0 <= pad <= ROWS:
+        raise ValueError(f"recipe: crop_padding must be an int from 0 to {ROWS} (the image "
+                         f"side), got {pad!r}")
+    if not isinstance(full["flip"], (bool, np.bool_)):
+        raise ValueError(f"recipe: flip must be True or False, got {full['flip']!r}")
+    for key, lowest in (("lr", "positive"), ("momentum", "non-negative"),
+                        ("weight_decay", "non-negative")):
+        v = full[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v) or v < 0 or (lowest == "positive" and v == 0):
+            raise ValueError(f"recipe: {key} must be a {lowest} number (finite), got {v!r}")
     return full
 
 
@@ -330,7 +450,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
         load_optimizer(optimizer, net, ckpt)
         R.set_rng_state(ckpt.rng_state)
         start = ckpt.epoch
-        records = list((ckpt.metrics or {}).get("epochs", []))[:start]
+        records = check_records(ckpt, start)
         if start:
             log(f"resuming from {ckpt.path} after epoch {start}")
 
@@ -339,49 +459,80 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
             "train_examples": len(train_images), "test_examples": len(test_images),
             "train_batches_per_epoch": num_batches(len(train_images), recipe["batch_size"])}
     saved = start                      # complete epochs in the checkpoint on disk
-    with _Signals() as signals:
-        try:
-            for epoch in range(start, recipe["epochs"]):
-                started = time.perf_counter()
-                record = {"epoch": epoch + 1}
-                record.update(train_epoch(net, optimizer, train_images, train_labels,
-                                          recipe, backend, epoch, progress,
-                                          signals.check))
-                eval_start = time.perf_counter()
-                record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
-                                                       recipe["batch_size"], backend,
-                                                       recipe["resize"], signals.check)
-                record["eval_seconds"] = time.perf_counter() - eval_start
-                record["seconds"] = time.perf_counter() - started
-                records.append(record)
-                log(f"epoch {epoch + 1}/{recipe['epochs']}: {summary_line(record, backend)}")
-                if out is not None:
-                    with signals.critical():
-                        metrics = dict(info, status="running", epochs=records)
-                        save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
-                                        recipe=recipe, metrics=metrics)
-                        saved = epoch + 1
-                        _write_json(out / METRICS, metrics)
-                        _plot(out, records, recipe)
-        except (_Stop, KeyboardInterrupt):
-            done = saved if out is not None else len(records)
-            records = records[:done]
-            if out is not None:
-                with contextlib.suppress(Exception):
-                    _write_json(out / METRICS, dict(info, status="interrupted",
-                                                    interrupted_in_epoch=done + 1,
-                                                    epochs=records))
-            kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
-            raise TrainingInterrupted(done, signals.received or signal.SIGINT,
-                                      str(kept) if kept else None) from None
-    if out is not None:
-        _write_json(out / METRICS, dict(info, status="complete", epochs=records))
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(exclusive_folder(out))
+            removed = remove_stale_temps(out, (CHECKPOINT, METRICS, CURVES))
+            if removed:
+                log(f"removed {len(removed)} temporary file(s) that an interrupted write "
+                    f"left in {out}: {', '.join(removed)}")
+        signals = stack.enter_context(_Signals())
+        records = _train(net, optimizer, recipe, backend, out, info, records, saved, start,
+                         train_images, train_labels, test_images, test_labels, signals,
+                         progress, log)
     if records:
         total_n = sum(r["examples"] for r in records)
         total_t = sum(r["train_seconds"] for r in records)
         last = dict(records[-1], examples_per_sec=total_n / total_t)
         log(summary_line(last, backend))
     return net, records
+
+
+def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
+           train_images, train_labels, test_images, test_labels, signals, progress, log):
+    """The epochs of ``fit``, with its files; returns the epoch records."""
+    try:
+        for epoch in range(start, recipe["epochs"]):
+            started = time.perf_counter()
+            record = {"epoch": epoch + 1}
+            record.update(train_epoch(net, optimizer, train_images, train_labels,
+                                      recipe, backend, epoch, progress,
+                                      signals.check))
+            eval_start = time.perf_counter()
+            record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
+                                                   recipe["batch_size"], backend,
+                                                   recipe["resize"], signals.check)
+            record["eval_seconds"] = time.perf_counter() - eval_start
+            record["seconds"] = time.perf_counter() - started
+            records.append(record)
+            log(f"epoch {epoch + 1}/{recipe['epochs']}: {summary_line(record, backend)}")
+            if out is not None:
+                with signals.critical():
+                    metrics = dict(info, status="running", epochs=records)
+                    save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
+                                    recipe=recipe, metrics=metrics)
+                    saved = epoch + 1
+                    _write_json(out / METRICS, metrics)
+                    _plot(out, records, recipe)
+    except TrainingDiverged as exc:
+        kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
+        if out is not None:
+            with contextlib.suppress(Exception):
+                _write_json(out / METRICS, dict(info, status="diverged",
+                                                diverged={"epoch": exc.epoch + 1,
+                                                          "step": exc.step,
+                                                          "loss": repr(exc.loss)},
+                                                epochs=records[:saved]))
+        where = (f"the checkpoint of epoch {saved} is kept: {kept} (to train with another "
+                 "learning rate, start afresh with --overwrite or another --out: --resume "
+                 "keeps the checkpoint's recipe)" if kept and saved
+                 else "no checkpoint was written (no epoch completed)")
+        raise TrainingDiverged(f"{exc}. Nothing of epoch {exc.epoch + 1} was saved; "
+                               f"{where}", exc.epoch, exc.step, exc.loss) from None
+    except (_Stop, KeyboardInterrupt):
+        done = saved if out is not None else len(records)
+        records = records[:done]
+        if out is not None:
+            with contextlib.suppress(Exception):
+                _write_json(out / METRICS, dict(info, status="interrupted",
+                                                interrupted_in_epoch=done + 1,
+                                                epochs=records))
+        kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
+        raise TrainingInterrupted(done, signals.received or signal.SIGINT,
+                                  str(kept) if kept else None) from None
+    if out is not None:
+        _write_json(out / METRICS, dict(info, status="complete", epochs=records))
+    return records
 
 
 def _plot(out: Path, records, recipe) -> None:

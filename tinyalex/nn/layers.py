@@ -8,16 +8,29 @@ import numbers
 import numpy as np
 
 from ..ops import activation, conv, dense, loss, pool
-from ..ops.checks import pair
+from ..ops.checks import check_bytes, check_int, pair
 from ..tensor import Parameter
 from . import init
 from .module import Module
 
 
 def _positive_int(value, arg, where):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+            or value < 1:
         raise ValueError(f"{where}: {arg} must be a positive int, got {value!r}")
     return int(value)
+
+
+def _flag(value, arg, where) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {arg} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _weight_fits(where, shape):
+    """A layer whose weight alone would not fit in memory is refused before allocation."""
+    check_bytes(where, "the weight", shape, np.dtype(np.float32).itemsize,
+                "check the layer's sizes")
 
 
 class Conv2d(Module):
@@ -31,7 +44,9 @@ class Conv2d(Module):
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
+        bias = _flag(bias, "bias", "Conv2d")
         KH, KW = self.kernel_size
+        _weight_fits("Conv2d", (self.out_channels, self.in_channels, KH, KW))
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels, KH, KW),
                                          dtype=np.float32))
         self.bias = Parameter(np.empty(self.out_channels, dtype=np.float32)) if bias else None
@@ -63,6 +78,8 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features", "Linear")
         self.out_features = _positive_int(out_features, "out_features", "Linear")
+        bias = _flag(bias, "bias", "Linear")
+        _weight_fits("Linear", (self.out_features, self.in_features))
         self.weight = Parameter(np.empty((self.out_features, self.in_features),
                                          dtype=np.float32))
         self.bias = Parameter(np.empty(self.out_features, dtype=np.float32)) if bias else None
@@ -135,7 +152,8 @@ class Dropout(Module):
 class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim, self.end_dim = start_dim, end_dim
+        self.start_dim = check_int(start_dim, "start_dim", "Flatten")
+        self.end_dim = check_int(end_dim, "end_dim", "Flatten")
 
     def forward(self, x):
         return dense.flatten(x, self.start_dim, self.end_dim)

@@ -7,6 +7,8 @@ back to each input's shape (:func:`sum_to`).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import backend as B
@@ -149,10 +151,19 @@ class MatMul(Function):
         return ga, gb
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
 def _normalize_axis(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if _is_int(axis) else tuple(axis) if isinstance(axis, (tuple, list)) \
+        else None
+    if axes is None or not all(_is_int(a) for a in axes):
+        raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+    if len(set(a % ndim if ndim else a for a in axes)) != len(axes):
+        raise ValueError(f"axis {axis!r} names a dimension twice")
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
@@ -176,6 +187,11 @@ class Sum(Function):
 
 class Reshape(Function):
     def __init__(self, shape):
+        if not all(_is_int(s) for s in shape):
+            raise TypeError(f"reshape: the shape must be ints, got {tuple(shape)!r}")
+        if any(s < -1 for s in shape) or list(shape).count(-1) > 1:
+            raise ValueError(f"reshape: sizes must be >= 0, with at most one -1 (inferred), "
+                             f"got {tuple(shape)!r}")
         self.shape = tuple(int(s) for s in shape)
 
     def forward(self, x):
@@ -201,8 +217,12 @@ class GetItem(Function):
         try:
             return x[self.index]
         except IndexError as exc:
-            raise IndexError(f"index {self.index!r} into a tensor of shape "
-                             f"{tuple(x.shape)}: {exc}") from None
+            # out of range stays an IndexError (it ends Python's iteration protocol);
+            # an index of the wrong kind (a float, a string) is a TypeError
+            kind = IndexError if "out of bounds" in str(exc) or "too many" in str(exc) \
+                else TypeError
+            raise kind(f"index {self.index!r} into a tensor of shape "
+                       f"{tuple(x.shape)}: {exc}") from None
 
     def backward(self, gy):
         gx = B.get_array_module(gy).zeros(self.x_shape, dtype=gy.dtype)

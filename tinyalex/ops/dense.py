@@ -6,7 +6,7 @@ import numpy as np
 
 from ..tensor import Function
 from .basic import reshape
-from .checks import check_floating
+from .checks import check_floating, check_int
 
 
 class Linear(Function):
@@ -53,6 +53,8 @@ def linear(x, weight, bias=None):
 
 def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (default: all but the batch)."""
+    check_int(start_dim, "start_dim", "flatten")
+    check_int(end_dim, "end_dim", "flatten")
     shape = x.shape
     nd = len(shape)
     # as PyTorch: dims in [-nd, nd), a 0-d tensor counts as one dimension

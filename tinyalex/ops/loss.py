@@ -25,6 +25,9 @@ class CrossEntropy(Function):
         N, K = logits.shape
         if N == 0:
             raise ValueError("cross_entropy: empty batch (logits of shape (0, K))")
+        if K == 0:
+            raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} hold no "
+                             "classes; expected (N, K) with K >= 1")
         if target.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: target must hold integer class labels, got "
                             f"dtype {target.dtype}")
