@@ -28,6 +28,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
                      set_grad_enabled, tensor)
+from .tensor import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
 from .summarize import summary
 
@@ -39,7 +40,8 @@ int64 = _np.int64
 
 
 def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return _check_shape(shape, "zeros/ones/rand/randn")    # ints >= 0 that fit in memory
 
 
 def zeros(*shape, dtype=float32, backend="numpy", requires_grad=False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import tinyalex.kernels as kernels
@@ -11,9 +12,11 @@ from .tensor import Tensor, no_grad
 
 
 def _non_negative(value, arg, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value \
-            or value < 0 or (positive and value == 0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a positive number" if positive else "a non-negative number"
+        if isinstance(value, numbers.Real) and not math.isfinite(value):
+            need += " (finite)"
         raise ValueError(f"SGD: {arg} must be {need}, got {value!r}")
     return float(value)
 
@@ -26,6 +29,9 @@ class SGD:
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        if not hasattr(params, "__iter__"):
+            raise TypeError(f"SGD: params must be an iterable of Tensors (e.g. "
+                            f"net.parameters()), got {type(params).__name__}")
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import tinyalex.kernels as kernels
 
 from ..tensor import Function
-from .checks import check_floating, check_rank, check_window, pair
+from .checks import check_conv_memory, check_floating, check_rank, check_window, pair
 from .im2col import col2im, conv_output_size, im2col
 
 
@@ -95,6 +95,8 @@ class Conv2d(Function):
         _, _, H, W = x.shape
         _, _, KH, KW = weight.shape
         check_window(self.where, H, W, KH, KW, self.PH, self.PW)
+        check_conv_memory(self.where, x.shape, weight.shape, self.SH, self.SW, self.PH,
+                          self.PW, x.dtype.itemsize, kernels.get_mode() == "reference")
 
         self.k = kernels.select(x)
         y, self.saved = self.k.conv2d_forward(x, weight, bias, self.SH, self.SW, self.PH,

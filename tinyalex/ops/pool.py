@@ -19,7 +19,8 @@ import tinyalex.kernels as kernels
 
 from .. import backend as B
 from ..tensor import Function
-from .checks import check_floating, check_nonempty, check_rank, check_window, pair
+from .checks import (check_floating, check_nonempty, check_pool_memory, check_rank,
+                     check_window, pair)
 from .im2col import col2im, conv_output_size, im2col
 
 
@@ -89,6 +90,8 @@ class _Pool2d(Function):
         check_floating(x.dtype, self.where)
         _, _, H, W = x.shape
         check_window(self.where, H, W, self.KH, self.KW, self.PH, self.PW)
+        check_pool_memory(self.where, x.shape, *self.geometry, x.dtype.itemsize,
+                          kernels.get_mode() == "reference")
 
 
 class MaxPool2d(_Pool2d):
