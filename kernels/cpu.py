@@ -109,7 +109,18 @@ def _matmul(a, b, out):
         f.result()
 
 
-KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split)
+def _parallel(calls):
+    """Run zero-argument callables at once (the first in this thread, the others in the
+    pool; they must release the GIL to overlap) and return their results in order."""
+    if not SPLIT or len(calls) < 2:
+        return [call() for call in calls]
+    futures = [_pool.submit(call) for call in calls[1:]]
+    first = calls[0]()
+    return [first] + [f.result() for f in futures]
+
+
+KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split,
+                      direct=(_parallel, THREADS if SPLIT else 1))
 
 
 def sigmoid_forward(x):

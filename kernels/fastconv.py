@@ -24,7 +24,9 @@ memory every step. Here instead:
 An ``Engine`` is built with the array module and three primitives: ``im2col(xh, n0,
 n1, geometry, cols)``, ``col2im(gcols, n0, n1, geometry, gxh)`` (writing images n0..n1-1
 of gxh) and ``matmul(a, b, out)``; with ``winograd_run`` (how to call a compiled loop;
-CPU only) 3x3 stride-1 layers take the Winograd path of ``winograd.py``.
+CPU only) 3x3 and 5x5 stride-1 layers take the Winograd path of ``winograd.py``, and
+with ``direct`` (CPU only) stride-1 layers with few channels take the direct
+convolution of ``direct.py``, on plain (N, C, H, W) memory.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from .direct import applies as direct_applies
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,13 @@ class Geometry:
 
 @dataclass
 class Saved:
-    """What the fast backward needs: the channels-last input and the filters."""
-    xh: object          # (N, H, W, C)
-    w_hwc: object       # (OC, KH*KW*C); the (OC, C, r, r) weight when ``winograd``
+    """What the fast backward needs: the input and the filters."""
+    xh: object          # (N, H, W, C) channels-last; (N, C, H, W) plain when ``direct``
+    w_hwc: object       # (OC, KH*KW*C); the (OC, C, KH, KW) weight for Winograd and direct
     g: Geometry
     bias: bool
     winograd: int = 0   # r of the Winograd F(2x2, rxr) path taken, 0 for im2col
+    direct: bool = False  # the direct path (``direct.py``) was taken
 
 
 def as_nhwc(xp, x):
@@ -81,7 +86,8 @@ KMAJOR_RUN = 16      # window rows of at most this many numbers (KW*C) use im2co
 
 
 WINOGRAD_CHUNK_BYTES = 8 << 20   # transformed tiles per GEMM batch (V or M)
-WINOGRAD_MIN_CHANNELS = 8   # below, the GEMMs of the Winograd path are too thin to pay
+WINOGRAD_MIN_CHANNELS = 96  # below, the direct convolution (CPU) is faster: Winograd's
+                            # GEMMs are too thin (benchmarks/README.md)
 
 
 def winograd_size(g: Geometry) -> int:
@@ -121,7 +127,7 @@ class Workspace(threading.local):
 
 class Engine:
     def __init__(self, xp, im2col, col2im, matmul, chunk_bytes: int, winograd_run=None,
-                 im2col_kmajor=None):
+                 im2col_kmajor=None, direct=None):
         self.xp, self.im2col, self.col2im, self.matmul = xp, im2col, col2im, matmul
         self.im2col_kmajor = im2col_kmajor
         self.chunk_bytes = chunk_bytes
@@ -131,6 +137,10 @@ class Engine:
             from .winograd import Winograd
             self.winograd = Winograd(self.workspace, WINOGRAD_CHUNK_BYTES, winograd_run,
                                      lambda a, b, out: self.matmul(a, b, out))
+        self.direct = None
+        if direct is not None:              # direct(parallel, threads): see direct.py
+            from .direct import DirectConv
+            self.direct = DirectConv(*direct, fallback=self._im2col_backward_of)
 
     def _columns(self, xh, n0, n1, g: Geometry, dtype):
         """The chunk's im2col matrix (nb*OH*OW, K): a row-major workspace, or for few
@@ -151,8 +161,11 @@ class Engine:
         """y (N, OC, OH, OW) (channels-last memory) and what backward needs."""
         xp = self.xp
         N, P, K, OC = g.N, g.P, g.K, g.OC
-        xh = as_nhwc(xp, x)                                         # (N, H, W, C)
         r = winograd_size(g) if self.winograd is not None else 0
+        if not r and self.direct is not None and direct_applies(g):
+            y, xc, w = self.direct.forward(x, weight, bias, g)      # (N, OC, OH, OW)
+            return y, (Saved(xc, w, g, bias is not None, direct=True) if keep else None)
+        xh = as_nhwc(xp, x)                                         # (N, H, W, C)
         if r:
             from .winograd import filter_transform
             U = filter_transform(weight, x.dtype)                   # ((r+1)**2, OC, C)
@@ -176,6 +189,8 @@ class Engine:
 
     def backward(self, gy, s: Saved, need_x: bool, need_w: bool, need_b: bool):
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+        if s.direct:
+            return self.direct.backward(gy, s.xh, s.w_hwc, s.g, need_x, need_w, need_b)
         xp, ws, g = self.xp, self.workspace, s.g
         N, P, K, OC = g.N, g.P, g.K, g.OC
         # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC): a view for channels-last gy
@@ -213,3 +228,11 @@ class Engine:
         if need_x:
             gxh = gxh.transpose(0, 3, 1, 2)          # (N, H, W, C) -> (N, C, H, W), a view
         return gxh, gw, gb
+
+    def _im2col_backward_of(self, gy, x, weight, g: Geometry, need_x, need_w, need_b):
+        """The im2col backward for an input x (N, C, H, W) and weight (OC, C, KH, KW)
+        (the direct path's fallback)."""
+        # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), columns ordered (kh, kw, c)
+        w_hwc = weight.transpose(0, 2, 3, 1).reshape(g.OC, g.K)
+        return self.backward(gy, Saved(as_nhwc(self.xp, x), w_hwc, g, False), need_x,
+                             need_w, need_b)

@@ -9,7 +9,9 @@ listed in ``kernels/__init__.py``) from
   a grid covering ``total`` elements on the GPU);
 * ``matmul(a, b, out)``: the GEMM (BLAS through NumPy, cuBLAS through CuPy);
 * ``winograd``: on the CPU, how to run a Winograd tile transform over tile ranges
-  (``cpu._call_split``); None leaves every layer to im2col + GEMM.
+  (``cpu._call_split``); None leaves every layer to im2col + GEMM;
+* ``direct``: on the CPU, ``(parallel, threads)`` for the direct convolution of
+  layers with few channels (``direct.py``); None leaves those to im2col + GEMM.
 
 Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
 compiled loops do not check bounds: a bad call raises ValueError here and never
@@ -65,11 +67,12 @@ def _reference(name):
 
 
 class FastKernels:
-    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None):
+    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None, direct=None):
         self.xp, self.loops, self.run = xp, loops, run
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
                              winograd or None,
-                             self._im2col_kmajor if hasattr(loops, "im2col_kmajor") else None)
+                             self._im2col_kmajor if hasattr(loops, "im2col_kmajor") else None,
+                             direct)
 
     def table(self) -> dict:
         names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
@@ -173,21 +176,41 @@ class FastKernels:
                              f"expected {(g.N, g.OC, g.OH, g.OW)} ({saved.xh.dtype})")
         return self.engine.backward(gy, saved, need_x, need_w, need_b)
 
+    # -- pooling: each channel alone, in the memory order the input has -------------------
+    def _pool_images(self, x):
+        """x (N, C, H, W) as channels-last images for the pooling loops: ``(xh, plain)``.
+        Plain (N, C, H, W) memory is already N*C one-channel images (N*C, H, W, 1), so
+        it is pooled as it lies and the result stays plain; any other order is
+        pooled channels-last (a view when the memory is, else a copy)."""
+        N, C, H, W = x.shape
+        if C > 1 and x.flags.c_contiguous:
+            return x.reshape(N * C, H, W, 1), True                  # (N*C, H, W, 1)
+        return as_nhwc(self.xp, x), False                           # (N, H, W, C)
+
+    @staticmethod
+    def _pool_result(yh, N, C, plain):
+        """(N', OH', OW', C') pooled images -> the (N, C, OH', OW') result, a view."""
+        if plain:
+            return yh.reshape(N, C, yh.shape[1], yh.shape[2])       # (N*C, ., ., 1) -> plain
+        return yh.transpose(0, 3, 1, 2)                             # (N, ., ., C) -> (N, C, ., .)
+
     def max_pool2d_forward(self, x, KH, KW, SH, SW, PH, PW):
-        """y (N, C, OH, OW) over channels-last memory, argmax (N, OH, OW, C) int32."""
+        """y (N, C, OH, OW) in the memory order of x (plain or channels-last), and
+        argmax int32, (N, OH, OW, C) or, for plain memory, (N*C, OH, OW, 1)."""
         if not self._fast(x):
             return _reference("max_pool2d_forward")(x, KH, KW, SH, SW, PH, PW)
         self._check_4d("max_pool2d", x)
         xp = self.xp
         N, C, H, W = x.shape
         OH, OW = check_geometry("max_pool2d", H, W, KH, KW, SH, SW, PH, PW)
-        xh = as_nhwc(xp, x)                                             # (N, H, W, C)
-        yh = xp.empty((N, OH, OW, C), dtype=x.dtype)                    # (N, OH, OW, C)
-        arg = xp.empty((N, OH, OW, C), dtype=np.int32)
-        self.run(self.loops.max_pool_forward, yh.size, xh.reshape(N * H, W * C), N, H, W,
-                 C, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(N * OH, OW * C),
-                 arg.reshape(N * OH, OW * C))
-        return yh.transpose(0, 3, 1, 2), arg                            # (N, C, OH, OW) view
+        xh, plain = self._pool_images(x)
+        NI, CI = xh.shape[0], xh.shape[3]                           # images, channels
+        yh = xp.empty((NI, OH, OW, CI), dtype=x.dtype)              # (NI, OH, OW, CI)
+        arg = xp.empty((NI, OH, OW, CI), dtype=np.int32)
+        self.run(self.loops.max_pool_forward, yh.size, xh.reshape(NI * H, W * CI), NI, H, W,
+                 CI, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(NI * OH, OW * CI),
+                 arg.reshape(NI * OH, OW * CI))
+        return self._pool_result(yh, N, C, plain), arg
 
     def max_pool2d_backward(self, gy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
         if not self._fast(gy) or not isinstance(argmax, self.xp.ndarray) or argmax.ndim != 4:
@@ -196,32 +219,40 @@ class FastKernels:
         xp = self.xp
         N, C, H, W = (int(s) for s in x_shape)
         OH, OW = check_geometry("max_pool2d backward", H, W, KH, KW, SH, SW, PH, PW)
-        if gy.shape != (N, C, OH, OW) or argmax.shape != (N, OH, OW, C) \
-                or argmax.dtype != np.int32:
+        plain = C > 1 and argmax.shape == (N * C, OH, OW, 1)        # as forward chose
+        if gy.shape != (N, C, OH, OW) or argmax.dtype != np.int32 \
+                or not (plain or argmax.shape == (N, OH, OW, C)):
             raise ValueError(f"max_pool2d backward: gradient {gy.shape} and argmax "
                              f"{argmax.shape} ({argmax.dtype}) do not match input {x_shape}")
-        gyh = as_nhwc(xp, gy)                                           # (N, OH, OW, C)
-        gxh = xp.empty((N, H, W, C), dtype=gy.dtype)                    # (N, H, W, C)
-        self.run(self.loops.max_pool_backward, gxh.size, gyh.reshape(N * OH, OW * C),
-                 xp.ascontiguousarray(argmax).reshape(N * OH, OW * C), N, H, W, C, KH, KW,
-                 SH, SW, PH, PW, OH, OW, gxh.reshape(N * H, W * C), gy.dtype.type(0))
-        return gxh.transpose(0, 3, 1, 2)
+        if plain:
+            gyh = xp.ascontiguousarray(gy).reshape(N * C, OH, OW, 1)  # (N*C, OH, OW, 1)
+        else:
+            gyh = as_nhwc(xp, gy)                                   # (N, OH, OW, C)
+        NI, CI = gyh.shape[0], gyh.shape[3]
+        gxh = xp.empty((NI, H, W, CI), dtype=gy.dtype)              # (NI, H, W, CI)
+        self.run(self.loops.max_pool_backward, gxh.size, gyh.reshape(NI * OH, OW * CI),
+                 xp.ascontiguousarray(argmax).reshape(NI * OH, OW * CI), NI, H, W, CI, KH,
+                 KW, SH, SW, PH, PW, OH, OW, gxh.reshape(NI * H, W * CI), gy.dtype.type(0))
+        return self._pool_result(gxh, N, C, plain)
 
     def avg_pool2d_forward(self, x, KH, KW, SH, SW, PH, PW):
+        """y (N, C, OH, OW) in the memory order of x (plain or channels-last)."""
         if not self._fast(x):
             return _reference("avg_pool2d_forward")(x, KH, KW, SH, SW, PH, PW)
         self._check_4d("avg_pool2d", x)
         xp = self.xp
         N, C, H, W = x.shape
         OH, OW = check_geometry("avg_pool2d", H, W, KH, KW, SH, SW, PH, PW)
-        xh = as_nhwc(xp, x)                                             # (N, H, W, C)
-        yh = xp.empty((N, OH, OW, C), dtype=x.dtype)                    # (N, OH, OW, C)
-        self.run(self.loops.avg_pool_forward, yh.size, xh.reshape(N * H, W * C), N, H, W,
-                 C, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(N * OH, OW * C),
+        xh, plain = self._pool_images(x)
+        NI, CI = xh.shape[0], xh.shape[3]
+        yh = xp.empty((NI, OH, OW, CI), dtype=x.dtype)              # (NI, OH, OW, CI)
+        self.run(self.loops.avg_pool_forward, yh.size, xh.reshape(NI * H, W * CI), NI, H, W,
+                 CI, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(NI * OH, OW * CI),
                  x.dtype.type(0))
-        return yh.transpose(0, 3, 1, 2)
+        return self._pool_result(yh, N, C, plain)
 
     def avg_pool2d_backward(self, gy, x_shape, KH, KW, SH, SW, PH, PW):
+        """gx (N, C, H, W) in the memory order of gy (plain or channels-last)."""
         KH, KW = int(KH), int(KW)       # a Python int keeps gy / (KH*KW) in gy's dtype
         if not self._fast(gy):
             return _reference("avg_pool2d_backward")(gy, x_shape, KH, KW, SH, SW, PH, PW)
@@ -231,12 +262,14 @@ class FastKernels:
         if gy.shape != (N, C, OH, OW):
             raise ValueError(f"avg_pool2d backward: gradient {gy.shape} does not match "
                              f"input {x_shape}; expected {(N, C, OH, OW)}")
-        share = xp.ascontiguousarray(as_nhwc(xp, gy) / (KH * KW))      # (N, OH, OW, C)
-        gxh = xp.empty((N, H, W, C), dtype=gy.dtype)                    # (N, H, W, C)
-        self.run(self.loops.avg_pool_backward, gxh.size, share.reshape(N * OH, OW * C), N,
-                 H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gxh.reshape(N * H, W * C),
+        gyh, plain = self._pool_images(gy)
+        share = xp.ascontiguousarray(gyh / (KH * KW))               # (NI, OH, OW, CI)
+        NI, CI = share.shape[0], share.shape[3]
+        gxh = xp.empty((NI, H, W, CI), dtype=gy.dtype)              # (NI, H, W, CI)
+        self.run(self.loops.avg_pool_backward, gxh.size, share.reshape(NI * OH, OW * CI),
+                 NI, H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW, gxh.reshape(NI * H, W * CI),
                  gy.dtype.type(0))
-        return gxh.transpose(0, 3, 1, 2)
+        return self._pool_result(gxh, N, C, plain)
 
     # -- elementwise: on the memory as it lies, whatever its order ---------------------------
     def _unary(self, loop, x, name):

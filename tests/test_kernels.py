@@ -25,6 +25,7 @@ from tinyalex.kernels import cpu, fastconv, winograd
 EXAMPLES = 25
 REF = kernels.kernel_set("numpy", "reference")
 FAST = kernels.kernel_set("numpy", "fast")
+ENGINE_DIRECT = cpu.KERNELS.engine.direct
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
@@ -78,12 +79,19 @@ def test_im2col_and_col2im_match_the_reference(g, dtype, cl, seed):
 
 @settings(max_examples=EXAMPLES)
 @given(g=geometry(), OC=st.integers(1, 5), dtype=DTYPES, cl=st.booleans(),
-       bias=st.booleans(), seed=st.integers(0, 2**16))
-@example(g=(2, 3, 4, 6, 4, 6, 1, 1, 0, 0), OC=2, dtype=np.float32, cl=True, bias=True, seed=3)
-@example(g=(2, 6, 7, 8, 3, 4, 2, 1, 1, 2), OC=3, dtype=np.float64, cl=False, bias=True, seed=4)
-@example(g=(1, 9, 5, 6, 2, 5, 1, 2, 2, 0), OC=2, dtype=np.float32, cl=True, bias=False, seed=5)
-def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, seed):
+       bias=st.booleans(), direct=st.booleans(), seed=st.integers(0, 2**16))
+@example(g=(2, 3, 4, 6, 4, 6, 1, 1, 0, 0), OC=2, dtype=np.float32, cl=True, bias=True,
+         direct=False, seed=3)
+@example(g=(2, 6, 7, 8, 3, 4, 2, 1, 1, 2), OC=3, dtype=np.float64, cl=False, bias=True,
+         direct=False, seed=4)
+@example(g=(1, 9, 5, 6, 2, 5, 1, 2, 2, 0), OC=2, dtype=np.float32, cl=True, bias=False,
+         direct=False, seed=5)
+def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, direct, seed,
+                                                       monkeypatch):
+    """Every lowering: im2col + GEMM (``direct=False`` also sends stride-1 layers there)
+    and, for stride 1, the direct path (tested on its own in test_kernels_direct.py)."""
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
+    monkeypatch.setattr(cpu.KERNELS.engine, "direct", ENGINE_DIRECT if direct else None)
     rng = np.random.default_rng(seed)
     x = images(rng, (N, C, H, W), dtype, cl)
     w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
@@ -341,10 +349,12 @@ def test_other_dtypes_fall_back_to_the_reference():
 
 
 def test_results_never_alias_the_reused_workspace():
+    """im2col + GEMM (stride 2 here) reuses one workspace across calls."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 8, 8)).astype(np.float32)
     w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
-    y1, s1 = FAST.conv2d_forward(x, w, None, 1, 1, 1, 1, True)
+    y1, s1 = FAST.conv2d_forward(x, w, None, 2, 2, 1, 1, True)
+    assert not s1.direct and not s1.winograd
     gy = rng.standard_normal(y1.shape).astype(np.float32)
     gx1, gw1, _ = FAST.conv2d_backward(gy, s1, True, True, False)
     kept = [a.copy() for a in (y1, gx1, gw1)]
@@ -355,7 +365,7 @@ def test_results_never_alias_the_reused_workspace():
     # more calls of other shapes reuse (and grow) the workspace; earlier results stay
     for _ in range(2):
         x2 = rng.standard_normal((2, 4, 11, 9)).astype(np.float32)
-        y2, s2 = FAST.conv2d_forward(x2, w, None, 1, 1, 0, 0, True)
+        y2, s2 = FAST.conv2d_forward(x2, w, None, 2, 1, 0, 0, True)
         FAST.conv2d_backward(np.ones(y2.shape, np.float32), s2, True, True, False)
     for a, k in zip((y1, gx1, gw1), kept):
         np.testing.assert_array_equal(a, k)

@@ -81,11 +81,14 @@ else:
             np.testing.assert_allclose(a, e, **tol(dtype))
 
     @settings(max_examples=6)
-    @given(g=geometry(pool=True), dtype=DTYPES, seed=st.integers(0, 2**16))
-    def test_pooling(g, dtype, seed):
+    @given(g=geometry(pool=True), dtype=DTYPES, cl=st.booleans(), seed=st.integers(0, 2**16))
+    def test_pooling(g, dtype, cl, seed):
+        """Plain (N, C, H, W) memory is pooled as N*C one-channel images, channels-last
+        memory as it lies (``fastset.py``)."""
         N, C, H, W, KH, KW, SH, SW, PH, PW = g
         rng = np.random.default_rng(seed)
-        x = np.round(rng.standard_normal((N, C, H, W))).astype(dtype)     # with ties
+        x = np.round(rng.standard_normal((N, H, W, C))).astype(dtype)     # with ties
+        x = x.transpose(0, 3, 1, 2) if cl else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         y_ref, a_ref = REF.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
         y, a = SIM.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
         np.testing.assert_array_equal(y, y_ref)

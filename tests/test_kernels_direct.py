@@ -1,0 +1,169 @@
+"""The direct convolution of the fast CPU set (``kernels/direct.py``, stride-1 layers)
+and pooling on plain (N, C, H, W) memory, against the readable references: forward and
+backward on hypothesis-drawn shapes and paddings, float32 and float64, inputs and
+gradients in both memory orders, the batch cut into parts for threads or not; inf and
+NaN as the reference gives them; which layers take which path.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings, strategies as st
+
+import tinyalex.kernels as kernels
+from tinyalex.kernels import cpu, direct, fastconv
+
+REF = kernels.kernel_set("numpy", "reference")
+FAST = kernels.kernel_set("numpy", "fast")
+ENGINE = cpu.KERNELS.engine
+
+
+def images(rng, shape, dtype, channels_last):
+    N, C, H, W = shape
+    if channels_last:
+        return rng.standard_normal((N, H, W, C)).astype(dtype).transpose(0, 3, 1, 2)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def tol(dtype, taps=1):
+    if dtype == np.float64:
+        return dict(rtol=1e-10, atol=1e-12)
+    return dict(rtol=1e-4, atol=1e-5 * max(1, taps) ** 0.5)
+
+
+@pytest.fixture
+def parts(monkeypatch):
+    """``parts(True)``: cut every batch of two or more images into parts for threads."""
+    def cut(split):
+        monkeypatch.setattr(direct, "MIN_PART_MACS", 1 if split else 1 << 62)
+        monkeypatch.setattr(ENGINE.direct, "threads", 3 if split else 1)
+    return cut
+
+
+@settings(max_examples=30)
+@given(N=st.integers(1, 4), C=st.integers(1, 6), OC=st.integers(1, 6), KH=st.integers(1, 5),
+       KW=st.integers(1, 5), PH=st.integers(0, 4), PW=st.integers(0, 4),
+       dH=st.integers(0, 5), dW=st.integers(0, 5), dtype=st.sampled_from([np.float32,
+                                                                          np.float64]),
+       x_cl=st.booleans(), gy_cl=st.booleans(), bias=st.booleans(), split=st.booleans(),
+       seed=st.integers(0, 2**16))
+@example(N=3, C=1, OC=6, KH=5, KW=5, PH=2, PW=2, dH=23, dW=23, dtype=np.float32,
+         x_cl=False, gy_cl=False, bias=True, split=True, seed=0)      # LeNet's first layer
+@example(N=2, C=6, OC=16, KH=5, KW=5, PH=0, PW=0, dH=9, dW=9, dtype=np.float32,
+         x_cl=False, gy_cl=True, bias=True, split=True, seed=1)       # LeNet's second layer
+def test_direct_conv_matches_the_reference(N, C, OC, KH, KW, PH, PW, dH, dW, dtype, x_cl,
+                                           gy_cl, bias, split, seed, parts):
+    PH, PW = min(PH, KH - 1), min(PW, KW - 1)          # the padding the direct path takes
+    H, W = max(1, KH - 2 * PH) + dH, max(1, KW - 2 * PW) + dW
+    parts(split)
+    rng = np.random.default_rng(seed)
+    x = images(rng, (N, C, H, W), dtype, x_cl)
+    w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(OC).astype(dtype) if bias else None
+    y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
+    y, s = FAST.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
+    assert s.direct and y.flags.c_contiguous and y.dtype == dtype
+    t = tol(dtype, C * KH * KW)
+    np.testing.assert_allclose(y, y_ref, **t)
+    gy = images(rng, y.shape, dtype, gy_cl)
+    for need in [(True, True, bias), (False, True, bias), (True, False, False),
+                 (False, False, True)]:
+        got = FAST.conv2d_backward(gy, s, *need)
+        want = REF.conv2d_backward(gy, s_ref, *need)
+        for a, e in zip(got, want):
+            assert (a is None) == (e is None)
+            if a is not None:
+                assert a.shape == e.shape and a.dtype == dtype
+                np.testing.assert_allclose(a, e, **tol(dtype, N * H * W))
+
+
+@pytest.mark.parametrize("where", ["x inf", "x nan", "w inf"])
+def test_direct_conv_inf_and_nan_as_the_reference(where, parts):
+    """The direct loops compute thrown-away columns from zeros of the gradient; with inf
+    or NaN in the input (or inf in the filters) the gradients come from im2col, as the
+    reference's. (Without that fallback, the inf at (1, 2, 5, 3) turns 8 entries of gW
+    into NaN where the reference has finite values or inf.)"""
+    parts(True)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    if where == "x inf":
+        x[1, 2, 5, 3] = np.inf
+    elif where == "x nan":
+        x[0, 1, 2, 6] = np.nan
+    else:
+        w[1, 2, 0, 1] = np.inf
+    with np.errstate(invalid="ignore"):
+        y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
+        y, s = FAST.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
+        assert s.direct
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+        gy = np.abs(rng.standard_normal(y.shape)) + 0.1
+        for a, e in zip(FAST.conv2d_backward(gy, s, True, True, True),
+                        REF.conv2d_backward(gy, s_ref, True, True, True)):
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_each_layer_takes_its_path():
+    """Stride 1 with padding below the kernel: direct, unless wide enough for Winograd
+    (AlexNet's 3x3 and 5x5 layers); other strides and paddings: im2col + GEMM."""
+    G = fastconv.Geometry
+    lenet1, lenet2 = G(256, 1, 28, 28, 6, 5, 5, 1, 1, 2, 2, 28, 28), \
+        G(256, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 10, 10)
+    alex1, alex2 = G(32, 1, 224, 224, 96, 11, 11, 4, 4, 1, 1, 54, 54), \
+        G(32, 96, 26, 26, 256, 5, 5, 1, 1, 2, 2, 26, 26)
+    assert direct.applies(lenet1) and direct.applies(lenet2)
+    assert not direct.applies(alex1) and fastconv.winograd_size(alex2) == 5
+    assert not direct.applies(G(1, 1, 5, 5, 1, 3, 3, 1, 1, 3, 3, 9, 9))   # padding = kernel
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    for (KH, SH, PH), path in [((3, 1, 1), "direct"), ((3, 2, 1), "im2col"),
+                               ((2, 1, 2), "im2col")]:
+        w = rng.standard_normal((4, 3, KH, KH)).astype(np.float32)
+        _, s = FAST.conv2d_forward(x, w, None, SH, SH, PH, PH, True)
+        assert ("direct" if s.direct else "im2col") == path
+
+
+@settings(max_examples=25)
+@given(N=st.integers(1, 3), C=st.integers(2, 4), H=st.integers(1, 8), W=st.integers(1, 8),
+       KH=st.integers(1, 3), KW=st.integers(1, 3), SH=st.integers(1, 3), SW=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), gy_cl=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_cl, seed):
+    """Plain (N, C, H, W) input is pooled as N*C one-channel images: the results stay
+    plain, and agree with the reference whatever order the gradient arrives in."""
+    KH, KW = min(KH, H), min(KW, W)
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal((N, C, H, W)) * 2).astype(dtype)   # ties for max
+    geometry = (KH, KW, SH, SW, KH // 2, KW // 2)
+    y, arg = FAST.max_pool2d_forward(x, *geometry)
+    y_ref, arg_ref = REF.max_pool2d_forward(x, *geometry)
+    assert y.flags.c_contiguous and arg.shape == (N * C,) + y.shape[2:] + (1,)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = images(rng, y.shape, dtype, gy_cl)
+    gx = FAST.max_pool2d_backward(gy, arg, x.shape, *geometry)
+    assert gx.flags.c_contiguous
+    np.testing.assert_array_equal(gx, REF.max_pool2d_backward(gy, arg_ref, x.shape,
+                                                              *geometry))
+    a = FAST.avg_pool2d_forward(x, *geometry)
+    assert a.flags.c_contiguous
+    np.testing.assert_allclose(a, REF.avg_pool2d_forward(x, *geometry), **tol(dtype))
+    ga = FAST.avg_pool2d_backward(gy, x.shape, *geometry)
+    assert ga.flags.c_contiguous != gy_cl
+    np.testing.assert_allclose(ga, REF.avg_pool2d_backward(gy, x.shape, *geometry),
+                               **tol(dtype))
+
+
+def test_direct_results_are_fresh_arrays():
+    """The contract: no result aliases another or an input (parameters' .grad may alias
+    what backward returns, and the optimiser updates them in place)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    y, s = FAST.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    out = [y, *FAST.conv2d_backward(gy, s, True, True, True)]
+    for i, a in enumerate(out):
+        assert not any(np.shares_memory(a, o) for o in (x, w, b, gy))
+        assert not any(np.shares_memory(a, o) for o in out[i + 1:])
