@@ -1,0 +1,77 @@
+"""Helpers shared by the reliability tests (test_faults.py, test_resources.py,
+test_determinism.py): a tiny Fashion-MNIST-shaped IDX data set written by the test,
+the training command line, and comparisons of runs.
+
+The data set is random pixels with random labels: nothing to learn, but every byte
+of the real pipeline (IDX parsing, batching, checkpoints, metrics, curves) runs, and
+a LeNet epoch over it takes milliseconds, so a test can start, kill and resume real
+training processes many times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
+PNG_END = b"IEND\xaeB`\x82"          # the last chunk of every complete PNG file
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes: magic 0x08 0x<ndim>, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def tiny_dataset(folder: Path, n_train: int = 96, n_test: int = 32, seed: int = 0) -> Path:
+    """Four IDX files named as Fashion-MNIST's, random 28x28 images and labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{split}-labels-idx1-ubyte",
+                  rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+def train_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
+    """The LeNet training script on the tiny data, small batches, no progress bar."""
+    return [sys.executable, str(ROOT / "examples" / "train_lenet.py"), "--backend", "numpy",
+            "--data-dir", str(data_dir), "--batch-size", "16", "--no-progress",
+            "--out", str(out), *extra]
+
+
+def child_env() -> dict:
+    """The environment of a training subprocess: unbuffered output, so that a test
+    reading its lines sees them as they are printed."""
+    return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def checkpoint_params(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k.startswith(("param/", "momentum/"))}
+
+
+def assert_same_arrays(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def read_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def temp_files(out: Path) -> list[str]:
+    return sorted(n for n in os.listdir(out) if n.endswith(".tmp")) if out.is_dir() else []
