@@ -201,6 +201,16 @@ def max_pool_backward(gy2, arg2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2
 def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2, zero):
     """y2 (N*OH, OW*C) = window sums (zero padding counted) / (KH*KW)."""
     KHW = KH * KW
+    if C == 1 and KH == KW == SH == SW == 2 and PH == PW == 0:
+        # d2l's LeNet pooling on plain memory, written out: 4x faster than the loops below
+        for r in prange(N * OH):
+            top = x2[(r // OH) * H + 2 * (r % OH)]
+            bottom = x2[(r // OH) * H + 2 * (r % OH) + 1]
+            y = y2[r]
+            for ow in range(OW):        # (kh, kw) in the reference's order
+                y[ow] = (top[2 * ow] + top[2 * ow + 1] + bottom[2 * ow]
+                         + bottom[2 * ow + 1]) / 4
+        return y2
     for r in prange(N * OH):
         n = r // OH
         oh = r % OH
@@ -226,6 +236,17 @@ def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2, zero):
 @njit(parallel=True, cache=True)
 def avg_pool_backward(share2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, gx2, zero):
     """gx2 (N*H, W*C): every window entry gets its output's share gy/(KH*KW)."""
+    if C == 1 and KH == KW == SH == SW == 2 and PH == PW == 0:
+        # as in avg_pool_forward: each pixel is in one window at most
+        for r in prange(N * H):
+            g = gx2[r]
+            g[:] = zero
+            if r % H < 2 * OH:
+                share = share2[(r // H) * OH + (r % H) // 2]
+                for ow in range(OW):
+                    g[2 * ow] = share[ow]
+                    g[2 * ow + 1] = share[ow]
+        return gx2
     for r in prange(N * H):
         n = r // H
         h = r % H
