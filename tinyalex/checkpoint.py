@@ -35,7 +35,6 @@ import json
 import os
 import tempfile
 import zipfile
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +290,9 @@ def _read_entries(path) -> dict:
         _not_a_zip(path)
     except OSError as exc:
         _fail(path, f"cannot be read ({exc})")
+    except Exception as exc:      # zipfile parses untrusted bytes: any failure is damage
+        _fail(path, f"not a readable .npz file ({type(exc).__name__}: {exc}); it may be "
+                    "truncated or damaged")
     arrays = {}
     with zf:
         infos = zf.infolist()
@@ -305,10 +307,9 @@ def _read_entries(path) -> dict:
                     _fail(path, f"entry {key!r} appears twice")
                 with zf.open(info) as f:
                     arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError, zlib.error) as exc:
+        except Exception as exc:  # zipfile and NumPy parse untrusted bytes: any failure
             if isinstance(exc, ValueError) and str(exc).startswith(f"checkpoint {path}:"):
-                raise
+                raise             # one of ours, already saying what is wrong
             _fail(path, f"an entry cannot be read ({type(exc).__name__}: {exc}); the file "
                         "is damaged")
     return arrays
@@ -352,8 +353,9 @@ def _check_optimizer(path, opt, params) -> None:
         _fail(path, f"optimizer entry is incomplete: {opt!r}")
     for key in ("lr", "momentum", "weight_decay"):
         v = opt[key]
-        if not _is_number(v) or not np.isfinite(v) or v < 0:
-            _fail(path, f"optimizer {key} must be a finite non-negative number, got {v!r}")
+        if not _is_number(v) or not np.isfinite(v) or v < 0 or (key == "lr" and v == 0):
+            _fail(path, f"optimizer {key} must be a finite " + ("positive" if key == "lr"
+                        else "non-negative") + f" number, got {v!r}")
     for key in ("params", "momentum_buffers"):
         names = opt[key]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

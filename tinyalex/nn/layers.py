@@ -28,8 +28,10 @@ def _flag(value, arg, where) -> bool:
 
 
 def _weight_fits(where, shape):
-    """A layer whose weight alone would not fit in memory is refused before allocation."""
-    check_bytes(where, "the weight", shape, np.dtype(np.float32).itemsize,
+    """A layer whose weight would not fit in memory is refused before allocation: 12
+    bytes per number, the float32 weight and the float64 numbers its initialisation
+    draws (``init.uniform_``)."""
+    check_bytes(where, "the weight (with its float64 initial draw)", shape, 4 + 8,
                 "check the layer's sizes")
 
 

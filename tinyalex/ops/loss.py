@@ -55,6 +55,10 @@ class CrossEntropy(Function):
 
 def cross_entropy(logits, target):
     if not isinstance(target, Tensor):
-        target = Tensor(B.get_array_module(logits.data).asarray(target)
-                        if isinstance(logits, Tensor) else target)
+        try:
+            target = Tensor(B.get_array_module(logits.data).asarray(target)
+                            if isinstance(logits, Tensor) else target)
+        except (TypeError, ValueError):
+            raise TypeError(f"cross_entropy: target must hold integer class labels, got "
+                            f"{type(target).__name__} {target!r:.60}") from None
     return CrossEntropy()(logits, target)

@@ -1,0 +1,637 @@
+"""Bad arguments everywhere a user can reach, drawn by hypothesis: every public layer
+(constructor and forward), nn.functional op, optim.SGD, tinyalex.tensor and friends,
+summary, the data loader's functions, the checkpoint functions and the training
+scripts' flags. Each bad value must raise ValueError or TypeError with a message
+that names the place (never IndexError, ZeroDivisionError, MemoryError, a Numba
+error or a traceback from inside NumPy), under both kernel modes, and before any
+compiled loop runs.
+
+tests/test_bad_input.py holds ~50 hand-picked cases with their exact messages; this
+file sweeps the space around them. The last part runs the compiled loops themselves
+as Python on arrays that refuse any index out of their bounds, over random
+geometries the checks let through, to show that no loop reads or writes outside its
+arrays (Numba's compiled code does not check).
+"""
+
+import importlib
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+import tinyalex
+import tinyalex.kernels as kernels
+import tinyalex.nn.functional as F
+from reliability_helpers import tiny_dataset
+from tinyalex import checkpoint as C
+from tinyalex import cli, data, nn, optim
+
+OK_ERRORS = (ValueError, TypeError)
+MODES = ["reference", "fast"]
+LOOP_MODULES = ("numba_kernels", "numba_winograd", "numba_direct")
+
+
+def compiled_loops():
+    """(module, name, dispatcher) for every Numba-compiled function of the CPU set."""
+    for mod_name in LOOP_MODULES:
+        mod = importlib.import_module(f"tinyalex.kernels.{mod_name}")
+        for name, obj in sorted(vars(mod).items()):
+            if hasattr(obj, "py_func") and hasattr(obj, "signatures"):
+                yield mod, name, obj
+
+
+@pytest.fixture
+def loop_calls(monkeypatch):
+    """Counts calls of the compiled loops (which still run compiled)."""
+    calls = []
+    for mod, name, fn in compiled_loops():
+        def counted(*args, _fn=fn, _name=name):
+            calls.append(_name)
+            return _fn(*args)
+        monkeypatch.setattr(mod, name, counted)
+    return calls
+
+
+def refused(call, where=None, loop_calls=None):
+    """``call()`` must raise ValueError/TypeError with a message (naming ``where``),
+    before any compiled loop ran."""
+    before = len(loop_calls) if loop_calls is not None else 0
+    with pytest.raises(OK_ERRORS) as err:
+        call()
+    msg = str(err.value)
+    assert msg and len(msg) > 15, f"uninformative message {msg!r}"
+    if where is not None:
+        assert where in msg, f"{where!r} not named in {msg!r}"
+    if loop_calls is not None:
+        assert len(loop_calls) == before, f"compiled loops ran first: {loop_calls[before:]}"
+    return msg
+
+
+# -------------------------------------------------------------------------- values
+
+not_int = st.sampled_from([1.5, "3", None, [1, 2, 3], (1,), object(), float("nan"), 2.0])
+bools = st.sampled_from([True, False, np.bool_(True)])
+nonpositive = st.integers(-10**12, 0)
+negative = st.integers(-10**12, -1)
+too_big = st.sampled_from([2**31, 2**40, 10**30])
+bad_float = st.sampled_from([float("nan"), float("inf"), float("-inf"), -1.0, -1e-9, "0.1",
+                             None, True, [0.1]])
+
+
+def bad_positive():          # for sizes that must be >= 1
+    return st.one_of(nonpositive, bools, not_int, too_big)
+
+
+def bad_nonnegative():       # for padding, >= 0
+    return st.one_of(negative, bools, not_int, too_big)
+
+
+# -------------------------------------------------------------------------- constructors
+
+@settings(max_examples=60, deadline=None)
+@given(arg=st.sampled_from(["in_channels", "out_channels", "kernel_size", "stride",
+                            "padding", "bias"]), data_=st.data())
+def test_conv2d_constructor(arg, data_):
+    kwargs = dict(in_channels=1, out_channels=2, kernel_size=3, stride=1, padding=0,
+                  bias=True)
+    bad = {"padding": bad_nonnegative(), "bias": st.sampled_from([1, "yes", None, 0.5])}
+    value = data_.draw(bad.get(arg, bad_positive()) | (st.tuples(st.just(1), negative)
+                                                       if arg != "bias" else st.nothing()))
+    kwargs[arg] = value
+    refused(lambda: nn.Conv2d(**kwargs), "Conv2d")
+
+
+@settings(max_examples=30, deadline=None)
+@given(arg=st.sampled_from(["in_features", "out_features", "bias"]), data_=st.data())
+def test_linear_constructor(arg, data_):
+    kwargs = dict(in_features=3, out_features=2, bias=True)
+    kwargs[arg] = data_.draw(st.sampled_from([1, "no", None]) if arg == "bias"
+                             else bad_positive())
+    refused(lambda: nn.Linear(**kwargs), "Linear")
+
+
+def test_layers_too_big_for_memory_are_refused_before_allocation():
+    for make, where in [(lambda: nn.Linear(10**7, 10**7), "Linear"),
+                        (lambda: nn.Conv2d(10**4, 10**4, 1000), "Conv2d"),
+                        (lambda: tinyalex.zeros(10**7, 10**7), "zeros")]:
+        msg = refused(make, where)
+        assert "more than this machine's" in msg
+
+
+@settings(max_examples=60, deadline=None)
+@given(cls=st.sampled_from([nn.MaxPool2d, nn.AvgPool2d]),
+       arg=st.sampled_from(["kernel_size", "stride", "padding", "half"]), data_=st.data())
+def test_pool_constructors(cls, arg, data_):
+    kwargs = dict(kernel_size=3, stride=None, padding=0)
+    if arg == "half":        # padding larger than half the kernel
+        k = data_.draw(st.integers(1, 9))
+        kwargs.update(kernel_size=k, padding=data_.draw(st.integers(k // 2 + 1, 3 * k)))
+    elif arg == "padding":
+        kwargs["padding"] = data_.draw(bad_nonnegative())
+    else:                    # (stride=None is valid: it means the kernel size)
+        kwargs[arg] = data_.draw(bad_positive().filter(lambda v: v is not None))
+    refused(lambda: cls(**kwargs), cls.__name__)
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.one_of(st.floats(1.0001, 1e9), st.floats(-1e9, -1e-9),
+                   st.sampled_from([float("nan"), float("inf"), "0.5", None, True])))
+def test_dropout_constructor_and_functional(p):
+    refused(lambda: nn.Dropout(p), "Dropout")
+    refused(lambda: F.dropout(tinyalex.zeros(2, 3), p), "dropout")
+
+
+@settings(max_examples=30, deadline=None)
+@given(start=st.one_of(st.integers(-50, 50), not_int, bools), end=st.integers(-50, 50))
+def test_flatten(start, end):
+    x = tinyalex.zeros(2, 3, 4)
+    try:
+        y = F.flatten(x, start, end)
+    except OK_ERRORS as exc:
+        assert "flatten" in str(exc)
+    else:          # the valid combinations: as PyTorch
+        assert isinstance(start, int) and -3 <= start < 3 and -3 <= end < 3
+        assert y.size == 24
+
+
+@settings(max_examples=40, deadline=None)
+@given(arg=st.sampled_from(["params", "lr", "momentum", "weight_decay"]), data_=st.data())
+def test_sgd(arg, data_):
+    kwargs = dict(params=list(nn.Linear(2, 2).parameters()), lr=0.1, momentum=0.0,
+                  weight_decay=0.0)
+    if arg == "params":
+        kwargs["params"] = data_.draw(st.sampled_from(
+            [None, 5, [], [np.zeros(2)], [tinyalex.zeros(2)], tinyalex.zeros(2, requires_grad=True)]))
+    else:
+        kwargs[arg] = data_.draw(bad_float | (st.just(0.0) if arg == "lr" else st.nothing()))
+    refused(lambda: optim.SGD(**kwargs), "SGD")
+
+
+# -------------------------------------------------------------------------- forwards
+
+def shapes(max_rank=6):
+    return st.lists(st.integers(0, 6), min_size=0, max_size=max_rank).map(tuple)
+
+
+def bad_image_batch(channels, min_side):
+    """Shapes a layer expecting (N, channels, >=min_side, >=min_side) must refuse."""
+    return st.one_of(
+        shapes().filter(lambda s: len(s) != 4),                              # wrong rank
+        st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 8),
+                  st.integers(0, 8)).filter(
+            lambda s: 0 in s or s[1] != channels or min(s[2:]) < min_side))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(shape=bad_image_batch(2, 3), dtype=st.sampled_from([np.float32, np.float64,
+                                                            np.int64, np.bool_]))
+def test_conv2d_forward_bad_inputs(mode, loop_calls, shape, dtype):
+    layer = nn.Conv2d(2, 3, 3)
+    x = tinyalex.tensor(np.zeros(shape, dtype=dtype))
+    with kernels.use(mode):
+        refused(lambda: layer(x), "Conv2d", loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(shape=bad_image_batch(1, 3), cls=st.sampled_from([nn.MaxPool2d, nn.AvgPool2d]))
+def test_pool_forward_bad_inputs(mode, loop_calls, shape, cls):
+    assume(len(shape) != 4 or 0 in shape or min(shape[2:]) < 3)   # pools take any C
+    layer = cls(3, stride=2, padding=1)      # padded by 1: needs a side of at least 1
+    assume(len(shape) != 4 or 0 in shape or min(shape[2:]) + 2 < 3)
+    x = tinyalex.tensor(np.zeros(shape, dtype=np.float32))
+    with kernels.use(mode):
+        refused(lambda: layer(x), cls.__name__, loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(["weight rank", "bias shape", "dtype mix", "int weight",
+                             "stride 0", "padding -1", "stride float", "huge padding",
+                             "huge stride", "kernel over image", "channels"]))
+def test_functional_conv2d_bad_arguments(mode, loop_calls, case):
+    x, w, b = tinyalex.zeros(1, 2, 5, 5), tinyalex.zeros(3, 2, 3, 3), tinyalex.zeros(3)
+    kw = {}
+    if case == "weight rank":
+        w = tinyalex.zeros(3, 2, 3)
+    elif case == "bias shape":
+        b = tinyalex.zeros(4)
+    elif case == "dtype mix":
+        x = tinyalex.zeros(1, 2, 5, 5, dtype=np.float64)
+    elif case == "int weight":
+        w = tinyalex.tensor(np.zeros((3, 2, 3, 3), int))
+    elif case == "stride 0":
+        kw["stride"] = 0
+    elif case == "padding -1":
+        kw["padding"] = (0, -1)
+    elif case == "stride float":
+        kw["stride"] = 1.5
+    elif case == "huge padding":
+        kw["padding"] = 10**6
+    elif case == "huge stride":
+        kw["stride"] = 10**30
+    elif case == "kernel over image":
+        w = tinyalex.zeros(3, 2, 6, 6)
+    elif case == "channels":
+        x = tinyalex.zeros(1, 3, 5, 5)
+    with kernels.use(mode):
+        refused(lambda: F.conv2d(x, w, b, **kw), "conv2d", loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(fn=st.sampled_from([F.max_pool2d, F.avg_pool2d]), k=st.integers(1, 5),
+       case=st.sampled_from(["padding over half", "stride 0", "kernel 0", "rank",
+                             "int input", "huge kernel", "bool kernel"]))
+def test_functional_pool_bad_arguments(mode, loop_calls, fn, k, case):
+    x, kw = tinyalex.zeros(1, 2, 6, 6), dict(kernel_size=k)
+    if case == "padding over half":
+        kw["padding"] = k // 2 + 1
+    elif case == "stride 0":
+        kw["stride"] = (1, 0)
+    elif case == "kernel 0":
+        kw["kernel_size"] = (k, 0)
+    elif case == "rank":
+        x = tinyalex.zeros(2, 6, 6)
+    elif case == "int input":
+        x = tinyalex.tensor(np.zeros((1, 2, 6, 6), np.int32))
+    elif case == "huge kernel":          # (with padding 10**6 it would be valid)
+        kw.update(kernel_size=2 * 10**6)
+    elif case == "bool kernel":
+        kw["kernel_size"] = True
+    with kernels.use(mode):
+        refused(lambda: fn(x, **kw), fn.__name__, loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(target=st.one_of(
+    st.lists(st.floats(0, 2, allow_nan=False), min_size=3, max_size=3).map(
+        lambda v: np.array(v, np.float64)),                                 # non-integer
+    st.lists(st.integers(-5, 7), min_size=3, max_size=3).filter(
+        lambda v: min(v) < 0 or max(v) > 3).map(np.array),                   # out of range
+    st.lists(st.integers(0, 3), min_size=0, max_size=6).filter(
+        lambda v: len(v) != 3).map(lambda v: np.array(v, np.int64)),        # wrong length
+    st.sampled_from([np.array([[0], [1], [2]]), np.array([True, False, True]),
+                     np.array(["a", "b", "c"]), None, 1.5])))
+def test_cross_entropy_bad_labels(mode, target, loop_calls):
+    logits = tinyalex.zeros(3, 4, requires_grad=True)
+    with kernels.use(mode):
+        refused(lambda: F.cross_entropy(logits, target), "cross_entropy", loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_batches_everywhere(mode, loop_calls):
+    with kernels.use(mode):
+        for layer, shape in [(nn.Conv2d(1, 2, 3), (0, 1, 5, 5)), (nn.MaxPool2d(2), (0, 1, 4, 4)),
+                             (nn.AvgPool2d(2), (0, 1, 4, 4)), (nn.Linear(4, 2), (0, 4))]:
+            refused(lambda: layer(tinyalex.zeros(*shape)), type(layer).__name__, loop_calls)
+        refused(lambda: F.cross_entropy(tinyalex.zeros(0, 3), np.zeros(0, np.int64)),
+                "cross_entropy", loop_calls)
+        refused(lambda: F.cross_entropy(tinyalex.zeros(2, 0), np.zeros(2, np.int64)),
+                "cross_entropy", loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=30, deadline=None)
+@given(case=st.sampled_from(["x rank", "x width", "w rank", "bias", "int x", "mixed",
+                             "empty"]))
+def test_linear_forward(mode, loop_calls, case):
+    layer = nn.Linear(4, 2)
+    x = {"x rank": tinyalex.zeros(4), "x width": tinyalex.zeros(3, 5),
+         "int x": tinyalex.tensor(np.zeros((3, 4), int)),
+         "mixed": tinyalex.zeros(3, 4, dtype=np.float64), "empty": tinyalex.zeros(0, 4)
+         }.get(case, tinyalex.zeros(3, 4))
+    with kernels.use(mode):
+        if case == "w rank":
+            refused(lambda: F.linear(x, tinyalex.zeros(2, 4, 1)), "linear", loop_calls)
+        elif case == "bias":
+            refused(lambda: F.linear(x, tinyalex.zeros(2, 4), tinyalex.zeros(5)), "linear",
+                    loop_calls)
+        else:
+            refused(lambda: layer(x), "Linear", loop_calls)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=20, deadline=None)
+@given(fn=st.sampled_from([F.relu, F.sigmoid, lambda x: F.dropout(x, 0.5)]),
+       dtype=st.sampled_from([np.int8, np.int64, np.uint8, np.bool_]))
+def test_activations_refuse_non_floats(mode, loop_calls, fn, dtype):
+    x = tinyalex.tensor(np.zeros((2, 3), dtype))
+    with kernels.use(mode):
+        refused(lambda: fn(x), None, loop_calls)
+
+
+# -------------------------------------------------------------------------- tensors, summary
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.sampled_from([[[1, 2], [3]], ["a", "b"], [None], {"a": 1}, [1 + 2j],
+                              np.array([1, "x"], object), np.array(["s"])]),
+       dtype=st.sampled_from([None, "float32", object, "not-a-dtype", str]))
+def test_tensor_construction(value, dtype):
+    refused(lambda: tinyalex.tensor(value, dtype=dtype))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.one_of(st.tuples(st.integers(-5, -1)), st.tuples(st.just(2), st.floats()),
+                       st.tuples(bools), st.tuples(st.just(10**8), st.just(10**8))),
+       fn=st.sampled_from(["zeros", "ones", "rand", "randn"]))
+def test_tensor_factories(shape, fn):
+    refused(lambda: getattr(tinyalex, fn)(*shape), "zeros/ones/rand/randn")
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=st.sampled_from(["reshape -2", "reshape two -1", "reshape float", "axis float",
+                             "axis twice", "axis range", "index float", "index str",
+                             "astype object", "backward shape", "item"]))
+def test_tensor_methods(case):
+    t = tinyalex.zeros(2, 3, requires_grad=True)
+    call = {"reshape -2": lambda: t.reshape(-2, 3), "reshape two -1": lambda: t.reshape(-1, -1),
+            "reshape float": lambda: t.reshape(2.0, 3), "axis float": lambda: t.sum(axis=0.5),
+            "axis twice": lambda: t.sum(axis=(1, -1)), "axis range": lambda: t.mean(axis=2),
+            "index float": lambda: t[0.5], "index str": lambda: t["a"],
+            "astype object": lambda: t.astype(object),
+            "backward shape": lambda: (t * 2).backward(np.zeros(3)),
+            "item": lambda: t.item()}[case]
+    refused(call)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.one_of(st.tuples(st.integers(-3, 0), st.just(1), st.just(28), st.just(28)),
+                       st.tuples(st.just(1), st.just(1), st.floats(1.1, 30.9)
+                                 .filter(lambda v: v != int(v)), st.just(28)),
+                       st.tuples(bools, st.just(1), st.just(28), st.just(28)),
+                       st.tuples(st.just(1), st.just(28), st.just(28)),
+                       st.tuples(st.just(1), st.just(2), st.just(28), st.just(28)),
+                       st.tuples(st.just(1), st.just(1), st.integers(1, 3), st.just(28)),
+                       st.sampled_from(["abc", 5, None])))
+def test_summary(shape, capsys):
+    refused(lambda: tinyalex.summary(tinyalex.models.lenet(), shape), "summary")
+
+
+# -------------------------------------------------------------------------- data loader
+
+images = np.zeros((4, 28, 28), np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.sampled_from(["to_input float", "to_input 2-D", "to_input empty",
+                             "to_input list", "resize 0", "resize float", "resize huge",
+                             "resize bool", "resize_bilinear 3-D", "resize_bilinear int",
+                             "resize_bilinear size", "bilinear float", "bilinear huge",
+                             "batches 0", "batches float", "batches mismatch",
+                             "batches seed", "batches epoch", "order n", "order seed",
+                             "augment pad", "augment huge pad", "augment flip",
+                             "augment float images", "read_idx ndim", "read_idx path",
+                             "data_dir int"]))
+def test_data_functions(case):
+    x4 = np.zeros((2, 1, 28, 28), np.float32)
+    call = {
+        "to_input float": lambda: data.to_input(images.astype(np.float32)),
+        "to_input 2-D": lambda: data.to_input(images[0]),
+        "to_input empty": lambda: data.to_input(images[:0], resize=56),
+        "to_input list": lambda: data.to_input(images.tolist()),
+        "resize 0": lambda: data.to_input(images, resize=0),
+        "resize float": lambda: data.to_input(images, resize=56.5),
+        "resize huge": lambda: data.to_input(images, resize=10**6),
+        "resize bool": lambda: data.to_input(images, resize=True),
+        "resize_bilinear 3-D": lambda: data.resize_bilinear(x4[0], 56),
+        "resize_bilinear int": lambda: data.resize_bilinear(x4.astype(np.int32), 56),
+        "resize_bilinear size": lambda: data.resize_bilinear(x4, (56, 56, 1)),
+        "bilinear float": lambda: data.bilinear_matrix(28, 56.0),
+        "bilinear huge": lambda: data.bilinear_matrix(28, 10**12),
+        "batches 0": lambda: list(data.batches(images, np.zeros(4), 0)),
+        "batches float": lambda: list(data.batches(images, np.zeros(4), 2.5)),
+        "batches mismatch": lambda: list(data.batches(images, np.zeros(3), 2)),
+        "batches seed": lambda: list(data.batches(images, np.zeros(4), 2, shuffle=True, seed=-1)),
+        "batches epoch": lambda: list(data.batches(images, np.zeros(4), 2, shuffle=True,
+                                                   epoch=1.5)),
+        "order n": lambda: data.epoch_order(-1, 0, 0),
+        "order seed": lambda: data.epoch_order(4, "0", 0),
+        "augment pad": lambda: data.augment(images, 0, 0, 0, crop_padding=-1),
+        "augment huge pad": lambda: data.augment(images, 0, 0, 0, crop_padding=10**6),
+        "augment flip": lambda: data.augment(images, 0, 0, 0, flip="yes"),
+        "augment float images": lambda: data.augment(images.astype(float), 0, 0, 0, flip=True),
+        "read_idx ndim": lambda: data.read_idx("/etc/hostname", 0),
+        "read_idx path": lambda: data.read_idx(None, 3),
+        "data_dir int": lambda: data.load_fashion_mnist(5),
+    }[case]
+    refused(call)
+
+
+# -------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_functions(tmp_path):
+    net = tinyalex.models.lenet()
+    recipe = {"model": "lenet"}
+    for call, where in [
+        (lambda: C.save_checkpoint(tmp_path / "a.npz", 5, epoch=0, recipe=recipe), "model"),
+        (lambda: C.save_checkpoint(tmp_path / "a.npz", net, 5, epoch=0, recipe=recipe),
+         "optimizer"),
+        (lambda: C.save_checkpoint(tmp_path / "a.npz", net, epoch=True, recipe=recipe), "epoch"),
+        (lambda: C.save_checkpoint(tmp_path / "a.npz", net, epoch=0, recipe=[]), "recipe"),
+        (lambda: C.save_checkpoint(tmp_path / "a.npz", net, epoch=0, recipe={"model": "x"}),
+         "recipe"),
+        (lambda: C.load_checkpoint(None), "path"),
+        (lambda: C.load_checkpoint(3), "path"),
+        (lambda: C.load_checkpoint(tmp_path), "is a folder"),
+        (lambda: C.load_model(tmp_path / "none.npz", backend="gpu"), "backend"),
+        (lambda: C.build_model("resnet"), "resnet"),
+    ]:
+        refused(call, where)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="none.npz: no such file"):
+        C.load_checkpoint(tmp_path / "none.npz")
+
+
+# -------------------------------------------------------------------------- command line
+
+INT_FLAGS = {"--epochs": 1, "--batch-size": 1, "--resize": 1, "--train-limit": 1,
+             "--test-limit": 1, "--seed": 0, "--crop-padding": 0}
+FLOAT_FLAGS = {"--lr": "positive", "--momentum": "non-negative",
+               "--weight-decay": "non-negative"}
+
+
+def bad_flag_values(flag):
+    if flag in INT_FLAGS:
+        low = INT_FLAGS[flag]
+        values = st.one_of(st.integers(-10**6, low - 1).map(str),
+                           st.sampled_from(["1.5", "abc", "", "nan", "0x10", "1e3"]))
+        if flag == "--resize":
+            values |= st.integers(2049, 10**9).map(str)
+        if flag == "--crop-padding":
+            values |= st.integers(29, 10**9).map(str)
+        return values
+    values = st.sampled_from(["nan", "inf", "-inf", "-1", "-1e-9", "abc", ""])
+    return values | st.just("0") if FLOAT_FLAGS[flag] == "positive" else values
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("tiny"), n_train=16, n_test=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(flag=st.sampled_from(sorted(INT_FLAGS) + sorted(FLOAT_FLAGS)), data_=st.data())
+def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
+    """A bad flag value: argparse's usage error (exit 2) or our "error: ..." (exit 2)
+    naming the flag or recipe key; no traceback, no training, no checkpoint."""
+    value = data_.draw(bad_flag_values(flag))
+    out = tmp_path / "run"
+    argv = ["--backend", "numpy", "--data-dir", str(tiny_data), "--out", str(out),
+            "--no-progress", "--overwrite", f"{flag}={value}"]
+    try:
+        rc = cli.main("lenet", argv)
+    except SystemExit as exc:              # argparse: not a number of the flag's type
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, (flag, value, err)
+    assert "Traceback" not in err and "error" in err
+    key = flag[2:].replace("-", "_")
+    assert flag in err or key in err, err
+    assert not (out / "checkpoint.npz").exists()
+
+
+# -------------------------------------------------------------------------- compiled loops
+
+class OutOfBounds(AssertionError):
+    pass
+
+
+class Guarded(np.ndarray):
+    """An array that refuses an integer index outside its shape, negative ones
+    included: Numba's compiled code would read or write memory there unchecked (or
+    wrap around)."""
+
+    def _check(self, index):
+        idx = index if isinstance(index, tuple) else (index,)
+        for d, i in enumerate(idx):
+            if isinstance(i, (int, np.integer)) and not isinstance(i, bool) \
+                    and d < self.ndim and not 0 <= i < self.shape[d]:
+                raise OutOfBounds(f"index {index!r} outside shape {self.shape}")
+
+    def __getitem__(self, index):
+        self._check(index)
+        return super().__getitem__(index)
+
+    def __setitem__(self, index, value):
+        self._check(index)
+        super().__setitem__(index, value)
+
+
+@pytest.fixture
+def guarded_loops(monkeypatch):
+    """Every compiled loop replaced by its Python source run on Guarded views."""
+    ran = []
+    for mod, name, fn in compiled_loops():
+        def python(*args, _py=fn.py_func, _name=name):
+            ran.append(_name)
+            with np.errstate(over="ignore"):
+                return _py(*(a.view(Guarded) if type(a) is np.ndarray else a for a in args))
+        monkeypatch.setattr(mod, name, python)
+    return ran
+
+
+def host(t):
+    return None if t is None else np.asarray(t.numpy(), dtype=np.float64)
+
+
+def conv_pass(mode, x, w, b, stride, padding, gy):
+    with kernels.use(mode):
+        xs, ws, bs = (tinyalex.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(xs, ws, bs, stride=stride, padding=padding)
+        y.backward(gy)
+        return host(y), host(xs.grad), host(ws.grad), host(bs.grad)
+
+
+geometry = st.fixed_dictionaries({
+    "N": st.integers(1, 2), "C": st.integers(1, 5), "OC": st.integers(1, 3),
+    "H": st.integers(1, 7), "W": st.integers(1, 7), "KH": st.integers(1, 4),
+    "KW": st.integers(1, 4), "SH": st.integers(1, 3), "SW": st.integers(1, 3),
+    "PH": st.integers(0, 3), "PW": st.integers(0, 3)})
+
+
+@pytest.mark.parametrize("winograd", [False, True])
+@settings(max_examples=30, deadline=None)
+@given(g=geometry, seed=st.integers(0, 2**16))
+def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, winograd, g, seed):
+    """Convolution, forward and both gradients, through every fast path (im2col,
+    transposed im2col, direct, and Winograd when its channel threshold is lowered to
+    reach it with tiny shapes): no loop indexes outside its arrays, and the results
+    equal the reference's."""
+    assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
+    if winograd:
+        import tinyalex.kernels.fastconv as fastconv
+        monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 1)
+        g.update(KH=g["KH"] % 2 * 2 + 3, SH=1, SW=1)          # 3x3 or 5x5, stride 1
+        g.update(KW=g["KH"], PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KH"] - 1))
+        assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((g["N"], g["C"], g["H"], g["W"]))
+    w = rng.standard_normal((g["OC"], g["C"], g["KH"], g["KW"]))
+    b = rng.standard_normal(g["OC"])
+    OH = (g["H"] + 2 * g["PH"] - g["KH"]) // g["SH"] + 1
+    OW = (g["W"] + 2 * g["PW"] - g["KW"]) // g["SW"] + 1
+    gy = rng.standard_normal((g["N"], g["OC"], OH, OW))
+    stride, padding = (g["SH"], g["SW"]), (g["PH"], g["PW"])
+    fast = conv_pass("fast", x, w, b, stride, padding, gy)
+    assert guarded_loops, "no compiled loop ran"
+    ref = conv_pass("reference", x, w, b, stride, padding, gy)
+    for f, r, name in zip(fast, ref, ("y", "gx", "gw", "gb")):
+        np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7),
+       K=st.integers(1, 4), S=st.integers(1, 3), data_=st.data(),
+       fn=st.sampled_from([F.max_pool2d, F.avg_pool2d]), seed=st.integers(0, 2**16))
+def test_pool_loops_stay_in_bounds(guarded_loops, N, C, H, W, K, S, data_, fn, seed):
+    P = data_.draw(st.integers(0, K // 2))
+    assume(H + 2 * P >= K and W + 2 * P >= K)
+    rng = np.random.default_rng(seed)
+    x = rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float64)  # no ties
+    results = {}
+    for mode in ("fast", "reference"):
+        with kernels.use(mode):
+            xs = tinyalex.tensor(x, requires_grad=True)
+            y = fn(xs, K, S, P)
+            y.backward(np.ones(y.shape))
+            results[mode] = (host(y), host(xs.grad))
+    assert guarded_loops
+    for f, r in zip(results["fast"], results["reference"]):
+        np.testing.assert_allclose(f, r, rtol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+       p=st.floats(0, 1), transpose=st.booleans(), seed=st.integers(0, 2**16))
+def test_elementwise_loops_stay_in_bounds(guarded_loops, shape, p, transpose, seed):
+    """ReLU, sigmoid, dropout and the SGD update on contiguous and transposed memory."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    x = x.T if transpose else x
+    out = {}
+    for mode in ("fast", "reference"):
+        with kernels.use(mode):
+            tinyalex.manual_seed(seed)
+            xs = tinyalex.tensor(x, requires_grad=True)
+            y = F.dropout(F.sigmoid(F.relu(xs)), p)
+            y.backward(np.ones(y.shape))
+            param = tinyalex.tensor(x.copy(), requires_grad=True)
+            param.grad = tinyalex.tensor(np.ones(x.shape))
+            optim.SGD([param], lr=0.5).step()
+            out[mode] = (host(y), host(xs.grad), host(param))
+    assert guarded_loops
+    for f, r in zip(out["fast"], out["reference"]):
+        np.testing.assert_allclose(f, r, rtol=1e-12, atol=1e-12)
+
+
+def test_the_guard_catches_an_out_of_bounds_loop(guarded_loops):
+    """The check above can fail: a loop handed an output shorter than its input
+    writes past the end, and the guard says so."""
+    from tinyalex.kernels import numba_kernels
+    with pytest.raises(OutOfBounds):
+        numba_kernels.relu_forward(np.ones(5), np.empty(4))
+    assert guarded_loops == ["relu_forward"]
