@@ -46,7 +46,7 @@ def _check_net_and_shape(net, input_shape):
                         f"{type(net).__name__}")
     try:
         shape = tuple(int(s) for s in input_shape)
-        if any(isinstance(s, bool) or s != int(s) for s in input_shape):
+        if any(isinstance(s, (bool, np.bool_)) or s != int(s) for s in input_shape):
             raise TypeError      # a bool, or a float such as 28.5: not a size
     except (TypeError, ValueError):
         raise TypeError(f"summary: input_shape must be a tuple of ints such as "
