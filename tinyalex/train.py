@@ -126,29 +126,35 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
-            or "ALLOC_FAILED" in text or "MemoryAllocation" in text)
+            or "OUT_OF_MEMORY" in text or "ALLOC_FAILED" in text
+            or "MemoryAllocation" in text)
 
 
-def _out_of_memory(exc, where: str, batch: int, backend: str, shape) -> OutOfMemory:
-    device = "GPU" if backend == "cupy" else "host"
-    smaller = max(1, batch // 2)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return OutOfMemory(
-        f"out of {device} memory {where} (a batch of {batch} images of shape "
-        f"{tuple(shape)} on {backend}: {type(exc).__name__}: {text}); use a smaller "
-        f"batch, e.g. --batch-size {smaller}" + (", or free the GPU of other processes"
-                                                 if backend == "cupy" else ""))
+def _device_of(exc, backend: str) -> str:
+    module = type(exc).__module__ or ""
+    return "GPU" if backend == "cupy" or module.startswith(("cupy", "numba.cuda")) else "host"
+
+
+def _reason(exc) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
-def _translate_oom(where: str, batch: int, backend: str, shape):
-    """Turn an allocation failure inside the block into ``OutOfMemory``."""
+def _translate_oom(where: str, batch: int, backend: str, side):
+    """Turn an allocation failure inside the block into ``OutOfMemory`` that says where
+    it happened and suggests half the batch."""
     try:
         yield
     except Exception as exc:
-        if is_out_of_memory(exc):
-            raise _out_of_memory(exc, where, batch, backend, shape) from None
-        raise
+        if not is_out_of_memory(exc):
+            raise
+        device = _device_of(exc, backend)
+        raise OutOfMemory(
+            f"out of {device} memory {where} (a batch of {batch} images of {side}x{side} "
+            f"on {backend}; {_reason(exc)}); use a smaller batch, e.g. --batch-size "
+            f"{max(1, batch // 2)}" + (", or free the GPU of other processes"
+                                       if device == "GPU" else "")) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def predict(net, images, batch_size: int, backend: str, resize=None,
             for i, (X_host, _) in enumerate(batches(images, np.zeros(len(images), np.int64),
                                                     batch_size)):
                 with _translate_oom(f"in evaluation (batch {i + 1})", len(X_host), backend,
-                                    X_host.shape):
+                                    resize or X_host.shape[-1]):
                     logits = net(Tensor(to_input(X_host, backend, resize))).data
                     out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
                 check()
@@ -304,7 +310,7 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
                              recipe.get("crop_padding") or 0, bool(recipe.get("flip")))
             start = time.perf_counter()
             with _translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", len(X_host),
-                                backend, X_host.shape):
+                                backend, recipe["resize"]):
                 X = Tensor(to_input(X_host, backend, recipe["resize"]))
                 y = Tensor(B.xp_of(backend).asarray(y_host))
                 optimizer.zero_grad()
@@ -429,13 +435,21 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
     train_images, train_labels = _limit(data[:2], recipe["train_limit"])
     test_images, test_labels = _limit(data[2:], recipe["test_limit"])
 
-    R.manual_seed(recipe["seed"])
-    net = build_model(recipe["model"])
-    _check_input_size(net, recipe)
-    net.apply(init_weights_xavier)
-    net.to(backend)
-    optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                    weight_decay=recipe["weight_decay"])
+    try:
+        R.manual_seed(recipe["seed"])
+        net = build_model(recipe["model"])
+        _check_input_size(net, recipe)
+        net.apply(init_weights_xavier)
+        net.to(backend)
+        optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                        weight_decay=recipe["weight_decay"])
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise OutOfMemory(f"out of {_device_of(exc, backend)} memory building "
+                          f"{recipe['model']} on {backend} ({_reason(exc)}), before any "
+                          "training; free memory used by other processes, or train on a "
+                          "machine with more") from None
     records, start = [], 0
     if resume is not None:
         ckpt = resume if hasattr(resume, "params") else load_checkpoint(resume)
