@@ -29,12 +29,20 @@ from tinyalex import cli, data, nn, optim
 
 OK_ERRORS = (ValueError, TypeError)
 MODES = ["reference", "fast"]
-LOOP_MODULES = ("numba_kernels", "numba_winograd", "numba_direct")
+
+
+def loop_modules():
+    """The CPU set's modules of compiled loops: kernels/numba_*.py."""
+    import pkgutil
+    return sorted(m.name for m in pkgutil.iter_modules(kernels.__path__)
+                  if m.name.startswith("numba_"))
 
 
 def compiled_loops():
-    """(module, name, dispatcher) for every Numba-compiled function of the CPU set."""
-    for mod_name in LOOP_MODULES:
+    """(module, name, dispatcher) for every Numba-compiled function of the CPU set
+    (looked up by the wrappers as module attributes at call time, so replacing the
+    attribute replaces the loop they call)."""
+    for mod_name in loop_modules():
         mod = importlib.import_module(f"tinyalex.kernels.{mod_name}")
         for name, obj in sorted(vars(mod).items()):
             if hasattr(obj, "py_func") and hasattr(obj, "signatures"):
