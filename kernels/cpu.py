@@ -16,6 +16,9 @@ another process wants a core: measured on the 2-core benchmark machine with one 
 busy process, AlexNet at batch 32 trained at 2.8 images/s with OpenBLAS's 2 threads,
 29.9 with one thread and 38.2 with two coarse GEMM pieces (benchmarks/README.md).
 Without threadpoolctl BLAS keeps its threads and GEMMs are not cut.
+
+Memory: freed blocks stay in the process for the next step (``allocator.py``;
+``TINYALEX_MALLOC=default`` turns that off).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import numba_kernels
-from .fastset import FLOATS, FastKernels, dense_view
+from . import numba_kernels, numba_sigmoid
+from .allocator import keep_freed_memory
+from .fastset import FLOATS, FastKernels, _undo, dense_view
 
 CHUNK_BYTES = 4 << 20
+MALLOC_KEEPS_FREED_MEMORY = keep_freed_memory()     # see allocator.py
 
 
 def _threads_from_env() -> int:
@@ -123,21 +128,52 @@ KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_
                       direct=(_parallel, THREADS if SPLIT else 1))
 
 
+MIN_PART_ELEMENTS = 1 << 17     # an elementwise range smaller than this is not worth a thread
+
+
+def _ranges(n):
+    """Disjoint (i0, i1) ranges covering 0..n-1, one per thread that pays."""
+    parts = max(1, min(THREADS if SPLIT else 1, n // MIN_PART_ELEMENTS))
+    step = -(-n // parts)
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
 def sigmoid_forward(x):
-    """1 / (1 + exp(-x)) with NumPy's SIMD exp, in place in one buffer (Numba's exp is
-    scalar: 16 ms against 0.8 ms for LeNet's first activation). exp(-x) overflows to inf
-    for x < -88 (float32), and 1 / inf = 0 is the right limit, so no warning is raised."""
+    """1 / (1 + exp(-x)) on the memory as it lies: float32 by the vectorised loop of
+    ``numba_sigmoid.py``, float64 with NumPy's SIMD exp in one buffer (exp(-x)
+    overflows to inf for very negative x, and 1 / inf = 0 is the right limit, so no
+    warning is raised)."""
     if x.dtype not in FLOATS or x.size == 0 or not isinstance(x, np.ndarray):
         return KERNELS.sigmoid_forward(x)
     t, order = dense_view(np, x)
     out = np.empty(t.shape, dtype=x.dtype)
-    with np.errstate(over="ignore", under="ignore"):
-        np.negative(t, out=out)
-        np.exp(out, out=out)
-        out += 1
-        np.reciprocal(out, out=out)
-    return out.transpose(tuple(int(i) for i in np.argsort(order)))
+    if x.dtype == np.float32:
+        flat, res = t.reshape(-1), out.reshape(-1)
+        _parallel([lambda i0=i0, i1=i1: numba_sigmoid.forward_float32(flat, res, i0, i1)
+                   for i0, i1 in _ranges(flat.size)])
+    else:
+        with np.errstate(over="ignore", under="ignore"):
+            np.negative(t, out=out)
+            np.exp(out, out=out)
+            out += 1
+            np.reciprocal(out, out=out)
+    return _undo(out, order)
+
+
+def sigmoid_backward(gy, y):
+    """gy * y * (1 - y), in y's memory order, cut into ranges for threads."""
+    if not KERNELS._fast(gy, y) or gy.shape != y.shape or y.size == 0:
+        return KERNELS.sigmoid_backward(gy, y)
+    ty, order = dense_view(np, y)
+    tg, _ = dense_view(np, gy, order)
+    out = np.empty(ty.shape, dtype=y.dtype)
+    g, yy, res = tg.reshape(-1), ty.reshape(-1), out.reshape(-1)
+    one = y.dtype.type(1)
+    _parallel([lambda i0=i0, i1=i1: numba_sigmoid.backward(g, yy, res, one, i0, i1)
+               for i0, i1 in _ranges(res.size)])
+    return _undo(out, order)
 
 
 TABLE = KERNELS.table()
 TABLE["sigmoid_forward"] = sigmoid_forward
+TABLE["sigmoid_backward"] = sigmoid_backward

@@ -402,3 +402,17 @@ def test_tf32_flag_defaults_on_and_switches():
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, TINYALEX_TF32="maybe"))
     assert bad.returncode != 0 and "TINYALEX_TF32='maybe'" in bad.stderr
+
+
+def test_sigmoid_in_parts_for_threads_matches_the_reference(monkeypatch):
+    """Large arrays are cut into ranges, one per thread (``cpu._ranges``); float32 runs
+    the vectorised loop with its own exp (``numba_sigmoid.py``), within a few ulp."""
+    monkeypatch.setattr(cpu, "MIN_PART_ELEMENTS", 1000)
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal((7, 5, 301)) * 30).astype(dtype).transpose(2, 0, 1)
+        assert len(cpu._ranges(x.size)) == (cpu.THREADS if cpu.SPLIT else 1)
+        y = FAST.sigmoid_forward(x)
+        np.testing.assert_allclose(y, REF.sigmoid_forward(x), rtol=4e-7, atol=1e-37)
+        gy = rng.standard_normal(x.shape).astype(dtype)
+        np.testing.assert_array_equal(FAST.sigmoid_backward(gy, y), REF.sigmoid_backward(gy, y))

@@ -1,0 +1,85 @@
+"""The sigmoid of the fast CPU set as one vectorised Numba loop (``cpu.py`` checks the
+arguments and cuts the array into ranges for threads).
+
+NumPy's SIMD ``exp`` needs four passes over memory for ``1 / (1 + exp(-x))``, and
+Numba's ``exp`` calls the C library once per element. Here ``exp`` is written out so
+that the compiler turns the whole loop into SIMD code (float32, LeNet's activation):
+
+    exp(t) = 2**n * exp(r),   n = round(t / ln 2),   r = t - n*ln 2 in [-ln2/2, ln2/2]
+
+with ``exp(r)`` a degree-7 polynomial (the coefficients of Cephes' ``expf``, within
+2 ulp on that interval) and 2**n built directly from its IEEE-754 bits: exponent
+field ``n + 127``, mantissa 0. ``ln 2`` is split in two parts (``LN2_HI`` has few
+enough bits that ``n * LN2_HI`` is exact) so that r keeps its accuracy. The result is
+within a few ulp of NumPy's ``1 / (1 + exp(-x))`` (4 ulp measured over 1.2 million
+values of N(0, 25)).
+
+Saturation, as the reference gives it: ``t = -x`` is held above -86 (there the sigmoid
+is 1 to float32 precision), ``exp`` is inf beyond 88.72 (so the sigmoid is 0), and
+in between the division gives the tiny denormal values; NaN stays NaN.
+``error_model="numpy"`` lets a division by zero give inf instead of raising, which
+is what allows the compiler to vectorise the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI = np.float32(0.693359375)            # 9 significant bits: n * LN2_HI is exact
+LN2_LO = np.float32(-2.12194440e-4)         # ln 2 - LN2_HI
+T_MIN = np.float32(-86.0)                   # exp(-86) + 1 == 1 in float32
+T_MAX = np.float32(88.72283)                # ln(largest float32)
+MAGIC = np.float32(12582912.0)              # 1.5 * 2**23: x + MAGIC - MAGIC rounds x
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 ``bits``."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def forward_float32(x, y, i0, i1):
+    """y[i] = 1 / (1 + exp(-x[i])) for i in i0..i1-1 (1-D float32 arrays)."""
+    xs, ys = x[i0:i1], y[i0:i1]
+    for i in range(i1 - i0):
+        v = xs[i]
+        t = -v
+        big = t > T_MAX
+        t = t if t < T_MAX else T_MAX
+        t = t if t > T_MIN else T_MIN
+        n = (t * LOG2E + MAGIC) - MAGIC                 # round(t / ln 2)
+        r = (t - n * LN2_HI) - n * LN2_LO               # t - n ln 2, |r| <= ln2 / 2
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        e = p * r * r + r + np.float32(1.0)             # exp(r)
+        # 2**n as 2**(n-1) * 2: n - 1 + 127 stays within the exponent field's 1..254
+        e = e * _float32_from_bits(np.int32((np.int32(n) + np.int32(126)) << np.int32(23)))
+        e = e * np.float32(2.0)
+        e = np.float32(np.inf) if big else e
+        s = np.float32(1.0) / (np.float32(1.0) + e)
+        ys[i] = s if v == v else v                      # NaN stays NaN
+    return y
+
+
+@njit(cache=True, nogil=True)
+def backward(gy, y, gx, one, i0, i1):
+    """gx[i] = gy[i] * y[i] * (one - y[i]) for i in i0..i1-1 (1-D arrays of one dtype;
+    ``one`` of that dtype, so that float32 is not promoted: the reference's rounding)."""
+    gs, ys, out = gy[i0:i1], y[i0:i1], gx[i0:i1]
+    for i in range(i1 - i0):
+        out[i] = gs[i] * ys[i] * (one - ys[i])
+    return gx
