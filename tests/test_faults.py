@@ -550,3 +550,52 @@ def test_any_json_in_any_entry_is_loaded_or_refused_cleanly(good_checkpoint, tin
                   resume=ck, log=lambda s: None)
     except ValueError as exc:
         assert "fuzz.npz" in str(exc) or "recipe" in str(exc)
+
+
+# ------------------------------------------------------------------ disk full, early Ctrl-C
+
+def test_disk_full_while_saving_keeps_the_last_checkpoint(tiny, tmp_path, monkeypatch,
+                                                          capsys):
+    """ENOSPC in the middle of epoch 2's checkpoint: exit 2 with the reason, epoch 1's
+    files untouched, no temporary file left, and the run resumes afterwards."""
+    import errno
+    out = tmp_path / "run"
+    real, calls = np.savez, [0]
+
+    def savez(f, **arrays):
+        calls[0] += 1
+        if calls[0] == 2:
+            f.write(b"part of an archive")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, **arrays)
+    monkeypatch.setattr(np, "savez", savez)
+    common = ["--data-dir", str(tiny), "--out", str(out), "--backend", "numpy",
+              "--no-progress", "--batch-size", "16"]
+    assert cli.main("lenet", common + ["--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the files of epoch 2" in err and "No space left on device" in err
+    assert "the checkpoint of epoch 1 is kept" in err
+    assert C.load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert sorted(os.listdir(out)) == FILES and len(read_metrics(out)["epochs"]) == 1
+    assert cli.main("lenet", common + ["--epochs", "3", "--resume"]) == 0
+    assert C.load_checkpoint(out / "checkpoint.npz").epoch == 3
+
+
+def test_ctrl_c_during_start_up_is_a_clean_exit(tiny, tmp_path):
+    """SIGINT as soon as the script has printed its backend (loading data, building
+    the network or already training): status 130 and a sentence, never a traceback."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(out, tiny, "--epochs", "50"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        for line in proc.stdout:
+            if line.startswith("backend:"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupt" in stderr

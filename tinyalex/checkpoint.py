@@ -126,6 +126,8 @@ def exclusive_folder(folder):
         except BlockingIOError:
             raise ValueError(f"{folder}: another process is training into this folder; "
                              "wait for it to finish, or choose another --out") from None
+        except OSError:                 # a file system without locks (some NFS): go on
+            pass
         yield
     finally:
         os.close(fd)

@@ -513,11 +513,17 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
             if out is not None:
                 with signals.critical():
                     metrics = dict(info, status="running", epochs=records)
-                    save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
-                                    recipe=recipe, metrics=metrics)
-                    saved = epoch + 1
-                    _write_json(out / METRICS, metrics)
-                    _plot(out, records, recipe)
+                    try:
+                        save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
+                                        recipe=recipe, metrics=metrics)
+                        saved = epoch + 1
+                        _write_json(out / METRICS, metrics)
+                        _plot(out, records, recipe)
+                    except OSError as exc:        # disk full, permissions, ...
+                        kept = (f"the checkpoint of epoch {saved} is kept" if saved else
+                                "no checkpoint was written")
+                        raise OSError(exc.errno, f"cannot write the files of epoch {epoch + 1} "
+                                      f"in {out} ({exc.strerror or exc}); {kept}") from None
     except TrainingDiverged as exc:
         kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
         if out is not None:
