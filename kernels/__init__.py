@@ -36,6 +36,8 @@ Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2
   (``tinyalex.random.keep_mask``); backward is the same call on the gradient.
 * ``sgd_update(param, grad, lr) -> param``: ``param -= lr * grad`` in place, without
   a temporary the size of the parameter (for the optimiser).
+* ``matmul(a, b) -> a @ b`` for 2-D a (M, K) and b (K, N), a fresh array (the fully
+  connected layers; on the CPU cut into GEMMs for threads like the convolutions').
 
 Where the implementations live: the readable references in ``tinyalex/ops/im2col.py``,
 ``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
@@ -146,7 +148,13 @@ def _reference_table() -> dict:
         "sigmoid_backward": act_ref.sigmoid_backward_reference,
         "dropout": act_ref.dropout_reference,
         "sgd_update": sgd_update_reference,
+        "matmul": matmul_reference,
     }
+
+
+def matmul_reference(a, b):
+    """a @ b (NumPy's or CuPy's GEMM)."""
+    return a @ b
 
 
 def sgd_update_reference(param, grad, lr):

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import numba_kernels, numba_sigmoid
+from . import numba_elementwise, numba_kernels
 from .allocator import keep_freed_memory
 from .fastset import FLOATS, FastKernels, _undo, dense_view
 
@@ -96,7 +96,8 @@ def _pieces(n, parts):
 
 
 def _matmul(a, b, out):
-    """out = a @ b, cut into THREADS independent GEMMs when large enough."""
+    """out = a @ b, cut into THREADS independent GEMMs when large enough: blocks of rows,
+    or of columns when a has few rows (the fully connected layers at small batches)."""
     flops = 2 * a.size * b.shape[-1]
     if not SPLIT or flops < MIN_PIECE_FLOPS * THREADS:
         np.matmul(a, b, out=out)
@@ -105,6 +106,8 @@ def _matmul(a, b, out):
         pieces = [(a[s], b[s], out[s]) for s in _pieces(a.shape[0], THREADS)]
     elif a.shape[0] >= 8 * THREADS:       # row blocks: out[rows] = a[rows] @ b
         pieces = [(a[s], b, out[s]) for s in _pieces(a.shape[0], THREADS)]
+    elif b.shape[1] >= 64 * THREADS:      # column blocks: out[:, cols] = a @ b[:, cols]
+        pieces = [(a, b[:, s], out[:, s]) for s in _pieces(b.shape[1], THREADS)]
     else:
         np.matmul(a, b, out=out)
         return
@@ -125,7 +128,7 @@ def _parallel(calls):
 
 
 KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split,
-                      direct=(_parallel, THREADS if SPLIT else 1))
+                      direct=(_parallel, THREADS if SPLIT else 1), dense_matmul=_matmul)
 
 
 MIN_PART_ELEMENTS = 1 << 17     # an elementwise range smaller than this is not worth a thread
@@ -140,7 +143,7 @@ def _ranges(n):
 
 def sigmoid_forward(x):
     """1 / (1 + exp(-x)) on the memory as it lies: float32 by the vectorised loop of
-    ``numba_sigmoid.py``, float64 with NumPy's SIMD exp in one buffer (exp(-x)
+    ``numba_elementwise.py``, float64 with NumPy's SIMD exp in one buffer (exp(-x)
     overflows to inf for very negative x, and 1 / inf = 0 is the right limit, so no
     warning is raised)."""
     if x.dtype not in FLOATS or x.size == 0 or not isinstance(x, np.ndarray):
@@ -149,7 +152,7 @@ def sigmoid_forward(x):
     out = np.empty(t.shape, dtype=x.dtype)
     if x.dtype == np.float32:
         flat, res = t.reshape(-1), out.reshape(-1)
-        _parallel([lambda i0=i0, i1=i1: numba_sigmoid.forward_float32(flat, res, i0, i1)
+        _parallel([lambda i0=i0, i1=i1: numba_elementwise.forward_float32(flat, res, i0, i1)
                    for i0, i1 in _ranges(flat.size)])
     else:
         with np.errstate(over="ignore", under="ignore"):
@@ -169,11 +172,24 @@ def sigmoid_backward(gy, y):
     out = np.empty(ty.shape, dtype=y.dtype)
     g, yy, res = tg.reshape(-1), ty.reshape(-1), out.reshape(-1)
     one = y.dtype.type(1)
-    _parallel([lambda i0=i0, i1=i1: numba_sigmoid.backward(g, yy, res, one, i0, i1)
+    _parallel([lambda i0=i0, i1=i1: numba_elementwise.backward(g, yy, res, one, i0, i1)
                for i0, i1 in _ranges(res.size)])
     return _undo(out, order)
+
+
+def sgd_update(param, grad, lr):
+    """In place: ``param -= lr * grad``, one pass, cut into ranges for threads."""
+    if not KERNELS._fast(param, grad) or param.shape != grad.shape \
+            or not param.flags.c_contiguous or param.size == 0:
+        return KERNELS.sgd_update(param, grad, lr)
+    g = np.ascontiguousarray(grad).reshape(-1)
+    p, rate = param.reshape(-1), param.dtype.type(lr)
+    _parallel([lambda i0=i0, i1=i1: numba_elementwise.sgd_update(p, g, rate, i0, i1)
+               for i0, i1 in _ranges(p.size)])
+    return param
 
 
 TABLE = KERNELS.table()
 TABLE["sigmoid_forward"] = sigmoid_forward
 TABLE["sigmoid_backward"] = sigmoid_backward
+TABLE["sgd_update"] = sgd_update

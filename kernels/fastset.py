@@ -11,7 +11,9 @@ listed in ``kernels/__init__.py``) from
 * ``winograd``: on the CPU, how to run a Winograd tile transform over tile ranges
   (``cpu._call_split``); None leaves every layer to im2col + GEMM;
 * ``direct``: on the CPU, ``(parallel, threads)`` for the direct convolution of
-  layers with few channels (``direct.py``); None leaves those to im2col + GEMM.
+  stride-1 layers (``direct.py``); None leaves those to im2col + GEMM;
+* ``dense_matmul(a, b, out)``: the GEMM of the ``matmul`` entry (the fully connected
+  layers); None means the array module's plain ``matmul`` (FP32 on the GPU).
 
 Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
 compiled loops do not check bounds: a bad call raises ValueError here and never
@@ -67,8 +69,10 @@ def _reference(name):
 
 
 class FastKernels:
-    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None, direct=None):
+    def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None, direct=None,
+                 dense_matmul=None):
         self.xp, self.loops, self.run = xp, loops, run
+        self.dense_matmul = dense_matmul or (lambda a, b, out: xp.matmul(a, b, out=out))
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
                              winograd or None,
                              self._im2col_kmajor if hasattr(loops, "im2col_kmajor") else None,
@@ -78,7 +82,7 @@ class FastKernels:
         names = ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
                  "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                  "avg_pool2d_backward", "relu_forward", "relu_backward",
-                 "sigmoid_forward", "sigmoid_backward", "dropout", "sgd_update")
+                 "sigmoid_forward", "sigmoid_backward", "dropout", "sgd_update", "matmul")
         return {name: getattr(self, name) for name in names}
 
     # -- helpers ------------------------------------------------------------------------
@@ -300,6 +304,16 @@ class FastKernels:
 
     def sigmoid_backward(self, gy, y):
         return self._binary(self.loops.sigmoid_backward, gy, y, "sigmoid_backward")
+
+    def matmul(self, a, b):
+        """a @ b for a (M, K) and b (K, N) (any memory order): a fresh (M, N) array, from
+        ``dense_matmul`` (on the CPU cut into GEMMs for threads; never TF32 on the GPU)."""
+        if not self._fast(a, b) or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] \
+                or 0 in a.shape or b.shape[1] == 0:
+            return _reference("matmul")(a, b)
+        out = self.xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)     # (M, N)
+        self.dense_matmul(a, b, out)                                      # (M, K) @ (K, N)
+        return out
 
     def sgd_update(self, param, grad, lr):
         """In place: ``param -= lr * grad``, one pass, no temporary."""

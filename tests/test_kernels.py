@@ -404,9 +404,10 @@ def test_tf32_flag_defaults_on_and_switches():
     assert bad.returncode != 0 and "TINYALEX_TF32='maybe'" in bad.stderr
 
 
-def test_sigmoid_in_parts_for_threads_matches_the_reference(monkeypatch):
-    """Large arrays are cut into ranges, one per thread (``cpu._ranges``); float32 runs
-    the vectorised loop with its own exp (``numba_sigmoid.py``), within a few ulp."""
+def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
+    """Large arrays are cut into ranges, one per thread (``cpu._ranges``): the sigmoid
+    (float32 runs the vectorised loop with its own exp, ``numba_elementwise.py``, within
+    a few ulp) and the SGD update."""
     monkeypatch.setattr(cpu, "MIN_PART_ELEMENTS", 1000)
     rng = np.random.default_rng(4)
     for dtype in (np.float32, np.float64):
@@ -416,3 +417,26 @@ def test_sigmoid_in_parts_for_threads_matches_the_reference(monkeypatch):
         np.testing.assert_allclose(y, REF.sigmoid_forward(x), rtol=4e-7, atol=1e-37)
         gy = rng.standard_normal(x.shape).astype(dtype)
         np.testing.assert_array_equal(FAST.sigmoid_backward(gy, y), REF.sigmoid_backward(gy, y))
+        p = np.ascontiguousarray(x)
+        want = REF.sgd_update(p.copy(), gy, 0.3)
+        assert FAST.sgd_update(p, gy, 0.3) is p
+        np.testing.assert_array_equal(p, want)
+
+
+@settings(max_examples=EXAMPLES)
+@given(M=st.sampled_from([1, 3, 17, 40]), K=st.integers(1, 9),
+       N=st.sampled_from([1, 5, 130, 300]), dtype=DTYPES, ta=st.booleans(), tb=st.booleans(),
+       split=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, seed,
+                                                monkeypatch):
+    """The fully connected layers' GEMM: cut by rows (many rows) or by columns (few
+    rows, many columns) into one GEMM per thread, or whole; operands in any order."""
+    monkeypatch.setattr(cpu, "MIN_PIECE_FLOPS", 1 if split else 1 << 62)
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    got = FAST.matmul(a, b)
+    assert got.shape == (M, N) and got.dtype == dtype and got.flags.c_contiguous
+    assert not np.shares_memory(got, a) and not np.shares_memory(got, b)
+    np.testing.assert_allclose(got, REF.matmul(a, b), **tol(dtype))

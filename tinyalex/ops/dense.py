@@ -1,8 +1,14 @@
-"""Fully connected layer and flatten."""
+"""Fully connected layer and flatten.
+
+The layer's three GEMMs go through the kernel set's ``matmul`` entry (``a @ b``; the
+fast CPU set cuts a large one into pieces for its threads, see ``kernels/cpu.py``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+import tinyalex.kernels as kernels
 
 from ..tensor import Function
 from .basic import reshape
@@ -30,7 +36,8 @@ class Linear(Function):
         if bias is not None and tuple(bias.shape) != (OUT,):
             raise ValueError(f"{self.where}: bias must have shape ({OUT},), got "
                              f"{tuple(bias.shape)}")
-        y = x @ weight.T                       # (N, OUT) = (N, IN) @ (IN, OUT)
+        self.k = kernels.select(x)
+        y = self.k.matmul(x, weight.T)         # (N, OUT) = (N, IN) @ (IN, OUT)
         if bias is not None:
             y += bias                          # (N, OUT) + (OUT,)
         self.x, self.weight = x, weight
@@ -38,8 +45,9 @@ class Linear(Function):
 
     def backward(self, gy):
         need = self.needs_input_grad
-        gx = gy @ self.weight if need[0] else None          # (N, IN) = (N, OUT) @ (OUT, IN)
-        gw = gy.T @ self.x if need[1] else None             # (OUT, IN) = (OUT, N) @ (N, IN)
+        mm = self.k.matmul
+        gx = mm(gy, self.weight) if need[0] else None       # (N, IN) = (N, OUT) @ (OUT, IN)
+        gw = mm(gy.T, self.x) if need[1] else None          # (OUT, IN) = (OUT, N) @ (N, IN)
         if len(need) > 2:
             gb = gy.sum(axis=0) if need[2] else None        # (OUT,)
             return gx, gw, gb

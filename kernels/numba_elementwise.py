@@ -1,9 +1,12 @@
-"""The sigmoid of the fast CPU set as one vectorised Numba loop (``cpu.py`` checks the
-arguments and cuts the array into ranges for threads).
+"""Elementwise loops of the fast CPU set over index ranges i0..i1-1 of 1-D arrays, so
+that ``cpu.py`` (which checks the arguments) can cut an array into one range per
+thread: the sigmoid forward (float32) and backward, and the SGD update. They release
+the GIL.
 
-NumPy's SIMD ``exp`` needs four passes over memory for ``1 / (1 + exp(-x))``, and
-Numba's ``exp`` calls the C library once per element. Here ``exp`` is written out so
-that the compiler turns the whole loop into SIMD code (float32, LeNet's activation):
+The sigmoid. NumPy's SIMD ``exp`` needs four passes over memory for
+``1 / (1 + exp(-x))``, and Numba's ``exp`` calls the C library once per element. Here
+``exp`` is written out so that the compiler turns the whole loop into SIMD code
+(float32, LeNet's activation; float64 stays with NumPy):
 
     exp(t) = 2**n * exp(r),   n = round(t / ln 2),   r = t - n*ln 2 in [-ln2/2, ln2/2]
 
@@ -83,3 +86,12 @@ def backward(gy, y, gx, one, i0, i1):
     for i in range(i1 - i0):
         out[i] = gs[i] * ys[i] * (one - ys[i])
     return gx
+
+
+@njit(cache=True, nogil=True)
+def sgd_update(param, grad, lr, i0, i1):
+    """In place: param[i] -= lr * grad[i] for i in i0..i1-1 (no temporary)."""
+    ps, gs = param[i0:i1], grad[i0:i1]
+    for i in range(i1 - i0):
+        ps[i] -= lr * gs[i]
+    return param
