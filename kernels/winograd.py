@@ -26,16 +26,16 @@ Backward, by the same algebra:
 For a 5x5 filter everything is the same with 6x6 tiles (36 GEMMs) and the matrices
 of ``F25`` below (Toom-Cook at the points 0, 1, -1, 2, -2 and infinity; a test checks
 that they compute a correlation). A batch is processed a few images at a time so that
-V and M stay small (``chunk_bytes``). The transforms are the Numba loops of
-``numba_winograd.py`` (written out by hand for 3x3, as small matrix products for 5x5);
-the filter transforms are one GEMM each, here.
+V and M stay small (``chunk_bytes``). The tile transforms are Numba loops written out
+by hand: ``numba_winograd.py`` for 3x3, ``numba_winograd5.py`` for 5x5; the filter
+transforms are one GEMM each, here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import numba_winograd as nw
+from . import numba_winograd as nw, numba_winograd5 as nw5
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 BT3 = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
@@ -89,12 +89,8 @@ class Winograd:
         return max(1, min(N, self.chunk_bytes // max(1, per_image)))
 
     def _input_transform(self, r, x2, n, H, W, C, PH, PW, TH, TW, V, zero):
-        if r == 3:
-            self.run(nw.input_transform, V.shape[1], x2, n, H, W, C, PH, PW, TH, TW, V, zero)
-        else:
-            BT = MATRICES[r][2].astype(V.dtype)
-            self.run(nw.input_transform_any, V.shape[1], x2, n, H, W, C, PH, PW, TH, TW, BT, V,
-                     zero)
+        loop = nw.input_transform if r == 3 else nw5.input_transform5
+        self.run(loop, V.shape[1], x2, n, H, W, C, PH, PW, TH, TW, V, zero)
 
     def conv(self, xh, U, bias, PH, PW, out_h, out_w, r=3):
         """y (N, OH, OW, OC) for channels-last xh (N, H, W, C) and U (n*n, OC, C)."""
@@ -120,12 +116,8 @@ class Winograd:
             # (n*n, T, OC) = (n*n, T, C) @ (n*n, C, OC), U stored as (n*n, OC, C)
             self.matmul(V, U.transpose(0, 2, 1), M)
             y2 = yh[n0:n1].reshape((n1 - n0) * OH, OW * OC)        # ((n1-n0)*OH, OW*OC)
-            if r == 3:
-                self.run(nw.output_transform, T, M, n1 - n0, OH, OW, OC, TH, TW, b,
-                         bias is not None, y2)
-            else:
-                self.run(nw.output_transform_any, T, M, n1 - n0, OH, OW, OC, TH, TW,
-                         MATRICES[r][0].astype(dt), b, bias is not None, y2)
+            loop = nw.output_transform if r == 3 else nw5.output_transform5
+            self.run(loop, T, M, n1 - n0, OH, OW, OC, TH, TW, b, bias is not None, y2)
         return yh
 
     def weight_gradient(self, xh, gyh, PH, PW, r=3):
@@ -147,12 +139,8 @@ class Winograd:
             x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
             self._input_transform(r, x2, n1 - n0, H, W, C, PH, PW, TH, TW, V, zero)
             gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
-            if r == 3:
-                self.run(nw.grad_output_transform, T, gy2, n1 - n0, OH, OW, OC, TH, TW,
-                         gM, zero)
-            else:
-                self.run(nw.grad_output_transform_any, T, gy2, n1 - n0, OH, OW, OC,
-                         TH, TW, MATRICES[r][0].astype(dt), gM, zero)
+            loop = nw.grad_output_transform if r == 3 else nw5.grad_output_transform5
+            self.run(loop, T, gy2, n1 - n0, OH, OW, OC, TH, TW, gM, zero)
             # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
             self.matmul(gM.transpose(0, 2, 1), V, part)
             gU += part

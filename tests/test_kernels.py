@@ -160,6 +160,18 @@ def test_winograd_matrices_compute_a_correlation(r):
                                    [g @ d[i:i + r] for i in range(2)], rtol=1e-12, atol=1e-12)
 
 
+def test_winograd5_written_out_transforms_are_the_matrices():
+    """numba_winograd5.py writes B^T d, A^T m and A g out by hand: the same as BT5, AT5."""
+    from tinyalex.kernels import numba_winograd5 as nw5
+    AT, _, BT = winograd.MATRICES[5]
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        d, g = rng.standard_normal(6), rng.standard_normal(2)
+        np.testing.assert_allclose(nw5._bt(*d), BT @ d, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(nw5._at(*d), AT @ d, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(nw5._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
+
+
 def test_winograd_is_used_only_where_it_pays():
     g = fastconv.Geometry(32, 96, 26, 26, 256, 5, 5, 1, 1, 2, 2, 26, 26)
     assert fastconv.winograd_size(g) == 5                       # AlexNet's second layer

@@ -1,0 +1,155 @@
+"""Numba loops of the Winograd F(2x2, 5x5) convolution (see ``winograd.py``), written
+out for the matrices ``AT5`` and ``BT5`` there, as ``numba_winograd.py`` does for
+F(2x2, 3x3). Same layouts and signatures as those loops: images channels-last,
+``x2`` (N*H, W*C); transformed tiles (36, T, C), plane ``6*a + b`` holding element
+(a, b) of every tile's 6x6 transform; every loop covers tiles t0..t1-1 and releases
+the GIL. ``winograd.py`` checks the arguments.
+
+Each 2-D transform is two passes of the 1-D one, first down the columns of the tile
+into a scratch array, then along its rows, each pass a loop over the channels that
+the compiler vectorises. The 1-D transforms, from the matrices' rows:
+
+    B^T d = (4 d0 - 5 d2 + d4,  (d3 + d4) - 4 (d1 + d2),  (d4 - d3) + 4 (d1 - d2),
+             (d4 - d2) + 2 (d3 - d1),  (d4 - d2) - 2 (d3 - d1),  4 d1 - 5 d3 + d5)
+    A^T m = (m0 + m1 + m2 + m3 + m4,  (m1 - m2) + 2 (m3 - m4) + m5)
+    A g   = (g0,  g0 + g1,  g0 - g1,  g0 + 2 g1,  g0 - 2 g1,  g1)
+
+Multiples are formed by additions (x + x is exactly 2x), so float32 data never meets a
+float64 constant (Numba would promote the arithmetic to float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bt(d0, d1, d2, d3, d4, d5):
+    """B^T d for one column (or row) of a 6x6 tile."""
+    e = d0 - d2
+    e2 = e + e
+    f = d1 + d2
+    f2 = f + f
+    g = d1 - d2
+    g2 = g + g
+    h = d3 - d1
+    h2 = h + h
+    k = d1 - d3
+    k2 = k + k
+    return (e2 + e2 - d2 + d4, (d3 + d4) - (f2 + f2), (d4 - d3) + (g2 + g2),
+            (d4 - d2) + h2, (d4 - d2) - h2, k2 + k2 - d3 + d5)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _at(m0, m1, m2, m3, m4, m5):
+    """A^T m: the 2 outputs of a 6-vector of products."""
+    d = m3 - m4
+    return m0 + m1 + m2 + m3 + m4, (m1 - m2) + (d + d) + m5
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _a(g0, g1):
+    """A g: the 6-vector transform of a pair of output gradients."""
+    h = g1 + g1
+    return g0, g0 + g1, g0 - g1, g0 + h, g0 - h, g1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run(x2, n, H, W, C, h, w, zeros):
+    """The C channels of pixel (h, w) of image n, or zeros in the padding."""
+    if 0 <= h < H and 0 <= w < W:
+        return x2[n * H + h, w * C:(w + 1) * C]
+    return zeros
+
+
+@njit(cache=True, nogil=True)
+def input_transform5(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
+    """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c
+    (top-left corner (2*th - PH, 2*tw - PW))."""
+    zeros = np.full(C, zero, dtype=V.dtype)
+    tmp = np.empty((36, C), dtype=V.dtype)               # tmp[6a + j] = (B^T d)[a, j]
+    for t in range(t0, t1):
+        n = t // (TH * TW)
+        h0, w0 = 2 * ((t // TW) % TH) - PH, 2 * (t % TW) - PW
+        for j in range(6):                               # down each column j of the patch
+            w = w0 + j
+            d0 = _run(x2, n, H, W, C, h0, w, zeros)
+            d1 = _run(x2, n, H, W, C, h0 + 1, w, zeros)
+            d2 = _run(x2, n, H, W, C, h0 + 2, w, zeros)
+            d3 = _run(x2, n, H, W, C, h0 + 3, w, zeros)
+            d4 = _run(x2, n, H, W, C, h0 + 4, w, zeros)
+            d5 = _run(x2, n, H, W, C, h0 + 5, w, zeros)
+            u0, u1, u2, u3, u4, u5 = tmp[j], tmp[6 + j], tmp[12 + j], tmp[18 + j], \
+                tmp[24 + j], tmp[30 + j]
+            for c in range(C):
+                u0[c], u1[c], u2[c], u3[c], u4[c], u5[c] = _bt(d0[c], d1[c], d2[c], d3[c],
+                                                               d4[c], d5[c])
+        for a in range(6):                               # then along each row a
+            s0, s1, s2, s3, s4, s5 = tmp[6 * a], tmp[6 * a + 1], tmp[6 * a + 2], \
+                tmp[6 * a + 3], tmp[6 * a + 4], tmp[6 * a + 5]
+            v0, v1, v2, v3, v4, v5 = V[6 * a, t], V[6 * a + 1, t], V[6 * a + 2, t], \
+                V[6 * a + 3, t], V[6 * a + 4, t], V[6 * a + 5, t]
+            for c in range(C):
+                v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _bt(s0[c], s1[c], s2[c], s3[c],
+                                                               s4[c], s5[c])
+    return V
+
+
+@njit(cache=True, nogil=True)
+def output_transform5(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
+    """y2 (N*OH, OW*OC) = A^T m A (+ bias) for every tile's 6x6 product m, cropped."""
+    tmp = np.empty((12, OC), dtype=M.dtype)              # tmp[6i + b] = (A^T m)[i, b]
+    for t in range(t0, t1):
+        n = t // (TH * TW)
+        oh, ow = 2 * ((t // TW) % TH), 2 * (t % TW)
+        for b in range(6):                               # down each column b of m
+            m0, m1, m2, m3, m4, m5 = M[b, t], M[6 + b, t], M[12 + b, t], M[18 + b, t], \
+                M[24 + b, t], M[30 + b, t]
+            u, v = tmp[b], tmp[6 + b]
+            for c in range(OC):
+                u[c], v[c] = _at(m0[c], m1[c], m2[c], m3[c], m4[c], m5[c])
+        for i in range(min(2, OH - oh)):                 # then along each output row i
+            s0, s1, s2, s3, s4, s5 = tmp[6 * i], tmp[6 * i + 1], tmp[6 * i + 2], \
+                tmp[6 * i + 3], tmp[6 * i + 4], tmp[6 * i + 5]
+            row = y2[n * OH + oh + i]
+            left = row[ow * OC:(ow + 1) * OC]
+            if ow + 1 < OW:
+                right = row[(ow + 1) * OC:(ow + 2) * OC]
+                for c in range(OC):
+                    b_ = bias[c] if use_bias else bias[0] - bias[0]
+                    o0, o1 = _at(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c])
+                    left[c], right[c] = o0 + b_, o1 + b_
+            else:
+                for c in range(OC):
+                    b_ = bias[c] if use_bias else bias[0] - bias[0]
+                    left[c] = s0[c] + s1[c] + s2[c] + s3[c] + s4[c] + b_
+    return y2
+
+
+@njit(cache=True, nogil=True)
+def grad_output_transform5(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
+    """G[6a+b, t, oc] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t (zero
+    where the tile runs past the output)."""
+    tmp = np.empty((12, OC), dtype=G.dtype)              # tmp[2a + j] = (A g)[a, j]
+    for t in range(t0, t1):
+        n = t // (TH * TW)
+        oh, ow = 2 * ((t // TW) % TH), 2 * (t % TW)
+        top, bottom = gy2[n * OH + oh], gy2[n * OH + min(oh + 1, OH - 1)]
+        for j in range(2):                               # down each column j of g
+            keep0 = ow + j < OW                          # g is zero past the output
+            keep1 = keep0 and oh + 1 < OH
+            col = min(ow + j, OW - 1) * OC
+            g0, g1 = top[col:col + OC], bottom[col:col + OC]
+            u0, u1, u2, u3, u4, u5 = tmp[j], tmp[2 + j], tmp[4 + j], tmp[6 + j], \
+                tmp[8 + j], tmp[10 + j]
+            for c in range(OC):
+                u0[c], u1[c], u2[c], u3[c], u4[c], u5[c] = _a(g0[c] if keep0 else zero,
+                                                              g1[c] if keep1 else zero)
+        for a in range(6):                               # then along each row a
+            p, q = tmp[2 * a], tmp[2 * a + 1]
+            v0, v1, v2, v3, v4, v5 = G[6 * a, t], G[6 * a + 1, t], G[6 * a + 2, t], \
+                G[6 * a + 3, t], G[6 * a + 4, t], G[6 * a + 5, t]
+            for c in range(OC):
+                v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _a(p[c], q[c])
+    return G
