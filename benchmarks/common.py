@@ -199,6 +199,17 @@ def rss_mb() -> tuple[float, float]:
     return cur, peak
 
 
+def return_free_memory() -> bool:
+    """Hand the heap's free memory back to the kernel (glibc's ``malloc_trim``), so that
+    the resident size counts live data only; False where there is no glibc. (The fast
+    CPU set keeps freed memory for the next step: ``kernels/allocator.py``.)"""
+    import ctypes
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def probe_memory(framework, model, N, backend, steps=3) -> dict:
     """Run ``steps`` training steps in a fresh Python process; its memory figures."""
     cmd = [sys.executable, os.path.join(HERE, "memory_probe.py"), framework, model, str(N),

@@ -41,6 +41,7 @@ def main(framework, model, N, backend, steps):
     warm()
     del warm
     gc.collect()
+    common.return_free_memory()     # freed blocks the allocator keeps are not code
     code, _ = common.rss_mb()
     step = make(N)
     step()
