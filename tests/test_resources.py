@@ -10,9 +10,8 @@ translation recognises them by type name and module, so the same code path runs.
 A real MemoryError is produced too, by limiting a training process's address space.
 """
 
-import gc
+import json
 import os
-import resource
 import subprocess
 import sys
 import tracemalloc
@@ -23,7 +22,6 @@ import pytest
 import tinyalex
 from reliability_helpers import ROOT, tiny_dataset
 from tinyalex import cli, data, models, nn, optim, train
-from tinyalex.tensor import Function, Tensor
 
 
 def stand_in(name, module, base, message):
@@ -148,19 +146,20 @@ def test_out_of_memory_while_building_the_model(tiny, monkeypatch):
 
 # ------------------------------------------------------------------ long runs
 
-def rss_bytes() -> int:
+LONG_RUN = r"""
+import gc, json, os, sys
+import numpy as np
+import tinyalex
+from tinyalex import models, optim, train
+from tinyalex.tensor import Function, Tensor
+
+
+def rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def live_graph_objects() -> int:
-    return sum(isinstance(o, (Function, Tensor)) for o in gc.get_objects())
-
-
-def run_steps(n_steps, every, keep_graphs=False, monkeypatch=None):
-    """train_epoch over n_steps batches of 4 random images; (step, RSS, live Function
-    and Tensor objects) every ``every`` steps. The cyclic garbage collector is off, so
-    anything that is freed is freed by reference counting alone."""
+def run_steps(n_steps, every, keep_graphs=False):
     rng = np.random.default_rng(0)
     N = 4 * n_steps
     X, y = rng.integers(0, 256, (N, 28, 28), dtype=np.uint8), rng.integers(0, 10, N)
@@ -168,19 +167,20 @@ def run_steps(n_steps, every, keep_graphs=False, monkeypatch=None):
     net = models.lenet()
     net.apply(models.init_weights_xavier)
     opt = optim.SGD(net.parameters(), lr=0.1)
-    if keep_graphs:                     # the leak this test must be able to see
-        kept, real = [], Tensor.backward
-
+    real = Tensor.backward
+    kept = []
+    if keep_graphs:                     # the leak the measurement must be able to see
         def backward(self, grad=None, retain_graph=False):
             kept.append(self)
             return real(self, grad, retain_graph=True)
-        monkeypatch.setattr(Tensor, "backward", backward)
+        Tensor.backward = backward
     samples, step = [], [0]
 
     def check():
         step[0] += 1
         if step[0] % every == 0:
-            samples.append((step[0], rss_bytes(), live_graph_objects()))
+            live = sum(isinstance(o, (Function, Tensor)) for o in gc.get_objects())
+            samples.append((step[0], rss_bytes(), live))
     gc.collect()
     gc.disable()
     try:
@@ -188,29 +188,41 @@ def run_steps(n_steps, every, keep_graphs=False, monkeypatch=None):
                           "numpy", 0, check=check)
     finally:
         gc.enable()
+        Tensor.backward = real
     return samples
 
 
+flat = run_steps(3000, 250)
+kept = run_steps(400, 100, keep_graphs=True)
+print(json.dumps({"flat": flat, "kept": kept}))
+"""
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="RSS is read from /proc")
-def test_thousands_of_steps_keep_memory_flat(monkeypatch):
-    """3000 LeNet steps (batch 4): from step 500 to 3000 the resident memory grows by
-    less than 1 MiB and the number of live Function and Tensor objects never changes.
-    The same measurement over 400 steps that keep their graphs (retain_graph, as a
-    loop that stored its losses would) grows by ~15 MiB per 100 steps: the tolerance
-    is 1/60 of what one kept graph per step would cost over the run."""
-    samples = run_steps(3000, 250)
+def test_thousands_of_steps_keep_memory_flat(tmp_path):
+    """3000 LeNet steps (batch 4) in a fresh process (in this one, memory freed by
+    earlier tests would hide growth), the cyclic garbage collector off so that only
+    reference counting frees anything: from step 500 to 3000 the resident memory grows
+    by less than 1 MiB and the number of live Function and Tensor objects never
+    changes. Then, in the same process, 400 steps that keep their graphs
+    (retain_graph, as a loop that stored its losses would): ~15 MiB per 100 steps, so
+    the tolerance is 1/40 of what one kept graph per step costs over the run."""
+    script = tmp_path / "long_run.py"
+    script.write_text(LONG_RUN)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    samples, leak = runs["flat"], runs["kept"]
     base = next(s for s in samples if s[0] == 500)
     growth = max(s[1] for s in samples if s[0] >= 500) - base[1]
     counts = {s[2] for s in samples}
+    leak_growth = leak[-1][1] - leak[0][1]
     print(f"\nRSS growth steps 500-3000: {growth / 2**20:.2f} MiB; live graph objects "
-          f"{sorted(counts)}")
+          f"{sorted(counts)}; kept graphs, steps 100-400: {leak_growth / 2**20:.1f} MiB, "
+          f"objects {[s[2] for s in leak]}")
     assert growth < 1 << 20
     assert len(counts) == 1
-
-    leak = run_steps(400, 100, keep_graphs=True, monkeypatch=monkeypatch)
-    leak_growth = leak[-1][1] - leak[0][1]
-    print(f"kept graphs, steps 100-400: {leak_growth / 2**20:.1f} MiB, objects "
-          f"{[s[2] for s in leak]}")
     assert leak_growth > 20 << 20 and leak[-1][2] > leak[0][2] + 1000
 
 
