@@ -127,8 +127,17 @@ def _parallel(calls):
     return [first] + [f.result() for f in futures]
 
 
+def _split(n, unit, call):
+    """call(i0, i1) over disjoint ranges covering 0..n-1, at once, one per thread that
+    pays (items of ``unit`` work each; see FastKernels)."""
+    parts = max(1, min(THREADS if SPLIT else 1, n, n * unit // MIN_PART_ELEMENTS))
+    step = -(-n // parts)
+    _parallel([lambda i0=i0: call(i0, min(n, i0 + step)) for i0 in range(0, n, step)])
+
+
 KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split,
-                      direct=(_parallel, THREADS if SPLIT else 1), dense_matmul=_matmul)
+                      direct=(_parallel, THREADS if SPLIT else 1), dense_matmul=_matmul,
+                      split=_split)
 
 
 MIN_PART_ELEMENTS = 1 << 17     # an elementwise range smaller than this is not worth a thread

@@ -13,7 +13,11 @@ listed in ``kernels/__init__.py``) from
 * ``direct``: on the CPU, ``(parallel, threads)`` for the direct convolution of
   stride-1 layers (``direct.py``); None leaves those to im2col + GEMM;
 * ``dense_matmul(a, b, out)``: the GEMM of the ``matmul`` entry (the fully connected
-  layers); None means the array module's plain ``matmul`` (FP32 on the GPU).
+  layers); None means the array module's plain ``matmul`` (FP32 on the GPU);
+* ``split(n, unit, call)``: on the CPU, runs ``call(i0, i1)`` over disjoint ranges
+  covering 0..n-1 at once, one per thread that pays (``unit``: the work of one item);
+  None makes one call over everything. The pooling and ReLU loops are run on ranges of
+  images or elements this way (a loop over fewer images is the same loop).
 
 Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
 compiled loops do not check bounds: a bad call raises ValueError here and never
@@ -70,8 +74,9 @@ def _reference(name):
 
 class FastKernels:
     def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None, direct=None,
-                 dense_matmul=None):
+                 dense_matmul=None, split=None):
         self.xp, self.loops, self.run = xp, loops, run
+        self.split = split or (lambda n, unit, call: call(0, n))
         self.dense_matmul = dense_matmul or (lambda a, b, out: xp.matmul(a, b, out=out))
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
                              winograd or None,
@@ -211,9 +216,11 @@ class FastKernels:
         NI, CI = xh.shape[0], xh.shape[3]                           # images, channels
         yh = xp.empty((NI, OH, OW, CI), dtype=x.dtype)              # (NI, OH, OW, CI)
         arg = xp.empty((NI, OH, OW, CI), dtype=np.int32)
-        self.run(self.loops.max_pool_forward, yh.size, xh.reshape(NI * H, W * CI), NI, H, W,
-                 CI, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(NI * OH, OW * CI),
-                 arg.reshape(NI * OH, OW * CI))
+        x2, y2 = xh.reshape(NI * H, W * CI), yh.reshape(NI * OH, OW * CI)
+        a2 = arg.reshape(NI * OH, OW * CI)
+        self.split(NI, OH * OW * CI * KH * KW, lambda n0, n1: self.run(
+            self.loops.max_pool_forward, (n1 - n0) * OH * OW * CI, x2[n0 * H:n1 * H], n1 - n0,
+            H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW, y2[n0 * OH:n1 * OH], a2[n0 * OH:n1 * OH]))
         return self._pool_result(yh, N, C, plain), arg
 
     def max_pool2d_backward(self, gy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
@@ -234,9 +241,12 @@ class FastKernels:
             gyh = as_nhwc(xp, gy)                                   # (N, OH, OW, C)
         NI, CI = gyh.shape[0], gyh.shape[3]
         gxh = xp.empty((NI, H, W, CI), dtype=gy.dtype)              # (NI, H, W, CI)
-        self.run(self.loops.max_pool_backward, gxh.size, gyh.reshape(NI * OH, OW * CI),
-                 xp.ascontiguousarray(argmax).reshape(NI * OH, OW * CI), NI, H, W, CI, KH,
-                 KW, SH, SW, PH, PW, OH, OW, gxh.reshape(NI * H, W * CI), gy.dtype.type(0))
+        g2, gx2 = gyh.reshape(NI * OH, OW * CI), gxh.reshape(NI * H, W * CI)
+        a2, zero = xp.ascontiguousarray(argmax).reshape(NI * OH, OW * CI), gy.dtype.type(0)
+        self.split(NI, H * W * CI * KH * KW, lambda n0, n1: self.run(
+            self.loops.max_pool_backward, (n1 - n0) * H * W * CI, g2[n0 * OH:n1 * OH],
+            a2[n0 * OH:n1 * OH], n1 - n0, H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW,
+            gx2[n0 * H:n1 * H], zero))
         return self._pool_result(gxh, N, C, plain)
 
     def avg_pool2d_forward(self, x, KH, KW, SH, SW, PH, PW):
@@ -250,9 +260,10 @@ class FastKernels:
         xh, plain = self._pool_images(x)
         NI, CI = xh.shape[0], xh.shape[3]
         yh = xp.empty((NI, OH, OW, CI), dtype=x.dtype)              # (NI, OH, OW, CI)
-        self.run(self.loops.avg_pool_forward, yh.size, xh.reshape(NI * H, W * CI), NI, H, W,
-                 CI, KH, KW, SH, SW, PH, PW, OH, OW, yh.reshape(NI * OH, OW * CI),
-                 x.dtype.type(0))
+        x2, y2, zero = xh.reshape(NI * H, W * CI), yh.reshape(NI * OH, OW * CI), x.dtype.type(0)
+        self.split(NI, OH * OW * CI * KH * KW, lambda n0, n1: self.run(
+            self.loops.avg_pool_forward, (n1 - n0) * OH * OW * CI, x2[n0 * H:n1 * H], n1 - n0,
+            H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW, y2[n0 * OH:n1 * OH], zero))
         return self._pool_result(yh, N, C, plain)
 
     def avg_pool2d_backward(self, gy, x_shape, KH, KW, SH, SW, PH, PW):
@@ -270,9 +281,11 @@ class FastKernels:
         share = xp.ascontiguousarray(gyh / (KH * KW))               # (NI, OH, OW, CI)
         NI, CI = share.shape[0], share.shape[3]
         gxh = xp.empty((NI, H, W, CI), dtype=gy.dtype)              # (NI, H, W, CI)
-        self.run(self.loops.avg_pool_backward, gxh.size, share.reshape(NI * OH, OW * CI),
-                 NI, H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW, gxh.reshape(NI * H, W * CI),
-                 gy.dtype.type(0))
+        s2, gx2, zero = share.reshape(NI * OH, OW * CI), gxh.reshape(NI * H, W * CI), \
+            gy.dtype.type(0)
+        self.split(NI, H * W * CI * KH * KW, lambda n0, n1: self.run(
+            self.loops.avg_pool_backward, (n1 - n0) * H * W * CI, s2[n0 * OH:n1 * OH], n1 - n0,
+            H, W, CI, KH, KW, SH, SW, PH, PW, OH, OW, gx2[n0 * H:n1 * H], zero))
         return self._pool_result(gxh, N, C, plain)
 
     # -- elementwise: on the memory as it lies, whatever its order ---------------------------
@@ -281,7 +294,8 @@ class FastKernels:
             return _reference(name)(x)
         t, order = dense_view(self.xp, x)
         out = self.xp.empty(t.shape, dtype=x.dtype)
-        self.run(loop, x.size, t.reshape(-1), out.reshape(-1))
+        src, dst = t.reshape(-1), out.reshape(-1)
+        self.split(x.size, 1, lambda i0, i1: self.run(loop, i1 - i0, src[i0:i1], dst[i0:i1]))
         return _undo(out, order)
 
     def _binary(self, loop, gy, y, name):
@@ -290,7 +304,9 @@ class FastKernels:
         ty, order = dense_view(self.xp, y)
         tg, _ = dense_view(self.xp, gy, order)
         out = self.xp.empty(ty.shape, dtype=y.dtype)
-        self.run(loop, y.size, tg.reshape(-1), ty.reshape(-1), out.reshape(-1))
+        g1, y1, dst = tg.reshape(-1), ty.reshape(-1), out.reshape(-1)
+        self.split(y.size, 1, lambda i0, i1: self.run(loop, i1 - i0, g1[i0:i1], y1[i0:i1],
+                                                      dst[i0:i1]))
         return _undo(out, order)
 
     def relu_forward(self, x):

@@ -417,9 +417,10 @@ def test_tf32_flag_defaults_on_and_switches():
 
 
 def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
-    """Large arrays are cut into ranges, one per thread (``cpu._ranges``): the sigmoid
-    (float32 runs the vectorised loop with its own exp, ``numba_elementwise.py``, within
-    a few ulp) and the SGD update."""
+    """Large arrays are cut into ranges, one per thread (``cpu._ranges``, ``cpu._split``):
+    the sigmoid (float32 runs the vectorised loop with its own exp,
+    ``numba_elementwise.py``, within a few ulp), ReLU, the SGD update, and pooling of
+    channels-last images."""
     monkeypatch.setattr(cpu, "MIN_PART_ELEMENTS", 1000)
     rng = np.random.default_rng(4)
     for dtype in (np.float32, np.float64):
@@ -429,6 +430,25 @@ def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
         np.testing.assert_allclose(y, REF.sigmoid_forward(x), rtol=4e-7, atol=1e-37)
         gy = rng.standard_normal(x.shape).astype(dtype)
         np.testing.assert_array_equal(FAST.sigmoid_backward(gy, y), REF.sigmoid_backward(gy, y))
+        r = FAST.relu_forward(x)
+        np.testing.assert_array_equal(r, REF.relu_forward(x))
+        np.testing.assert_array_equal(FAST.relu_backward(gy, r), REF.relu_backward(gy, r))
+        img = rng.standard_normal((7, 5, 20, 15)).astype(dtype).transpose(0, 3, 1, 2)
+        #   (N, C, H, W) = (7, 15, 5, 20), channels-last memory
+        for k in (2, 3):
+            y_ref, a_ref = REF.max_pool2d_forward(img, k, k, k, k, 0, 0)
+            y_fast, a_fast = FAST.max_pool2d_forward(img, k, k, k, k, 0, 0)
+            np.testing.assert_array_equal(y_fast, y_ref)
+            gp = rng.standard_normal(y_ref.shape).astype(dtype)
+            np.testing.assert_array_equal(
+                FAST.max_pool2d_backward(gp, a_fast, img.shape, k, k, k, k, 0, 0),
+                REF.max_pool2d_backward(gp, a_ref, img.shape, k, k, k, k, 0, 0))
+            np.testing.assert_allclose(FAST.avg_pool2d_forward(img, k, k, k, k, 0, 0),
+                                       REF.avg_pool2d_forward(img, k, k, k, k, 0, 0),
+                                       **tol(dtype))
+            np.testing.assert_allclose(
+                FAST.avg_pool2d_backward(gp, img.shape, k, k, k, k, 0, 0),
+                REF.avg_pool2d_backward(gp, img.shape, k, k, k, k, 0, 0), **tol(dtype))
         p = np.ascontiguousarray(x)
         want = REF.sgd_update(p.copy(), gy, 0.3)
         assert FAST.sgd_update(p, gy, 0.3) is p

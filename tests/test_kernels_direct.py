@@ -128,10 +128,13 @@ def test_each_layer_takes_its_path():
 @given(N=st.integers(1, 3), C=st.integers(2, 4), H=st.integers(1, 8), W=st.integers(1, 8),
        KH=st.integers(1, 3), KW=st.integers(1, 3), SH=st.integers(1, 3), SW=st.integers(1, 3),
        dtype=st.sampled_from([np.float32, np.float64]), gy_cl=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_cl, seed):
+       split=st.booleans(), seed=st.integers(0, 2**16))
+def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_cl, split,
+                                          seed, monkeypatch):
     """Plain (N, C, H, W) input is pooled as N*C one-channel images: the results stay
-    plain, and agree with the reference whatever order the gradient arrives in."""
+    plain, and agree with the reference whatever order the gradient arrives in; the
+    images cut into ranges for threads (``split``) or not."""
+    monkeypatch.setattr(cpu, "MIN_PART_ELEMENTS", 1 if split else 1 << 62)
     KH, KW = min(KH, H), min(KW, W)
     rng = np.random.default_rng(seed)
     x = np.round(rng.standard_normal((N, C, H, W)) * 2).astype(dtype)   # ties for max
