@@ -19,30 +19,29 @@ and then renamed over the old one (``os.replace``), and the folder itself is flu
 so that the rename survives a power cut: a save interrupted at any moment (SIGKILL
 included) leaves the previous checkpoint whole. A killed save can leave its temporary
 file (``.checkpoint.npz.*.tmp``); the next run into that folder removes it
-(``remove_stale_temps``, under ``exclusive_folder``).
+(``tinyalex/atomic.py``).
 
-Loading treats the file as data, never code: each entry's .npy header is read and
-checked (plain numbers or text, sizes that agree with the bytes present) before its
-data, an entry holding Python objects (a pickle) is refused without being read, and
-the rest is read with ``allow_pickle=False``. Every problem is a ValueError naming
-the file and what is wrong.
+Loading treats the file as data, never code (``tinyalex/npz.py``): each entry's .npy
+header is read and checked (plain numbers or text, sizes that agree with the bytes
+present) before its data, an entry holding Python objects (a pickle) is refused
+without being read, and the rest is read with ``allow_pickle=False``. Then every
+entry is checked here. Every problem is a ValueError naming the file and what is
+wrong.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from . import backend as B
 from . import random as R
+from .atomic import atomic_write        # also imported from here by plots and scripts
+from .npz import read_entries
 
 FORMAT_VERSION = 1
 MODELS = ("alexnet", "lenet")
@@ -76,93 +75,6 @@ class Checkpoint:
 
 def _json(value) -> np.ndarray:
     return np.array(json.dumps(value, sort_keys=True))   # 0-d unicode array
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temp_prefix(path) -> str:
-    """The name prefix of ``atomic_write``'s temporary files for ``path``."""
-    return f".{Path(path).name}."
-
-
-def remove_stale_temps(folder, names) -> list:
-    """Delete temporary files that ``atomic_write`` left beside ``names`` in ``folder``
-    when its process was killed mid-write (SIGKILL, power loss); returns their names.
-    Call it only while holding ``exclusive_folder(folder)``: another process's
-    temporary file is not stale."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for entry in sorted(os.listdir(folder)):
-        if entry.endswith(".tmp") and any(entry.startswith(temp_prefix(n)) for n in names):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / entry)
-                removed.append(entry)
-    return removed
-
-
-@contextlib.contextmanager
-def exclusive_folder(folder):
-    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs, so
-    that two training processes never write into one output folder. The lock is the
-    folder's own (``flock`` on it), so it leaves no file behind, and the system drops
-    it when the process dies, however it dies."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:                 # not a POSIX system: no lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{folder}: another process is training into this folder; "
-                             "wait for it to finish, or choose another --out") from None
-        except OSError:                 # a file system without locks (some NFS): go on
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk and
-    rename it to ``path``; on any failure the temporary file is removed and ``path``
-    is left as it was."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):         # mkstemp makes 0600; give the usual mode
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _check_recipe(recipe, where) -> dict:
@@ -224,97 +136,6 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
 
 def _fail(path, problem):
     raise ValueError(f"checkpoint {path}: {problem}")
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-# What a .npz entry may hold: floats (weights, momentum), ints and bools, and unicode
-# text (the JSON entries). Never Python objects: those are pickles, i.e. code.
-_ENTRY_KINDS = "fiubU"
-
-
-def _not_a_zip(path) -> None:
-    """Say what a file that is not a zip archive is, and refuse it."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(_NPY_MAGIC):
-        _fail(path, "holds a single array (.npy), not a tinyalex checkpoint (.npz archive)")
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
-        _fail(path, "is a Python pickle; checkpoints are plain arrays and tinyalex never "
-                    "unpickles anything (refused, nothing was executed)")
-    _fail(path, "not a readable .npz file (not a zip archive); it may be truncated or "
-                "not a tinyalex checkpoint")
-
-
-def _entry_header(path, zf, info):
-    """(key, shape, dtype) of one archive entry, read from its .npy header alone, so
-    that nothing is allocated or unpickled before the entry is known to be plain data."""
-    name = info.filename
-    if not name.endswith(".npy"):
-        _fail(path, f"entry {name!r} is not a NumPy array (.npy); refused")
-    key = name[:-len(".npy")]
-    with zf.open(info) as f:
-        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            _fail(path, f"entry {key!r} is not in NumPy's .npy format (it may be a pickle); "
-                        "refused, nothing was executed")
-        f.seek(0)
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            _fail(path, f"entry {key!r} uses .npy format {version}, which tinyalex does "
-                        "not write")
-        header_len = f.tell()
-    if dtype.hasobject:
-        _fail(path, f"entry {key!r} holds Python objects (dtype {dtype}): that would "
-                    "mean unpickling, i.e. running code from the file; checkpoints hold "
-                    "plain numbers and text only (refused, nothing was executed)")
-    if dtype.kind not in _ENTRY_KINDS or dtype.fields is not None:
-        _fail(path, f"entry {key!r} has dtype {dtype}; checkpoints hold floats, ints and "
-                    "text only")
-    count = 1
-    for n in shape:
-        count *= int(n)
-    if count * dtype.itemsize != info.file_size - header_len:
-        _fail(path, f"entry {key!r}: its header says shape {shape} of {dtype} "
-                    f"({count * dtype.itemsize} bytes) but it holds "
-                    f"{info.file_size - header_len} bytes; the file is damaged")
-    return key, shape, dtype
-
-
-def _read_entries(path) -> dict:
-    """Every entry of the archive as a plain array, checked before it is read."""
-    from .ops.checks import format_bytes, memory_limit
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        _not_a_zip(path)
-    except OSError as exc:
-        _fail(path, f"cannot be read ({exc})")
-    except Exception as exc:      # zipfile parses untrusted bytes: any failure is damage
-        _fail(path, f"not a readable .npz file ({type(exc).__name__}: {exc}); it may be "
-                    "truncated or damaged")
-    arrays = {}
-    with zf:
-        infos = zf.infolist()
-        total = sum(i.file_size for i in infos)
-        if total > memory_limit():
-            _fail(path, f"its entries would take {format_bytes(total)}, more than this "
-                        "machine's memory; not a tinyalex checkpoint")
-        try:
-            for info in infos:
-                key, _, _ = _entry_header(path, zf, info)
-                if key in arrays:
-                    _fail(path, f"entry {key!r} appears twice")
-                with zf.open(info) as f:
-                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
-        except Exception as exc:  # zipfile and NumPy parse untrusted bytes: any failure
-            if isinstance(exc, ValueError) and str(exc).startswith(f"checkpoint {path}:"):
-                raise             # one of ours, already saying what is wrong
-            _fail(path, f"an entry cannot be read ({type(exc).__name__}: {exc}); the file "
-                        "is damaged")
-    return arrays
 
 
 def _is_number(v) -> bool:
@@ -387,7 +208,7 @@ def load_checkpoint(path) -> Checkpoint:
                     f"{os.path.join(path, 'checkpoint.npz')}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    arrays = _read_entries(path)
+    arrays = read_entries(path)
     files = list(arrays)
     missing = [k for k in _JSON_KEYS if k not in files]
     if missing:

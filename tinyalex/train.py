@@ -20,7 +20,7 @@ current batch (a second one at once, unless a checkpoint is being written, which
 is always finished first); then ``TrainingInterrupted`` is raised and the files of
 the last complete epoch stay.
 
-Faults (tests/test_faults.py, tests/test_resources.py):
+Faults (``tinyalex/faults.py``; tests/test_faults.py, tests/test_resources.py):
 
 * SIGKILL or a power cut at any moment leaves the last complete checkpoint whole
   (files are written atomically, ``checkpoint.atomic_write``); the next run into the
@@ -43,7 +43,6 @@ import os
 import platform
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -51,10 +50,14 @@ import numpy as np
 
 from . import backend as B
 from . import random as R
-from .checkpoint import (atomic_write, build_model, check_records, exclusive_folder,
-                         load_checkpoint, load_optimizer, load_weights, remove_stale_temps,
-                         save_checkpoint)
+from .atomic import exclusive_folder, remove_stale_temps
+from .checkpoint import (atomic_write, build_model, check_records, load_checkpoint,
+                         load_optimizer, load_weights, save_checkpoint)
 from .data import MAX_RESIZE, ROWS, augment, batches, num_batches, to_input
+# the faults a run reports (re-exported: tinyalex.train.TrainingDiverged, ...)
+from .faults import (DIVERGENCE_FACTOR, EXIT_DIVERGED, OutOfMemory, Signals,  # noqa: F401
+                     Stop, TrainingDiverged, TrainingInterrupted, device_of, diverged,
+                     divergence_message, is_out_of_memory, reason, translate_oom)
 from .models import init_weights_xavier
 from .ops.loss import cross_entropy
 from .optim import SGD
@@ -73,144 +76,13 @@ D2L_RECIPES = {
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
-# A batch whose mean cross-entropy exceeds DIVERGENCE_FACTOR * ln(classes) has
-# diverged: it gives the true class, on average, a probability below
-# exp(-100 * ln 10) = 1e-100 (guessing gives 1/10). No run that learns comes near:
-# LeNet at lr 30 peaks near 60; at lr 100 it passes 230 by its third step, and its
-# loss stays finite (the cross-entropy is computed stably), so a NaN test alone
-# would never stop it.
-DIVERGENCE_FACTOR = 100
-EXIT_DIVERGED = 3                      # the scripts' exit status after divergence
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on a signal; ``epoch`` complete epochs are saved."""
-
-    def __init__(self, epoch: int, signum: int, checkpoint: str | None):
-        self.epoch, self.signum, self.checkpoint = epoch, signum, checkpoint
-        name = signal.Signals(signum).name
-        kept = f"; the last checkpoint ({checkpoint}, epoch {epoch}) is kept" if checkpoint \
-            and epoch else ""
-        super().__init__(f"training interrupted by {name} during epoch {epoch + 1}{kept}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum          # 130 for SIGINT, as a shell reports it
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or the weights) became non-finite or exploded; nothing of the
-    diverging epoch was saved, the checkpoint of the last complete epoch is kept."""
-
-    exit_code = EXIT_DIVERGED
-
-    def __init__(self, message: str, epoch: int, step: int, loss: float):
-        self.epoch, self.step, self.loss = epoch, step, loss
-        super().__init__(message)
-
-
-class OutOfMemory(RuntimeError):
-    """Memory ran out in a training step or in evaluation; says where and what to try."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an allocation failure on either backend, recognised without importing
-    CuPy: NumPy's MemoryError and CuPy's ``cupy.cuda.memory.OutOfMemoryError`` (a
-    MemoryError subclass), and CUDA or cuBLAS errors that report a failed allocation
-    (``CUBLAS_STATUS_ALLOC_FAILED``, ``cudaErrorMemoryAllocation``,
-    ``CUDA_ERROR_OUT_OF_MEMORY`` from CuPy or numba.cuda)."""
-    if isinstance(exc, MemoryError):
-        return True
-    module = type(exc).__module__ or ""
-    if not module.startswith(("cupy", "cupy_backends", "numba")):
-        return False
-    text = str(exc)
-    return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
-            or "OUT_OF_MEMORY" in text or "ALLOC_FAILED" in text
-            or "MemoryAllocation" in text)
-
-
-def _device_of(exc, backend: str) -> str:
-    module = type(exc).__module__ or ""
-    return "GPU" if backend == "cupy" or module.startswith(("cupy", "numba.cuda")) else "host"
-
-
-def _reason(exc) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def _translate_oom(where: str, batch: int, backend: str, side):
-    """Turn an allocation failure inside the block into ``OutOfMemory`` that says where
-    it happened and suggests half the batch."""
-    try:
-        yield
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-        device = _device_of(exc, backend)
-        raise OutOfMemory(
-            f"out of {device} memory {where} (a batch of {batch} images of {side}x{side} "
-            f"on {backend}; {_reason(exc)}); use a smaller batch, e.g. --batch-size "
-            f"{max(1, batch // 2)}" + (", or free the GPU of other processes"
-                                       if device == "GPU" else "")) from None
-
-
-# --------------------------------------------------------------------------------------
-# Signals: stop at once, but never in the middle of writing a file
-# --------------------------------------------------------------------------------------
-
-class _Stop(Exception):
-    """Raised inside the loop when a stop was asked for by a signal."""
-
-
-class _Signals:
-    """While active, SIGINT and SIGTERM ask the loop to stop after the current batch
-    (``check()`` raises ``_Stop``); a second signal raises KeyboardInterrupt at once,
-    except while a checkpoint is being written (inside ``critical()``)."""
-
-    def __init__(self):
-        self.in_critical = False
-        self.received = None
-        self._previous = {}
-
-    def _handler(self, signum, frame):
-        if self.received is None:
-            self.received = signum
-            # os.write, not print: a handler may interrupt a print in progress
-            os.write(2, f"\n{signal.Signals(signum).name}: stopping after this batch "
-                        "(send it again to stop at once)\n".encode())
-        elif not self.in_critical:
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        return False
-
-    def check(self) -> None:
-        if self.received is not None:
-            raise _Stop
-
-    @contextlib.contextmanager
-    def critical(self):
-        self.in_critical = True
-        try:
-            yield
-        finally:
-            self.in_critical = False
-        self.check()
-
 
 def _never() -> None:
     pass
+
+
+def _d2l_lr(recipe):
+    return D2L_RECIPES[recipe["model"]]["lr"] if recipe.get("model") in D2L_RECIPES else None
 
 
 # --------------------------------------------------------------------------------------
@@ -253,7 +125,7 @@ def predict(net, images, batch_size: int, backend: str, resize=None,
         with no_grad():
             for i, (X_host, _) in enumerate(batches(images, np.zeros(len(images), np.int64),
                                                     batch_size)):
-                with _translate_oom(f"in evaluation (batch {i + 1})", len(X_host), backend,
+                with translate_oom(f"in evaluation (batch {i + 1})", len(X_host), backend,
                                     resize or X_host.shape[-1]):
                     logits = net(Tensor(to_input(X_host, backend, resize))).data
                     out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
@@ -278,21 +150,6 @@ def _progress_bar(total, desc, enabled):
                 mininterval=0.5, dynamic_ncols=True)
 
 
-def _diverged(loss: float, classes: int) -> bool:
-    return not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * math.log(max(classes, 2))
-
-
-def _divergence_message(recipe, epoch, step, steps, loss, classes, what) -> str:
-    lr = recipe["lr"]
-    d2l = D2L_RECIPES[recipe["model"]]["lr"] if recipe.get("model") in D2L_RECIPES else None
-    advice = f"lower the learning rate (--lr {lr:g} now, e.g. --lr {lr / 10:g}"
-    advice += f"; d2l's {recipe['model']} recipe uses {d2l:g})" if d2l else ")"
-    if recipe.get("momentum"):
-        advice += f", or the momentum ({recipe['momentum']:g})"
-    return (f"training diverged in epoch {epoch + 1}, step {step} of {steps}: {what}; "
-            f"{advice}")
-
-
 def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoch: int,
                 progress: bool = False, check=_never) -> dict:
     """One pass over the (shuffled) training set; ``epoch`` counts from 0.
@@ -309,7 +166,7 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
             X_host = augment(X_host, recipe["seed"], epoch, i,
                              recipe.get("crop_padding") or 0, bool(recipe.get("flip")))
             start = time.perf_counter()
-            with _translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", len(X_host),
+            with translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", len(X_host),
                                 backend, recipe["resize"]):
                 X = Tensor(to_input(X_host, backend, recipe["resize"]))
                 y = Tensor(B.xp_of(backend).asarray(y_host))
@@ -321,13 +178,14 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
                 batch_loss = float(loss.item())      # waits for the GPU, as d2l's metric.add
             n = len(y_host)
             classes = logits.shape[1]
-            if _diverged(batch_loss, classes):
+            if diverged(batch_loss, classes):
                 what = (f"the batch loss is {batch_loss}" if not math.isfinite(batch_loss)
                         else f"the batch loss is {batch_loss:.4g}, far above chance level "
                              f"(ln {classes} = {math.log(classes):.3f})")
                 raise TrainingDiverged(
-                    _divergence_message(recipe, epoch, i + 1, num_batches(len(images), bs),
-                                        batch_loss, classes, what), epoch, i + 1, batch_loss)
+                    divergence_message(recipe, _d2l_lr(recipe), epoch, i + 1,
+                                       num_batches(len(images), bs), what),
+                    epoch, i + 1, batch_loss)
             total_loss += batch_loss * n
             correct += _count_correct(logits.data, y.data)
             seen += n
@@ -345,9 +203,9 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
     if bad:
         steps = num_batches(len(images), bs)
         raise TrainingDiverged(
-            _divergence_message(recipe, epoch, steps, steps, float("nan"), 0,
-                                f"after the last step the weights {bad[:3]} hold NaN or "
-                                "infinite values"), epoch, steps, float("nan"))
+            divergence_message(recipe, _d2l_lr(recipe), epoch, steps, steps,
+                               f"after the last step the weights {bad[:3]} hold NaN or "
+                               "infinite values"), epoch, steps, float("nan"))
     return {"loss": total_loss / seen, "train_acc": correct / seen,
             "examples_per_sec": seen / timed, "train_seconds": timed, "examples": seen}
 
@@ -446,8 +304,8 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        raise OutOfMemory(f"out of {_device_of(exc, backend)} memory building "
-                          f"{recipe['model']} on {backend} ({_reason(exc)}), before any "
+        raise OutOfMemory(f"out of {device_of(exc, backend)} memory building "
+                          f"{recipe['model']} on {backend} ({reason(exc)}), before any "
                           "training; free memory used by other processes, or train on a "
                           "machine with more") from None
     records, start = [], 0
@@ -480,7 +338,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
             if removed:
                 log(f"removed {len(removed)} temporary file(s) that an interrupted write "
                     f"left in {out}: {', '.join(removed)}")
-        signals = stack.enter_context(_Signals())
+        signals = stack.enter_context(Signals())
         records = _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                          train_images, train_labels, test_images, test_labels, signals,
                          progress, log)
@@ -539,7 +397,7 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                  else "no checkpoint was written (no epoch completed)")
         raise TrainingDiverged(f"{exc}. Nothing of epoch {exc.epoch + 1} was saved; "
                                f"{where}", exc.epoch, exc.step, exc.loss) from None
-    except (_Stop, KeyboardInterrupt):
+    except (Stop, KeyboardInterrupt):
         done = saved if out is not None else len(records)
         records = records[:done]
         if out is not None:
