@@ -13,8 +13,8 @@ backend, resizing, forward, backward, update), in d2l's words::
     loss 0.328, train acc 0.879, test acc 0.885, 15368.3 examples/sec on cupy
 
 With ``out_dir`` every complete epoch leaves there ``checkpoint.npz``,
-``metrics.json`` and ``curves.png``. Runs are deterministic for a given seed and
-backend; a run resumed from a checkpoint (``resume=``) continues exactly where the
+``metrics.json`` and ``curves.png``. Runs are deterministic for a given seed,
+backend, kernel mode and thread count (README, Reliability); a run resumed from a checkpoint (``resume=``) continues exactly where the
 uninterrupted run would be. Ctrl-C (SIGINT) or SIGTERM stops training after the
 current batch (a second one at once, unless a checkpoint is being written, which
 is always finished first); then ``TrainingInterrupted`` is raised and the files of
