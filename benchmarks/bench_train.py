@@ -15,10 +15,16 @@ against PyTorch in the same process, interleaved step by step.
 
 One step is what d2l's ``train_ch6`` does per batch: zero_grad, forward,
 cross-entropy, backward, SGD update (both networks start from the same weights, on
-the same fixed batch). After ``--warmup`` steps each, the two frameworks alternate
-step by step (the order flipped every step), so a change in machine load hits both
-alike; the figure is the median step time. Peak memory comes from separate processes
-(``memory_probe.py``). Prints a table and writes JSON (``--json``).
+the same fixed batch). After ``--warmup`` steps each, the two frameworks alternate in
+blocks of ``--block`` steps (the order flipped every block), so a change in machine
+load hits both alike; the figure is the median step time. Blocks rather than single
+steps: PyTorch's OpenMP threads keep spinning for a while after each of its steps and
+take a core from whatever runs next in the process (measured on 2 idle cores, LeNet
+batch 256: alternating step by step, tinyalex 20,500-24,000 images/s against 38,000 in
+blocks of 5, while PyTorch's figure stayed at 28,000; with OMP_WAIT_POLICY=passive
+the difference went away). ``--block 1`` alternates step by step. Peak memory comes
+from separate processes (``memory_probe.py``). Prints a table and writes JSON
+(``--json``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ def parse_args(argv=None):
                    help="timed steps per framework (default: 12 AlexNet, 60 LeNet on the "
                         "CPU; 50 on the GPU)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--block", type=int, default=4,
+                   help="steps of one framework before switching to the other (default 4)")
     p.add_argument("--precision", default="tf32,fp32",
                    help="GPU only: tf32, fp32 or both (default tf32,fp32)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
@@ -63,7 +71,7 @@ def set_precision(precision: str, torch):
         torch.backends.cuda.matmul.allow_tf32 = False          # PyTorch's default
 
 
-def run_case(model, N, backend, steps, warmup, with_torch):
+def run_case(model, N, backend, steps, warmup, with_torch, block=4):
     ours = common.TinyalexStep(model, N, backend)
     theirs = None
     if with_torch:
@@ -77,14 +85,17 @@ def run_case(model, N, backend, steps, warmup, with_torch):
         if theirs is not None:
             theirs()
     t_ours, t_theirs = [], []
-    for i in range(steps):
-        order = (0, 1) if i % 2 == 0 else (1, 0)
+    block = max(1, block)
+    for i in range(0, steps, block):
+        n = min(block, steps - i)
+        order = (0, 1) if (i // block) % 2 == 0 else (1, 0)
         for who in order:
-            if who == 0:
-                t_ours.append(common.timed(ours))
-            elif theirs is not None:
-                t_theirs.append(common.timed(theirs))
-    row = {"model": model, "batch": N, "steps": steps,
+            for _ in range(n):
+                if who == 0:
+                    t_ours.append(common.timed(ours))
+                elif theirs is not None:
+                    t_theirs.append(common.timed(theirs))
+    row = {"model": model, "batch": N, "steps": steps, "block": block,
            "first_step_loss": first,
            "tinyalex_step_s": statistics.median(t_ours),
            "tinyalex_images_per_s": N / statistics.median(t_ours)}
@@ -117,7 +128,8 @@ def main(argv=None):
             steps = args.steps or (50 if args.backend == "cupy" else
                                    (12 if model == "alexnet" else 60))
             print(f"... {model} batch {N} {precision}", file=sys.stderr, flush=True)
-            row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch)
+            row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch,
+                           args.block)
             row["precision"] = precision
             if not args.no_memory and precision == precisions[0]:
                 row["memory"] = {f: common.probe_memory(f, model, N, args.backend)
