@@ -41,19 +41,26 @@ Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2
 
 Where the implementations live: the readable references in ``tinyalex/ops/im2col.py``,
 ``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
-wrappers) over ``numba_kernels.py`` (compiled loops); the fast GPU set in ``gpu.py``
-over ``cuda_kernels.py`` (numba.cuda kernels launched on CuPy arrays); the chunked
-channels-last convolution both fast sets share in ``fastconv.py``.
+wrappers) over ``numba_kernels.py`` (compiled loops), with the direct convolution in
+``direct.py`` / ``numba_direct.py``, Winograd's in ``winograd.py`` /
+``numba_winograd.py`` / ``numba_winograd5.py`` and loops over index ranges for threads
+in ``numba_elementwise.py``; the fast GPU set in ``gpu.py`` over ``cuda_kernels.py``
+(numba.cuda kernels launched on CuPy arrays); the checked wrappers both fast sets share
+in ``fastset.py``, and their chunked channels-last convolution in ``fastconv.py``.
 
 Environment variables: ``TINYALEX_KERNELS`` (above); ``TINYALEX_CPU_THREADS`` (threads
 of the CPU set, default every core: BLAS runs single-threaded and large GEMMs are cut
 into that many pieces, see ``cpu.py``); ``TINYALEX_TF32`` (on the GPU, convolution
 GEMMs run in TF32 by default, as PyTorch's cuDNN convolutions do; ``TINYALEX_TF32=0``
-or ``kernels.set_tf32(False)`` asks for strict FP32, see ``precision.py``).
+or ``kernels.set_tf32(False)`` asks for strict FP32, see ``precision.py``);
+``TINYALEX_MALLOC`` (the CPU set keeps freed memory in the process for the next step,
+``TINYALEX_MALLOC=default`` leaves glibc's malloc as it is, see ``allocator.py``).
 
-The fast CPU convolution takes one of three lowerings by shape (``fastconv.py``):
-Winograd F(2x2, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 8
-channels (``winograd.py``), otherwise im2col + GEMM on channels-last images, with the
+The fast CPU convolution takes one of four lowerings by shape (``fastconv.py``):
+Winograd F(2x2, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 96
+channels in and out (AlexNet's, ``winograd.py``); the direct convolution on plain
+(N, C, H, W) memory for the other stride-1 layers with padding below the kernel size
+(LeNet's, ``direct.py``); otherwise im2col + GEMM on channels-last images, with the
 columns built transposed for layers with few channels (``im2col_kmajor``).
 
 The contract every kernel keeps:
@@ -64,7 +71,9 @@ The contract every kernel keeps:
   alias what backward returns, and the optimiser updates it in place.
 * A result has the shape and values the reference gives (PyTorch's semantics); its
   memory order may differ: the fast sets return images as (N, C, H, W) views of
-  channels-last memory, and accept any memory order.
+  channels-last memory (im2col and Winograd convolutions, and pooling of such
+  images) or in plain memory (direct convolutions, and pooling of plain images), and
+  accept any memory order.
 * Arguments are checked before compiled code runs (shapes, dtypes, ranges): bad input
   raises ValueError or TypeError, never reads or writes out of bounds.
 """
