@@ -3,8 +3,9 @@ wrappers of ``fastset.py``, with GEMMs in NumPy's BLAS.
 
 The convolution's im2col workspace holds ``CHUNK_BYTES`` of columns at a time: a few
 images, enough for BLAS to run near its peak, small enough to stay in the 32 MB L3
-cache between im2col writing it and the GEMM reading it. 3x3 stride-1 layers take
-the Winograd path (``winograd.py``).
+cache between im2col writing it and the GEMM reading it. Wide 3x3 and 5x5 stride-1
+layers take the Winograd path (``winograd.py``), other stride-1 layers the direct
+convolution (``direct.py``), whose batch is cut into one part per thread.
 
 Threads (``TINYALEX_CPU_THREADS``, default: every core): each large GEMM is cut into
 that many independent pieces (row blocks, or GEMMs of a Winograd batch), each run by
