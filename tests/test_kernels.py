@@ -472,3 +472,19 @@ def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, s
     assert got.shape == (M, N) and got.dtype == dtype and got.flags.c_contiguous
     assert not np.shares_memory(got, a) and not np.shares_memory(got, b)
     np.testing.assert_allclose(got, REF.matmul(a, b), **tol(dtype))
+
+
+def test_malloc_setting_applies_and_can_be_turned_off():
+    """The CPU set keeps freed memory for the next step (``allocator.py``) unless
+    ``TINYALEX_MALLOC=default``; another value is refused, naming the variable."""
+    code = "from tinyalex.kernels import cpu; print(cpu.MALLOC_KEEPS_FREED_MEMORY)"
+    import platform
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    want = {"keep": str(glibc), "default": "False"}
+    for value, expected in want.items():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, TINYALEX_MALLOC=value), check=True)
+        assert out.stdout.strip() == expected
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TINYALEX_MALLOC="jemalloc"))
+    assert bad.returncode != 0 and "TINYALEX_MALLOC='jemalloc'" in bad.stderr
