@@ -107,6 +107,19 @@ def test_gpu_elementwise_and_dropout_mask_equal_the_cpu():
     np.testing.assert_array_equal(host(k.dropout(dev(x), 0.5, 1234)), REF.dropout(x, 0.5, 1234))
 
 
+def test_gpu_matmul_is_strict_fp32_and_fresh():
+    """The fully connected layers' GEMM (the ``matmul`` entry) stays FP32, as PyTorch's
+    ``matmul.allow_tf32 = False`` default, whatever the convolutions' TF32 flag."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 96)).astype(np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    with kernels.tf32(True):
+        got = fast().matmul(dev(a), dev(b))
+    assert got.shape == (64, 96)
+    np.testing.assert_allclose(host(got), want, rtol=1e-4, atol=1e-4)   # TF32 errs ~1e-2
+
+
 def test_tf32_flag_switches_the_conv_gemm_precision():
     cp = B.cupy_module()
     if int(cp.cuda.Device().compute_capability) < 80:

@@ -122,6 +122,8 @@ else:
         np.testing.assert_allclose(p_sim, REF.sgd_update(p_ref, gy, 0.25), **tol(dtype))
         # one seed, one mask: the same on the CPU (NumPy, Numba) and the GPU kernel
         np.testing.assert_array_equal(SIM.dropout(x, p, seed), REF.dropout(x, p, seed))
+        # the fully connected layers' GEMM: a fresh array, operands in any order
+        np.testing.assert_allclose(SIM.matmul(x, gy.T), REF.matmul(x, gy.T), **tol(dtype))
 
     def test_the_simulator_is_what_ran():
         from numba import cuda
