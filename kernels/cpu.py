@@ -96,19 +96,25 @@ def _pieces(n, parts):
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
+FEW_ROWS = 256      # below, a GEMM is cut by columns: row blocks would each read all of b
+
+
 def _matmul(a, b, out):
     """out = a @ b, cut into THREADS independent GEMMs when large enough: blocks of rows,
-    or of columns when a has few rows (the fully connected layers at small batches)."""
+    or of columns when a has few rows (the fully connected layers at batch 8 and 32:
+    AlexNet's x @ W.T at batch 32 took 21 ms whole, 15 ms in row blocks, 11 ms in column
+    blocks on the 2 idle cores; benchmarks/README.md)."""
     flops = 2 * a.size * b.shape[-1]
     if not SPLIT or flops < MIN_PIECE_FLOPS * THREADS:
         np.matmul(a, b, out=out)
         return
     if a.ndim == 3:                       # a batch of GEMMs (Winograd): share the batch
         pieces = [(a[s], b[s], out[s]) for s in _pieces(a.shape[0], THREADS)]
+    elif a.shape[0] < FEW_ROWS and b.shape[1] >= 64 * THREADS:
+        # column blocks: out[:, cols] = a @ b[:, cols], each piece reading its share of b
+        pieces = [(a, b[:, s], out[:, s]) for s in _pieces(b.shape[1], THREADS)]
     elif a.shape[0] >= 8 * THREADS:       # row blocks: out[rows] = a[rows] @ b
         pieces = [(a[s], b, out[s]) for s in _pieces(a.shape[0], THREADS)]
-    elif b.shape[1] >= 64 * THREADS:      # column blocks: out[:, cols] = a @ b[:, cols]
-        pieces = [(a, b[:, s], out[:, s]) for s in _pieces(b.shape[1], THREADS)]
     else:
         np.matmul(a, b, out=out)
         return
