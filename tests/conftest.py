@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -26,6 +29,13 @@ from tinyalex import backend as B
 # ~1e-16 * |f| / eps (~1e-9 for |f| ~ 10), so 1e-6 absolute + 1e-5 relative is
 # tight and still leaves three orders of magnitude of headroom.
 EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-5
+
+# Subprocesses the tests start (training runs, kill tests, examples) import tinyalex
+# from this checkout, as the test process does (setup.cfg: pythonpath = .), and not
+# whatever copy an earlier `pip install -e` elsewhere left on the path.
+ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 # Hypothesis: no deadline (timings are noisy on a shared 2-core machine) and the
 # backend fixture is a plain string, identical for every example of one test run.
