@@ -14,7 +14,6 @@ arrays (Numba's compiled code does not check).
 """
 
 import importlib
-import math
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ import pytest
 import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import backend as B, nn
-from tinyalex.tensor import Function
 
 zeros = tinyalex.zeros
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinyalex import data
+from conftest import real_fashion_mnist
 
 # ------------------------------------------------------------------ writing IDX files
 
@@ -52,15 +53,8 @@ def no_env(monkeypatch):
 
 # ------------------------------------------------------------------ the real data set
 
-def real_or_skip():
-    try:
-        return data.load_fashion_mnist()
-    except FileNotFoundError as exc:
-        pytest.skip(f"the real Fashion-MNIST files are not installed here ({exc})")
-
-
 def test_real_files_load_with_the_published_counts():
-    train_X, train_y, test_X, test_y = real_or_skip()
+    train_X, train_y, test_X, test_y = real_fashion_mnist()
     assert train_X.shape == (60000, 28, 28) and train_X.dtype == np.uint8
     assert test_X.shape == (10000, 28, 28) and test_X.dtype == np.uint8
     assert train_y.shape == (60000,) and test_y.shape == (10000,)
@@ -72,7 +66,7 @@ def test_real_files_load_with_the_published_counts():
 
 
 def test_real_batches_keep_the_last_partial_batch():
-    train_X, train_y, _, _ = real_or_skip()
+    train_X, train_y, _, _ = real_fashion_mnist()
     sizes = [len(y) for _, y in data.batches(train_X, train_y, 128, shuffle=True, seed=1)]
     assert len(sizes) == 469 and sizes[:-1] == [128] * 468 and sizes[-1] == 96
 

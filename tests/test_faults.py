@@ -208,7 +208,7 @@ def test_sigkill_in_the_middle_of_each_write(tiny, tmp_path, hang_at, file, epoc
         assert len(read_metrics(out)["epochs"]) == epoch_kept - (file == "metrics.json")
 
     run = run_to_completion(out, tiny, 3)
-    assert f"removed 1 temporary file(s)" in run.stdout and leftovers[0] in run.stdout
+    assert "removed 1 temporary file(s)" in run.stdout and leftovers[0] in run.stdout
     assert sorted(os.listdir(out)) == FILES
     params, records = uninterrupted(tiny, 3)
     saved = checkpoint_params(out / "checkpoint.npz")

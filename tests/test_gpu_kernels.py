@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import backend as B, nn
+from strategies import batch_geometry
 
 pytestmark = pytest.mark.skipif(not B.cupy_available(),
                                 reason=f"no usable GPU: {B.cupy_unavailable_reason()}")
@@ -32,17 +33,8 @@ def dev(a):
     return B.to_backend(np.ascontiguousarray(a), "cupy")
 
 
-@st.composite
-def geometry(draw, pool=False):
-    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    if pool:
-        PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
-    else:
-        PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + 8))
-    W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + 8))
-    return draw(st.integers(1, 3)), draw(st.integers(1, 5)), H, W, KH, KW, SH, SW, PH, PW
+def geometry(pool=False):
+    return batch_geometry(pool=pool, batch=3, channels=5, kernel=5, pad=2, stride=3, extra=8)
 
 
 DTYPES = st.sampled_from([np.float32, np.float64])

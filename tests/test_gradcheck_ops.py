@@ -16,25 +16,12 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import ops
+from strategies import window_geometry
 from conftest import arr, away_from_zero, check, distinct, randn
 
 EXAMPLES = 30
 
 
-@st.composite
-def window_geometry(draw, pool=False, max_size=6):
-    """(H, W, KH, KW, SH, SW, PH, PW) with at least one window in the padded input.
-
-    For pooling, padding is at most half the kernel (PyTorch's rule)."""
-    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    if pool:
-        PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
-    else:
-        PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + max_size - 1))
-    W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + max_size - 1))
-    return H, W, KH, KW, SH, SW, PH, PW
 
 
 # -- convolution ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import nn
 from tinyalex.kernels import cpu, fastconv, winograd
+from strategies import batch_geometry
 
 EXAMPLES = 25
 REF = kernels.kernel_set("numpy", "reference")
@@ -29,20 +30,9 @@ ENGINE_DIRECT = cpu.KERNELS.engine.direct
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
-@st.composite
-def geometry(draw, pool=False):
-    """(N, C, H, W, KH, KW, SH, SW, PH, PW) with at least one window; pooling pads at
-    most half the kernel, as PyTorch requires."""
-    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    if pool:
-        PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
-    else:
-        PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + 6))
-    W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + 6))
-    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    return N, C, H, W, KH, KW, SH, SW, PH, PW
+def geometry(pool=False):
+    """(N, C, H, W, KH, KW, SH, SW, PH, PW) with at least one window (strategies.py)."""
+    return batch_geometry(pool=pool, batch=3, channels=4, kernel=5, pad=2, stride=3, extra=6)
 
 
 def images(rng, shape, dtype, channels_last):

@@ -36,6 +36,7 @@ else:
 
     import tinyalex.kernels as kernels
     from tinyalex.kernels import gpu
+    from strategies import batch_geometry
 
     REF = kernels.kernel_set("numpy", "reference")
     SIM = gpu.build(np, simulated=True, threads=8, max_blocks=2)
@@ -43,17 +44,9 @@ else:
     # the simulator runs the kernels as Python: uint64 hashing wraps with a warning
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
 
-    @st.composite
-    def geometry(draw, pool=False):
-        KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-        if pool:
-            PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
-        else:
-            PH, PW = draw(st.integers(0, 1)), draw(st.integers(0, 1))
-        SH, SW = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-        H = draw(st.integers(max(1, KH - 2 * PH), max(1, KH - 2 * PH) + 2))
-        W = draw(st.integers(max(1, KW - 2 * PW), max(1, KW - 2 * PW) + 2))
-        return draw(st.integers(1, 2)), draw(st.integers(1, 2)), H, W, KH, KW, SH, SW, PH, PW
+    def geometry(pool=False):      # tiny: the simulator runs each kernel thread as Python
+        return batch_geometry(pool=pool, batch=2, channels=2, kernel=3, pad=1, stride=2,
+                              extra=2)
 
     def tol(dtype):
         return dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10)

@@ -19,9 +19,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import tinyalex
 from reliability_helpers import ROOT, tiny_dataset
-from tinyalex import cli, data, models, nn, optim, train
+from tinyalex import cli, data, nn, optim, train
 
 
 def stand_in(name, module, base, message):

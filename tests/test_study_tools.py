@@ -4,7 +4,6 @@ Fashion-MNIST-format data set written here, so that no real data is needed."""
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 import tinyalex
 import tinyalex.nn.functional as F
-from tinyalex import nn
+from strategies import window_geometry
 
 torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
 TF = torch.nn.functional
@@ -49,15 +49,8 @@ def f32(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@st.composite
-def geometry(draw, pool=False):
-    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    PH = draw(st.integers(0, KH // 2 if pool else 2))
-    PW = draw(st.integers(0, KW // 2 if pool else 2))
-    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H = draw(st.integers(max(1, KH - 2 * PH), 10))
-    W = draw(st.integers(max(1, KW - 2 * PW), 10))
-    return H, W, KH, KW, SH, SW, PH, PW
+def geometry(pool=False):
+    return window_geometry(pool=pool, kernel=5, pad=2, stride=3, extra=8)
 
 
 @settings(max_examples=EXAMPLES)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import tinyalex
-from tinyalex import cli, data, models, nn, optim, train
+from tinyalex import cli, models, nn, optim, train
 from tinyalex.checkpoint import load_checkpoint, load_model
+from conftest import real_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
@@ -22,10 +23,7 @@ TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
 
 @pytest.fixture(scope="module")
 def fashion():
-    try:
-        return data.load_fashion_mnist()
-    except FileNotFoundError as exc:
-        pytest.skip(f"the real Fashion-MNIST files are not installed here ({exc})")
+    return real_fashion_mnist()
 
 
 def without_timing(records):
