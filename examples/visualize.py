@@ -67,7 +67,7 @@ def main(argv=None, print_fn=print) -> int:
                                    "pictures")
 
     image, label, x = test_image(args.index, args.data_dir, size)
-    print_fn(f"test image {args.index}: a {CLASS_NAMES[label]}, fed as {tuple(x.shape)}")
+    print_fn(f"test image {args.index} ({CLASS_NAMES[label]}), fed as {tuple(x.shape)}")
     sets = []
     for title, net, _ in nets:
         maps, probs = feature_maps(net, x)
