@@ -31,6 +31,67 @@ if not SIMULATED:
         assert passed and int(passed.group(1)) >= 4 and "skipped" not in out.stdout, \
             out.stdout[-2000:]
 
+    def test_cuda_kernels_type_for_the_gpu_with_the_wrappers_arguments():
+        """The simulator runs the kernels as Python, so it never sees Numba's typing.
+        Here every kernel is typed and lowered for the real CUDA target (Numba's
+        front end and LLVM, no GPU and no NVVM needed) with the very arguments the
+        checked wrappers pass (recorded instead of launched): float32 sums stay
+        float32, and the dropout hash stays uint64 (int64 mixed with uint64 types as
+        float64 in Numba, which would silently change the mask)."""
+        import pytest
+        compiler = pytest.importorskip("numba.cuda.compiler",
+                                       reason="numba-cuda is not installed")
+        if not hasattr(compiler, "compile_cuda"):
+            pytest.skip("this numba-cuda has no numba.cuda.compiler.compile_cuda")
+        from numba.cuda import types
+        from numba.cuda.typing.typeof import Purpose, typeof
+
+        from tinyalex.kernels import gpu
+
+        calls = []
+        k = gpu.build(np, simulated=True)
+        k.run = lambda loop, total, *args: calls.append((loop, args))
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+            w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), np.zeros(4, dtype)
+            k.col2im(k.im2col(x, 3, 3, 2, 1, 1, 0), x.shape, 3, 3, 2, 1, 1, 0)
+            y, saved = k.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
+            k.conv2d_backward(np.ones(y.shape, dtype), saved, True, True, True)
+            for cl in (False, True):        # plain memory, and channels-last memory
+                xc = np.ascontiguousarray(x) if not cl else \
+                    np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+                ym, arg = k.max_pool2d_forward(xc, 3, 3, 2, 2, 1, 1)
+                k.max_pool2d_backward(np.ones(ym.shape, dtype), arg, x.shape, 3, 3, 2, 2, 1, 1)
+                ya = k.avg_pool2d_forward(xc, 2, 2, 2, 2, 0, 0)
+                k.avg_pool2d_backward(np.ones(ya.shape, dtype), x.shape, 2, 2, 2, 2, 0, 0)
+            for fwd, bwd in ((k.relu_forward, k.relu_backward),
+                             (k.sigmoid_forward, k.sigmoid_backward)):
+                bwd(x, fwd(x))
+            k.sgd_update(w.copy(), w, 0.1)
+            k.dropout(x, 0.5, 2**64 - 1)
+
+        typed = {}
+        for loop, args in calls:
+            argtypes = tuple(typeof(a, Purpose.argument) for a in args)
+            if (loop, argtypes) not in typed:
+                cres = compiler.compile_cuda(loop.py_func, types.void, argtypes, cc=(9, 0))
+                typed[loop, argtypes] = cres.type_annotation.typemap
+        names = {loop.py_func.__name__ for loop, _ in typed}
+        assert names == {"im2col", "col2im", "max_pool_forward", "max_pool_backward",
+                         "avg_pool_forward", "avg_pool_backward", "relu_forward",
+                         "relu_backward", "sigmoid_forward", "sigmoid_backward",
+                         "sgd_update", "dropout"}
+        for (loop, argtypes), typemap in typed.items():
+            dtype = str(argtypes[0].dtype)                 # every first argument: an array
+            kinds = {name.split(".")[0]: set() for name in typemap}
+            for name, t in typemap.items():
+                kinds[name.split(".")[0]].add(str(t))
+            assert kinds.get("acc", {dtype}) == {dtype}, (loop.py_func.__name__, kinds["acc"])
+            if loop.py_func.__name__ == "dropout":
+                assert kinds["z"] == {"uint64"} and kinds["seed"] == {"uint64"}, kinds
+                assert kinds["scale"] == {dtype}, kinds["scale"]
+
 else:
     from hypothesis import example, given, settings, strategies as st
 
