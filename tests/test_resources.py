@@ -36,6 +36,9 @@ CUDA_RUNTIME = ("CUDARuntimeError", "cupy_backends.cuda.api.runtime", RuntimeErr
                 "cudaErrorMemoryAllocation: out of memory")
 NUMBA_CUDA = ("CudaAPIError", "numba.cuda.cudadrv.driver", Exception,
               "[2] Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY")
+CUDA_CORE = ("CUDAError", "cuda.core._utils.cuda_utils", Exception,   # numba-cuda's launches
+             "CUDA_ERROR_OUT_OF_MEMORY: The API call failed because it was unable to "
+             "allocate enough memory")
 NOT_OOM = ("CUDARuntimeError", "cupy_backends.cuda.api.runtime", RuntimeError,
            "cudaErrorInvalidValue: invalid argument")
 
@@ -48,7 +51,7 @@ def tiny(tmp_path_factory):
 RECIPE = {"model": "lenet", "epochs": 2, "batch_size": 16}
 
 
-@pytest.mark.parametrize("error", [CUPY_OOM, CUBLAS, CUDA_RUNTIME, NUMBA_CUDA],
+@pytest.mark.parametrize("error", [CUPY_OOM, CUBLAS, CUDA_RUNTIME, NUMBA_CUDA, CUDA_CORE],
                          ids=lambda e: e[0])
 def test_out_of_memory_in_a_training_step(tiny, monkeypatch, error):
     calls = [0]

@@ -64,11 +64,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
     CuPy: NumPy's MemoryError and CuPy's ``cupy.cuda.memory.OutOfMemoryError`` (a
     MemoryError subclass), and CUDA or cuBLAS errors that report a failed allocation
     (``CUBLAS_STATUS_ALLOC_FAILED``, ``cudaErrorMemoryAllocation``,
-    ``CUDA_ERROR_OUT_OF_MEMORY`` from CuPy or numba.cuda)."""
+    ``CUDA_ERROR_OUT_OF_MEMORY`` from CuPy or numba.cuda; numba-cuda loads and
+    launches kernels through cuda.core, whose ``CUDAError`` lives in ``cuda.core``)."""
     if isinstance(exc, MemoryError):
         return True
     module = type(exc).__module__ or ""
-    if not module.startswith(("cupy", "cupy_backends", "numba")):
+    if not module.startswith(("cupy", "cupy_backends", "numba", "cuda.")):
         return False
     text = str(exc)
     return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
@@ -78,7 +79,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def device_of(exc, backend: str) -> str:
     module = type(exc).__module__ or ""
-    return "GPU" if backend == "cupy" or module.startswith(("cupy", "numba.cuda")) else "host"
+    return "GPU" if backend == "cupy" or module.startswith(("cupy", "numba.cuda", "cuda.")) \
+        else "host"
 
 
 def reason(exc) -> str:
