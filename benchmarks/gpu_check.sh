@@ -12,14 +12,30 @@
 # bench.txt, train_run.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Scripts run as `python3 examples/x.py` see their own folder, not the checkout: import
+# this checkout's tinyalex (and nothing pip installed elsewhere) in every process.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 if [ -z "${FASHION_MNIST_DIR:-}" ] && [ -d .data ]; then export FASHION_MNIST_DIR=$PWD/.data; fi
 status=0
 
-echo "== GPU: $(python3 -c 'import cupy as c; p=c.cuda.runtime.getDeviceProperties(0); print(p["name"].decode(), "cupy", c.__version__)' 2>&1 | tail -1)"
+echo "== GPU: $(python3 -c 'import cupy as c; p=c.cuda.runtime.getDeviceProperties(0); n=p["name"]; print(n.decode() if isinstance(n, bytes) else n, "cupy", c.__version__)' 2>&1 | tail -1)"
 python3 -c "import tinyalex; assert tinyalex.cupy_available(), tinyalex.backend.cupy_unavailable_reason()" \
   || { echo "gpu_check: the cupy backend is not usable here"; exit 2; }
+# One launch of each kind in seconds (numba.cuda compiling with NVVM, kernels on CuPy
+# arrays and CuPy's stream, a cuBLAS GEMM under the TF32 switch) before minutes of tests.
+python3 - <<'PY' || { echo "gpu_check: the GPU kernels do not run here (above)"; exit 2; }
+import numpy as np, numba, tinyalex.kernels as kernels
+from tinyalex import backend as B
+cp, fast, ref = B.cupy_module(), kernels.kernel_set("cupy", "fast"), kernels.kernel_set("numpy", "reference")
+x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+y, _ = fast.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 1, 1, 1, False)
+np.testing.assert_allclose(B.to_numpy(y), ref.conv2d_forward(x, w, None, 1, 1, 1, 1, False)[0], rtol=1e-2, atol=1e-2)
+np.testing.assert_array_equal(B.to_numpy(fast.dropout(cp.asarray(x), 0.5, 2**64 - 1)), ref.dropout(x, 0.5, 2**64 - 1))
+print(f"kernels: numba {numba.__version__}, numba.cuda kernels and cuBLAS run on CuPy arrays")
+PY
 
 echo "== 1. GPU tests (kernels against the references, TF32 flag, a step vs the CPU)"
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernels.py tests/test_kernels_cuda_sim.py \
@@ -43,7 +59,11 @@ if [ -n "${QUICK:-}" ]; then
 else
   bench_args=()
 fi
-python3 benchmarks/bench_train.py --backend cupy "${bench_args[@]}" \
+if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+  echo "PyTorch with CUDA is not usable here: tinyalex alone, no ratio"
+  bench_args+=(--no-torch)
+fi
+python3 benchmarks/bench_train.py --backend cupy ${bench_args[@]+"${bench_args[@]}"} \
   --json "$OUT/train_cupy.json" > "$OUT/bench.txt" 2> "$OUT/bench_progress.txt"
 [ $? = 0 ] || status=1
 
