@@ -34,7 +34,8 @@ class CrossEntropy(Function):
         if target.shape != (N,):
             raise ValueError(f"cross_entropy: target must have shape ({N},) to match "
                              f"logits {tuple(logits.shape)}, got {tuple(target.shape)}")
-        lo, hi = int(target.min()), int(target.max())
+        # one read of both ends: on the GPU each read back waits for the device
+        lo, hi = (int(v) for v in B.to_numpy(xp.stack([target.min(), target.max()])))
         if lo < 0 or hi >= K:
             raise ValueError(f"cross_entropy: labels must lie in [0, {K - 1}] for {K} "
                              f"classes, got values from {lo} to {hi}")
