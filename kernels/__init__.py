@@ -43,8 +43,8 @@ Where the implementations live: the readable references in ``tinyalex/ops/im2col
 ``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
 wrappers) over ``numba_kernels.py`` (compiled loops), with the direct convolution in
 ``direct.py`` / ``numba_direct.py``, Winograd's in ``winograd.py`` /
-``numba_winograd.py`` / ``numba_winograd5.py`` and loops over index ranges for threads
-in ``numba_elementwise.py``; the fast GPU set in ``gpu.py`` over ``cuda_kernels.py``
+``numba_winograd.py`` / ``numba_winograd4.py`` / ``numba_winograd5.py`` and loops over
+index ranges for threads in ``numba_elementwise.py``; the fast GPU set in ``gpu.py`` over ``cuda_kernels.py``
 (numba.cuda kernels launched on CuPy arrays); the checked wrappers both fast sets share
 in ``fastset.py``, and their chunked channels-last convolution in ``fastconv.py``.
 
@@ -57,7 +57,7 @@ or ``kernels.set_tf32(False)`` asks for strict FP32, see ``precision.py``);
 ``TINYALEX_MALLOC=default`` leaves glibc's malloc as it is, see ``allocator.py``).
 
 The fast CPU convolution takes one of four lowerings by shape (``fastconv.py``):
-Winograd F(2x2, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 96
+Winograd F(4x4, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 96
 channels in and out (AlexNet's, ``winograd.py``); the direct convolution on plain
 (N, C, H, W) memory for the other stride-1 layers with padding below the kernel size
 (LeNet's, ``direct.py``); otherwise im2col + GEMM on channels-last images, with the

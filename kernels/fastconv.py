@@ -71,7 +71,8 @@ class Saved:
     w_hwc: object       # (OC, KH*KW*C); the (OC, C, KH, KW) weight for Winograd and direct
     g: Geometry
     bias: bool
-    winograd: int = 0   # r of the Winograd F(2x2, rxr) path taken, 0 for im2col
+    winograd: int = 0   # r of the Winograd F(mxm, rxr) path taken, 0 for im2col
+    winograd_m: int = 2  # its m: outputs per tile side (4 for F(4x4, 3x3))
     direct: bool = False  # the direct path (``direct.py``) was taken
 
 
@@ -90,14 +91,22 @@ WINOGRAD_MIN_CHANNELS = 96  # below, the direct convolution (CPU) is faster: Win
                             # GEMMs are too thin (benchmarks/README.md)
 
 
+WINOGRAD_F43 = True         # 3x3 layers take F(4x4, 3x3) rather than F(2x2, 3x3)
+
+
 def winograd_size(g: Geometry) -> int:
-    """r when the layer takes Winograd F(2x2, rxr) (r = 3 or 5, stride 1, padding < r),
+    """r when the layer takes Winograd F(mxm, rxr) (r = 3 or 5, stride 1, padding < r),
     else 0."""
     r = g.KH
     if r in (3, 5) and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r and g.PW < r \
             and min(g.C, g.OC) >= WINOGRAD_MIN_CHANNELS:
         return r
     return 0
+
+
+def winograd_tile(r: int) -> int:
+    """m, the outputs per tile side, of the Winograd path for r x r filters."""
+    return 4 if r == 3 and WINOGRAD_F43 else 2
 
 
 class Workspace(threading.local):
@@ -168,9 +177,12 @@ class Engine:
         xh = as_nhwc(xp, x)                                         # (N, H, W, C)
         if r:
             from .winograd import filter_transform
-            U = filter_transform(weight, x.dtype)                   # ((r+1)**2, OC, C)
-            yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW, r)  # (N, OH, OW, OC)
-            saved = Saved(xh, weight, g, bias is not None, winograd=r) if keep else None
+            m = winograd_tile(r)
+            U = filter_transform(weight, x.dtype, m=m)              # ((m+r-1)**2, OC, C)
+            # (N, OH, OW, OC)
+            yh = self.winograd.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW, r, m)
+            saved = Saved(xh, weight, g, bias is not None, winograd=r,
+                          winograd_m=m) if keep else None
             return yh.transpose(0, 3, 1, 2), saved                  # (N, OC, OH, OW) view
         # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), columns ordered (kh, kw, c)
         w_hwc = weight.transpose(0, 2, 3, 1).reshape(OC, K)
@@ -198,9 +210,10 @@ class Engine:
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
         if s.winograd:
             gyh = gy_mat.reshape(N, g.OH, g.OW, OC)                 # (N, OH, OW, OC)
-            gw = (self.winograd.weight_gradient(s.xh, gyh, g.PH, g.PW, s.winograd)
+            m = s.winograd_m
+            gw = (self.winograd.weight_gradient(s.xh, gyh, g.PH, g.PW, s.winograd, m)
                   if need_w else None)
-            gxh = (self.winograd.input_gradient(gyh, s.w_hwc, g.PH, g.PW, g.H, g.W)
+            gxh = (self.winograd.input_gradient(gyh, s.w_hwc, g.PH, g.PW, g.H, g.W, m)
                    .transpose(0, 3, 1, 2) if need_x else None)      # (N, C, H, W) view
             return gxh, gw, gb
         gw = xp.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, KH*KW*C)

@@ -67,11 +67,19 @@ def _run(x2, n, H, W, C, h, w, zeros):
 def input_transform5(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c
     (top-left corner (2*th - PH, 2*tw - PW))."""
+    return input_transform6(x2, N, H, W, C, PH, PW, TH, TW, 2, V, zero, t0, t1)
+
+
+@njit(cache=True, nogil=True)
+def input_transform6(x2, N, H, W, C, PH, PW, TH, TW, step, V, zero, t0, t1):
+    """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c,
+    tiles ``step`` apart (top-left corner (step*th - PH, step*tw - PW)): step 2 for
+    F(2x2, 5x5), 4 for F(4x4, 3x3), which share B^T."""
     zeros = np.full(C, zero, dtype=V.dtype)
     tmp = np.empty((36, C), dtype=V.dtype)               # tmp[6a + j] = (B^T d)[a, j]
     for t in range(t0, t1):
         n = t // (TH * TW)
-        h0, w0 = 2 * ((t // TW) % TH) - PH, 2 * (t % TW) - PW
+        h0, w0 = step * ((t // TW) % TH) - PH, step * (t % TW) - PW
         for j in range(6):                               # down each column j of the patch
             w = w0 + j
             d0 = _run(x2, n, H, W, C, h0, w, zeros)

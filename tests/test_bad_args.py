@@ -560,18 +560,19 @@ geometry = st.fixed_dictionaries({
     "PH": st.integers(0, 3), "PW": st.integers(0, 3)})
 
 
-@pytest.mark.parametrize("winograd", [False, True])
+@pytest.mark.parametrize("winograd", [0, 2, 4])       # m of Winograd F(mxm, 3x3), 0: none
 @settings(max_examples=30, deadline=None)
 @given(g=geometry, seed=st.integers(0, 2**16))
 def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, winograd, g, seed):
     """Convolution, forward and both gradients, through every fast path (im2col,
-    transposed im2col, direct, and Winograd when its channel threshold is lowered to
-    reach it with tiny shapes): no loop indexes outside its arrays, and the results
-    equal the reference's."""
+    transposed im2col, direct, and Winograd F(2x2, 3x3), F(4x4, 3x3), F(2x2, 5x5) when
+    its channel threshold is lowered to reach it with tiny shapes): no loop indexes
+    outside its arrays, and the results equal the reference's."""
     assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
     if winograd:
         import tinyalex.kernels.fastconv as fastconv
         monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(fastconv, "WINOGRAD_F43", winograd == 4)
         g.update(KH=g["KH"] % 2 * 2 + 3, SH=1, SW=1)          # 3x3 or 5x5, stride 1
         g.update(KW=g["KH"], PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KH"] - 1))
         assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])

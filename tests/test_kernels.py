@@ -102,23 +102,29 @@ def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, d
                 np.testing.assert_allclose(a, e, **tol(dtype))
 
 
-@settings(max_examples=EXAMPLES)
-@given(r=st.sampled_from([3, 5]), N=st.integers(1, 3), C=st.integers(1, 5),
-       OC=st.integers(1, 5), H=st.integers(1, 9), W=st.integers(1, 9), PH=st.integers(0, 4),
-       PW=st.integers(0, 4), dtype=DTYPES, cl=st.booleans(), bias=st.booleans(),
-       small=st.booleans(), seed=st.integers(0, 2**16))
-@example(r=3, N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True, bias=True,
-         small=False, seed=0)                                       # AlexNet's 3x3 layers
-@example(r=5, N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True, bias=True,
-         small=False, seed=1)                                       # AlexNet's 5x5 layer
-def test_winograd_conv_matches_the_reference(r, N, C, OC, H, W, PH, PW, dtype, cl, bias,
+@settings(max_examples=40)
+@given(mr=st.sampled_from([(2, 3), (4, 3), (2, 5)]), N=st.integers(1, 3),
+       C=st.integers(1, 5), OC=st.integers(1, 5), H=st.integers(1, 11), W=st.integers(1, 11),
+       PH=st.integers(0, 4), PW=st.integers(0, 4), dtype=DTYPES, cl=st.booleans(),
+       bias=st.booleans(), small=st.booleans(), seed=st.integers(0, 2**16))
+@example(mr=(2, 3), N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True,
+         bias=True, small=False, seed=0)                            # AlexNet's 3x3 layers
+@example(mr=(4, 3), N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True,
+         bias=True, small=False, seed=0)                            # the same by F(4, 3)
+@example(mr=(4, 3), N=2, C=3, OC=2, H=9, W=7, PH=0, PW=2, dtype=np.float64, cl=False,
+         bias=True, small=True, seed=2)                             # partial F(4, 3) tiles
+@example(mr=(2, 5), N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True,
+         bias=True, small=False, seed=1)                            # AlexNet's 5x5 layer
+def test_winograd_conv_matches_the_reference(mr, N, C, OC, H, W, PH, PW, dtype, cl, bias,
                                              small, seed, monkeypatch):
-    """3x3 and 5x5 stride-1 layers take the Winograd F(2x2, rxr) path: odd sizes
+    """3x3 and 5x5 stride-1 layers take the Winograd F(mxm, rxr) path: odd sizes
     (partial tiles), every padding below r, one image per chunk or all at once."""
+    m, r = mr
     PH, PW = min(PH, r - 1), min(PW, r - 1)
     if H + 2 * PH < r or W + 2 * PW < r:
         return
     monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(fastconv, "WINOGRAD_F43", m == 4)
     if small:
         monkeypatch.setattr(cpu.KERNELS.engine.winograd, "chunk_bytes", 1)
     rng = np.random.default_rng(seed)
@@ -127,7 +133,7 @@ def test_winograd_conv_matches_the_reference(r, N, C, OC, H, W, PH, PW, dtype, c
     b = rng.standard_normal(OC).astype(dtype) if bias else None
     y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
     y, s = FAST.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
-    assert s.winograd == r and y.dtype == dtype
+    assert (s.winograd, s.winograd_m) == (r, m) and y.dtype == dtype
     t = tol(dtype) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4 * r * r)
     np.testing.assert_allclose(y, y_ref, **t)
     gy = rng.standard_normal(y.shape).astype(dtype)
@@ -139,21 +145,41 @@ def test_winograd_conv_matches_the_reference(r, N, C, OC, H, W, PH, PW, dtype, c
             np.testing.assert_allclose(a, e, **t)
 
 
-@pytest.mark.parametrize("r", [3, 5])
-def test_winograd_matrices_compute_a_correlation(r):
-    """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d (r+1 values) with g (r)."""
-    AT, G, BT = winograd.MATRICES[r]
+@pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5)])
+def test_winograd_matrices_compute_a_correlation(m, r):
+    """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d (m+r-1 values) with g (r):
+    its m outputs."""
+    AT, G, BT = winograd.MATRICES[m, r]
+    n = m + r - 1
+    assert AT.shape == (m, n) and G.shape == (n, r) and BT.shape == (n, n)
     rng = np.random.default_rng(r)
     for _ in range(5):
-        g, d = rng.standard_normal(r), rng.standard_normal(r + 1)
+        g, d = rng.standard_normal(r), rng.standard_normal(n)
         np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)),
-                                   [g @ d[i:i + r] for i in range(2)], rtol=1e-12, atol=1e-12)
+                                   [g @ d[i:i + r] for i in range(m)], rtol=1e-12, atol=1e-12)
+
+
+def test_winograd43_matrices_are_toom_cook_at_0_1_minus1_2_minus2_inf():
+    """A^T and G of F(4, 3) from the points, as winograd.py's comment derives them:
+    A^T[i, j] = p_j^i, G[j] = (1, p_j, p_j^2) / prod over the other points (p_j - p_l),
+    with the point at infinity last (A^T: 1 in the last row only; G: (0, 0, 1))."""
+    AT, G, _ = winograd.MATRICES[4, 3]
+    p = np.array([0.0, 1, -1, 2, -2])
+    at = np.zeros((4, 6))
+    at[:, :5] = p[None, :] ** np.arange(4)[:, None]
+    at[3, 5] = 1
+    g = np.zeros((6, 3))
+    for j in range(5):
+        g[j] = p[j] ** np.arange(3) / np.prod([p[j] - q for q in np.delete(p, j)])
+    g[5, 2] = 1
+    np.testing.assert_array_equal(AT, at)
+    np.testing.assert_allclose(G, g, rtol=1e-15)
 
 
 def test_winograd5_written_out_transforms_are_the_matrices():
     """numba_winograd5.py writes B^T d, A^T m and A g out by hand: the same as BT5, AT5."""
     from tinyalex.kernels import numba_winograd5 as nw5
-    AT, _, BT = winograd.MATRICES[5]
+    AT, _, BT = winograd.MATRICES[2, 5]
     rng = np.random.default_rng(7)
     for _ in range(5):
         d, g = rng.standard_normal(6), rng.standard_normal(2)
@@ -162,12 +188,45 @@ def test_winograd5_written_out_transforms_are_the_matrices():
         np.testing.assert_allclose(nw5._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
 
 
+def test_winograd43_written_out_transforms_are_the_matrices():
+    """numba_winograd4.py writes A^T m and A g out by hand: the same as AT43."""
+    from tinyalex.kernels import numba_winograd4 as nw4
+    AT, _, _ = winograd.MATRICES[4, 3]
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        d, g = rng.standard_normal(6), rng.standard_normal(4)
+        np.testing.assert_allclose(nw4._at(*d), AT @ d, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(nw4._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
+
+
+def test_winograd43_float32_error_at_alexnets_3x3_layers(monkeypatch):
+    """F(4x4, 3x3)'s larger constants cost float32 accuracy: at a 3x3 layer of AlexNet's
+    width (256 -> 384 channels, 12x12, post-ReLU data, He-scaled filters) the output and
+    both gradients stay within 1e-4 of the output's scale of the float64 reference
+    (measured: ~1e-5, against ~1e-6 for F(2x2, 3x3))."""
+    monkeypatch.setattr(fastconv, "WINOGRAD_F43", True)
+    rng = np.random.default_rng(9)
+    C, OC = 256, 384
+    x = np.maximum(rng.standard_normal((2, C, 12, 12)), 0)
+    w = rng.standard_normal((OC, C, 3, 3)) * np.sqrt(2 / (9 * C))
+    y64, s64 = REF.conv2d_forward(x, w, None, 1, 1, 1, 1, True)
+    gy = rng.standard_normal(y64.shape)
+    y, s = FAST.conv2d_forward(x.astype(np.float32), w.astype(np.float32), None, 1, 1, 1, 1,
+                               True)
+    assert s.winograd_m == 4
+    gx, gw, _ = FAST.conv2d_backward(gy.astype(np.float32), s, True, True, False)
+    gx64, gw64, _ = REF.conv2d_backward(gy, s64, True, True, False)
+    for got, want in ((y, y64), (gx, gx64), (gw, gw64)):
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def test_winograd_is_used_only_where_it_pays():
     g = fastconv.Geometry(32, 96, 26, 26, 256, 5, 5, 1, 1, 2, 2, 26, 26)
     assert fastconv.winograd_size(g) == 5                       # AlexNet's second layer
     assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "C": 1})) == 0   # LeNet's first
     assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "SH": 2})) == 0
     assert fastconv.winograd_size(g.__class__(**{**g.__dict__, "KH": 3, "KW": 3})) == 3
+    assert fastconv.winograd_tile(3) == 4 and fastconv.winograd_tile(5) == 2
 
 
 @pytest.mark.parametrize("C, KW", [(3, 2), (9, 4)])     # short window rows (colsT), long
