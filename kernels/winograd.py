@@ -159,7 +159,7 @@ class Winograd:
         nn = (m + r - 1) ** 2
         dt = xh.dtype
         zero = dt.type(0)
-        gU = np.zeros((nn, OC, C), dtype=dt)                       # (n*n, OC, C)
+        gW = None                                                  # (OC, C, r, r)
         nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize, nn)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
@@ -173,8 +173,15 @@ class Winograd:
             self.run(_loop(m, r, GRAD_OUTPUT), T, gy2, n1 - n0, OH, OW, OC, TH, TW, gM, zero)
             # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
             self.matmul(gM.transpose(0, 2, 1), V, part)
-            gU += part
-        return filter_gradient(gU, dt, r, m)
+            # each chunk's part goes back to the filter domain at once: a running sum
+            # there, gW (OC, C, r, r), is r*r / (m+r-1)**2 the size of one in the
+            # transformed domain (a quarter for F(4,3))
+            g = filter_gradient(part, dt, r, m)                    # (OC, C, r, r)
+            if gW is None:
+                gW = g
+            else:
+                gW += g
+        return gW
 
     def input_gradient(self, gyh, w, PH, PW, H, W, m=2):
         """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
