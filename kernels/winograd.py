@@ -159,6 +159,14 @@ class Winograd:
         nn = (m + r - 1) ** 2
         dt = xh.dtype
         zero = dt.type(0)
+        # The chunks' parts are summed in the transformed domain, gU (n*n, OC, C), and
+        # turned back once, when that sum is small; when it is larger than a chunk
+        # (F(4,3) on 384 channels: 21 MB), each part goes back to the filter domain at
+        # once and the sum is gW (OC, C, r, r), a quarter of the size (measured: AlexNet
+        # b32 training memory 564 -> 549 MB). Turning back costs a GEMM per chunk, too
+        # much for F(2,5)'s conv2, which takes one image per chunk.
+        in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
+        gU = None if in_filters else np.zeros((nn, OC, C), dtype=dt)   # (n*n, OC, C)
         gW = None                                                  # (OC, C, r, r)
         nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize, nn)
         for n0 in range(0, N, nb):
@@ -173,15 +181,13 @@ class Winograd:
             self.run(_loop(m, r, GRAD_OUTPUT), T, gy2, n1 - n0, OH, OW, OC, TH, TW, gM, zero)
             # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
             self.matmul(gM.transpose(0, 2, 1), V, part)
-            # each chunk's part goes back to the filter domain at once: a running sum
-            # there, gW (OC, C, r, r), is r*r / (m+r-1)**2 the size of one in the
-            # transformed domain (a quarter for F(4,3))
-            g = filter_gradient(part, dt, r, m)                    # (OC, C, r, r)
-            if gW is None:
-                gW = g
+            if not in_filters:
+                gU += part
+            elif gW is None:
+                gW = filter_gradient(part, dt, r, m)               # (OC, C, r, r)
             else:
-                gW += g
-        return gW
+                gW += filter_gradient(part, dt, r, m)
+        return gW if in_filters else filter_gradient(gU, dt, r, m)
 
     def input_gradient(self, gyh, w, PH, PW, H, W, m=2):
         """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
