@@ -9,6 +9,7 @@ max pooling, ReLU, dropout); a tolerance where BLAS or a different summation ord
 enters (convolution, average pooling, sigmoid).
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -176,27 +177,19 @@ def test_winograd43_matrices_are_toom_cook_at_0_1_minus1_2_minus2_inf():
     np.testing.assert_allclose(G, g, rtol=1e-15)
 
 
-def test_winograd5_written_out_transforms_are_the_matrices():
-    """numba_winograd5.py writes B^T d, A^T m and A g out by hand: the same as BT5, AT5."""
-    from tinyalex.kernels import numba_winograd5 as nw5
-    AT, _, BT = winograd.MATRICES[2, 5]
+@pytest.mark.parametrize("m, r, module", [(2, 5, "numba_winograd5"), (4, 3, "numba_winograd4")])
+def test_written_out_winograd_transforms_are_the_matrices(m, r, module):
+    """numba_winograd5.py writes B^T d, A^T m and A g of F(2, 5) out by hand, and
+    numba_winograd4.py A^T m and A g of F(4, 3) (its B^T is F(2, 5)'s): the matrices."""
+    loops = importlib.import_module(f"tinyalex.kernels.{module}")
+    AT, _, BT = winograd.MATRICES[m, r]
     rng = np.random.default_rng(7)
     for _ in range(5):
-        d, g = rng.standard_normal(6), rng.standard_normal(2)
-        np.testing.assert_allclose(nw5._bt(*d), BT @ d, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(nw5._at(*d), AT @ d, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(nw5._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
-
-
-def test_winograd43_written_out_transforms_are_the_matrices():
-    """numba_winograd4.py writes A^T m and A g out by hand: the same as AT43."""
-    from tinyalex.kernels import numba_winograd4 as nw4
-    AT, _, _ = winograd.MATRICES[4, 3]
-    rng = np.random.default_rng(8)
-    for _ in range(5):
-        d, g = rng.standard_normal(6), rng.standard_normal(4)
-        np.testing.assert_allclose(nw4._at(*d), AT @ d, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(nw4._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
+        d, g = rng.standard_normal(m + r - 1), rng.standard_normal(m)
+        if hasattr(loops, "_bt"):
+            np.testing.assert_allclose(loops._bt(*d), BT @ d, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(loops._at(*d), AT @ d, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(loops._a(*g), AT.T @ g, rtol=1e-12, atol=1e-12)
 
 
 def test_winograd43_float32_error_at_alexnets_3x3_layers(monkeypatch):
