@@ -200,10 +200,14 @@ def rss_mb() -> tuple[float, float]:
 
 
 def return_free_memory() -> bool:
-    """Hand the heap's free memory back to the kernel (glibc's ``malloc_trim``), so that
-    the resident size counts live data only; False where there is no glibc. (The fast
-    CPU set keeps freed memory for the next step: ``kernels/allocator.py``.)"""
+    """Drop the fast CPU set's pool of recycled results (``kernels/recycle.py``) and hand
+    the heap's free memory back to the kernel (glibc's ``malloc_trim``), so that the
+    resident size counts live data only; False where there is no glibc. (The fast CPU
+    set keeps freed memory for the next step: ``kernels/allocator.py``.)"""
     import ctypes
+    cpu = sys.modules.get("tinyalex.kernels.cpu")
+    if cpu is not None:
+        cpu.RESULTS.clear()
     try:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (OSError, AttributeError):

@@ -10,16 +10,10 @@ page. Measured on the benchmark machine (LeNet, batch 256): 1,450-1,950 page fau
 and 3-8 ms of system time per step of 14-18 ms; with the settings below, 1 fault and
 0.4 ms (benchmarks/README.md).
 
-The settings: every block comes from the heap, none is mapped from the kernel on its
-own (``M_MMAP_MAX`` 0; glibc still maps memory when the heap cannot grow), and the
-heap is trimmed only when more than 1 GiB lies free. Memory a step freed is reused by
-the next one; the resident size stays at its high point instead of dropping between
-steps. AlexNet's largest blocks (its 36 MB first activations at batch 32, the 105 MB
-weight gradient of its first fully connected layer at any batch) are above glibc's
-largest mapping threshold (32 MB), so raising the threshold alone left them mapped
-and paged in afresh every step: 1,280 page faults per step at batch 32, against 1
-with no mapping at all (measured: step 383-395 -> 376-380 ms, peak resident size
-782 -> 751 MB). They apply to the whole process (PyTorch in the same process gains as
+The settings: blocks up to 32 MB (glibc's largest threshold) come from the heap, and
+the heap is trimmed only when more than 1 GiB lies free. Memory a step freed is reused
+by the next one; the resident size stays at its high point instead of dropping
+between steps. They apply to the whole process (PyTorch in the same process gains as
 well, so the benchmark's ratios are if anything conservative).
 ``TINYALEX_MALLOC=default`` in the environment leaves malloc as it is.
 """
@@ -31,7 +25,8 @@ import os
 import sys
 
 M_TRIM_THRESHOLD = -1       # mallopt parameter numbers (malloc.h)
-M_MMAP_MAX = -4
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20   # glibc refuses larger values (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 
 _applied = None
@@ -57,4 +52,5 @@ def _apply() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) \
+        and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

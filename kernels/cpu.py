@@ -19,7 +19,8 @@ busy process, AlexNet at batch 32 trained at 2.8 images/s with OpenBLAS's 2 thre
 Without threadpoolctl BLAS keeps its threads and GEMMs are not cut.
 
 Memory: freed blocks stay in the process for the next step (``allocator.py``;
-``TINYALEX_MALLOC=default`` turns that off).
+``TINYALEX_MALLOC=default`` turns that off), and the fully connected layers' results
+larger than malloc keeps are recycled once freed (``recycle.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numba
 import numpy as np
 
 from . import numba_elementwise, numba_kernels
-from .allocator import keep_freed_memory
+from .allocator import MMAP_THRESHOLD, keep_freed_memory
 from .fastset import FLOATS, FastKernels, _undo, dense_view
+from .recycle import Recycler
 
 CHUNK_BYTES = 4 << 20
 MALLOC_KEEPS_FREED_MEMORY = keep_freed_memory()     # see allocator.py
@@ -142,9 +144,10 @@ def _split(n, unit, call):
     _parallel([lambda i0=i0: call(i0, min(n, i0 + step)) for i0 in range(0, n, step)])
 
 
+RESULTS = Recycler(min_bytes=MMAP_THRESHOLD, max_free_bytes=512 << 20)   # recycle.py
 KERNELS = FastKernels(np, numba_kernels, _call, _matmul, CHUNK_BYTES, winograd=_call_split,
                       direct=(_parallel, THREADS if SPLIT else 1), dense_matmul=_matmul,
-                      split=_split)
+                      split=_split, dense_empty=RESULTS.empty)
 
 
 MIN_PART_ELEMENTS = 1 << 17     # an elementwise range smaller than this is not worth a thread

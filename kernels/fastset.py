@@ -17,7 +17,9 @@ listed in ``kernels/__init__.py``) from
 * ``split(n, unit, call)``: on the CPU, runs ``call(i0, i1)`` over disjoint ranges
   covering 0..n-1 at once, one per thread that pays (``unit``: the work of one item);
   None makes one call over everything. The pooling and ReLU loops are run on ranges of
-  images or elements this way (a loop over fewer images is the same loop).
+  images or elements this way (a loop over fewer images is the same loop);
+* ``dense_empty(shape, dtype)``: how the ``matmul`` entry allocates its result (on the
+  CPU, large ones are recycled once freed, ``recycle.py``); None means ``xp.empty``.
 
 Every wrapper checks shapes, dtypes and ranges *before* a compiled loop runs, since
 compiled loops do not check bounds: a bad call raises ValueError here and never
@@ -74,8 +76,9 @@ def _reference(name):
 
 class FastKernels:
     def __init__(self, xp, loops, run, matmul, chunk_bytes: int, winograd=None, direct=None,
-                 dense_matmul=None, split=None):
+                 dense_matmul=None, split=None, dense_empty=None):
         self.xp, self.loops, self.run = xp, loops, run
+        self.dense_empty = dense_empty or xp.empty
         self.split = split or (lambda n, unit, call: call(0, n))
         self.dense_matmul = dense_matmul or (lambda a, b, out: xp.matmul(a, b, out=out))
         self.engine = Engine(xp, self._im2col_nhwc, self._col2im_nhwc, matmul, chunk_bytes,
@@ -327,7 +330,7 @@ class FastKernels:
         if not self._fast(a, b) or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] \
                 or 0 in a.shape or b.shape[1] == 0:
             return _reference("matmul")(a, b)
-        out = self.xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)     # (M, N)
+        out = self.dense_empty((a.shape[0], b.shape[1]), dtype=a.dtype)  # (M, N)
         self.dense_matmul(a, b, out)                                      # (M, K) @ (K, N)
         return out
 
