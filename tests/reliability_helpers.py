@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +53,25 @@ def child_env() -> dict:
     """The environment of a training subprocess: unbuffered output, so that a test
     reading its lines sees them as they are printed."""
     return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def signal_after_line(cmd: list[str], starts_with: str, sig: int, timeout: float = 60):
+    """Start ``cmd``, send it ``sig`` as soon as a line of its output starts with
+    ``starts_with``, and return ``(returncode, stderr)``; the process never outlives the
+    call."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+    try:
+        for line in proc.stdout:
+            if line.startswith(starts_with):
+                break
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
 
 
 def without_timing(records):

@@ -31,7 +31,7 @@ from hypothesis import given, settings, strategies as st
 
 from reliability_helpers import (PNG_END, ROOT, assert_same_arrays, checkpoint_params,
                                  child_env, read_metrics, temp_files, tiny_dataset,
-                                 train_cmd, without_timing)
+                                 signal_after_line, train_cmd, without_timing)
 from tinyalex import checkpoint as C
 from tinyalex import cli, data, train
 
@@ -233,19 +233,9 @@ def test_ctrl_c_twice_never_cuts_a_checkpoint_write(tiny, tmp_path):
 
 def test_sigterm_stops_after_the_batch_and_keeps_a_checkpoint(tiny, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(out, tiny, "--epochs", "1000"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env())
-    try:
-        for line in proc.stdout:
-            if line.startswith("epoch 2/"):
-                break
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, stderr              # 128 + SIGTERM, as a shell reports
+    code, stderr = signal_after_line(train_cmd(out, tiny, "--epochs", "1000"), "epoch 2/",
+                                     signal.SIGTERM)
+    assert code == 143, stderr                         # 128 + SIGTERM, as a shell reports
     assert "interrupted by SIGTERM" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     ck = C.load_checkpoint(out / "checkpoint.npz")
@@ -585,17 +575,7 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(tiny, tmp_path):
     """SIGINT as soon as the script has printed its backend (loading data, building
     the network or already training): status 130 and a sentence, never a traceback."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(out, tiny, "--epochs", "50"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env())
-    try:
-        for line in proc.stdout:
-            if line.startswith("backend:"):
-                break
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    code, stderr = signal_after_line(train_cmd(out, tiny, "--epochs", "50"), "backend:",
+                                     signal.SIGINT)
+    assert code == 130, stderr
     assert "Traceback" not in stderr and "interrupt" in stderr
