@@ -87,6 +87,16 @@ def real_fashion_mnist():
         pytest.skip(reason)
 
 
+def assert_gradients_match(got, want, dtype, **tolerance):
+    """A fast kernel's (gx, gW, gb) against the reference's: None in the same places,
+    the same shapes, ``dtype``, and values within ``tolerance`` (assert_allclose's)."""
+    for a, e in zip(got, want):
+        assert (a is None) == (e is None)
+        if a is not None:
+            assert a.shape == e.shape and a.dtype == dtype
+            np.testing.assert_allclose(a, e, **tolerance)
+
+
 def check(fn, *inputs, eps=EPS, atol=ATOL, rtol=RTOL, seed=0):
     """``tinyalex.gradcheck`` with the suite's tolerances (raises on a mismatch)."""
     return tinyalex.gradcheck(fn, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)

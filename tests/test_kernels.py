@@ -22,6 +22,7 @@ import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import nn
 from tinyalex.kernels import cpu, fastconv, winograd
+from conftest import assert_gradients_match
 from strategies import batch_geometry
 
 EXAMPLES = 25
@@ -94,13 +95,8 @@ def test_conv_forward_and_backward_match_the_reference(g, OC, dtype, cl, bias, d
     # an upstream gradient in plain (N, C, H, W) memory, unlike y's channels-last
     gy = rng.standard_normal(y.shape).astype(dtype)
     for need in [(True, True, bias), (False, True, bias), (True, False, False)]:
-        got = FAST.conv2d_backward(gy, s, *need)
-        want = REF.conv2d_backward(gy, s_ref, *need)
-        for a, e in zip(got, want):
-            assert (a is None) == (e is None)
-            if a is not None:
-                assert a.shape == e.shape and a.dtype == dtype
-                np.testing.assert_allclose(a, e, **tol(dtype))
+        assert_gradients_match(FAST.conv2d_backward(gy, s, *need),
+                               REF.conv2d_backward(gy, s_ref, *need), dtype, **tol(dtype))
 
 
 @settings(max_examples=40)
@@ -138,12 +134,8 @@ def test_winograd_conv_matches_the_reference(mr, N, C, OC, H, W, PH, PW, dtype, 
     t = tol(dtype) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4 * r * r)
     np.testing.assert_allclose(y, y_ref, **t)
     gy = rng.standard_normal(y.shape).astype(dtype)
-    for a, e in zip(FAST.conv2d_backward(gy, s, True, True, bias),
-                    REF.conv2d_backward(gy, s_ref, True, True, bias)):
-        assert (a is None) == (e is None)
-        if a is not None:
-            assert a.shape == e.shape and a.dtype == dtype
-            np.testing.assert_allclose(a, e, **t)
+    assert_gradients_match(FAST.conv2d_backward(gy, s, True, True, bias),
+                           REF.conv2d_backward(gy, s_ref, True, True, bias), dtype, **t)
 
 
 @pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5)])
