@@ -28,7 +28,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
                      set_grad_enabled, tensor)
-from .tensor import check_shape as _check_shape
+from .checks import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
 from .summarize import summary
 

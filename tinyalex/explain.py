@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ops.im2col import col2im, conv_output_size, im2col
-from .ops.checks import pair
+from .checks import pair
 
 
 @dataclass

@@ -17,7 +17,7 @@ import os
 from collections import Counter
 
 from . import nn
-from .ops.checks import pair
+from .checks import pair
 from .summarize import layer_rows
 
 INPUT_SIZE = {"alexnet": 224, "lenet": 28}

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tinyalex.kernels as kernels
 
 from . import backend as B
+from .checks import check_number
 from .tensor import Tensor, no_grad
-
-
-def _non_negative(value, arg, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        need = "a positive number" if positive else "a non-negative number"
-        if isinstance(value, numbers.Real) and not math.isfinite(value):
-            need += " (finite)"
-        raise ValueError(f"SGD: {arg} must be {need}, got {value!r}")
-    return float(value)
 
 
 class SGD:
@@ -39,9 +27,9 @@ class SGD:
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"SGD: parameter {i} must be a Tensor with requires_grad=True,"
                                 f" got {type(p).__name__}")
-        self.lr = _non_negative(lr, "lr", positive=True)
-        self.momentum = _non_negative(momentum, "momentum")
-        self.weight_decay = _non_negative(weight_decay, "weight_decay")
+        self.lr = check_number(lr, "lr", "SGD", positive=True)
+        self.momentum = check_number(momentum, "momentum", "SGD")
+        self.weight_decay = check_number(weight_decay, "weight_decay", "SGD")
         self.momentum_buffers = [None] * len(self.params)
 
     def zero_grad(self) -> None:
@@ -83,10 +71,10 @@ class SGD:
             if b is not None and tuple(b.shape) != p.shape:
                 raise ValueError(f"SGD.load_state_dict: momentum buffer {i} has shape "
                                  f"{tuple(b.shape)}, parameter has {p.shape}")
-        self.lr = _non_negative(state.get("lr", self.lr), "lr", positive=True)
-        self.momentum = _non_negative(state.get("momentum", self.momentum), "momentum")
-        self.weight_decay = _non_negative(state.get("weight_decay", self.weight_decay),
-                                          "weight_decay")
+        self.lr = check_number(state.get("lr", self.lr), "lr", "SGD", positive=True)
+        self.momentum = check_number(state.get("momentum", self.momentum), "momentum", "SGD")
+        self.weight_decay = check_number(state.get("weight_decay", self.weight_decay),
+                                         "weight_decay", "SGD")
         self.momentum_buffers = [None if b is None else
                                  B.to_backend(b, p.backend).astype(p.dtype, copy=True)
                                  for p, b in zip(self.params, buffers)]

@@ -20,6 +20,7 @@ import time as _time
 
 import numpy as np
 
+from .checks import check_int
 from .tensor import Tensor, no_grad
 
 
@@ -44,15 +45,10 @@ def _check_net_and_shape(net, input_shape):
     if not hasattr(net, "__iter__"):
         raise TypeError(f"summary needs a Sequential (iterable of layers), got "
                         f"{type(net).__name__}")
-    try:
-        shape = tuple(int(s) for s in input_shape)
-        if any(isinstance(s, (bool, np.bool_)) or s != int(s) for s in input_shape):
-            raise TypeError      # a bool, or a float such as 28.5: not a size
-    except (TypeError, ValueError):
+    if not isinstance(input_shape, (tuple, list)) or not input_shape:
         raise TypeError(f"summary: input_shape must be a tuple of ints such as "
-                        f"(1, 1, 224, 224), got {input_shape!r}") from None
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"summary: input_shape must hold positive sizes, got {input_shape}")
+                        f"(1, 1, 224, 224), got {input_shape!r}")
+    shape = tuple(check_int(s, "input_shape", "summary", 1) for s in input_shape)
     return shape
 
 

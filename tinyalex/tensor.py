@@ -29,6 +29,7 @@ import numbers
 import numpy as np
 
 from . import backend as B
+from .checks import NUMERIC_KINDS, check_dtype
 
 # --------------------------------------------------------------------------------------
 # Gradient mode
@@ -62,7 +63,6 @@ def enable_grad():
 
 
 DEFAULT_FLOAT = np.float32
-NUMERIC_KINDS = "biuf"      # bool, signed and unsigned int, float: what ops accept
 
 
 # --------------------------------------------------------------------------------------
@@ -566,31 +566,3 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
     if backend is not None:
         arr = B.to_backend(arr, backend)
     return Tensor(arr, requires_grad=requires_grad)
-
-
-def check_dtype(dtype, where: str) -> np.dtype:
-    """``dtype`` as a NumPy dtype of numbers (bool, int or float), or a TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{where}: {dtype!r} is not a dtype; use e.g. tinyalex.float32 or "
-                        "tinyalex.int64") from None
-    if dt.kind not in NUMERIC_KINDS:
-        raise TypeError(f"{where}: dtype must be bool, int or float, got {dt}")
-    return dt
-
-
-def check_shape(shape, where: str, dtype=DEFAULT_FLOAT) -> tuple:
-    """A shape of non-negative ints (bools refused) whose array fits in memory."""
-    from .ops.checks import check_bytes  # late import: ops are built on this module
-    if not isinstance(shape, (tuple, list)):
-        shape = (shape,)
-    for s in shape:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"{where}: sizes must be ints, got {tuple(shape)!r} (a "
-                            f"{type(s).__name__})")
-        if s < 0:
-            raise ValueError(f"{where}: sizes must be >= 0, got {tuple(shape)!r}")
-    dt = check_dtype(dtype, where)
-    check_bytes(where, "a tensor", shape, dt.itemsize)
-    return tuple(int(s) for s in shape)

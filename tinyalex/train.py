@@ -51,6 +51,7 @@ import numpy as np
 from . import backend as B
 from . import random as R
 from .atomic import exclusive_folder, remove_stale_temps
+from .checks import check_int, check_number
 from .checkpoint import (atomic_write, build_model, check_records, load_checkpoint,
                          load_optimizer, load_weights, save_checkpoint)
 from .data import MAX_RESIZE, ROWS, augment, batches, num_batches, to_input
@@ -231,31 +232,19 @@ def check_recipe(recipe: dict) -> dict:
         raise ValueError(f"recipe: unknown keys {unknown}; known: {sorted(full)}")
     full.update(recipe)
     for key in ("epochs", "batch_size", "resize"):
-        v = full[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"recipe: {key} must be a positive int, got {v!r}")
+        check_int(full[key], key, "recipe", 1, type_error=ValueError)
     if full["resize"] > MAX_RESIZE:
         raise ValueError(f"recipe: resize must be at most {MAX_RESIZE} (the images are "
                          f"{ROWS}x{ROWS}; d2l's AlexNet takes 224), got {full['resize']!r}")
     for key in ("train_limit", "test_limit"):
-        v = full[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                              or v < 1):
-            raise ValueError(f"recipe: {key} must be a positive int or None, got {v!r}")
-    seed, pad = full["seed"], full["crop_padding"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"recipe: seed must be a non-negative int, got {seed!r}")
-    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or not 0 <= pad <= ROWS:
-        raise ValueError(f"recipe: crop_padding must be an int from 0 to {ROWS} (the image "
-                         f"side), got {pad!r}")
+        check_int(full[key], key, "recipe", 1, allow_none=True, type_error=ValueError)
+    check_int(full["seed"], "seed", "recipe", 0, type_error=ValueError)
+    check_int(full["crop_padding"], "crop_padding", "recipe", 0, ROWS, type_error=ValueError)
     if not isinstance(full["flip"], (bool, np.bool_)):
         raise ValueError(f"recipe: flip must be True or False, got {full['flip']!r}")
-    for key, lowest in (("lr", "positive"), ("momentum", "non-negative"),
-                        ("weight_decay", "non-negative")):
-        v = full[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(v) or v < 0 or (lowest == "positive" and v == 0):
-            raise ValueError(f"recipe: {key} must be a {lowest} number (finite), got {v!r}")
+    check_number(full["lr"], "lr", "recipe", positive=True)
+    check_number(full["momentum"], "momentum", "recipe")
+    check_number(full["weight_decay"], "weight_decay", "recipe")
     return full
 
 

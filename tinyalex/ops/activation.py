@@ -20,7 +20,7 @@ import tinyalex.kernels as kernels
 from .. import backend as B
 from .. import random as R
 from ..tensor import Function, Tensor
-from .checks import check_floating
+from ..checks import check_floating
 
 
 # -- readable references -----------------------------------------------------------------

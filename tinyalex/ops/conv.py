@@ -28,7 +28,7 @@ from __future__ import annotations
 import tinyalex.kernels as kernels
 
 from ..tensor import Function
-from .checks import check_conv_memory, check_floating, check_rank, check_window, pair
+from ..checks import check_bytes, check_floating, check_rank, check_window, pair
 from .im2col import col2im, conv_output_size, im2col
 
 
@@ -129,3 +129,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     weight (OC, C, KH, KW) and optional bias (OC,)."""
     fn = Conv2d(stride, padding)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def check_conv_memory(where, x_shape, w_shape, SH, SW, PH, PW, itemsize,
+                      whole_batch_columns: bool = True) -> None:
+    """The output of a convolution and its im2col columns must fit in memory (the whole
+    batch's columns with the reference kernels, one image's with the fast ones)."""
+    N, C, H, W = (int(s) for s in x_shape)
+    OC, _, KH, KW = (int(s) for s in w_shape)
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    hint = "check kernel_size, stride and padding"
+    check_bytes(where, "the output", (N, OC, OH, OW), itemsize, hint)
+    check_bytes(where, "the padded input", (N, C, H + 2 * PH, W + 2 * PW), itemsize, hint)
+    rows = N * OH * OW if whole_batch_columns else OH * OW
+    check_bytes(where, "the im2col matrix", (rows, C * KH * KW), itemsize, hint)

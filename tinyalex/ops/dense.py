@@ -12,7 +12,7 @@ import tinyalex.kernels as kernels
 
 from ..tensor import Function
 from .basic import reshape
-from .checks import check_floating, check_int
+from ..checks import check_floating, check_int
 
 
 class Linear(Function):

@@ -19,8 +19,8 @@ import tinyalex.kernels as kernels
 
 from .. import backend as B
 from ..tensor import Function
-from .checks import (check_floating, check_nonempty, check_pool_memory, check_rank,
-                     check_window, pair)
+from ..checks import (check_bytes, check_floating, check_nonempty, check_rank,
+                      check_window, pair)
 from .im2col import col2im, conv_output_size, im2col
 
 
@@ -130,3 +130,18 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over each KHxKW window, zero padding counted (PyTorch's default)."""
     return AvgPool2d(kernel_size, stride, padding)(x)
+
+
+def check_pool_memory(where, x_shape, KH, KW, SH, SW, PH, PW, itemsize,
+                      windows: bool = True) -> None:
+    """Pooling's output must fit, and with the reference kernels (``windows``) its
+    padded input and the windows of every channel (im2col) too."""
+    N, C, H, W = (int(s) for s in x_shape)
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    hint = "check kernel_size, stride and padding"
+    check_bytes(where, "the output", (N, C, OH, OW), itemsize, hint)
+    if windows:
+        check_bytes(where, "the padded input", (N, C, H + 2 * PH, W + 2 * PW), itemsize,
+                    hint)
+        check_bytes(where, "the windows (im2col)", (N * C * OH * OW, KH * KW), itemsize,
+                    hint)
