@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels.layout import fast_dtypes
 
 from . import backend as B
 from .checks import check_number
 from .tensor import Tensor, no_grad
+
+
+def sgd_update_reference(param, grad, lr):
+    """``param -= lr * grad`` in place (NumPy makes a temporary for ``lr * grad``)."""
+    param -= param.dtype.type(lr) * grad
+    return param
+
+
+def sgd_update_algorithm(param, grad):
+    """The in-place update ``param -= lr * grad``: the reference above with
+    ``TINYALEX_KERNELS=reference`` or dtypes other than float32/64, else one pass with
+    no temporary the size of the parameter (``kernels/elementwise_cpu.py`` cut into
+    ranges for threads, or a CUDA kernel)."""
+    if kernels.get_mode() == "reference" or not fast_dtypes(param, grad) \
+            or not param.flags.c_contiguous or param.shape != grad.shape:
+        return sgd_update_reference
+    if B.is_cupy_array(param):
+        return elementwise_gpu.for_cupy(elementwise_gpu.SgdUpdateGPU)
+    return elementwise_cpu.sgd_update
 
 
 class SGD:
@@ -52,8 +73,8 @@ class SGD:
                         buf *= self.momentum
                         buf += d
                     d = buf
-                # in place, one pass, no temporary the size of p (kernels/__init__.py)
-                kernels.select(p.data).sgd_update(p.data, d, self.lr)
+                # in place, one pass, no temporary the size of p
+                sgd_update_algorithm(p.data, d)(p.data, d, self.lr)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -323,65 +323,10 @@ class Tensor:
             return
         run_backward(self._creator, grad, retain_graph)
 
-    # -- arithmetic (each a Function defined in tinyalex.ops.basic) -----------------
-    def __add__(self, other):
-        return _ops().add(self, other)
-
-    def __radd__(self, other):
-        return _ops().add(other, self)
-
-    def __sub__(self, other):
-        return _ops().sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops().sub(other, self)
-
-    def __mul__(self, other):
-        return _ops().mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops().mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops().div(other, self)
-
-    def __neg__(self):
-        return _ops().neg(self)
-
-    def __pow__(self, exponent):
-        return _ops().power(self, exponent)
-
-    def __matmul__(self, other):
-        return _ops().matmul(self, other)
-
-    def __getitem__(self, index):
-        return _ops().getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis=axis, keepdims=keepdims)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
-
-    view = reshape
-
-    def exp(self):
-        return _ops().exp(self)
-
-    def log(self):
-        return _ops().log(self)
-
-    def relu(self):
-        from .ops.activation import relu
-        return relu(self)
+    # -- arithmetic: each a Function of tinyalex.ops, bound to Tensor once the ops
+    #    exist (tinyalex/ops/__init__.py, ``bind_tensor_operators``): __add__, __sub__,
+    #    __mul__, __truediv__ (and their reflections), __neg__, __pow__, __matmul__,
+    #    __getitem__, sum, mean, reshape/view, exp, log, relu.
 
     # -- comparisons and reductions without gradients ------------------------------
     def argmax(self, axis=None, dim=None):
@@ -419,11 +364,6 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
-
-
-def _ops():
-    from .ops import basic  # late import: ops are built on this module
-    return basic
 
 
 class _Move(Function):
