@@ -11,7 +11,8 @@ import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import nn
 from tinyalex.models import init_weights_xavier
-from conftest import arr, away_from_zero, check, distinct, host, randn, spot_check
+from conftest import (arr, away_from_zero, check, distinct, host, randn, require_torch,
+                      spot_check)
 
 
 def layer_check(layer, x):
@@ -166,7 +167,7 @@ def test_default_init_is_pytorchs_uniform(make, fan_in):
 
 
 def test_default_init_bounds_equal_torchs():
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     torch.manual_seed(0)
     for ours, theirs in [(nn.Conv2d(6, 16, 5), torch.nn.Conv2d(6, 16, 5)),
                          (nn.Linear(84, 10), torch.nn.Linear(84, 10))]:
@@ -200,7 +201,7 @@ def test_xavier_uniform_bound_and_d2l_init_weights():
 
 
 def test_xavier_bound_equals_torchs():
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     t = torch.empty(96, 1, 11, 11)
     torch.nn.init.xavier_uniform_(t)
     ours = nn.Conv2d(1, 96, 11).weight
