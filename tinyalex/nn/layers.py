@@ -51,6 +51,15 @@ class Conv2d(Module):
         fn = conv.Conv2d(self.stride, self.padding, where=self.where)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
+    def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
+        """The name of the algorithm that computes this layer for an input of
+        ``input_shape`` on ``backend`` in the current kernel mode (ops/conv.py's
+        ``conv2d_algorithm``, whose docstring holds the rules)."""
+        g = conv.Conv2d(self.stride, self.padding, where=self.where).geometry(
+            tuple(input_shape), self.weight.shape,
+            None if self.bias is None else self.bias.shape)
+        return conv.conv2d_algorithm(g, np.dtype(dtype), backend).name
+
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
@@ -99,6 +108,13 @@ class _Pool(Module):
 
     def forward(self, x):
         return self.op(self.kernel_size, self.stride, self.padding, where=self.where)(x)
+
+    def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
+        """The name of the algorithm that computes this layer for an input of
+        ``input_shape`` (ops/pool.py's ``pool2d_algorithm``)."""
+        fn = self.op(self.kernel_size, self.stride, self.padding, where=self.where)
+        return pool.pool2d_algorithm(fn.kind, fn.geometry(tuple(input_shape)),
+                                     np.dtype(dtype), backend).name
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
