@@ -137,7 +137,7 @@ def main(argv=None):
                                            ("tinyalex",))}
             rows.append(row)
     info["load_average_at_end"] = os.getloadavg()
-    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu.py)
+    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu_process.py)
     if args.backend == "numpy":
         from tinyalex.kernels import cpu
         info["tinyalex_cpu_threads"] = cpu.THREADS
