@@ -18,7 +18,7 @@
 #ifndef TINYALEX_COMMON_CUH
 #define TINYALEX_COMMON_CUH
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)     // nvcc, or NVRTC
 #define EMULATE_ENTRY(NAME)
 #else
 #include "emulate.h"

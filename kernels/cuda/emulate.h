@@ -25,12 +25,12 @@
 //
 // How it is built: kernels/cuda_build.py, build_emulation_library(), runs
 //   g++ -x c++ -std=c++17 -O1 -shared -fPIC -ffp-contract=off -I kernels/cuda *.cu
-// (common.cuh includes this header whenever __CUDACC__ is not defined, so nvcc and
-// NVRTC never see it). -ffp-contract=off keeps g++ from fusing a*b+c, as the _rn
+// (common.cuh includes this header when neither __CUDACC__ nor __CUDACC_RTC__ is
+// defined, so nvcc and NVRTC never see it). -ffp-contract=off keeps g++ from fusing a*b+c, as the _rn
 // intrinsics keep nvcc from it, so both round every operation alike.
 #ifndef TINYALEX_EMULATE_H
 #define TINYALEX_EMULATE_H
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #error "emulate.h is for host compilers only; nvcc and NVRTC have the real CUDA"
 #endif
 
