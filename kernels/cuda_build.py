@@ -21,6 +21,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,13 @@ def nvcc_path() -> str | None:
     return shutil.which("nvcc")
 
 
-def compile_with_nvcc(arch: str, source: str, out_dir) -> PtxasReport:
-    """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source; raises RuntimeError with
+def compile_with_nvcc(arch: str, source: str, out_dir=None) -> PtxasReport:
+    """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
+    ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
     nvcc's output if it fails."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return compile_with_nvcc(arch, source, tmp)
     nvcc = nvcc_path()
     if nvcc is None:
         raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")

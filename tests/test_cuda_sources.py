@@ -14,6 +14,8 @@
     2**31 (virtual: nothing is allocated), and the argument checks.
 """
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -101,6 +103,19 @@ def test_every_source_opens_with_what_it_holds_and_where_its_reference_is():
     for name in cuda_build.SOURCES:
         head = cuda_build.source_text(name).split("#include", 1)[0]
         assert head.startswith(f"// {name}.cu:") and "Reference" in head and "built" in head
+
+
+def test_device_code_includes_no_standard_header():
+    """NVRTC (cupy.RawModule) has no standard headers: the sources include common.cuh
+    alone, and common.cuh includes emulate.h (the C library's) for host compilers only."""
+    include = re.compile(r'^\s*#\s*include\s*([<"][^>"]+[>"])', re.M)
+    for name in cuda_build.SOURCES:
+        assert include.findall(cuda_build.source_text(name)) == ['"common.cuh"'], name
+    common = (cuda_build.CUDA_DIR / "common.cuh").read_text()
+    assert include.findall(common) == ['"emulate.h"']
+    guarded = common.split("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)", 1)[1]
+    assert guarded.index("#else") < guarded.index('#include "emulate.h"') \
+        < guarded.index("#endif")
 
 
 # -- (b) the emulation ------------------------------------------------------------------------
@@ -346,12 +361,13 @@ def test_sgd_update_over_one_flat_buffer_equals_optim_sgd(emu, dtype, bits, mome
     rng = np.random.default_rng(0)
     shapes = [(4, 3, 2, 2), (4,), (5, 7)]
     start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    start[1][0] = np.inf            # weight decay 0 must leave it inf (0 * inf would be NaN)
     grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(3)]
     params = [Tensor(a.copy(), requires_grad=True) for a in start]
     opt = SGD(params, lr=0.1, momentum=momentum, weight_decay=weight_decay)
     flat = np.concatenate([a.reshape(-1) for a in start])   # one buffer of all parameters
-    buf = np.zeros_like(flat) if momentum else None
-    with kernels.use("reference"):
+    buf = np.full_like(flat, np.nan) if momentum else None     # the first step overwrites it
+    with kernels.use("reference"), np.errstate(invalid="ignore"):    # inf - inf with decay
         for i, gs in enumerate(grads):
             for t, g in zip(params, gs):
                 t.grad = Tensor(g)

@@ -20,14 +20,15 @@
 // What it does not do
 //   No shared memory, no __syncthreads, no warp functions, no atomics: the kernels
 //   that are built against this header use none (every thread owns its outputs), so
-//   running the threads one after another gives exactly what the GPU computes, and
-//   grid-stride loops see the same (grid, block) they would on the GPU.
+//   running the threads one after another gives what the GPU computes (bit for bit
+//   but for exp and log, which are the C library's here), and grid-stride loops see
+//   the same (grid, block) they would on the GPU.
 //
 // How it is built: kernels/cuda_build.py, build_emulation_library(), runs
 //   g++ -x c++ -std=c++17 -O1 -shared -fPIC -ffp-contract=off -I kernels/cuda *.cu
 // (common.cuh includes this header when neither __CUDACC__ nor __CUDACC_RTC__ is
-// defined, so nvcc and NVRTC never see it). -ffp-contract=off keeps g++ from fusing a*b+c, as the _rn
-// intrinsics keep nvcc from it, so both round every operation alike.
+// defined, so nvcc and NVRTC never see it). -ffp-contract=off keeps g++ from fusing
+// a*b+c, as the _rn intrinsics keep nvcc from it, so both round every operation alike.
 #ifndef TINYALEX_EMULATE_H
 #define TINYALEX_EMULATE_H
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -38,6 +39,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #define __global__
@@ -75,7 +77,11 @@ inline double __dsub_rn(double a, double b) { return a - b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, sizeof f); return f; }
-inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, sizeof d); return d; }
+inline double __longlong_as_double(long long v) {
+    double d;
+    std::memcpy(&d, &v, sizeof d);
+    return d;
+}
 // expf, exp, logf, log: the C library's (<math.h>), within a few ulp of CUDA's
 
 namespace emu {
@@ -98,7 +104,8 @@ void launch(dim3 grid, dim3 block, void (*kernel)(P...), A... args) {
     }
 }
 
-template <typename V> using plain = typename std::remove_cv<typename std::remove_reference<V>::type>::type;
+template <typename V>
+using plain = typename std::remove_cv<typename std::remove_reference<V>::type>::type;
 
 // args[i] points to the value of parameter i, as for cuLaunchKernel
 template <typename... P, std::size_t... K>
