@@ -35,9 +35,13 @@ class SGD:
 
     With ``momentum=0`` this is plain SGD, d2l's optimiser. On the first step the
     momentum buffer starts at the gradient itself, as in PyTorch.
+
+    ``flat``: a ``tinyalex.nn.FlatParameters`` of exactly these parameters (in this
+    order): while every parameter has its gradient in the flat buffer, a step is one
+    update over the whole buffer instead of one per parameter (the same numbers).
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, flat=None):
         if not hasattr(params, "__iter__"):
             raise TypeError(f"SGD: params must be an iterable of Tensors (e.g. "
                             f"net.parameters()), got {type(params).__name__}")
@@ -52,13 +56,43 @@ class SGD:
         self.momentum = check_number(momentum, "momentum", "SGD")
         self.weight_decay = check_number(weight_decay, "weight_decay", "SGD")
         self.momentum_buffers = [None] * len(self.params)
+        if flat is not None and [id(q) for q in flat.params] != [id(q) for q in self.params]:
+            raise ValueError("SGD: flat must hold exactly the parameters given, in order")
+        self.flat = flat
+        self._flat_momentum = None            # (total,), when the flat step keeps momentum
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
+    def _flat_ready(self) -> bool:
+        f = self.flat
+        return f is not None and f.views_intact() and all(
+            p.grad is not None and p.grad.data is p._grad_buffer for p in self.params) \
+            and (not self.momentum or self._flat_momentum is not None
+                 or all(b is None for b in self.momentum_buffers))
+
+    def _step_flat(self) -> None:
+        f = self.flat
+        d = f.grad                                                  # (total,)
+        if self.weight_decay:
+            d = d + self.weight_decay * f.data
+        if self.momentum:
+            if self._flat_momentum is None:
+                self._flat_momentum = d.copy()
+                self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+                                         for p, o in zip(self.params, f.offsets)]
+            else:
+                self._flat_momentum *= self.momentum
+                self._flat_momentum += d
+            d = self._flat_momentum
+        sgd_update_algorithm(f.data, d)(f.data, d, self.lr)
+
     def step(self) -> None:
         with no_grad():
+            if self._flat_ready():
+                self._step_flat()
+                return
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
@@ -99,3 +133,9 @@ class SGD:
         self.momentum_buffers = [None if b is None else
                                  B.to_backend(b, p.backend).astype(p.dtype, copy=True)
                                  for p, b in zip(self.params, buffers)]
+        self._flat_momentum = None
+        if self.flat is not None and all(b is not None for b in self.momentum_buffers):
+            xp = self.params[0].xp       # one flat momentum buffer again, as _step_flat keeps
+            self._flat_momentum = xp.concatenate([b.reshape(-1) for b in self.momentum_buffers])
+            self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+                                     for p, o in zip(self.params, self.flat.offsets)]

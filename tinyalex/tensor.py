@@ -400,6 +400,14 @@ class _Cast(Function):
 # --------------------------------------------------------------------------------------
 
 def _accumulate_leaf(t: Tensor, g) -> None:
+    buffer = t.__dict__.get("_grad_buffer")       # nn/flat.py: the leaf's view of one buffer
+    if buffer is not None and (t.grad is None or t.grad.data is buffer):
+        if t.grad is None:
+            buffer[...] = g                        # a copy: g stays the caller's
+            t.grad = Tensor(buffer)
+        else:
+            buffer += g                            # the buffer is the leaf's own memory
+        return
     # Never add in place: g may be shared with another gradient (add's backward
     # hands the same array to both inputs).
     if t.grad is None:

@@ -201,7 +201,9 @@ class Module:
                              + "\n".join(problems))
         for name, value in values.items():
             p = own[name]
-            p.data = B.to_backend(value, p.backend).astype(p.dtype, copy=True)
+            # copied into the parameter's own memory, as PyTorch's param.copy_(value):
+            # views of it (nn/flat.py's one buffer of all parameters) stay valid
+            p.data[...] = B.to_backend(value, p.backend).astype(p.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # -- calling --------------------------------------------------------------------
