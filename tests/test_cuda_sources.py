@@ -24,13 +24,33 @@ from hypothesis import given, settings, strategies as st
 import tinyalex.kernels as kernels
 from tinyalex import random as R
 from tinyalex.kernels import cuda_build, cuda_plan as plan
-from tinyalex.ops import activation as act_ref
-from tinyalex.ops import pool as pool_ref
-from tinyalex.ops.im2col import col2im, conv_output_size, im2col
+from tinyalex.kernels.geometry import pool_geometry
+from tinyalex.ops import pool
+from tinyalex.ops.activation import DROPOUT_REFERENCE, RELU_REFERENCE, SIGMOID_REFERENCE
+from tinyalex.kernels.geometry import output_size as conv_output_size
+from tinyalex.ops.im2col import col2im, im2col
 from tinyalex.ops.loss import cross_entropy
 from tinyalex.optim import SGD
 from tinyalex.tensor import Tensor
 from strategies import batch_geometry
+
+
+def max_pool_reference(x, *window):
+    """(y, argmax (N*C*OH*OW,)) of the readable reference (tinyalex/ops/pool.py)."""
+    y, (argmax, _) = pool.MAX_REFERENCE.forward(x, pool_geometry(x.shape, *window))
+    return y, argmax
+
+
+def max_pool_backward_reference(gy, argmax, x_shape, *window):
+    return pool.MAX_REFERENCE.backward(gy, (argmax, pool_geometry(x_shape, *window)))
+
+
+def avg_pool_reference(x, *window):
+    return pool.AVG_REFERENCE.forward(x, pool_geometry(x.shape, *window))[0]
+
+
+def avg_pool_backward_reference(gy, x_shape, *window):
+    return pool.AVG_REFERENCE.backward(gy, pool_geometry(x_shape, *window))
 
 DTYPES = (np.float32, np.float64)
 BITS = (32, 64)
@@ -224,9 +244,9 @@ def test_max_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed, specia
     if special is not None:                     # a NaN wins its windows; -inf never does
         x.reshape(-1)[np.random.default_rng(seed).integers(0, x.size, 2)] = special
     win = (KH, KW, SH, SW, PH, PW)
-    y_ref, arg_ref = pool_ref.max_pool2d_forward_reference(x, *win)
+    y_ref, arg_ref = max_pool_reference(x, *win)
     gy = data(seed + 1, y_ref.shape, dtype)
-    gx_ref = pool_ref.max_pool2d_backward_reference(gy, arg_ref, x.shape, *win)
+    gx_ref = max_pool_backward_reference(gy, arg_ref, x.shape, *win)
     for layout in ("plain", "channels_last"):
         xi, to_nchw = pool_images(x, layout)
         NI, _, _, CI = xi.shape
@@ -252,9 +272,9 @@ def test_avg_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed):
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
     x = data(seed, (N, C, H, W), dtype)
     win = (KH, KW, SH, SW, PH, PW)
-    y_ref = pool_ref.avg_pool2d_forward_reference(x, *win)
+    y_ref = avg_pool_reference(x, *win)
     gy = data(seed + 1, y_ref.shape, dtype)
-    gx_ref = pool_ref.avg_pool2d_backward_reference(gy, x.shape, *win)
+    gx_ref = avg_pool_backward_reference(gy, x.shape, *win)
     for layout in ("plain", "channels_last"):
         xi, to_nchw = pool_images(x, layout)
         NI, _, _, CI = xi.shape
@@ -286,8 +306,8 @@ def test_bias_activations_and_activations_equal_the_reference(emu, dtype, bits, 
     gy = data(seed + 2, (rows, OC), dtype)
     z = y + bias                                          # (rows, OC) + (OC,)
     for activation, want, exact in (("add", z, True),
-                                    ("relu", act_ref.relu_forward_reference(z), True),
-                                    ("sigmoid", act_ref.sigmoid_forward_reference(z), False)):
+                                    ("relu", RELU_REFERENCE.forward(z), True),
+                                    ("sigmoid", SIGMOID_REFERENCE.forward(z), False)):
         out = np.full_like(y, np.nan)
         plan.launch(emu, plan.bias_activation(rows, OC, dtype, activation, **opts), y=y,
                     bias=bias, out=out)
@@ -296,11 +316,11 @@ def test_bias_activations_and_activations_equal_the_reference(emu, dtype, bits, 
     inplace = y.copy()                                    # out may be y itself
     plan.launch(emu, plan.bias_activation(rows, OC, dtype, "relu", **opts), y=inplace,
                 bias=bias, out=inplace)
-    np.testing.assert_array_equal(inplace, act_ref.relu_forward_reference(z))
+    np.testing.assert_array_equal(inplace, RELU_REFERENCE.forward(z))
 
     n = y.size
-    for name, ref, exact in (("relu", act_ref.relu_forward_reference, True),
-                             ("sigmoid", act_ref.sigmoid_forward_reference, False)):
+    for name, ref, exact in (("relu", RELU_REFERENCE.forward, True),
+                             ("sigmoid", SIGMOID_REFERENCE.forward, False)):
         out = np.full_like(y, np.nan)
         plan.launch(emu, getattr(plan, f"{name}_forward")(n, dtype, **opts), x=y, y=out)
         want = ref(y)
@@ -311,7 +331,7 @@ def test_bias_activations_and_activations_equal_the_reference(emu, dtype, bits, 
         gx = np.full_like(y, np.nan)
         plan.launch(emu, getattr(plan, f"{name}_backward")(n, dtype, **opts), gy=gy, y=want,
                     gx=gx)
-        backward = getattr(act_ref, f"{name}_backward_reference")
+        backward = {"relu": RELU_REFERENCE, "sigmoid": SIGMOID_REFERENCE}[name].backward
         np.testing.assert_array_equal(gx, backward(gy, want))   # no exp: equal bit for bit
 
 
@@ -330,16 +350,16 @@ def test_dropout_masks_are_the_reference_masks_of_the_derived_seed(emu, dtype, b
     y = np.full_like(x, np.nan)
     plan.launch(emu, dropout, x=x, y=y, rng=rng)
     np.testing.assert_array_equal(
-        y, act_ref.dropout_reference(x, p, plan.dropout_seed(base, step, stream)))
+        y, DROPOUT_REFERENCE.forward(x, p, plan.dropout_seed(base, step, stream)))
     gx = np.full_like(x, np.nan)                          # backward: the same launch on gy
     plan.launch(emu, dropout, x=y, y=gx, rng=rng)
     np.testing.assert_array_equal(
-        gx, act_ref.dropout_reference(y, p, plan.dropout_seed(base, step, stream)))
+        gx, DROPOUT_REFERENCE.forward(y, p, plan.dropout_seed(base, step, stream)))
     plan.launch(emu, plan.rng_advance(), rng=rng)          # the next step: a fresh mask
     assert rng.tolist() == [base, (step + 1) % 2**64]
     plan.launch(emu, dropout, x=x, y=y, rng=rng)
     np.testing.assert_array_equal(
-        y, act_ref.dropout_reference(x, p, plan.dropout_seed(base, step + 1, stream)))
+        y, DROPOUT_REFERENCE.forward(x, p, plan.dropout_seed(base, step + 1, stream)))
 
 
 def test_dropout_seed_is_splitmix64_of_the_step_and_stream():
