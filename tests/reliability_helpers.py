@@ -74,6 +74,14 @@ def signal_after_line(cmd: list[str], starts_with: str, sig: int, timeout: float
     return proc.returncode, stderr
 
 
+def epochs_printed(stdout: str) -> list[int]:
+    """The epochs a training run reported, from its ``epoch K/N: loss ...`` lines (each
+    printed when the epoch's training and evaluation are done, before its files are
+    written)."""
+    return [int(line.split()[1].split("/")[0]) for line in stdout.splitlines()
+            if line.startswith("epoch ") and ": loss " in line]
+
+
 def without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
@@ -84,9 +92,30 @@ def checkpoint_params(path) -> dict:
 
 
 def assert_same_arrays(a: dict, b: dict) -> None:
+    """The same names in the same order, each array of the same dtype, shape and bits."""
     assert list(a) == list(b)
     for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def assert_same_checkpoint(a, b) -> None:
+    """Two loaded checkpoints (tinyalex.checkpoint.Checkpoint) hold the same contents:
+    every parameter, every momentum buffer, the optimizer's hyper-parameters, epoch,
+    recipe, RNG state, data order, metrics and format version (the path aside)."""
+    assert_same_arrays(a.params, b.params)
+    oa, ob = a.optimizer_state, b.optimizer_state
+    assert (oa is None) == (ob is None)
+    if oa is not None:
+        assert {k: v for k, v in oa.items() if k != "momentum_buffers"} == \
+            {k: v for k, v in ob.items() if k != "momentum_buffers"}
+        assert len(oa["momentum_buffers"]) == len(ob["momentum_buffers"])
+        for name, x, y in zip(oa["params"], oa["momentum_buffers"], ob["momentum_buffers"]):
+            assert (x is None) == (y is None), name
+            if x is not None:
+                np.testing.assert_array_equal(x, y, err_msg=f"momentum of {name}")
+    for field in ("epoch", "recipe", "rng_state", "data_order", "metrics", "format_version"):
+        assert getattr(a, field) == getattr(b, field), field
 
 
 def read_metrics(out: Path) -> dict:

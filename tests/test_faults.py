@@ -29,9 +29,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from reliability_helpers import (PNG_END, ROOT, assert_same_arrays, checkpoint_params,
-                                 child_env, read_metrics, temp_files, tiny_dataset,
-                                 signal_after_line, train_cmd, without_timing)
+from reliability_helpers import (PNG_END, ROOT, assert_same_arrays, assert_same_checkpoint,
+                                 checkpoint_params, child_env, epochs_printed, read_metrics,
+                                 signal_after_line, temp_files, tiny_dataset, train_cmd,
+                                 without_timing)
 from tinyalex import checkpoint as C
 from tinyalex import cli, data, train
 
@@ -52,16 +53,23 @@ def uninterrupted(tiny, epochs, **recipe):
     return params, records
 
 
-def check_folder_after_a_kill(out: Path, last_epoch: int) -> int:
-    """The invariants a killed run must leave; returns the checkpoint's epoch."""
+def check_folder_after_a_kill(out: Path, at_least: int, at_most: int | None = None) -> int:
+    """The invariants a killed run must leave; returns the checkpoint's epoch.
+
+    ``at_least``: the epochs known to be complete on disk before the kill (the last
+    checkpoint seen, and every epoch whose successor the run had begun); none of them
+    may be lost, so with ``at_least`` > 0 a checkpoint must be there. ``at_most``: the
+    last epoch the run trained (a checkpoint further on came from somewhere else)."""
     names = os.listdir(out) if out.is_dir() else []
     for n in names:
         assert n in FILES or (n.endswith(".tmp") and any(n.startswith(f".{f}.") for f in FILES)), n
     if "checkpoint.npz" not in names:
+        assert at_least == 0, f"epoch {at_least} was complete, but no checkpoint is left"
         assert "metrics.json" not in names        # metrics are written after a checkpoint
         return 0
     ck = C.load_checkpoint(out / "checkpoint.npz")   # raises if damaged
-    assert ck.epoch >= last_epoch, "a checkpoint went backwards"
+    assert ck.epoch >= at_least, f"checkpoint of epoch {ck.epoch}: epoch {at_least} was lost"
+    assert at_most is None or ck.epoch <= at_most, (ck.epoch, at_most)
     if "metrics.json" in names:
         metrics = read_metrics(out)
         assert ck.epoch - 1 <= len(metrics["epochs"]) <= ck.epoch
@@ -84,60 +92,76 @@ def run_to_completion(out, tiny, epochs):
 # ------------------------------------------------------------------ SIGKILL at random moments
 
 KILLS = 14
-EPOCHS = 32
+NEVER_DONE = 1000          # the killed runs' --epochs: none of them can finish first
 
 
 def test_sigkill_at_random_moments_never_loses_work(tiny, tmp_path):
     """14 real training processes killed with SIGKILL at seeded random moments (0 to
     0.6 s after the run prints its recipe, or 0 to 0.8 s after it prints its first
     epoch's line, when that epoch's files are written): loading data, training,
-    evaluating, writing any of the three files. Each run resumes the last; the last
-    one finishes. The end equals an uninterrupted run exactly."""
+    evaluating, writing any of the three files. Each run resumes the last, from the
+    checkpoint the last left; after each kill no complete epoch is lost. A last run
+    trains two more epochs; the end equals an uninterrupted run exactly.
+
+    Whether a kill lands inside a file write depends on timing, so it is counted and
+    printed here; test_sigkill_in_the_middle_of_each_write kills inside each of the
+    three writes every time."""
     out = tmp_path / "run"
     rng = random.Random(20240611)
     landed = Counter()
-    epoch = kills = 0
-    while kills < KILLS and epoch < EPOCHS:
+    epoch = 0                  # the checkpoint's epoch after the last kill
+    for kill in range(KILLS):
         resume = ["--resume"] if (out / "checkpoint.npz").exists() else []
         before = set(temp_files(out))
         anchor, longest = rng.choice([("recipe:", 0.6), ("epoch ", 0.8)])
         delay = rng.uniform(0.0, longest)
-        proc = subprocess.Popen(train_cmd(out, tiny, "--epochs", str(EPOCHS), *resume),
+        proc = subprocess.Popen(train_cmd(out, tiny, "--epochs", str(NEVER_DONE), *resume),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=child_env())
         try:
+            seen = []
             for line in proc.stdout:
+                seen.append(line)
                 if line.startswith(anchor):
                     break
             time.sleep(delay)
             proc.kill()                              # SIGKILL: no handler runs
             proc.wait(timeout=60)
+            stdout = "".join(seen) + proc.stdout.read()
+            stderr = proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if proc.returncode == 0:                     # finished before the kill came
-            break
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
-        kills += 1
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL, (kill, proc.returncode, stderr)
+        trained = epochs_printed(stdout)
+        if trained:                                  # it resumed where the last one stopped
+            assert trained == list(range(epoch + 1, trained[-1] + 1)), (epoch, trained)
+            if epoch:
+                assert f"after epoch {epoch}\n" in stdout, stdout
+        # epoch K's line is printed before its files are written, after epoch K-1's are
+        at_least = max(epoch, trained[-1] - 1) if trained else epoch
         new = set(temp_files(out)) - before          # a write this run had begun
         landed["in the middle of a file write" if new else
                "before the first checkpoint" if not (out / "checkpoint.npz").exists() else
                "outside the writes"] += 1
-        epoch = check_folder_after_a_kill(out, epoch)
-    print(f"\n{kills} SIGKILLs; landed: {dict(landed)}; reached epoch {epoch} of {EPOCHS}")
-    assert kills >= 10
+        epoch = check_folder_after_a_kill(out, at_least, trained[-1] if trained else epoch)
+    print(f"\n{KILLS} SIGKILLs; landed: {dict(landed)}; reached epoch {epoch}")
+    assert sum(landed.values()) == KILLS
+    assert epoch >= 1, "no run ever completed an epoch: the kills tested start-up only"
     leftover = bool(temp_files(out))
 
-    run = run_to_completion(out, tiny, EPOCHS)
+    epochs = epoch + 2
+    run = run_to_completion(out, tiny, epochs)
+    assert epochs_printed(run.stdout) == [epoch + 1, epoch + 2]
     assert sorted(os.listdir(out)) == FILES          # leftover temporary files removed
     if leftover:
         assert "removed" in run.stdout and "temporary file" in run.stdout
     ck = C.load_checkpoint(out / "checkpoint.npz")
-    assert ck.epoch == EPOCHS
-    params, records = uninterrupted(tiny, EPOCHS)
+    assert ck.epoch == epochs
+    params, records = uninterrupted(tiny, epochs)
     saved = checkpoint_params(out / "checkpoint.npz")
     assert_same_arrays(params, {k: v for k, v in saved.items() if k.startswith("param/")})
     metrics = read_metrics(out)
@@ -203,7 +227,7 @@ def test_sigkill_in_the_middle_of_each_write(tiny, tmp_path, hang_at, file, epoc
     leftovers = temp_files(out)
     assert len(leftovers) == 1 and leftovers[0].startswith(f".{file}.")
     assert (out / leftovers[0]).stat().st_size > 0           # half a file really was there
-    assert check_folder_after_a_kill(out, 0) == epoch_kept
+    assert check_folder_after_a_kill(out, 1, 2) == epoch_kept   # epoch 1's files were whole
     if file != "checkpoint.npz":
         assert len(read_metrics(out)["epochs"]) == epoch_kept - (file == "metrics.json")
 
