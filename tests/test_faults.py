@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from reliability_helpers import (PNG_END, ROOT, assert_same_arrays, assert_same_checkpoint,
                                  checkpoint_params, child_env, epochs_printed, read_metrics,
@@ -269,12 +269,21 @@ def test_sigterm_stops_after_the_batch_and_keeps_a_checkpoint(tiny, tmp_path):
     assert sorted(os.listdir(out)) == FILES
 
 
-def test_a_second_run_into_the_same_folder_is_refused(tiny, tmp_path):
+def test_a_second_run_into_the_same_folder_is_refused(tiny, tmp_path, capsys):
+    """While a run writes its first checkpoint, a second run into its folder (with
+    --overwrite, so that nothing else stops it) is refused by the lock, with the lock's
+    own message, and leaves the first run's half-written file alone."""
     out = tmp_path / "run"
     proc = start_hanging(tmp_path, tiny, out, 1, 30, "--epochs", "2")
     try:
+        writing = temp_files(out)
+        assert len(writing) == 1 and writing[0].startswith(".checkpoint.npz.")
         assert cli.main("lenet", ["--data-dir", str(tiny), "--out", str(out), "--overwrite",
                                   "--backend", "numpy", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {out}: another process is training into this folder; wait for it " \
+               "to finish, or choose another --out" in err, err
+        assert temp_files(out) == writing            # not taken for a stale file
     finally:
         proc.kill()
         proc.communicate(timeout=60)
@@ -434,17 +443,21 @@ def test_pickles_are_refused_and_never_run(good_checkpoint, tmp_path, capsys):
     assert not marker.exists()
 
 
+CUTS, FLIPS = 40, 60
+
+
 def test_every_truncation_and_byte_flip_is_a_value_error(good_checkpoint, tmp_path):
-    """The checkpoint cut at 40 places and with a byte flipped at 60 (seeded): each
-    either loads the very same contents (a flip in zip metadata nothing reads) or is
-    a ValueError naming the file; never another exception."""
+    """The checkpoint cut at 40 places and with a byte flipped at 60 (seeded): all 100
+    are refused with a ValueError naming the file, never another exception. (A flip in
+    a zip field that nothing reads, such as a timestamp, would load; it must then load
+    every entry unchanged: test_a_flip_nothing_reads_loads_every_entry_unchanged.)"""
     raw = good_checkpoint.read_bytes()
-    original = entries(good_checkpoint)
+    original = C.load_checkpoint(good_checkpoint)
     rng = np.random.default_rng(7)
     outcomes = Counter()
     bad = tmp_path / "bad.npz"
-    cuts = [(int(c), None) for c in rng.integers(0, len(raw), 40)]
-    flips = [(None, int(p)) for p in rng.integers(0, len(raw), 60)]
+    cuts = [(int(c), None) for c in rng.integers(0, len(raw), CUTS)]
+    flips = [(None, int(p)) for p in rng.integers(0, len(raw), FLIPS)]
     for cut, flip in cuts + flips:
         if cut is not None:
             bad.write_bytes(raw[:cut])
@@ -459,13 +472,49 @@ def test_every_truncation_and_byte_flip_is_a_value_error(good_checkpoint, tmp_pa
             outcomes["refused"] += 1
             continue
         assert flip is not None, f"a file cut at {cut} of {len(raw)} bytes loaded"
-        got = entries(bad)
-        assert_same_arrays({k: v for k, v in original.items() if k.startswith("param/")},
-                           {f"param/{k}": v for k, v in ck.params.items()})
-        assert list(got) == list(original)
-        outcomes["loaded unchanged"] += 1
+        assert_same_checkpoint(ck, original)      # else a damaged file loaded as good
+        outcomes[f"byte {flip} flipped, loaded unchanged"] += 1
     print(f"\ntruncations and flips: {dict(outcomes)}")
-    assert outcomes["refused"] >= 40
+    assert outcomes == {"refused": CUTS + FLIPS}, dict(outcomes)
+
+
+def test_a_flip_nothing_reads_loads_every_entry_unchanged(good_checkpoint, tmp_path):
+    """The other outcome the test above allows, shown to be checked entry by entry: a
+    flip in the first zip entry's modification time (bytes 10-13 of a local header,
+    which no reader checks) loads with every entry equal; and the comparison tells
+    apart a checkpoint that differs from it in any one entry."""
+    import dataclasses
+    raw = bytearray(good_checkpoint.read_bytes())
+    assert raw[:4] == b"PK\x03\x04"
+    raw[10] ^= 0xFF                                  # the DOS time of the first entry
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(bytes(raw))
+    original = C.load_checkpoint(good_checkpoint)
+    assert_same_checkpoint(C.load_checkpoint(flipped), original)
+
+    def changed(ck, **fields):
+        return dataclasses.replace(ck, **fields)
+    name = next(iter(original.params))
+    opt = original.optimizer_state
+    assert opt is not None and opt["momentum_buffers"][0] is not None
+    others = [
+        changed(original, params=dict(original.params, **{name: original.params[name] + 1})),
+        changed(original, params=dict(original.params,
+                                      **{name: original.params[name].astype(np.float64)})),
+        changed(original, optimizer_state=dict(opt, momentum_buffers=[
+            opt["momentum_buffers"][0] * 2] + opt["momentum_buffers"][1:])),
+        changed(original, optimizer_state=dict(opt, lr=opt["lr"] / 2)),
+        changed(original, optimizer_state=None),
+        changed(original, epoch=original.epoch + 1),
+        changed(original, recipe=dict(original.recipe, seed=1)),
+        changed(original, rng_state=original.rng_state.replace("1", "2", 1)),
+        changed(original, data_order=dict(original.data_order, next_epoch=9)),
+        changed(original, metrics=dict(original.metrics, status="complete")),
+        changed(original, format_version=2),
+    ]
+    for other in others:
+        with pytest.raises(AssertionError):
+            assert_same_checkpoint(other, original)
 
 
 def rewrite(good, dst, change):
@@ -549,21 +598,58 @@ json_values = st.recursive(
     max_leaves=12)
 
 
+ENTRY_FIELD = {"optimizer": "optimizer_state"}        # Checkpoint's name, where it differs
+LENET_PARAMS = [f"{i}.{w}" for i in (0, 3, 7, 9, 11) for w in ("weight", "bias")]
+
+
 @settings(max_examples=60, deadline=None)
 @given(key=st.sampled_from(C._JSON_KEYS), value=json_values)
+# values that load (random JSON rarely does for these entries): the comparison must hold
+@example(key="optimizer", value={"lr": 0.9, "momentum": 0.9, "weight_decay": 0.0,
+                                 "params": LENET_PARAMS, "momentum_buffers": LENET_PARAMS})
+@example(key="optimizer", value={"lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
+                                 "params": LENET_PARAMS, "momentum_buffers": LENET_PARAMS})
+@example(key="optimizer", value={"lr": 0.9, "momentum": 0.0, "weight_decay": 0.0,
+                                 "params": LENET_PARAMS, "momentum_buffers": []})
+@example(key="metrics", value={"epochs": [{"epoch": 1}]})
+@example(key="recipe", value={"model": "lenet", "batch_size": 16, "momentum": 0.9})
+@example(key="epoch", value=0)
 def test_any_json_in_any_entry_is_loaded_or_refused_cleanly(good_checkpoint, tiny, tmp_path,
                                                             key, value):
-    """Whatever JSON replaces one metadata entry, loading it and resuming from it end in
-    a ValueError (or succeed): never a KeyError, AttributeError or TypeError."""
+    """Whatever JSON replaces one metadata entry, loading the file either refuses it with
+    a ValueError naming the file and the entry, or loads exactly that value with every
+    other entry unchanged; and resuming from a file that loaded either trains on or is
+    refused the same way. Never a KeyError, AttributeError or TypeError."""
+    import dataclasses
     bad = rewrite(good_checkpoint, tmp_path / "fuzz.npz",
                   lambda a: a.update({key: np.array(json.dumps(value))}))
+
+    def named(exc):
+        msg = str(exc)
+        assert "fuzz.npz" in msg and key in msg, (key, value, msg)
     try:
         ck = C.load_checkpoint(bad)
-        C.load_model(bad)
-        train.fit(dict(ck.recipe, epochs=ck.epoch), data.load_fashion_mnist(tiny),
+    except ValueError as exc:
+        named(exc)
+        return
+    good = C.load_checkpoint(good_checkpoint)
+    field = ENTRY_FIELD.get(key, key)
+    got = getattr(ck, field)
+    if key == "optimizer":            # loaded as its state: the buffers' arrays by name
+        got = dict({k: v for k, v in got.items() if k != "momentum_buffers"}, type="SGD",
+                   momentum_buffers=[n for n, b in zip(got["params"], got["momentum_buffers"])
+                                     if b is not None])
+        value = dict(value, type="SGD")
+    elif key == "data_order":
+        value = value or {}           # null: no data order recorded
+    assert got == value, (key, got, value)
+    assert_same_checkpoint(dataclasses.replace(ck, **{field: getattr(good, field)}), good)
+    C.load_model(bad)
+    try:
+        train.fit(dict(ck.recipe, epochs=max(ck.epoch, 1)), data.load_fashion_mnist(tiny),
                   resume=ck, log=lambda s: None)
     except ValueError as exc:
-        assert "fuzz.npz" in str(exc) or "recipe" in str(exc)
+        named(exc)
 
 
 # ------------------------------------------------------------------ disk full, early Ctrl-C
