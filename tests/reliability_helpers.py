@@ -124,3 +124,54 @@ def read_metrics(out: Path) -> dict:
 
 def temp_files(out: Path) -> list[str]:
     return sorted(n for n in os.listdir(out) if n.endswith(".tmp")) if out.is_dir() else []
+
+
+# A training script that reports each SGD update and holds update ``SLOW_STEP`` (counted
+# over the run, from 1) until the file ``RELEASE`` exists: a test reads "step K:
+# updating", signals the process, then creates the file, so that the signal is sure to
+# arrive while batch K is in progress. "step K: updated" is printed once its update
+# is applied.
+MID_BATCH = """
+import os, sys, time
+from tinyalex import optim
+real, calls = optim.SGD.step, [0]
+def step(self):
+    calls[0] += 1
+    k = calls[0]
+    if k == int(os.environ["SLOW_STEP"]):
+        print(f"step {k}: updating", flush=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ["RELEASE"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    real(self)
+    print(f"step {k}: updated", flush=True)
+optim.SGD.step = step
+from tinyalex.cli import main
+sys.exit(main(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def signal_in_batch(tmp_path: Path, model: str, args: list[str], step: int, sig: int,
+                    timeout: float = 120):
+    """Run the ``model`` training script with ``args``, send it ``sig`` while its
+    ``step``-th update is in progress; return ``(returncode, stdout, stderr)``."""
+    script = tmp_path / "mid_batch.py"
+    script.write_text(MID_BATCH)
+    release = tmp_path / f"release{step}"
+    env = dict(child_env(), SLOW_STEP=str(step), RELEASE=str(release))
+    proc = subprocess.Popen([sys.executable, str(script), model, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line == f"step {step}: updating\n":
+                break
+        proc.send_signal(sig)
+        release.touch()
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(seen) + stdout, stderr
