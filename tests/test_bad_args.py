@@ -14,6 +14,12 @@ arrays (Numba's compiled code does not check).
 """
 
 import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +28,7 @@ from hypothesis import assume, given, settings, strategies as st
 import tinyalex
 import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
-from reliability_helpers import tiny_dataset
+from reliability_helpers import ROOT, tiny_dataset
 from tinyalex import checkpoint as C
 from tinyalex import cli, data, nn, optim
 
@@ -499,6 +505,163 @@ def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
     key = flag[2:].replace("-", "_")
     assert flag in err or key in err, err
     assert not (out / "checkpoint.npz").exists()
+
+
+# -------------------------------------------------------------------------- the other scripts
+
+def example(name):
+    """examples/<name>.py as a module, to call its main(argv)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                  ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPTS = {name: example(name) for name in ("evaluate", "visualize", "compare", "main")}
+
+
+def script_status(name, argv, capsys):
+    """examples/<name>.py's exit status and stderr for ``argv``; any exception other
+    than argparse's SystemExit escapes (it would be a traceback for the user)."""
+    try:
+        rc = SCRIPTS[name].main(argv)
+    except SystemExit as exc:              # argparse: usage error
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def assert_refused(name, argv, names, capsys):
+    rc, err = script_status(name, argv, capsys)
+    assert rc == 2, (name, argv, rc, err)
+    assert "error" in err and "Traceback" not in err, err
+    assert any(n in err for n in names), (names, err)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_data):
+    """A trained LeNet run folder (checkpoint.npz, metrics.json), a plain file, a
+    folder with no run, and run folders whose metrics.json is broken in one way each."""
+    d = tmp_path_factory.mktemp("study")
+    from tinyalex import train
+    train.fit({"model": "lenet", "epochs": 1, "batch_size": 8}, data.load_fashion_mnist(tiny_data),
+              out_dir=d / "run", log=lambda s: None)
+    (d / "file.txt").write_text("not a checkpoint, not a folder\n")
+    (d / "empty").mkdir()
+    good = json.loads((d / "run" / "metrics.json").read_text())
+    record = good["epochs"][0]
+    broken = {"not json": "{", "a list": "[1, 2]",
+              "no recipe": json.dumps(dict(good, recipe=None)),
+              "bad resize": json.dumps(dict(good, recipe=dict(good["recipe"], resize="abc"))),
+              "no epochs": json.dumps(dict(good, epochs=[])),
+              "record not an object": json.dumps(dict(good, epochs=[5])),
+              "loss a string": json.dumps(dict(good, epochs=[dict(record, loss="low")])),
+              "record lacks test_acc": json.dumps(dict(good, epochs=[
+                  {k: v for k, v in record.items() if k != "test_acc"}]))}
+    for i, text in enumerate(broken.values()):
+        (d / f"broken{i}").mkdir()
+        (d / f"broken{i}" / "metrics.json").write_text(text)
+    bad_data = d / "bad_data"
+    bad_data.mkdir()
+    for f in tiny_data.iterdir():
+        (bad_data / f.name).write_bytes(f.read_bytes()[:-5])          # each cut short
+    return {"ck": str(d / "run" / "checkpoint.npz"), "run": str(d / "run"),
+            "file": str(d / "file.txt"), "empty": str(d / "empty"), "dir": str(d),
+            "missing": str(d / "missing"), "data": str(tiny_data), "bad_data": str(bad_data),
+            "out": str(d / "out"), "broken": [str(d / f"broken{i}") for i in range(len(broken))]}
+
+
+# (script, argv, what the message must name); {key} is study[key]
+PATH_CASES = [
+    ("evaluate", ["{missing}"], ["{missing}"]),
+    ("evaluate", ["{dir}"], ["{dir}"]),
+    ("evaluate", ["{file}"], ["{file}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{missing}"], ["{missing}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{bad_data}"], ["{bad_data}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{data}", "--confusion", "{dir}"], ["{dir}"]),
+    ("evaluate", ["{ck}", "--backend", "gpu"], ["--backend"]),
+    ("evaluate", [], ["checkpoint"]),
+    ("visualize", ["{missing}"], ["{missing}"]),
+    ("visualize", ["{file}"], ["{file}"]),
+    ("visualize", ["{ck}", "{ck}", "{ck}"], ["two checkpoints"]),
+    ("visualize", ["{ck}", "{ck}", "--before-init"], ["--before-init"]),
+    ("visualize", ["{ck}", "--data-dir", "{missing}", "--out", "{out}"], ["{missing}"]),
+    ("visualize", ["{ck}", "--data-dir", "{bad_data}", "--out", "{out}"], ["{bad_data}"]),
+    ("visualize", ["{ck}", "--data-dir", "{data}", "--out", "{file}"], ["{file}"]),
+    ("compare", [], ["RUN"]),
+    ("compare", ["{missing}"], ["{missing}"]),
+    ("compare", ["{empty}"], ["{empty}"]),
+    ("compare", ["{file}"], ["{file}"]),
+    ("compare", ["{run}", "--out", "{file}"], ["{file}"]),
+    ("main", ["--backend", "gpu"], ["--backend"]),
+    ("main", ["--data-dir", "{missing}", "--out", "{out}"], ["{missing}"]),
+    ("main", ["--data-dir", "{bad_data}", "--out", "{out}"], ["{bad_data}"]),
+    ("main", ["--data-dir", "{data}", "--out", "{file}"], ["{file}"]),
+    ("main", ["--epochs", "3"], ["--epochs"]),
+]
+
+
+@pytest.mark.parametrize("name,argv,names", PATH_CASES,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(PATH_CASES)])
+def test_the_other_scripts_refuse_bad_paths_and_flags(study, name, argv, names, capsys,
+                                                      tmp_path, monkeypatch):
+    """examples/evaluate.py, visualize.py, compare.py and main.py: a missing, wrong or
+    damaged file or folder, a flag they do not take or a bad choice: exit 2 with the
+    path or flag named, no traceback, nothing written where --out points."""
+    monkeypatch.chdir(tmp_path)              # where defaults such as runs/ would go
+    fill = lambda a: a.format(**study)       # noqa: E731
+    assert_refused(name, [fill(a) for a in argv], [fill(n) for n in names], capsys)
+    assert not (Path(study["out"]) / "lenet").exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_compare_refuses_each_broken_metrics_file(study, i, capsys, tmp_path):
+    broken = study["broken"][i]
+    assert_refused("compare", [study["run"], broken, "--out", str(tmp_path / "cmp")],
+                   [broken], capsys)
+    assert not (tmp_path / "cmp").exists()
+
+
+def bad_count(low, also=st.nothing()):
+    """Command-line text that is not an int >= low."""
+    return st.one_of(st.integers(-10**6, low - 1).map(str), also,
+                     st.sampled_from(["1.5", "abc", "", "nan", "0x10", "1e3", "-"]))
+
+
+SCRIPT_FLAGS = {                           # (script, flag): bad values
+    ("evaluate", "--batch-size"): bad_count(1),
+    ("evaluate", "--test-limit"): bad_count(1),
+    ("visualize", "--index"): bad_count(0, st.integers(8, 10**9).map(str)),   # 8 test images
+    ("visualize", "--channels"): bad_count(1),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(sorted(SCRIPT_FLAGS)), data_=st.data())
+def test_the_other_scripts_numeric_flags(study, case, data_, capsys):
+    """A bad number for each numeric flag of evaluate.py and visualize.py (main.py and
+    compare.py take none): exit 2 naming the flag, before any picture is written."""
+    name, flag = case
+    value = data_.draw(SCRIPT_FLAGS[case])
+    out = Path(study["out"]) / "numeric"
+    argv = {"evaluate": [study["ck"], "--data-dir", study["data"], "--confusion",
+                         str(out / "cm.png")],
+            "visualize": [study["ck"], "--data-dir", study["data"], "--out", str(out)]}[name]
+    assert_refused(name, argv + [f"{flag}={value}"], [flag, flag[2:]], capsys)
+    assert not out.exists()
+
+
+def test_the_other_scripts_as_commands(study, tmp_path):
+    """The same through ``python examples/<name>.py``: exit status 2, a one-line
+    error, no traceback."""
+    for name, argv in [("evaluate", [study["missing"]]),
+                       ("visualize", [study["ck"], "--channels", "0"]),
+                       ("compare", [study["broken"][5]]),
+                       ("main", ["--data-dir", study["missing"]])]:
+        proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"), *argv],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert "error" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 # -------------------------------------------------------------------------- compiled loops
