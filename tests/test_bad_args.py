@@ -622,18 +622,28 @@ def test_compare_refuses_each_broken_metrics_file(study, i, capsys, tmp_path):
     assert not (tmp_path / "cmp").exists()
 
 
-def bad_count(low, also=st.nothing()):
+def bad_count(low, also):
     """Command-line text that is not an int >= low."""
     return st.one_of(st.integers(-10**6, low - 1).map(str), also,
                      st.sampled_from(["1.5", "abc", "", "nan", "0x10", "1e3", "-"]))
 
 
-SCRIPT_FLAGS = {                           # (script, flag): bad values
-    ("evaluate", "--batch-size"): bad_count(1),
-    ("evaluate", "--test-limit"): bad_count(1),
-    ("visualize", "--index"): bad_count(0, st.integers(8, 10**9).map(str)),   # 8 test images
-    ("visualize", "--channels"): bad_count(1),
+SCRIPT_FLAGS = {                           # (script, flag): the lowest good value
+    ("evaluate", "--batch-size"): 1, ("evaluate", "--test-limit"): 1,
+    ("visualize", "--index"): 0, ("visualize", "--channels"): 1,
 }
+TOO_HIGH = {("visualize", "--index"): st.integers(8, 10**9).map(str)}   # 8 test images
+
+
+def numeric_flag_refused(study, case, value, capsys):
+    import tempfile
+    name, flag = case
+    out = Path(tempfile.mkdtemp(dir=study["dir"])) / "pictures"       # a fresh one each time
+    argv = {"evaluate": [study["ck"], "--data-dir", study["data"], "--confusion",
+                         str(out / "cm.png")],
+            "visualize": [study["ck"], "--data-dir", study["data"], "--out", str(out)]}[name]
+    assert_refused(name, argv + [f"{flag}={value}"], [flag, flag[2:]], capsys)
+    assert not out.exists()
 
 
 @settings(max_examples=40, deadline=None)
@@ -641,14 +651,13 @@ SCRIPT_FLAGS = {                           # (script, flag): bad values
 def test_the_other_scripts_numeric_flags(study, case, data_, capsys):
     """A bad number for each numeric flag of evaluate.py and visualize.py (main.py and
     compare.py take none): exit 2 naming the flag, before any picture is written."""
-    name, flag = case
-    value = data_.draw(SCRIPT_FLAGS[case])
-    out = Path(study["out"]) / "numeric"
-    argv = {"evaluate": [study["ck"], "--data-dir", study["data"], "--confusion",
-                         str(out / "cm.png")],
-            "visualize": [study["ck"], "--data-dir", study["data"], "--out", str(out)]}[name]
-    assert_refused(name, argv + [f"{flag}={value}"], [flag, flag[2:]], capsys)
-    assert not out.exists()
+    value = data_.draw(bad_count(SCRIPT_FLAGS[case], TOO_HIGH.get(case, st.nothing())))
+    numeric_flag_refused(study, case, value, capsys)
+
+
+@pytest.mark.parametrize("case", sorted(SCRIPT_FLAGS), ids=" ".join)
+def test_the_other_scripts_numeric_flags_one_below_the_lowest(study, case, capsys):
+    numeric_flag_refused(study, case, str(SCRIPT_FLAGS[case] - 1), capsys)
 
 
 def test_the_other_scripts_as_commands(study, tmp_path):
