@@ -4,7 +4,9 @@ summary, the data loader's functions, the checkpoint functions and the training
 scripts' flags. Each bad value must raise ValueError or TypeError with a message
 that names the place (never IndexError, ZeroDivisionError, MemoryError, a Numba
 error or a traceback from inside NumPy), under both kernel modes, and before any
-compiled loop runs.
+compiled loop runs. The other scripts (examples/evaluate.py, visualize.py,
+compare.py, main.py) must answer a bad path, flag or number with exit status 2 and
+a message naming it, never a traceback.
 
 tests/test_bad_input.py holds ~50 hand-picked cases with their exact messages; this
 file sweeps the space around them. The last part runs the compiled loops themselves
