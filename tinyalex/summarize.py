@@ -20,6 +20,7 @@ import time as _time
 
 import numpy as np
 
+from .ops.checks import check_bytes
 from .tensor import Tensor, no_grad
 
 
@@ -61,6 +62,8 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
     shape = _check_net_and_shape(net, input_shape)
     from . import backend as B
+    check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
+                "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
     was_training = net.training
