@@ -381,6 +381,7 @@ def test_tensor_methods(case):
                        st.tuples(st.just(1), st.just(28), st.just(28)),
                        st.tuples(st.just(1), st.just(2), st.just(28), st.just(28)),
                        st.tuples(st.just(1), st.just(1), st.integers(1, 3), st.just(28)),
+                       st.tuples(st.just(10**12), st.just(1), st.just(28), st.just(28)),
                        st.sampled_from(["abc", 5, None])))
 def test_summary(shape, capsys):
     refused(lambda: tinyalex.summary(tinyalex.models.lenet(), shape), "summary")
@@ -489,8 +490,9 @@ def tiny_data(tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None)
-@given(flag=st.sampled_from(sorted(INT_FLAGS) + sorted(FLOAT_FLAGS)), data_=st.data())
-def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
+@given(flag=st.sampled_from(sorted(INT_FLAGS) + sorted(FLOAT_FLAGS)), data_=st.data(),
+       model=st.sampled_from(["lenet", "alexnet"]))
+def test_training_script_flags(flag, data_, model, tiny_data, tmp_path, capsys):
     """A bad flag value: argparse's usage error (exit 2) or our "error: ..." (exit 2)
     naming the flag or recipe key; no traceback, no training, no checkpoint."""
     value = data_.draw(bad_flag_values(flag))
@@ -498,11 +500,11 @@ def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
     argv = ["--backend", "numpy", "--data-dir", str(tiny_data), "--out", str(out),
             "--no-progress", "--overwrite", f"{flag}={value}"]
     try:
-        rc = cli.main("lenet", argv)
+        rc = cli.main(model, argv)
     except SystemExit as exc:              # argparse: not a number of the flag's type
         rc = exc.code
     err = capsys.readouterr().err
-    assert rc == 2, (flag, value, err)
+    assert rc == 2, (model, flag, value, err)
     assert "Traceback" not in err and "error" in err
     key = flag[2:].replace("-", "_")
     assert flag in err or key in err, err
@@ -520,7 +522,8 @@ def example(name):
     return module
 
 
-SCRIPTS = {name: example(name) for name in ("evaluate", "visualize", "compare", "main")}
+SCRIPTS = {name: example(name) for name in ("evaluate", "visualize", "compare", "main",
+                                            "shapes", "explain_conv")}
 
 
 def script_status(name, argv, capsys):
@@ -600,6 +603,12 @@ PATH_CASES = [
     ("main", ["--data-dir", "{bad_data}", "--out", "{out}"], ["{bad_data}"]),
     ("main", ["--data-dir", "{data}", "--out", "{file}"], ["{file}"]),
     ("main", ["--epochs", "3"], ["--epochs"]),
+    ("shapes", ["--batch", "0"], ["--batch"]),
+    ("shapes", ["--lenet", "--batch", str(10**12)], ["--batch"]),     # no memory holds it
+    ("shapes", ["--backend", "gpu"], ["--backend"]),
+    ("explain_conv", ["--seed", "-1"], ["--seed"]),
+    ("explain_conv", ["--seed", "abc"], ["--seed"]),
+    ("explain_conv", ["--out", "{file}"], ["{file}"]),
 ]
 
 
@@ -607,9 +616,10 @@ PATH_CASES = [
                          ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(PATH_CASES)])
 def test_the_other_scripts_refuse_bad_paths_and_flags(study, name, argv, names, capsys,
                                                       tmp_path, monkeypatch):
-    """examples/evaluate.py, visualize.py, compare.py and main.py: a missing, wrong or
-    damaged file or folder, a flag they do not take or a bad choice: exit 2 with the
-    path or flag named, no traceback, nothing written where --out points."""
+    """examples/evaluate.py, visualize.py, compare.py, main.py, shapes.py and
+    explain_conv.py: a missing, wrong or damaged file or folder, a flag they do not take,
+    a bad choice or number: exit 2 with the path or flag named, no traceback, nothing
+    written where --out points."""
     monkeypatch.chdir(tmp_path)              # where defaults such as runs/ would go
     fill = lambda a: a.format(**study)       # noqa: E731
     assert_refused(name, [fill(a) for a in argv], [fill(n) for n in names], capsys)
