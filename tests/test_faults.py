@@ -604,7 +604,8 @@ LENET_PARAMS = [f"{i}.{w}" for i in (0, 3, 7, 9, 11) for w in ("weight", "bias")
 
 @settings(max_examples=60, deadline=None)
 @given(key=st.sampled_from(C._JSON_KEYS), value=json_values)
-# values that load (random JSON rarely does for these entries): the comparison must hold
+# chosen values, as random JSON rarely loads for these entries: the first, the last three
+# load (so the comparison runs), the second and third are refused (lr, buffers)
 @example(key="optimizer", value={"lr": 0.9, "momentum": 0.9, "weight_decay": 0.0,
                                  "params": LENET_PARAMS, "momentum_buffers": LENET_PARAMS})
 @example(key="optimizer", value={"lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
