@@ -5,9 +5,10 @@ Every run here is the real training script (``examples/train_lenet.py``) in a
 subprocess, on a tiny IDX data set the test writes (reliability_helpers.py), so that
 a run can be started, killed and resumed many times within seconds. What must hold:
 
-* after any kill, the folder holds a checkpoint that loads (or none yet), a
-  metrics.json that parses and a curves.png that is whole; leftover temporary files
-  are the only trace, and the next run removes them;
+* after any kill, the folder holds a checkpoint that loads, of no earlier epoch than
+  the last one complete on disk (none only before the first), a metrics.json that
+  parses and a curves.png that is whole; leftover temporary files are the only
+  trace, and the next run removes them;
 * resuming after any number of kills ends with exactly the weights and metrics of an
   uninterrupted run;
 * a checkpoint is data: a file holding a pickle is refused and nothing in it runs.
