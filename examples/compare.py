@@ -28,13 +28,22 @@ NAMES = {"alexnet": "AlexNet", "lenet": "LeNet"}
 
 
 def main(argv=None, print_fn=print) -> int:
+    """Parse the flags and compare the runs; 0 done, 2 a bad flag, run or folder."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="training run folders or "
                    "metrics.json files (AlexNet's and LeNet's)")
     p.add_argument("--out", default=os.path.join("runs", "compare"),
                    help="folder for comparison.md and curves.png (default runs/compare)")
     args = p.parse_args(argv)
+    try:
+        return compare(args, print_fn)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
+
+def compare(args, print_fn) -> int:
+    """The table and the curves of ``args.runs``, written to ``args.out``."""
     columns, curves, paths = [], [], []
     for path in args.runs:
         run = load_run(path)

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
             if args.test_limit < 1:
                 raise ValueError(f"--test-limit must be positive, got {args.test_limit}")
             images, labels = images[:args.test_limit], labels[:args.test_limit]
-        batch_size = args.batch_size or recipe["batch_size"]
+        batch_size = recipe["batch_size"] if args.batch_size is None else args.batch_size
         if batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {batch_size}")
         print(f"{recipe['model']} after {ckpt.epoch} epochs ({args.checkpoint}), "

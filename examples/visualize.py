@@ -43,11 +43,24 @@ def parse(argv):
     args = p.parse_args(argv)
     if len(args.checkpoints) > 2 or (args.before_init and len(args.checkpoints) != 1):
         p.error("give one checkpoint (optionally with --before-init) or two checkpoints")
+    if args.channels < 1:
+        p.error(f"--channels must be at least 1, got {args.channels}")
+    if args.index < 0:
+        p.error(f"--index must be a test image index (0 or more), got {args.index}")
     return args
 
 
 def main(argv=None, print_fn=print) -> int:
+    """Parse the flags and draw the pictures; 0 done, 2 a bad flag, file or folder."""
     args = parse(argv)
+    try:
+        return pictures(args, print_fn)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def pictures(args, print_fn) -> int:
     nets = []                                  # (title, network, recipe)
     for path in args.checkpoints:
         net, ckpt = load_model(path)
@@ -59,7 +72,7 @@ def main(argv=None, print_fn=print) -> int:
                         initial_model(recipe), recipe))
     models = {recipe["model"] for _, _, recipe in nets}
     if len(models) > 1:
-        raise SystemExit(f"visualize: the checkpoints hold different models {sorted(models)}; "
+        raise ValueError(f"visualize: the checkpoints hold different models {sorted(models)}; "
                          "before/after pictures need the same one")
     recipe = nets[-1][2]
     size = int(recipe.get("resize") or INPUT_SIZE[recipe["model"]])

@@ -4,7 +4,9 @@ summary, the data loader's functions, the checkpoint functions and the training
 scripts' flags. Each bad value must raise ValueError or TypeError with a message
 that names the place (never IndexError, ZeroDivisionError, MemoryError, a Numba
 error or a traceback from inside NumPy), under both kernel modes, and before any
-compiled loop runs.
+compiled loop runs. The other scripts (examples/evaluate.py, visualize.py,
+compare.py, main.py) must answer a bad path, flag or number with exit status 2 and
+a message naming it, never a traceback.
 
 tests/test_bad_input.py holds ~50 hand-picked cases with their exact messages; this
 file sweeps the space around them. The last part runs the compiled loops themselves
@@ -14,6 +16,12 @@ arrays (Numba's compiled code does not check).
 """
 
 import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +30,7 @@ from hypothesis import assume, given, settings, strategies as st
 import tinyalex
 import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
-from reliability_helpers import tiny_dataset
+from reliability_helpers import ROOT, tiny_dataset
 from tinyalex import checkpoint as C
 from tinyalex import cli, data, nn, optim
 
@@ -373,6 +381,7 @@ def test_tensor_methods(case):
                        st.tuples(st.just(1), st.just(28), st.just(28)),
                        st.tuples(st.just(1), st.just(2), st.just(28), st.just(28)),
                        st.tuples(st.just(1), st.just(1), st.integers(1, 3), st.just(28)),
+                       st.tuples(st.just(10**12), st.just(1), st.just(28), st.just(28)),
                        st.sampled_from(["abc", 5, None])))
 def test_summary(shape, capsys):
     refused(lambda: tinyalex.summary(tinyalex.models.lenet(), shape), "summary")
@@ -481,8 +490,9 @@ def tiny_data(tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None)
-@given(flag=st.sampled_from(sorted(INT_FLAGS) + sorted(FLOAT_FLAGS)), data_=st.data())
-def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
+@given(flag=st.sampled_from(sorted(INT_FLAGS) + sorted(FLOAT_FLAGS)), data_=st.data(),
+       model=st.sampled_from(["lenet", "alexnet"]))
+def test_training_script_flags(flag, data_, model, tiny_data, tmp_path, capsys):
     """A bad flag value: argparse's usage error (exit 2) or our "error: ..." (exit 2)
     naming the flag or recipe key; no traceback, no training, no checkpoint."""
     value = data_.draw(bad_flag_values(flag))
@@ -490,15 +500,189 @@ def test_training_script_flags(flag, data_, tiny_data, tmp_path, capsys):
     argv = ["--backend", "numpy", "--data-dir", str(tiny_data), "--out", str(out),
             "--no-progress", "--overwrite", f"{flag}={value}"]
     try:
-        rc = cli.main("lenet", argv)
+        rc = cli.main(model, argv)
     except SystemExit as exc:              # argparse: not a number of the flag's type
         rc = exc.code
     err = capsys.readouterr().err
-    assert rc == 2, (flag, value, err)
+    assert rc == 2, (model, flag, value, err)
     assert "Traceback" not in err and "error" in err
     key = flag[2:].replace("-", "_")
     assert flag in err or key in err, err
     assert not (out / "checkpoint.npz").exists()
+
+
+# -------------------------------------------------------------------------- the other scripts
+
+def example(name):
+    """examples/<name>.py as a module, to call its main(argv)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                  ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPTS = {name: example(name) for name in ("evaluate", "visualize", "compare", "main",
+                                            "shapes", "explain_conv")}
+
+
+def script_status(name, argv, capsys):
+    """examples/<name>.py's exit status and stderr for ``argv``; any exception other
+    than argparse's SystemExit escapes (it would be a traceback for the user)."""
+    try:
+        rc = SCRIPTS[name].main(argv)
+    except SystemExit as exc:              # argparse: usage error
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def assert_refused(name, argv, names, capsys):
+    rc, err = script_status(name, argv, capsys)
+    assert rc == 2, (name, argv, rc, err)
+    assert "error" in err and "Traceback" not in err, err
+    assert any(n in err for n in names), (names, err)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_data):
+    """A trained LeNet run folder (checkpoint.npz, metrics.json), a plain file, a
+    folder with no run, and run folders whose metrics.json is broken in one way each."""
+    d = tmp_path_factory.mktemp("study")
+    from tinyalex import train
+    train.fit({"model": "lenet", "epochs": 1, "batch_size": 8}, data.load_fashion_mnist(tiny_data),
+              out_dir=d / "run", log=lambda s: None)
+    (d / "file.txt").write_text("not a checkpoint, not a folder\n")
+    (d / "empty").mkdir()
+    good = json.loads((d / "run" / "metrics.json").read_text())
+    record = good["epochs"][0]
+    broken = {"not json": "{", "a list": "[1, 2]",
+              "no recipe": json.dumps(dict(good, recipe=None)),
+              "bad resize": json.dumps(dict(good, recipe=dict(good["recipe"], resize="abc"))),
+              "no epochs": json.dumps(dict(good, epochs=[])),
+              "record not an object": json.dumps(dict(good, epochs=[5])),
+              "loss a string": json.dumps(dict(good, epochs=[dict(record, loss="low")])),
+              "record lacks test_acc": json.dumps(dict(good, epochs=[
+                  {k: v for k, v in record.items() if k != "test_acc"}]))}
+    for i, text in enumerate(broken.values()):
+        (d / f"broken{i}").mkdir()
+        (d / f"broken{i}" / "metrics.json").write_text(text)
+    bad_data = d / "bad_data"
+    bad_data.mkdir()
+    for f in tiny_data.iterdir():
+        (bad_data / f.name).write_bytes(f.read_bytes()[:-5])          # each cut short
+    return {"ck": str(d / "run" / "checkpoint.npz"), "run": str(d / "run"),
+            "file": str(d / "file.txt"), "empty": str(d / "empty"), "dir": str(d),
+            "missing": str(d / "missing"), "data": str(tiny_data), "bad_data": str(bad_data),
+            "out": str(d / "out"), "broken": [str(d / f"broken{i}") for i in range(len(broken))]}
+
+
+# (script, argv, what the message must name); {key} is study[key]
+PATH_CASES = [
+    ("evaluate", ["{missing}"], ["{missing}"]),
+    ("evaluate", ["{dir}"], ["{dir}"]),
+    ("evaluate", ["{file}"], ["{file}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{missing}"], ["{missing}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{bad_data}"], ["{bad_data}"]),
+    ("evaluate", ["{ck}", "--data-dir", "{data}", "--confusion", "{dir}"], ["{dir}"]),
+    ("evaluate", ["{ck}", "--backend", "gpu"], ["--backend"]),
+    ("evaluate", [], ["checkpoint"]),
+    ("visualize", ["{missing}"], ["{missing}"]),
+    ("visualize", ["{file}"], ["{file}"]),
+    ("visualize", ["{ck}", "{ck}", "{ck}"], ["two checkpoints"]),
+    ("visualize", ["{ck}", "{ck}", "--before-init"], ["--before-init"]),
+    ("visualize", ["{ck}", "--data-dir", "{missing}", "--out", "{out}"], ["{missing}"]),
+    ("visualize", ["{ck}", "--data-dir", "{bad_data}", "--out", "{out}"], ["{bad_data}"]),
+    ("visualize", ["{ck}", "--data-dir", "{data}", "--out", "{file}"], ["{file}"]),
+    ("compare", [], ["RUN"]),
+    ("compare", ["{missing}"], ["{missing}"]),
+    ("compare", ["{empty}"], ["{empty}"]),
+    ("compare", ["{file}"], ["{file}"]),
+    ("compare", ["{run}", "--out", "{file}"], ["{file}"]),
+    ("main", ["--backend", "gpu"], ["--backend"]),
+    ("main", ["--data-dir", "{missing}", "--out", "{out}"], ["{missing}"]),
+    ("main", ["--data-dir", "{bad_data}", "--out", "{out}"], ["{bad_data}"]),
+    ("main", ["--data-dir", "{data}", "--out", "{file}"], ["{file}"]),
+    ("main", ["--epochs", "3"], ["--epochs"]),
+    ("shapes", ["--batch", "0"], ["--batch"]),
+    ("shapes", ["--lenet", "--batch", str(10**12)], ["--batch"]),     # no memory holds it
+    ("shapes", ["--backend", "gpu"], ["--backend"]),
+    ("explain_conv", ["--seed", "-1"], ["--seed"]),
+    ("explain_conv", ["--seed", "abc"], ["--seed"]),
+    ("explain_conv", ["--out", "{file}"], ["{file}"]),
+]
+
+
+@pytest.mark.parametrize("name,argv,names", PATH_CASES,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(PATH_CASES)])
+def test_the_other_scripts_refuse_bad_paths_and_flags(study, name, argv, names, capsys,
+                                                      tmp_path, monkeypatch):
+    """examples/evaluate.py, visualize.py, compare.py, main.py, shapes.py and
+    explain_conv.py: a missing, wrong or damaged file or folder, a flag they do not take,
+    a bad choice or number: exit 2 with the path or flag named, no traceback, nothing
+    written where --out points."""
+    monkeypatch.chdir(tmp_path)              # where defaults such as runs/ would go
+    fill = lambda a: a.format(**study)       # noqa: E731
+    assert_refused(name, [fill(a) for a in argv], [fill(n) for n in names], capsys)
+    assert not (Path(study["out"]) / "lenet").exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_compare_refuses_each_broken_metrics_file(study, i, capsys, tmp_path):
+    broken = study["broken"][i]
+    assert_refused("compare", [study["run"], broken, "--out", str(tmp_path / "cmp")],
+                   [broken], capsys)
+    assert not (tmp_path / "cmp").exists()
+
+
+def bad_count(low, also):
+    """Command-line text that is not an int >= low."""
+    return st.one_of(st.integers(-10**6, low - 1).map(str), also,
+                     st.sampled_from(["1.5", "abc", "", "nan", "0x10", "1e3", "-"]))
+
+
+SCRIPT_FLAGS = {                           # (script, flag): the lowest good value
+    ("evaluate", "--batch-size"): 1, ("evaluate", "--test-limit"): 1,
+    ("visualize", "--index"): 0, ("visualize", "--channels"): 1,
+}
+TOO_HIGH = {("visualize", "--index"): st.integers(8, 10**9).map(str)}   # 8 test images
+
+
+def numeric_flag_refused(study, case, value, capsys):
+    import tempfile
+    name, flag = case
+    out = Path(tempfile.mkdtemp(dir=study["dir"])) / "pictures"       # a fresh one each time
+    argv = {"evaluate": [study["ck"], "--data-dir", study["data"], "--confusion",
+                         str(out / "cm.png")],
+            "visualize": [study["ck"], "--data-dir", study["data"], "--out", str(out)]}[name]
+    assert_refused(name, argv + [f"{flag}={value}"], [flag, flag[2:]], capsys)
+    assert not out.exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(sorted(SCRIPT_FLAGS)), data_=st.data())
+def test_the_other_scripts_numeric_flags(study, case, data_, capsys):
+    """A bad number for each numeric flag of evaluate.py and visualize.py (main.py and
+    compare.py take none): exit 2 naming the flag, before any picture is written."""
+    value = data_.draw(bad_count(SCRIPT_FLAGS[case], TOO_HIGH.get(case, st.nothing())))
+    numeric_flag_refused(study, case, value, capsys)
+
+
+@pytest.mark.parametrize("case", sorted(SCRIPT_FLAGS), ids=" ".join)
+def test_the_other_scripts_numeric_flags_one_below_the_lowest(study, case, capsys):
+    numeric_flag_refused(study, case, str(SCRIPT_FLAGS[case] - 1), capsys)
+
+
+def test_the_other_scripts_as_commands(study, tmp_path):
+    """The same through ``python examples/<name>.py``: exit status 2, a one-line
+    error, no traceback."""
+    for name, argv in [("evaluate", [study["missing"]]),
+                       ("visualize", [study["ck"], "--channels", "0"]),
+                       ("compare", [study["broken"][5]]),
+                       ("main", ["--data-dir", study["missing"]])]:
+        proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"), *argv],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert "error" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 # -------------------------------------------------------------------------- compiled loops

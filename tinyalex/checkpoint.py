@@ -86,6 +86,14 @@ def _check_recipe(recipe, where) -> dict:
     return recipe
 
 
+def _contradictions(optimizer_state: dict, full_recipe: dict) -> str:
+    """SGD's hyper-parameters that differ from the recipe's (which resuming trains on
+    and the run reports), in words; "" when they agree."""
+    return ", ".join(f"{k} {optimizer_state[k]!r} (recipe: {full_recipe[k]!r})"
+                     for k in ("lr", "momentum", "weight_decay")
+                     if optimizer_state[k] != full_recipe[k])
+
+
 def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None) -> None:
     """Write ``model``'s parameters, ``optimizer``'s state, ``epoch`` (complete
     epochs), the host RNG state, the data order and ``recipe`` to ``path``."""
@@ -120,6 +128,12 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
                           "weight_decay": state["weight_decay"],
                           "params": [names[id(p)] for p in optimizer.params],
                           "momentum_buffers": with_buffer}
+        from .train import D2L_RECIPES   # late import: train is built on this module
+        full = dict(D2L_RECIPES[recipe["model"]])
+        full.update(recipe)
+        differ = _contradictions(state, full)
+        if differ:
+            raise ValueError(f"save_checkpoint: the optimizer contradicts the recipe: {differ}")
     meta = {"format_version": FORMAT_VERSION, "epoch": int(epoch), "recipe": recipe,
             "optimizer": optimizer_json, "rng_state": R.get_rng_state(),
             "data_order": {"scheme": DATA_ORDER, "seed": recipe.get("seed"),
@@ -242,7 +256,7 @@ def load_checkpoint(path) -> Checkpoint:
         _fail(path, f"recipe must name a model in {MODELS}, got {got!r}")
     from .train import check_recipe   # late import: train is built on this module
     try:
-        check_recipe(recipe)
+        full_recipe = check_recipe(recipe)
     except (ValueError, TypeError) as exc:
         _fail(path, f"its recipe is not valid ({exc})")
     if not isinstance(meta["rng_state"], str):
@@ -273,6 +287,10 @@ def load_checkpoint(path) -> Checkpoint:
     opt = meta["optimizer"]
     if opt is not None:
         _check_optimizer(path, opt, params)
+        # resuming restores these into SGD: they must be the recipe's, which the run reports
+        differ = _contradictions(opt, full_recipe)
+        if differ:
+            _fail(path, f"optimizer entry contradicts its recipe: {differ}")
         buffers = []
         for name in opt["params"]:
             if name in opt["momentum_buffers"]:

@@ -19,6 +19,7 @@ from collections import Counter
 from . import nn
 from .checks import pair
 from .summarize import layer_rows
+from .train import check_recipe
 
 INPUT_SIZE = {"alexnet": 224, "lenet": 28}
 
@@ -85,15 +86,28 @@ def load_run(path) -> dict:
     if not isinstance(recipe, dict) or recipe.get("model") not in INPUT_SIZE:
         raise ValueError(f"compare: {file} has no recipe naming a model in "
                          f"{sorted(INPUT_SIZE)}")
+    try:
+        check_recipe(recipe)            # sizes the network is built at, among others
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"compare: {file}: {exc}") from None
     records = run.get("epochs")
     if not isinstance(records, list) or not records:
         raise ValueError(f"compare: {file} holds no epoch records ('epochs' list)")
-    for r in records:
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"compare: {file}: epoch record {i + 1} is not a JSON object: "
+                             f"{r!r}")
         missing = [k for k in ("epoch", "loss", "train_acc", "test_acc", "seconds",
                                "examples_per_sec") if k not in r]
         if missing:
             raise ValueError(f"compare: {file}: epoch record {r.get('epoch', '?')} lacks "
                              f"{missing}")
+        wrong = [k for k in ("epoch", "loss", "train_acc", "test_acc", "seconds",
+                             "examples_per_sec", "examples", "train_seconds")
+                 if k in r and (isinstance(r[k], bool) or not isinstance(r[k], (int, float)))]
+        if wrong:
+            raise ValueError(f"compare: {file}: epoch record {i + 1} holds non-numbers in "
+                             f"{wrong}")
     run["path"] = file
     return run
 

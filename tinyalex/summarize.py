@@ -20,7 +20,7 @@ import time as _time
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_bytes, check_int
 from .tensor import Tensor, no_grad
 
 
@@ -57,6 +57,8 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
     shape = _check_net_and_shape(net, input_shape)
     from . import backend as B
+    check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
+                "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
     was_training = net.training
