@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
+from hypothesis import example as hypothesis_example
 
 import tinyalex
 import tinyalex.kernels as kernels
@@ -717,7 +718,7 @@ def guarded_loops(monkeypatch):
     """Every compiled loop replaced by its Python source run on Guarded views."""
     ran = []
     for mod, name, fn in compiled_loops():
-        def python(*args, _py=fn.py_func, _name=name):
+        def python(*args, _py=fn.py_func, _name=f"{mod.__name__.rpartition('.')[2]}.{name}"):
             ran.append(_name)
             with np.errstate(over="ignore"):
                 return _py(*(a.view(Guarded) if type(a) is np.ndarray else a for a in args))
@@ -727,6 +728,11 @@ def guarded_loops(monkeypatch):
 
 def host(t):
     return None if t is None else np.asarray(t.numpy(), dtype=np.float64)
+
+
+def loops_run(ran) -> set:
+    """The loops a sweep ran, without the inlined helpers (``_plan``, ``_bt``, ...)."""
+    return {name for name in ran if not name.rpartition(".")[2].startswith("_")}
 
 
 def conv_pass(mode, x, w, b, stride, padding, gy):
@@ -744,22 +750,64 @@ geometry = st.fixed_dictionaries({
     "PH": st.integers(0, 3), "PW": st.integers(0, 3)})
 
 
-@pytest.mark.parametrize("winograd", [0, 2, 4])       # m of Winograd F(mxm, 3x3), 0: none
-@settings(max_examples=30, deadline=None)
+# The loops each fast convolution path must run, forward and both gradients (the
+# Winograd loops call their shared 6x6 input transform, which is run guarded too).
+CONV_PATHS = {
+    "im2col": {"numba_im2col.im2col", "numba_im2col.col2im"},
+    "im2col transposed": {"numba_im2col.im2col_t", "numba_im2col.col2im"},
+    "direct": {"numba_direct.forward", "numba_direct.weight_gradient",
+               "numba_direct.input_gradient"},
+    "winograd F(4,3)": {"numba_winograd_f43.input_transform",
+                        "numba_winograd_f43.input_transform6",
+                        "numba_winograd_f43.output_transform",
+                        "numba_winograd_f43.grad_output_transform"},
+    "winograd F(2,5)": {"numba_winograd_f25.input_transform",
+                        "numba_winograd_f25.input_transform6",
+                        "numba_winograd_f25.output_transform",
+                        "numba_winograd_f25.grad_output_transform"},
+}
+
+
+def force_path(path, g, monkeypatch):
+    """Change the geometry ``g`` (and the choosers' thresholds) so that the convolution
+    takes ``path``; returns the (possibly changed) geometry."""
+    from tinyalex.kernels import conv_im2col_cpu, conv_winograd_cpu
+    g = dict(g)
+    if path.startswith("im2col"):
+        kernels.set_conv_mode("im2col")
+        monkeypatch.setattr(conv_im2col_cpu, "SHORT_ROW", 10**9 if "transposed" in path else 0)
+    elif path == "direct":
+        g.update(SH=1, SW=1, PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KW"] - 1))
+    else:
+        algorithm = conv_winograd_cpu.WINOGRAD_F43 if "F(4,3)" in path \
+            else conv_winograd_cpu.WINOGRAD_F25
+        monkeypatch.setattr(algorithm, "min_channels", 1)
+        r = algorithm.r
+        g.update(KH=r, KW=r, SH=1, SW=1, PH=min(g["PH"], r - 1), PW=min(g["PW"], r - 1))
+    return g
+
+
+@pytest.fixture
+def conv_mode_restored():
+    previous = kernels.get_conv_mode()
+    yield
+    kernels.set_conv_mode(previous)
+
+
+@pytest.mark.parametrize("path", sorted(CONV_PATHS))
+@settings(max_examples=15, deadline=None)
 @given(g=geometry, seed=st.integers(0, 2**16))
-def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, winograd, g, seed):
-    """Convolution, forward and both gradients, through every fast path (im2col,
-    transposed im2col, direct, and Winograd F(2x2, 3x3), F(4x4, 3x3), F(2x2, 5x5) when
-    its channel threshold is lowered to reach it with tiny shapes): no loop indexes
-    outside its arrays, and the results equal the reference's."""
+@hypothesis_example(g={"N": 2, "C": 1, "OC": 3, "H": 9, "W": 9, "KH": 4, "KW": 3, "SH": 2, "SW": 3,
+            "PH": 1, "PW": 2}, seed=0)
+def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, conv_mode_restored, path, g,
+                                   seed):
+    """Convolution, forward and both gradients, through each fast path (im2col with
+    its columns stored row-major or transposed, direct, Winograd F(4x4, 3x3) and
+    F(2x2, 5x5) with the channel threshold lowered to reach them with tiny shapes):
+    exactly the path's loops run, none indexes outside its arrays, and the results
+    equal the reference's."""
+    g = force_path(path, g, monkeypatch)
     assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
-    if winograd:
-        import tinyalex.kernels.fastconv as fastconv
-        monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 1)
-        monkeypatch.setattr(fastconv, "WINOGRAD_F43", winograd == 4)
-        g.update(KH=g["KH"] % 2 * 2 + 3, SH=1, SW=1)          # 3x3 or 5x5, stride 1
-        g.update(KW=g["KH"], PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KH"] - 1))
-        assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((g["N"], g["C"], g["H"], g["W"]))
     w = rng.standard_normal((g["OC"], g["C"], g["KH"], g["KW"]))
@@ -768,8 +816,9 @@ def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, winograd, g, seed
     OW = (g["W"] + 2 * g["PW"] - g["KW"]) // g["SW"] + 1
     gy = rng.standard_normal((g["N"], g["OC"], OH, OW))
     stride, padding = (g["SH"], g["SW"]), (g["PH"], g["PW"])
+    guarded_loops.clear()
     fast = conv_pass("fast", x, w, b, stride, padding, gy)
-    assert guarded_loops, "no compiled loop ran"
+    assert loops_run(guarded_loops) == CONV_PATHS[path], sorted(set(guarded_loops))
     ref = conv_pass("reference", x, w, b, stride, padding, gy)
     for f, r, name in zip(fast, ref, ("y", "gx", "gw", "gb")):
         np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
@@ -784,6 +833,7 @@ def test_pool_loops_stay_in_bounds(guarded_loops, N, C, H, W, K, S, data_, fn, s
     assume(H + 2 * P >= K and W + 2 * P >= K)
     rng = np.random.default_rng(seed)
     x = rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float64)  # no ties
+    guarded_loops.clear()           # one fixture for all of hypothesis's examples
     results = {}
     for mode in ("fast", "reference"):
         with kernels.use(mode):
@@ -791,7 +841,9 @@ def test_pool_loops_stay_in_bounds(guarded_loops, N, C, H, W, K, S, data_, fn, s
             y = fn(xs, K, S, P)
             y.backward(np.ones(y.shape))
             results[mode] = (host(y), host(xs.grad))
-    assert guarded_loops
+    kind = "max" if fn is F.max_pool2d else "avg"
+    assert loops_run(guarded_loops) == {f"numba_pool.{kind}_pool_forward",
+                                  f"numba_pool.{kind}_pool_backward"}
     for f, r in zip(results["fast"], results["reference"]):
         np.testing.assert_allclose(f, r, rtol=1e-12)
 
@@ -800,10 +852,13 @@ def test_pool_loops_stay_in_bounds(guarded_loops, N, C, H, W, K, S, data_, fn, s
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
        p=st.floats(0, 1), transpose=st.booleans(), seed=st.integers(0, 2**16))
 def test_elementwise_loops_stay_in_bounds(guarded_loops, shape, p, transpose, seed):
-    """ReLU, sigmoid, dropout and the SGD update on contiguous and transposed memory."""
+    """ReLU, sigmoid's backward, dropout and the SGD update on contiguous and transposed
+    memory (float64: the float32 sigmoid forward is the one loop that cannot run as
+    Python, below)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     x = x.T if transpose else x
+    guarded_loops.clear()
     out = {}
     for mode in ("fast", "reference"):
         with kernels.use(mode):
@@ -815,7 +870,11 @@ def test_elementwise_loops_stay_in_bounds(guarded_loops, shape, p, transpose, se
             param.grad = tinyalex.tensor(np.ones(x.shape))
             optim.SGD([param], lr=0.5).step()
             out[mode] = (host(y), host(xs.grad), host(param))
-    assert guarded_loops
+    want = {"numba_elementwise.relu_forward", "numba_elementwise.relu_backward",
+            "numba_elementwise.backward", "numba_elementwise.sgd_update"}
+    if p > 0:                       # p = 0 is the identity: no dropout runs
+        want.add("numba_elementwise.dropout")
+    assert loops_run(guarded_loops) == want
     for f, r in zip(out["fast"], out["reference"]):
         np.testing.assert_allclose(f, r, rtol=1e-12, atol=1e-12)
 
@@ -823,7 +882,28 @@ def test_elementwise_loops_stay_in_bounds(guarded_loops, shape, p, transpose, se
 def test_the_guard_catches_an_out_of_bounds_loop(guarded_loops):
     """The check above can fail: a loop handed an output shorter than its input
     writes past the end, and the guard says so."""
-    from tinyalex.kernels import numba_kernels
+    from tinyalex.kernels import numba_elementwise
     with pytest.raises(OutOfBounds):
-        numba_kernels.relu_forward(np.ones(5), np.empty(4))
-    assert guarded_loops == ["relu_forward"]
+        numba_elementwise.relu_forward(np.ones(5), np.empty(4), 0, 5)
+    assert guarded_loops == ["numba_elementwise.relu_forward"]
+
+
+def test_every_compiled_loop_is_swept_but_the_float32_sigmoid():
+    """The sweeps above run every compiled loop of kernels/numba_*.py as guarded Python
+    but one: the float32 sigmoid forward builds 2**n from its IEEE-754 bits with a
+    Numba intrinsic (``_float32_from_bits``), which has no Python form, so it is held
+    to the reference compiled (tests/test_kernels.py, on saturating and random values)."""
+    swept = set().union(*CONV_PATHS.values()) | {
+        f"numba_pool.{k}_pool_{d}" for k in ("max", "avg") for d in ("forward", "backward")} | {
+        "numba_elementwise.relu_forward", "numba_elementwise.relu_backward",
+        "numba_elementwise.backward", "numba_elementwise.sgd_update",
+        "numba_elementwise.dropout"}
+    every = {f"{mod.__name__.rpartition('.')[2]}.{name}" for mod, name, _ in compiled_loops()
+             if not name.startswith("_")}
+    every.discard("numba_winograd_f43.input_transform6")   # f25's, imported: swept via f43
+    assert every - swept == {"numba_elementwise.forward_float32"}
+    assert swept - every - {"numba_winograd_f43.input_transform6"} == set()
+    from tinyalex.kernels import numba_elementwise
+    with pytest.raises(Exception):       # the intrinsic cannot be called from Python
+        numba_elementwise.forward_float32.py_func(np.ones(3, np.float32),
+                                                  np.empty(3, np.float32), 0, 3)
