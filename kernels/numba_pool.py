@@ -83,7 +83,7 @@ def avg_pool_forward(x2, N, H, W, C, KH, KW, SH, SW, PH, PW, OH, OW, y2, zero):
     """y2 (N*OH, OW*C) = window sums (zero padding counted) / (KH*KW)."""
     KHW = KH * KW
     if C == 1 and KH == KW == SH == SW == 2 and PH == PW == 0:
-        # d2l's LeNet pooling on plain memory, written out: 4x faster than the loops below
+        # d2l's LeNet pooling on plain memory, written out (faster than the loops below)
         for r in range(N * OH):
             top = x2[(r // OH) * H + 2 * (r % OH)]
             bottom = x2[(r // OH) * H + 2 * (r % OH) + 1]
