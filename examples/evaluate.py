@@ -19,7 +19,7 @@ import numpy as np
 from tinyalex import backend as B
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES, load_fashion_mnist
-from tinyalex.plots import plot_confusion
+from tinyalex.study.plots import plot_confusion
 from tinyalex.train import predict
 
 

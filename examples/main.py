@@ -27,10 +27,13 @@ from pathlib import Path
 
 import tinyalex
 from tinyalex import backend as B
-from tinyalex.checkpoint import atomic_write, build_model
+from tinyalex.atomic import atomic_write
 from tinyalex.data import load_fashion_mnist
-from tinyalex.summarize import layer_rows
-from tinyalex.train import D2L_RECIPES, TrainingDiverged, TrainingInterrupted, device_name, fit
+from tinyalex.devices import device_name
+from tinyalex.faults import TrainingDiverged, TrainingInterrupted
+from tinyalex.recipes import D2L_RECIPES, build_model
+from tinyalex.study.summary import layer_rows
+from tinyalex.train import fit
 
 # AlexNet on a CPU: d2l's learning rate, on the first CPU_ALEXNET["train_limit"]
 # training images. A batch of 32 rather than 128 gives four times as many SGD steps

@@ -1,6 +1,6 @@
 """The command line shared by ``examples/train_alexnet.py`` and ``examples/train_lenet.py``.
 
-Flags default to d2l's recipe of the model (``tinyalex.train.D2L_RECIPES``). With
+Flags default to d2l's recipe of the model (``tinyalex.recipes.D2L_RECIPES``). With
 ``--resume`` the recipe comes from the checkpoint in ``--out``; a flag given on the
 command line must then agree with it (``--epochs`` may grow, to train longer).
 
@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 
 from . import backend as B
-from .train import CHECKPOINT, D2L_RECIPES, TrainingDiverged, TrainingInterrupted, fit
+from .checkpoint import load_checkpoint
+from .data import load_fashion_mnist
+from .faults import TrainingDiverged, TrainingInterrupted
+from .recipes import D2L_RECIPES
+from .train import CHECKPOINT, fit
 
 # flag name -> recipe key
 _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
@@ -87,9 +91,6 @@ def recipe_from_args(model: str, args, base: dict | None = None) -> dict:
 
 def main(model: str, argv=None, description: str = "") -> int:
     """Parse flags, train, and return the exit status (130 after Ctrl-C)."""
-    from .checkpoint import load_checkpoint
-    from .data import load_fashion_mnist
-
     args = parser(model, description).parse_args(argv)
     try:
         backend = args.backend or B.default_backend()
