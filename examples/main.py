@@ -30,7 +30,8 @@ from tinyalex import backend as B
 from tinyalex.atomic import atomic_write
 from tinyalex.data import load_fashion_mnist
 from tinyalex.devices import device_name
-from tinyalex.faults import TrainingDiverged, TrainingInterrupted
+from tinyalex.exits import DONE, FAILURES, exit_status
+from tinyalex.faults import TrainingInterrupted
 from tinyalex.recipes import D2L_RECIPES, build_model
 from tinyalex.study.summary import layer_rows
 from tinyalex.train import fit
@@ -138,13 +139,10 @@ def main(argv=None) -> int:
             results[name] = run(name, recipe, data, backend, out / name, progress)
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
-        return exc.exit_code
-    except TrainingDiverged as exc:
+        return exit_status(exc)
+    except FAILURES as exc:                # diverged, bad input, out of memory, ...
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     total = time.perf_counter() - started
     print("\n=== AlexNet vs LeNet on Fashion-MNIST (" + ("full recipes" if full else
           "LeNet full recipe, AlexNet on a subset") + f", {backend})")
@@ -154,7 +152,7 @@ def main(argv=None) -> int:
                "total_seconds": total, "results": results}
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(out / "comparison.json", lambda f: f.write(text.encode()))
-    return 0
+    return DONE
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@
   the folder lock, signals, and the files of every epoch (checkpoint.npz,
   metrics.json, curves.png).
 
-The recipes are in ``tinyalex/recipes.py``, the faults in ``tinyalex/faults.py``; the
-names callers use are re-exported here.
+The recipes are in ``tinyalex/recipes.py``, the faults in ``tinyalex/faults.py``, the
+scripts' exit status in ``tinyalex/exits.py``; the names callers use are re-exported
+here.
 """
 
 from ..devices import device_name
-from ..faults import (DIVERGENCE_FACTOR, EXIT_DIVERGED, OutOfMemory, TrainingDiverged,
-                      TrainingInterrupted)
+from ..exits import EXIT_DIVERGED
+from ..faults import DIVERGENCE_FACTOR, OutOfMemory, TrainingDiverged, TrainingInterrupted
 from ..recipes import D2L_RECIPES, check_recipe
 from .epoch import evaluate_accuracy, predict, summary_line, train_epoch
 from .run import CHECKPOINT, CURVES, METRICS, fit
