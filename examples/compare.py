@@ -19,12 +19,10 @@ import argparse
 import os
 import sys
 
-from tinyalex.checkpoint import build_model
-from tinyalex.explain_compare import (architecture, input_shape, load_run, markdown_table,
-                                      run_facts)
-from tinyalex.explain_plots import plot_curves
-
-NAMES = {"alexnet": "AlexNet", "lenet": "LeNet"}
+from tinyalex.recipes import build_model, title
+from tinyalex.study.compare import (architecture, input_shape, load_run, markdown_table,
+                                    run_facts)
+from tinyalex.study.plots import plot_curves
 
 
 def main(argv=None, print_fn=print) -> int:
@@ -49,7 +47,7 @@ def compare(args, print_fn) -> int:
         run = load_run(path)
         paths.append(run["path"])
         model = run["recipe"]["model"]
-        label = NAMES[model]
+        label = title(model)
         if any(h == label for h, _ in columns):             # two runs of one model
             label += f" ({os.path.basename(os.path.dirname(run['path'])) or path})"
         facts = dict(architecture(build_model(model), input_shape(run)), **run_facts(run))

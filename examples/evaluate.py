@@ -19,7 +19,8 @@ import numpy as np
 from tinyalex import backend as B
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES, load_fashion_mnist
-from tinyalex.plots import plot_confusion
+from tinyalex.exits import DONE, FAILURES, exit_status
+from tinyalex.study.plots import plot_confusion
 from tinyalex.train import predict
 
 
@@ -78,10 +79,10 @@ def main(argv=None) -> int:
                        title=f"{recipe['model']}, epoch {ckpt.epoch}: test acc "
                              f"{np.trace(matrix) / len(labels):.3f}")
         print(f"confusion matrix: {png}")
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except FAILURES as exc:                # a bad file or flag, out of memory, ...
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_status(exc)
+    return DONE
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@
 
 Input 1x2x4x4 (N, C, H, W), two 2x3x3 filters (OC, C, KH, KW); first with stride 1
 and padding 1, then stride 2 (the strided case). Every step is computed by the
-engine's own im2col/col2im (tinyalex/explain.py) and checked against conv2d and
-autograd; the script exits with status 1 if any check fails (2 for a bad --seed or an
---out it cannot write into).
+engine's own im2col/col2im (tinyalex/study/conv_walk.py) and checked against conv2d
+and autograd; the script exits with status 1 if any check fails (2 for a bad --seed or
+an --out it cannot write into).
 
 Writes im2col.png (padded input and the im2col matrix) and col2im_overlap.png
 (how many windows cover each pixel: what col2im adds up).
@@ -18,8 +18,8 @@ import argparse
 import os
 import sys
 
-from tinyalex.explain import format_walk, tiny_example
-from tinyalex.explain_plots import plot_im2col, plot_overlap
+from tinyalex.study.conv_walk import format_walk, tiny_example
+from tinyalex.study.plots import plot_im2col, plot_overlap
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img")
 

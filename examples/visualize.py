@@ -22,11 +22,10 @@ import sys
 
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES
-from tinyalex.explain_net import (feature_maps, filters, initial_model, pick_channels,
-                                  test_image)
-from tinyalex.explain_plots import plot_feature_maps, plot_filters
-
-INPUT_SIZE = {"alexnet": 224, "lenet": 28}
+from tinyalex.recipes import input_size
+from tinyalex.study.net_views import (feature_maps, filters, initial_model, pick_channels,
+                                      test_image)
+from tinyalex.study.plots import plot_feature_maps, plot_filters
 
 
 def parse(argv):
@@ -75,7 +74,7 @@ def pictures(args, print_fn) -> int:
         raise ValueError(f"visualize: the checkpoints hold different models {sorted(models)}; "
                          "before/after pictures need the same one")
     recipe = nets[-1][2]
-    size = int(recipe.get("resize") or INPUT_SIZE[recipe["model"]])
+    size = int(recipe.get("resize") or input_size(recipe["model"]))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoints[-1])),
                                    "pictures")
 

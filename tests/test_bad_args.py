@@ -33,7 +33,7 @@ import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
 from reliability_helpers import ROOT, tiny_dataset
 from tinyalex import checkpoint as C
-from tinyalex import cli, data, nn, optim
+from tinyalex import cli, data, nn, optim, recipes
 
 OK_ERRORS = (ValueError, TypeError)
 MODES = ["reference", "fast"]
@@ -455,7 +455,7 @@ def test_checkpoint_functions(tmp_path):
         (lambda: C.load_checkpoint(3), "path"),
         (lambda: C.load_checkpoint(tmp_path), "is a folder"),
         (lambda: C.load_model(tmp_path / "none.npz", backend="gpu"), "backend"),
-        (lambda: C.build_model("resnet"), "resnet"),
+        (lambda: recipes.build_model("resnet"), "resnet"),
     ]:
         refused(call, where)
     assert not list(tmp_path.iterdir())

@@ -174,7 +174,7 @@ def test_sigkill_at_random_moments_never_loses_work(tiny, tmp_path):
 
 HANG = """
 import os, sys, time
-import tinyalex.checkpoint as C, tinyalex.train as T
+import tinyalex.checkpoint as C, tinyalex.train.run as T, tinyalex.study.plots as P
 real, calls = C.atomic_write, [0]
 def hanging(path, write):
     calls[0] += 1
@@ -190,7 +190,7 @@ def hanging(path, write):
         time.sleep(float(os.environ["HANG_SECONDS"]))
         f.write(buf.getvalue()[len(buf.getvalue()) // 2:])
     return real(path, half)
-C.atomic_write = T.atomic_write = hanging
+C.atomic_write = T.atomic_write = P.atomic_write = hanging
 from tinyalex.cli import main
 sys.exit(main("lenet", sys.argv[1:]))
 """
@@ -317,13 +317,13 @@ def test_nan_loss_in_epoch_2_keeps_epoch_1(tiny, tmp_path, monkeypatch, capsys):
     """A NaN loss injected at epoch 2, step 3: the run stops naming that step, epoch
     1's checkpoint stays and loads, and metrics.json says what happened."""
     out = tmp_path / "run"
-    real, calls = train.cross_entropy, [0]
+    real, calls = train.epoch.cross_entropy, [0]
 
     def poisoned(logits, y):
         calls[0] += 1
         loss = real(logits, y)
         return loss * float("nan") if calls[0] == 6 + 3 else loss   # 6 steps per epoch
-    monkeypatch.setattr(train, "cross_entropy", poisoned)
+    monkeypatch.setattr(train.epoch, "cross_entropy", poisoned)
     rc = cli.main("lenet", ["--data-dir", str(tiny), "--out", str(out), "--epochs", "3",
                             "--backend", "numpy", "--no-progress", "--batch-size", "16"])
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import nn
-from tinyalex.summarize import layer_rows
+from tinyalex.study.summary import layer_rows
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

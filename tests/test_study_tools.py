@@ -11,11 +11,11 @@ import pytest
 from matplotlib.image import imread
 
 import tinyalex
-from tinyalex import explain_plots as P
+from tinyalex.study import plots as P
 from tinyalex.checkpoint import load_model, save_checkpoint
-from tinyalex.explain_compare import load_run
-from tinyalex.explain_net import feature_maps, initial_model, pick_channels
-from tinyalex.summarize import layer_rows
+from tinyalex.study.compare import load_run
+from tinyalex.study.net_views import feature_maps, initial_model, pick_channels
+from tinyalex.study.summary import layer_rows
 from tinyalex.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ def test_doc_links_name_functions_that_exist():
 
 def test_doc_table_is_the_current_summary():
     import re
-    from tinyalex.summarize import format_table
+    from tinyalex.study.summary import format_table
     text = DOC.read_text()
     rows = layer_rows(tinyalex.models.alexnet(), (1, 1, 224, 224))
     assert format_table(rows) in text

@@ -6,7 +6,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn
-from tinyalex.summarize import format_table, layer_rows, time_layers
+from tinyalex.study.summary import format_table, layer_rows, time_layers
 
 
 def pair(v):

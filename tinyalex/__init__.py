@@ -56,7 +56,7 @@ from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, 
                      set_grad_enabled, tensor)
 from .checks import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
-from .summarize import summary
+from .study.summary import summary
 
 __version__ = "0.1.0"
 

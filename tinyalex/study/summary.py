@@ -20,8 +20,11 @@ import time as _time
 
 import numpy as np
 
-from .checks import check_bytes, check_int
-from .tensor import Tensor, no_grad
+from .. import backend as B
+from .. import nn
+from .. import random as R
+from ..checks import check_bytes, check_int
+from ..tensor import Tensor, no_grad
 
 
 def layer_macs(layer, in_shape, out_shape) -> int:
@@ -30,7 +33,6 @@ def layer_macs(layer, in_shape, out_shape) -> int:
     Conv2d: N*OC*OH*OW*C*KH*KW; Linear: N*in*out; other layers: 0 (they do no
     multiply-accumulate work worth counting).
     """
-    from . import nn
     if isinstance(layer, nn.Conv2d):
         N, OC, OH, OW = out_shape
         C = in_shape[1]
@@ -56,7 +58,6 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     """One dict per layer of ``net``: index, name, output shape, parameters, MACs and
     ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
     shape = _check_net_and_shape(net, input_shape)
-    from . import backend as B
     check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
                 "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
@@ -99,8 +100,6 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
         raise ValueError(f"time_layers: repeats must be >= 1 and warmup >= 0, got "
                          f"repeats={repeats}, warmup={warmup}")
     shape = _check_net_and_shape(net, input_shape)
-    from . import backend as B
-    from . import random as R
     xp = B.xp_of(backend)
     host = np.random.default_rng(0)
     x = B.to_backend(host.standard_normal(shape).astype(dtype), backend)
