@@ -46,7 +46,7 @@ from . import backend as B
 from . import random as R
 from .atomic import atomic_write
 from .npz import read_entries
-from .recipes import MODEL_NAMES, build_model, check_recipe
+from .recipes import D2L_RECIPES, MODEL_NAMES, build_model, check_recipe
 
 FORMAT_VERSION = 1
 _JSON_KEYS = ("format_version", "epoch", "recipe", "optimizer", "rng_state", "data_order",
@@ -132,7 +132,6 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
                           "weight_decay": state["weight_decay"],
                           "params": [names[id(p)] for p in optimizer.params],
                           "momentum_buffers": with_buffer}
-        from .train import D2L_RECIPES   # late import: train is built on this module
         full = dict(D2L_RECIPES[recipe["model"]])
         full.update(recipe)
         differ = _contradictions(state, full)
