@@ -88,7 +88,10 @@ def test_fit_writes_metrics_curves_and_checkpoints(fashion, tmp_path):
         assert {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec", "seconds"} <= set(r)
         assert r["examples"] == 256 and r["seconds"] >= r["train_seconds"] > 0
         assert r["examples_per_sec"] == pytest.approx(256 / r["train_seconds"])
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+    # d2l's one-axes figure, 5 x 3.5 inches at 100 dpi: IHDR's width and height
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (500, 350)
     assert load_checkpoint(tmp_path / "checkpoint.npz").epoch == 2
 
 

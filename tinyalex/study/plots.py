@@ -274,7 +274,30 @@ def plot_feature_maps(image, sets, path, channels) -> str:
 
 # -- training curves and the confusion matrix ----------------------------------------------
 
+D2L_CURVES_SIZE = (5.0, 3.5)      # d2l's Animator figure, in inches
 CURVES_SIZE = (18.0, 4.5)
+
+
+def _plot_d2l_curves(records, path, title: str) -> str:
+    """d2l's picture of one run: train loss, train acc, test acc against epoch."""
+    from matplotlib.ticker import MaxNLocator
+    fig = _figure(*D2L_CURVES_SIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    epochs = [r["epoch"] for r in records]
+    for key, style, color, label in (("loss", "-", "tab:blue", "train loss"),
+                                     ("train_acc", "--", "tab:purple", "train acc"),
+                                     ("test_acc", "-.", "tab:green", "test acc")):
+        ax.plot(epochs, [r[key] for r in records], style, color=color, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(min(1, min(epochs)), max(max(epochs), 2))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.15, top=0.88 if title else 0.95)
+    return _save(fig, path)
 
 
 def plot_curves(runs, path, title: str = "") -> str:
@@ -282,14 +305,16 @@ def plot_curves(runs, path, title: str = "") -> str:
 
     ``runs``: one run's epoch records as metrics.json holds them (dicts with
     ``epoch``, ``loss``, ``train_acc``, ``test_acc`` and ``seconds``), or several
-    runs as ``(label, records)`` pairs. Four panels: the training loss, train and test
-    accuracy per epoch (d2l's curves), and test accuracy against the run's elapsed
+    runs as ``(label, records)`` pairs. One run is drawn as d2l's Animator draws
+    ``train_ch6``: train loss, train acc and test acc on one axes against the epoch
+    (a training run's curves.png). Several runs get four panels: the training loss,
+    train and test accuracy per epoch, and test accuracy against the run's elapsed
     time (a run whose records lack ``seconds`` is left out of that panel).
     """
     from matplotlib.ticker import MaxNLocator
     one_run = bool(runs) and isinstance(runs[0], dict)
     if one_run:
-        runs = [(title, runs)]
+        return _plot_d2l_curves(runs, path, title)
     fig = _figure(*CURVES_SIZE)
     panels = [("loss", "training loss"), ("train_acc", "train accuracy"),
               ("test_acc", "test accuracy")]
