@@ -76,8 +76,9 @@ def test_fit_writes_metrics_curves_and_checkpoints(fashion, tmp_path):
     _, records = train.fit(recipe, fashion, out_dir=tmp_path, log=lines.append)
     losses = [r["loss"] for r in records]
     assert losses[1] < losses[0]            # off the initial loss, onto the plateau
-    # d2l's summary line, once per epoch and once at the end
-    assert len(lines) == 3 and lines[0].startswith("epoch 1/2: loss ")
+    # the algorithms once, then d2l's summary line once per epoch and once at the end
+    assert len(lines) == 4 and lines[0].startswith("algorithms on numpy (")
+    assert lines[1].startswith("epoch 1/2: loss ")
     assert lines[-1].startswith(f"loss {losses[-1]:.3f}, train acc ")
     assert lines[-1].endswith(" examples/sec on numpy")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -251,3 +252,17 @@ def tiny_data(n=4):
 def test_bad_recipes_fail_before_training(change, expected):
     with pytest.raises(ValueError, match=expected):
         train.fit(dict({"model": "lenet", "epochs": 1}, **change), tiny_data(), log=lambda s: None)
+
+
+def test_a_run_says_once_which_algorithm_computes_each_layer(tmp_path):
+    """One line at the start names every distinct choice with its layers, and
+    metrics.json records them."""
+    lines = []
+    train.fit({"model": "lenet", "epochs": 1, "batch_size": 2}, tiny_data(), log=lines.append,
+              out_dir=tmp_path)
+    said = [s for s in lines if s.startswith("algorithms on numpy")]
+    assert said == ["algorithms on numpy (fast kernels, TINYALEX_CONV=auto): direct: "
+                    "layers 0, 3; avg-pool loop: layers 2, 5"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["algorithms"] == {"layer 0": "direct", "layer 2": "avg-pool loop",
+                                     "layer 3": "direct", "layer 5": "avg-pool loop"}

@@ -13,7 +13,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import backend as B
-from ..tensor import Parameter, Tensor
+from ..tensor import Parameter, Tensor, no_grad
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -250,6 +250,25 @@ class Sequential(Module):
 
     def __len__(self):
         return len(self._modules)
+
+    def algorithms(self, input_shape, dtype=np.float32, backend="numpy") -> list:
+        """``[(index, algorithm name), ...]`` for the layers that choose an algorithm
+        (convolution, pooling) when the network takes inputs of ``input_shape`` on
+        ``backend`` in the current kernel mode: what ``forward`` would run. The shapes
+        come from a zero input through the network (on the host, no graph)."""
+        x = Tensor(np.zeros(tuple(input_shape), dtype=dtype))
+        found = []
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for i, layer in enumerate(self._modules.values()):
+                    if hasattr(layer, "algorithm"):
+                        found.append((i, layer.algorithm(x.shape, dtype, backend)))
+                    x = layer(x)
+        finally:
+            self.train(was_training)
+        return found
 
     def __iter__(self):
         return iter(self._modules.values())

@@ -20,6 +20,8 @@ import time as _time
 
 import numpy as np
 
+import tinyalex.kernels as kernels
+
 from .. import backend as B
 from .. import nn
 from .. import random as R
@@ -55,8 +57,11 @@ def _check_net_and_shape(net, input_shape):
 
 
 def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
-    """One dict per layer of ``net``: index, name, output shape, parameters, MACs and
-    ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
+    """One dict per layer of ``net``: index, name, output shape, parameters, MACs,
+    ``activation_bytes`` (the memory of the layer's output for the whole batch) and
+    ``algorithm``: for convolution and pooling layers, the name of the algorithm that
+    computes the layer on ``backend`` in the current kernel mode (the ops' choosers,
+    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else ""."""
     shape = _check_net_and_shape(net, input_shape)
     check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
                 "use a smaller batch")
@@ -74,8 +79,10 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                     raise ValueError(f"summary: layer {i} ({type(layer).__name__}) cannot "
                                      f"take input of shape {in_shape} (from input_shape "
                                      f"{shape}): {exc}") from None
+                algorithm = layer.algorithm(in_shape, dtype, backend) \
+                    if hasattr(layer, "algorithm") else ""
                 rows.append({"index": i, "name": type(layer).__name__,
-                             "output_shape": x.shape,
+                             "output_shape": x.shape, "algorithm": algorithm,
                              "parameters": sum(p.size for p in layer.parameters()),
                              "macs": layer_macs(layer, in_shape, x.shape),
                              "activation_bytes": int(x.data.nbytes)})
@@ -159,6 +166,11 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def mode_description() -> str:
+    """The kernel switches in words, e.g. ``fast kernels, TINYALEX_CONV=auto``."""
+    return f"{kernels.get_mode()} kernels, TINYALEX_CONV={kernels.get_conv_mode()}"
+
+
 def format_table(rows, backend: str | None = None) -> str:
     """The rows of :func:`layer_rows` (with times if present) as a text table."""
     timed = "forward_ms" in rows[0] if rows else False
@@ -166,12 +178,15 @@ def format_table(rows, backend: str | None = None) -> str:
             f"{'MACs':>15} {'activation':>11}")
     if timed:
         head += f" {'forward ms':>11} {'backward ms':>12}"
+    head += "  algorithm"
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['index']:>3}  {r['name']:<10} {str(r['output_shape']):<20} "
                 f"{r['parameters']:>12,} {r['macs']:>15,} {_bytes(r['activation_bytes']):>11}")
         if timed:
             line += f" {_ms(r['forward_ms']):>11} {_ms(r['backward_ms']):>12}"
+        if r.get("algorithm"):
+            line += f"  {r['algorithm']}"
         lines.append(line)
     lines.append("-" * len(head))
     total = (f"{'':>3}  {'total':<10} {'':<20} {sum(r['parameters'] for r in rows):>12,} "
@@ -186,6 +201,8 @@ def format_table(rows, backend: str | None = None) -> str:
                      "activation: memory of each layer's output")
     else:
         lines.append("activation: memory of each layer's output for the whole batch")
+    lines.append(f"algorithm: what computes each convolution and pooling layer on "
+                 f"{backend or 'numpy'} ({mode_description()}; docs/convolution.md)")
     return "\n".join(lines)
 
 

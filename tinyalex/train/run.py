@@ -42,6 +42,8 @@ import signal
 import time
 from pathlib import Path
 
+import tinyalex.kernels as kernels
+
 from .. import backend as B
 from .. import random as R
 from ..atomic import atomic_write, exclusive_folder, remove_stale_temps
@@ -71,6 +73,18 @@ def _write_json(path, obj) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def algorithms_line(algorithms, backend) -> str:
+    """The convolution and pooling algorithms of a network in one line, one entry per
+    distinct choice: ``im2col+GEMM: layer 0; winograd F(4,3): layers 6, 8, 10; ...``."""
+    by_name = {}
+    for i, name in algorithms:
+        by_name.setdefault(name, []).append(str(i))
+    parts = [f"{name}: layer{'s' if len(ix) > 1 else ''} {', '.join(ix)}"
+             for name, ix in by_name.items()]
+    return (f"algorithms on {backend} ({kernels.get_mode()} kernels, TINYALEX_CONV="
+            f"{kernels.get_conv_mode()}): " + "; ".join(parts))
+
+
 def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
         progress: bool = False, log=print):
     """Build ``recipe['model']``, train it on ``data`` and return ``(net, records)``.
@@ -92,6 +106,8 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
         net.to(backend)
         optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                         weight_decay=recipe["weight_decay"])
+        algorithms = net.algorithms((1, 1, recipe["resize"], recipe["resize"]),
+                                    backend=backend)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
@@ -99,6 +115,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
                           f"{recipe['model']} on {backend} ({reason(exc)}), before any "
                           "training; free memory used by other processes, or train on a "
                           "machine with more") from None
+    log(algorithms_line(algorithms, backend))
     records, start = [], 0
     if resume is not None:
         ckpt = resume if hasattr(resume, "params") else load_checkpoint(resume)
@@ -119,6 +136,7 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
 
     out = Path(out_dir) if out_dir is not None else None
     info = {"recipe": recipe, "backend": backend, "device": device_name(backend),
+            "algorithms": {f"layer {i}": name for i, name in algorithms},
             "train_examples": len(train_images), "test_examples": len(test_images),
             "train_batches_per_epoch": num_batches(len(train_images), recipe["batch_size"])}
     saved = start                      # complete epochs in the checkpoint on disk
