@@ -1,5 +1,8 @@
-"""Threads of the CPU kernels: ``TINYALEX_CPU_THREADS`` (default: every core) workers
-that run independent pieces of one kernel call at once. The compiled loops release
+"""Threads of the CPU kernels: ``TINYALEX_CPU_THREADS`` workers that run independent
+pieces of one kernel call at once. The default is every core, shared among the
+processes an MPI launcher started on this machine (cores // local processes, read
+from the launcher's environment variables: ``tinyalex/launcher.py``), so that the
+processes of a distributed run do not oversubscribe it. The compiled loops release
 the GIL (``nogil=True``) and so do NumPy's GEMMs, so the pieces overlap.
 
 * ``gemm(a, b, out)``: ``out = a @ b`` cut into one GEMM per thread: blocks of rows,
@@ -21,11 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tinyalex.launcher import local_processes
+
 from .cpu_process import blas_single_threaded
 
 
 def _threads_from_env() -> int:
-    value = os.environ.get("TINYALEX_CPU_THREADS", "").strip() or str(os.cpu_count() or 1)
+    default = max(1, (os.cpu_count() or 1) // local_processes())
+    value = os.environ.get("TINYALEX_CPU_THREADS", "").strip() or str(default)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"TINYALEX_CPU_THREADS={value!r}: expected a positive number of "
                          "threads")

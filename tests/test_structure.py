@@ -4,7 +4,7 @@ kernels folder is one module object however tinyalex is imported.
 The import graph is read from the source (ast), every ``import`` and ``from ...
 import`` statement counted, those inside functions too: a late import that only hides
 a cycle is still a cycle. The layers, top to bottom: scripts -> training and study
-tools -> nn, optim -> ops -> kernels -> backend, random, checks.
+tools -> nn, optim -> ops -> kernels -> backend, random, checks, launcher.
 """
 
 import ast
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # what the kernels may import from tinyalex: the layers below them, and themselves
 KERNEL_MAY_IMPORT = ("tinyalex.kernels", "tinyalex.backend", "tinyalex.random",
-                     "tinyalex.checks")
+                     "tinyalex.checks", "tinyalex.launcher")
 
 
 def module_name(path: Path) -> str:
