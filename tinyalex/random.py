@@ -19,10 +19,17 @@ with seed ``s`` depends on (s, i) alone, through SplitMix64's output function::
 so a mask is computed in parallel, element by element, identically by NumPy
 (``keep_mask`` below), the Numba kernel and the CUDA kernel, and backward recomputes
 it from the seed instead of storing it.
+
+Because element i enters only as ``(i + 1) * GOLDEN``, element ``offset + i`` of the
+mask of seed ``s`` is element ``i`` of the mask of ``seed_at(s, offset) = s + offset *
+GOLDEN``: a process that computes rows ``first..`` of a larger batch (data-parallel
+training, ``tinyalex/dist/``) draws exactly its rows of the one mask the whole batch
+would get, inside ``batch_rows(first)``, with no change to the kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -92,6 +99,33 @@ def splitmix64(seed: int, n: int, xp=np):
     z = (z ^ (z >> u64(30))) * u64(MIX1)
     z = (z ^ (z >> u64(27))) * u64(MIX2)
     return z ^ (z >> u64(31))
+
+
+def seed_at(seed: int, offset: int) -> int:
+    """The seed whose mask element ``i`` is element ``offset + i`` of ``seed``'s mask."""
+    return (int(seed) + int(offset) * GOLDEN) % 2**64
+
+
+_first_row = 0        # the first row of the (larger) batch this process computes
+
+
+@contextlib.contextmanager
+def batch_rows(first: int):
+    """Inside, the batch a network sees is rows ``first, first + 1, ...`` of a larger
+    one (this process's share of a global batch): dropout draws the mask of those rows
+    of the larger batch (``first_batch_row``, ``seed_at``)."""
+    global _first_row
+    first = check_int(first, "first", "batch_rows", 0)
+    previous, _first_row = _first_row, first
+    try:
+        yield
+    finally:
+        _first_row = previous
+
+
+def first_batch_row() -> int:
+    """The first row of the larger batch (``batch_rows``); 0 outside it."""
+    return _first_row
 
 
 def keep_mask(seed: int, n: int, p: float, xp=np):

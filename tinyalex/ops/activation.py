@@ -124,7 +124,10 @@ class Sigmoid(Function):
 
 
 class Dropout(Function):
-    """Zero each element with probability p and scale the rest by 1/(1-p)."""
+    """Zero each element with probability p and scale the rest by 1/(1-p).
+
+    Inside ``tinyalex.random.batch_rows(first)`` the input (N, ...) is rows first..
+    of a larger batch, and the mask is those rows of the larger batch's mask."""
 
     def __init__(self, p):
         self.p = p
@@ -133,6 +136,9 @@ class Dropout(Function):
         check_floating(x.dtype, "dropout")
         self.algorithm = activation_algorithm("dropout", x.dtype, B.backend_of(x))
         self.seed = R.seed_for_device()         # one draw from the host generator
+        first = R.first_batch_row()
+        if first and x.ndim:                    # rows first.. of a larger batch (random.py)
+            self.seed = R.seed_at(self.seed, first * (x.size // x.shape[0]))
         return self.algorithm.forward(x, self.p, self.seed)
 
     def backward(self, gy):
