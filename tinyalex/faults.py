@@ -104,7 +104,8 @@ def translate_oom(where: str, batch: int, backend: str, side):
 # --------------------------------------------------------------------------------------
 
 class Stop(Exception):
-    """Raised inside the loop when a stop was asked for by a signal."""
+    """Raised inside the loop when a stop was asked for by a signal; ``args[0]`` is
+    the signal's number (distributed training stops every process on any one's)."""
 
 
 class Signals:
@@ -139,7 +140,7 @@ class Signals:
 
     def check(self) -> None:
         if self.received is not None:
-            raise Stop
+            raise Stop(self.received)
 
     @contextlib.contextmanager
     def critical(self):
