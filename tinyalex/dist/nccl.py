@@ -1,0 +1,96 @@
+"""GPUs of an MPI job as one group, through NCCL: ``--dist nccl`` (CuPy backend).
+
+One process per GPU, each on the GPU of its local rank, as ChainerMN's ``pure_nccl``
+communicator: MPI starts the processes and carries the small host messages (the
+NCCL id at start-up, the metrics of a step, pickled objects); NCCL sums and
+broadcasts device memory directly (``ncclAllReduce``, ``ncclBcast``), GPU to GPU,
+on the current CUDA stream.
+
+NCCL collectives run asynchronously on the GPU, and one whose peer died or hangs
+never completes: every collective here is followed by a wait with a deadline
+(``timeout_s``); past it the NCCL communicator is aborted (``ncclCommAbort``) and
+``CollectiveTimeout`` raised, which ``tinyalex.train.fit`` turns into MPI_Abort of
+the whole job.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import backend as B
+from .mpi import DistributedError, MpiGroup
+
+NCCL_TIMEOUT_S = 600.0     # a collective waits this long for its peers (first steps compile)
+
+
+class CollectiveTimeout(RuntimeError):
+    """An NCCL collective did not complete in time: a peer died or hangs."""
+
+
+class NcclGroup(MpiGroup):
+    name = "nccl"
+
+    def __init__(self, MPI, timeout_s: float = NCCL_TIMEOUT_S):
+        super().__init__(MPI, backend="cupy")        # MPI, and the GPU of the local rank
+        self.timeout_s = float(timeout_s)
+        self.cp = B.cupy_module()
+        try:
+            self.nccl = B.cupy_submodule("cuda.nccl")
+            available = getattr(self.nccl, "available", True)
+        except Exception as exc:                      # ImportError, a missing libnccl
+            available, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "CuPy was built without NCCL"
+        if not available:
+            raise DistributedError(f"--dist nccl needs NCCL for CuPy, which is not usable here "
+                               f"({why}); install it (pip install nvidia-nccl-cu12), or use "
+                               "--dist mpi (gradients through host memory)")
+        uid = self.nccl.get_unique_id() if self.rank == 0 else None
+        uid = self.comm.bcast(uid, root=0)
+        self.nccl_comm = self.nccl.NcclCommunicator(self.size, uid, self.rank)
+
+    def _dtype(self, array) -> int:
+        types = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32,
+                 np.dtype(np.float64): self.nccl.NCCL_FLOAT64}
+        if array.dtype not in types or not array.flags.c_contiguous:
+            raise ValueError(f"NCCL: expected one C-contiguous float32/float64 CuPy array, "
+                             f"got {array.dtype} (contiguous: {array.flags.c_contiguous})")
+        return types[array.dtype]
+
+    def sum_in_place(self, array) -> None:
+        if not B.is_cupy_array(array):
+            super().sum_in_place(array)
+            return
+        stream = self.cp.cuda.get_current_stream()
+        self.nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size,
+                                 self._dtype(array), self.nccl.NCCL_SUM, stream.ptr)
+        self._wait(stream, f"allreduce of {array.size} numbers")
+
+    def broadcast_in_place(self, array) -> None:
+        if not B.is_cupy_array(array):
+            super().broadcast_in_place(array)
+            return
+        stream = self.cp.cuda.get_current_stream()
+        self.nccl_comm.bcast(array.data.ptr, array.size, self._dtype(array), 0, stream.ptr)
+        self._wait(stream, f"broadcast of {array.size} numbers")
+
+    def _wait(self, stream, what: str) -> None:
+        """Wait for the collective just queued on ``stream``, at most ``timeout_s``."""
+        event = self.cp.cuda.Event(block=False, disable_timing=True)
+        event.record(stream)
+        deadline = time.monotonic() + self.timeout_s
+        pause = 1e-5
+        while not event.done:
+            if time.monotonic() > deadline:
+                self.nccl_comm.abort()
+                raise CollectiveTimeout(
+                    f"NCCL {what} did not complete within {self.timeout_s:g} s on GPU "
+                    f"{self.gpu} of {self.host}: another process of the job has stopped "
+                    "or hangs")
+            time.sleep(pause)
+            pause = min(2 * pause, 1e-3)
+        check = getattr(self.nccl_comm, "check_async_error", None)
+        if check is not None:
+            check()
