@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import cpu_threads
 
 from .. import backend as B
 from .. import random as R
@@ -51,13 +53,16 @@ from ..checkpoint import (check_records, load_checkpoint, load_optimizer, load_w
                           save_checkpoint)
 from ..data import num_batches
 from ..devices import device_name
+from ..dist import make_group
 from ..faults import (OutOfMemory, Signals, Stop, TrainingDiverged, TrainingInterrupted,
                       device_of, is_out_of_memory, reason)
 from ..models import init_weights_xavier
+from ..nn.flat import FlatParameters
 from ..optim import SGD
 from ..recipes import build_model, check_input_size, check_recipe
 from ..study.plots import plot_curves
-from .epoch import evaluate_accuracy, summary_line, train_epoch
+from .epoch import evaluate_accuracy, summary_line, totals_and_stop, train_epoch
+from .replicas import share_start
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
@@ -86,15 +91,41 @@ def algorithms_line(algorithms, backend) -> str:
 
 
 def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
-        progress: bool = False, log=print):
+        progress: bool = False, log=print, dist="auto"):
     """Build ``recipe['model']``, train it on ``data`` and return ``(net, records)``.
 
     ``data`` is ``load_fashion_mnist()``'s 4-tuple. ``resume`` is a checkpoint path
     (or a loaded Checkpoint) to continue from; its recipe must equal ``recipe`` but
     for ``epochs``. ``records`` holds one dict per epoch, as in metrics.json.
+
+    ``dist`` ("auto", "none", "mpi", "nccl", or a group from
+    ``tinyalex.dist.make_group``): under mpiexec the processes train together
+    (``tinyalex/dist/``); then only rank 0 reads ``resume``, logs and writes
+    ``out_dir``, and a fault that not every process meets at the same step ends the
+    whole job (MPI_Abort) with this process's message.
     """
     recipe = check_recipe(recipe)
     B.check_backend_name(backend)
+    group = make_group(dist, backend) if isinstance(dist, str) else dist
+    if group.size == 1:
+        return _fit(recipe, data, backend, out_dir, resume, progress, log, group)
+    first = group.rank == 0
+    try:
+        return _fit(recipe, data, backend, out_dir if first else None,
+                    resume if first else None, progress and first,
+                    log if first else _quiet, group)
+    except (TrainingInterrupted, TrainingDiverged):
+        raise                  # reached by every process at the same step
+    except BaseException as exc:
+        group.abort_on(exc)    # the others would wait for this one forever
+        raise
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
     train_images, train_labels = _limit(data[:2], recipe["train_limit"])
     test_images, test_labels = _limit(data[2:], recipe["test_limit"])
 
@@ -104,8 +135,10 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
         check_input_size(net, recipe)
         net.apply(init_weights_xavier)
         net.to(backend)
+        # several processes sum their gradients in one buffer (nn/flat.py)
+        flat = FlatParameters(net.parameters()) if group.size > 1 else None
         optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                        weight_decay=recipe["weight_decay"])
+                        weight_decay=recipe["weight_decay"], flat=flat)
         algorithms = net.algorithms((1, 1, recipe["resize"], recipe["resize"]),
                                     backend=backend)
     except Exception as exc:
@@ -118,27 +151,18 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
     log(algorithms_line(algorithms, backend))
     records, start = [], 0
     if resume is not None:
-        ckpt = resume if hasattr(resume, "params") else load_checkpoint(resume)
-        theirs = {k: v for k, v in check_recipe(ckpt.recipe).items() if k != "epochs"}
-        ours = {k: v for k, v in recipe.items() if k != "epochs"}
-        if theirs != ours:
-            diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}"
-                             for k in sorted(set(theirs) | set(ours))
-                             if theirs.get(k) != ours.get(k))
-            raise ValueError(f"cannot resume from {ckpt.path}: its recipe differs ({diff})")
-        load_weights(net, ckpt)
-        load_optimizer(optimizer, net, ckpt)
-        R.set_rng_state(ckpt.rng_state)
-        start = ckpt.epoch
-        records = check_records(ckpt, start)
-        if start:
-            log(f"resuming from {ckpt.path} after epoch {start}")
+        start, records = _resume(resume, net, optimizer, recipe, log)
+    if group.size > 1:
+        log(_group_line(group, backend))
+        start, records = share_start(group, optimizer, start, records)
 
     out = Path(out_dir) if out_dir is not None else None
     info = {"recipe": recipe, "backend": backend, "device": device_name(backend),
             "algorithms": {f"layer {i}": name for i, name in algorithms},
             "train_examples": len(train_images), "test_examples": len(test_images),
             "train_batches_per_epoch": num_batches(len(train_images), recipe["batch_size"])}
+    if group.size > 1:
+        info.update(processes=group.size, dist=group.name, machines=group.machines)
     saved = start                      # complete epochs in the checkpoint on disk
     with contextlib.ExitStack() as stack:
         if out is not None:
@@ -150,17 +174,55 @@ def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
         signals = stack.enter_context(Signals())
         records = _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                          train_images, train_labels, test_images, test_labels, signals,
-                         progress, log)
+                         progress, log, group)
     if records:
         total_n = sum(r["examples"] for r in records)
         total_t = sum(r["train_seconds"] for r in records)
         last = dict(records[-1], examples_per_sec=total_n / total_t)
-        log(summary_line(last, backend))
+        log(summary_line(last, backend, group.size))
     return net, records
 
 
+def _resume(resume, net, optimizer, recipe, log):
+    """Load ``resume`` (a path or a Checkpoint) into ``net``, ``optimizer`` and the
+    random state: ``(complete epochs, their records)``."""
+    ckpt = resume if hasattr(resume, "params") else load_checkpoint(resume)
+    theirs = {k: v for k, v in check_recipe(ckpt.recipe).items() if k != "epochs"}
+    ours = {k: v for k, v in recipe.items() if k != "epochs"}
+    if theirs != ours:
+        diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}"
+                         for k in sorted(set(theirs) | set(ours))
+                         if theirs.get(k) != ours.get(k))
+        raise ValueError(f"cannot resume from {ckpt.path}: its recipe differs ({diff})")
+    load_weights(net, ckpt)
+    load_optimizer(optimizer, net, ckpt)
+    R.set_rng_state(ckpt.rng_state)
+    start = ckpt.epoch
+    records = check_records(ckpt, start)
+    if start:
+        log(f"resuming from {ckpt.path} after epoch {start}")
+    return start, records
+
+
+def _group_line(group, backend) -> str:
+    """The processes at start, and whether the CPU threads oversubscribe a machine."""
+    line = f"distributed: {group.describe()}, rank 0 on {group.host}"
+    if backend == "numpy":
+        threads = cpu_threads.THREADS
+        line += f"; {threads} CPU thread{'s' if threads != 1 else ''} per process"
+        cores = os.cpu_count() or 1
+        if threads * group.local_size > cores:
+            line += (f" (warning: {group.local_size} processes on {group.host} x "
+                     f"{threads} threads > {cores} cores; set TINYALEX_CPU_THREADS="
+                     f"{max(1, cores // group.local_size)})")
+    elif group.gpu is not None:
+        line += f"; each process on the GPU of its local rank (rank 0: GPU {group.gpu})"
+    return line
+
+
 def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
-           train_images, train_labels, test_images, test_labels, signals, progress, log):
+           train_images, train_labels, test_images, test_labels, signals, progress, log,
+           group):
     """The epochs of ``fit``, with its files; returns the epoch records."""
     try:
         for epoch in range(start, recipe["epochs"]):
@@ -168,17 +230,18 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
             record = {"epoch": epoch + 1}
             record.update(train_epoch(net, optimizer, train_images, train_labels,
                                       recipe, backend, epoch, progress,
-                                      signals.check))
+                                      signals.check, group))
             eval_start = time.perf_counter()
             record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
                                                    recipe["batch_size"], backend,
-                                                   recipe["resize"], signals.check)
+                                                   recipe["resize"], signals.check, group)
             record["eval_seconds"] = time.perf_counter() - eval_start
             record["seconds"] = time.perf_counter() - started
             records.append(record)
-            log(f"epoch {epoch + 1}/{recipe['epochs']}: {summary_line(record, backend)}")
+            log(f"epoch {epoch + 1}/{recipe['epochs']}: "
+                f"{summary_line(record, backend, group.size)}")
             if out is not None:
-                with signals.critical():
+                with _deferred_stop(group), signals.critical():
                     metrics = dict(info, status="running", epochs=records)
                     try:
                         save_checkpoint(out / CHECKPOINT, net, optimizer, epoch=epoch + 1,
@@ -192,6 +255,10 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                                 "no checkpoint was written")
                         raise OSError(exc.errno, f"cannot write the files of epoch {epoch + 1} "
                                       f"in {out} ({exc.strerror or exc}); {kept}") from None
+            if group.size > 1:           # all wait for rank 0's files, then stop together
+                _, stop = totals_and_stop(group, signals.check)
+                if stop:
+                    raise Stop(stop)
     except TrainingDiverged as exc:
         kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
         if out is not None:
@@ -207,7 +274,9 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                  else "no checkpoint was written (no epoch completed)")
         raise TrainingDiverged(f"{exc}. Nothing of epoch {exc.epoch + 1} was saved; "
                                f"{where}", exc.epoch, exc.step, exc.loss) from None
-    except (Stop, KeyboardInterrupt):
+    except (Stop, KeyboardInterrupt) as exc:
+        if group.size > 1 and not isinstance(exc, Stop):
+            raise                        # a second signal to one process: fit aborts the job
         done = saved if out is not None else len(records)
         records = records[:done]
         if out is not None:
@@ -216,8 +285,21 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                                                 interrupted_in_epoch=done + 1,
                                                 epochs=records))
         kept = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
-        raise TrainingInterrupted(done, signals.received or signal.SIGINT,
+        signum = exc.args[0] if isinstance(exc, Stop) and exc.args else None
+        raise TrainingInterrupted(done, signum or signals.received or signal.SIGINT,
                                   str(kept) if kept else None) from None
     if out is not None:
         _write_json(out / METRICS, dict(info, status="complete", epochs=records))
     return records
+
+
+@contextlib.contextmanager
+def _deferred_stop(group):
+    """Alone, a signal that arrived while the files were written stops the run after
+    them (``Signals.critical``). Among several processes rank 0 alone writes, so its
+    stop waits for the agreement all of them make after the files (``_train``)."""
+    try:
+        yield
+    except Stop:
+        if group.size == 1:
+            raise
