@@ -19,8 +19,11 @@ from pathlib import Path
 from . import backend as B
 from .checkpoint import load_checkpoint
 from .data import load_fashion_mnist
+from .dist import CHOICES as DIST_CHOICES
+from .dist import make_group
 from .exits import DONE, FAILURES, exit_status
-from .faults import TrainingInterrupted
+from .faults import TrainingDiverged, TrainingInterrupted
+from .launcher import launch_from_env
 from .recipes import D2L_RECIPES
 from .train import CHECKPOINT, fit
 
@@ -63,6 +66,10 @@ def parser(model: str, description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if --out already holds a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dist", choices=DIST_CHOICES, default="auto",
+                   help="data-parallel training under mpiexec (default auto: nccl on cupy, "
+                   "mpi on numpy, none when started alone); --batch-size stays the global "
+                   "batch")
     return p
 
 
@@ -91,54 +98,120 @@ def recipe_from_args(model: str, args, base: dict | None = None) -> dict:
 
 
 def main(model: str, argv=None, description: str = "") -> int:
-    """Parse flags, train, and return the exit status (130 after Ctrl-C)."""
+    """Parse flags, train, and return the exit status (130 after Ctrl-C).
+
+    Under mpiexec (``--dist``, ``tinyalex/dist/``) every process runs this; rank 0
+    alone prints, checks ``--out`` and reads the checkpoint, and tells the others
+    what to train. A failure not every process meets at the same step ends the whole
+    job (MPI_Abort) with the message of the process that failed."""
     args = parser(model, description).parse_args(argv)
+    say = print if launch_from_env().rank == 0 else _quiet
     try:
         backend = args.backend or B.default_backend()
+        group = make_group(args.dist, backend)       # alone: SOLO, and no mpi4py
+    except FAILURES as exc:                # every process meets these alike
+        say(f"error: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    if group.size == 1:
+        return _main(model, args, backend, group, print)
+    try:
+        return _main(model, args, backend, group, say)
+    except BaseException as exc:           # a fault of this process alone
+        group.abort_on(exc)
+        raise
+
+
+class _Agreed(Exception):
+    """A failure every process of a group learned from rank 0: status in args[0]."""
+
+
+def _main(model: str, args, backend: str, group, say) -> int:
+    try:
         if args.backend is None:
             why = "a GPU is usable" if backend == "cupy" else \
                 f"no GPU backend: {B.cupy_unavailable_reason()}"
-            print(f"backend: {backend} (default; {why})")
+            say(f"backend: {backend} (default; {why})")
         else:
             B.xp_of(backend)      # a clear error now if cupy was asked for but is unusable
-            print(f"backend: {backend}")
+            say(f"backend: {backend}")
         out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file; expected a folder")
-        ckpt_path = out / CHECKPOINT
-        ckpt = None
-        if args.resume:
-            if not ckpt_path.exists():
-                raise ValueError(f"--resume: {ckpt_path} does not exist; nothing to resume")
-            ckpt = load_checkpoint(ckpt_path)
-            if ckpt.model_name != model:
-                raise ValueError(f"--resume: {ckpt_path} holds a {ckpt.model_name} checkpoint, "
-                                 f"this script trains {model}")
-            recipe = recipe_from_args(model, args, ckpt.recipe)
-        else:
-            if ckpt_path.exists() and not args.overwrite:
-                raise ValueError(f"{ckpt_path} already exists; pass --resume to continue it, "
-                                 "--overwrite to start afresh, or another --out")
-            recipe = recipe_from_args(model, args)
-        print("recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+        recipe, ckpt, done = _prepare(model, args, out, group)
+        say("recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
         data = load_fashion_mnist(args.data_dir)
-        if ckpt is not None and ckpt.epoch >= recipe["epochs"]:
-            print(f"{ckpt_path} already holds {ckpt.epoch} epochs (recipe: "
-                  f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
+        if done:
+            say(done)
             return DONE
         fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
-            progress=not args.no_progress and sys.stderr.isatty())
+            progress=not args.no_progress and sys.stderr.isatty(), log=say, dist=group)
+    except _Agreed as exc:                 # rank 0 printed why
+        return exc.args[0]
     except TrainingInterrupted as exc:
-        print(f"\n{exc}", file=sys.stderr)
+        say(f"\n{exc}", file=sys.stderr)
         if exc.checkpoint and exc.epoch:
-            print(f"resume with: python {sys.argv[0]} --out {args.out} --resume",
-                  file=sys.stderr)
+            say(f"resume with: python {sys.argv[0]} --out {args.out} --resume",
+                file=sys.stderr)
         return exit_status(exc)
     except KeyboardInterrupt as exc:       # Ctrl-C before training began: nothing written
+        if group.size > 1:
+            raise
         print("\ninterrupted before training began; nothing was written", file=sys.stderr)
         return exit_status(exc)
     except FAILURES as exc:                # diverged, bad input, out of memory, ...
-        print(f"error: {exc}", file=sys.stderr)
+        if group.size > 1 and not isinstance(exc, TrainingDiverged):
+            raise                          # this process's alone: main aborts the job
+        say(f"error: {exc}", file=sys.stderr)
         return exit_status(exc)
-    print(f"files in {out}: checkpoint.npz, metrics.json, curves.png")
+    say(f"files in {out}: checkpoint.npz, metrics.json, curves.png")
     return DONE
+
+
+def _prepare(model: str, args, out: Path, group):
+    """``(recipe, checkpoint or None, message when there is nothing to do)``, from
+    rank 0's look at ``--out``; the other processes get the recipe and the message
+    (only rank 0 reads the checkpoint: ``fit`` broadcasts its contents)."""
+    failure = found = None
+    if group.rank == 0:
+        try:
+            found = _look_at_out(model, args, out)
+        except FAILURES as exc:
+            if group.size == 1:
+                raise
+            failure = exc
+    if group.size > 1:
+        mine = None if group.rank != 0 else ("failed", exit_status(failure)) if failure \
+            else ("ok", found[0], found[2])
+        shared = group.broadcast_object(mine)
+        if failure is not None:
+            print(f"error: {failure}", file=sys.stderr)
+        if shared[0] == "failed":
+            raise _Agreed(shared[1])
+        if group.rank != 0:
+            return shared[1], None, shared[2]
+    return found
+
+
+def _look_at_out(model: str, args, out: Path):
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder")
+    ckpt_path = out / CHECKPOINT
+    if not args.resume:
+        if ckpt_path.exists() and not args.overwrite:
+            raise ValueError(f"{ckpt_path} already exists; pass --resume to continue it, "
+                             "--overwrite to start afresh, or another --out")
+        return recipe_from_args(model, args), None, None
+    if not ckpt_path.exists():
+        raise ValueError(f"--resume: {ckpt_path} does not exist; nothing to resume")
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.model_name != model:
+        raise ValueError(f"--resume: {ckpt_path} holds a {ckpt.model_name} checkpoint, "
+                         f"this script trains {model}")
+    recipe = recipe_from_args(model, args, ckpt.recipe)
+    done = None
+    if ckpt.epoch >= recipe["epochs"]:
+        done = (f"{ckpt_path} already holds {ckpt.epoch} epochs (recipe: "
+                f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
+    return recipe, ckpt, done
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
