@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -25,10 +26,14 @@ LENET = str(ROOT / "examples" / "train_lenet.py")
 
 
 def find_mpiexec() -> str | None:
-    """The mpiexec beside this Python (the mpich wheel installs it there, with the
-    MPI that mpi4py uses), else the first on PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.is_file() else shutil.which("mpiexec")
+    """The mpiexec that pip's mpich wheel installed with this Python's scripts (beside
+    the interpreter, or in the user scheme's scripts), else the first on PATH."""
+    folders = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts")),
+               Path(sysconfig.get_path("scripts", f"{os.name}_user"))]
+    for folder in folders:
+        if (folder / "mpiexec").is_file():
+            return str(folder / "mpiexec")
+    return shutil.which("mpiexec")
 
 
 def require_mpi(processes: int = 2) -> str:
