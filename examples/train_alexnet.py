@@ -4,6 +4,7 @@
     python examples/train_alexnet.py --backend cupy              # on a GPU (the default when usable)
     python examples/train_alexnet.py --train-limit 2000 --test-limit 500 --epochs 2
     python examples/train_alexnet.py --out runs/alexnet --resume # continue after Ctrl-C
+    mpiexec -n 4 python examples/train_alexnet.py --train-limit 8000   # 4 processes (README)
     python examples/evaluate.py runs/alexnet/checkpoint.npz      # per-class accuracy
 
 Prints one line per epoch in d2l's words (loss, train acc, test acc, examples/sec)

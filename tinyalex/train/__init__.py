@@ -8,7 +8,9 @@
   backward, step, metrics) and evaluation (``evaluate_accuracy``, ``predict``);
 * ``run.py``: the run around it (``fit``): building the recipe's model, resuming,
   the folder lock, signals, and the files of every epoch (checkpoint.npz,
-  metrics.json, curves.png).
+  metrics.json, curves.png);
+* ``replicas.py``: the start of a distributed run (``fit(..., dist=...)``,
+  ``tinyalex/dist/``): every process gets rank 0's weights, momentum and random state.
 
 The recipes are in ``tinyalex/recipes.py``, the faults in ``tinyalex/faults.py``, the
 scripts' exit status in ``tinyalex/exits.py``; the names callers use are re-exported

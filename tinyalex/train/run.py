@@ -20,6 +20,14 @@ current batch (a second one at once, unless a checkpoint is being written, which
 is always finished first); then ``TrainingInterrupted`` is raised and the files of
 the last complete epoch stay.
 
+Under ``mpiexec`` (``dist``, ``tinyalex/dist/``) several processes run ``fit``
+together, one global batch split among them (``tinyalex/train/epoch.py``): rank 0
+alone reads the checkpoint, logs and writes the files, and sends every process its
+weights, momentum and random state (``replicas.py``); the others wait for its files
+at the end of each epoch, so that a signal stops them all at the same step. A fault
+that not every process meets at the same step ends the whole job (MPI_Abort), since
+the others would wait for the failed one forever (tests/test_distributed.py).
+
 Faults (``tinyalex/faults.py``; tests/test_faults.py, tests/test_resources.py):
 
 * SIGKILL or a power cut at any moment leaves the last complete checkpoint whole
