@@ -335,6 +335,17 @@ def test_a_process_that_raises_ends_the_whole_job_at_once_with_its_message(
     assert ended - raised < 10, f"the job took {ended - raised:.1f} s to end"
 
 
+def test_a_process_with_another_copy_of_the_data_set_ends_the_job_before_training(
+        tmp_path, data, mpiexec):
+    other = tiny_dataset(tmp_path / "other", 256, 128, seed=1)
+    done = run(mpmd(mpiexec, [lenet_args(data, tmp_path / "run", "--epochs", "1"),
+                              lenet_args(other, tmp_path / "run1", "--epochs", "1")]))
+    assert done.returncode == 2, done.stderr
+    assert "process 1 on" in done.stderr and "reads other training images than rank 0" \
+        in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
 def test_an_uncaught_exception_on_one_process_aborts_the_job(tmp_path, mpiexec):
     code = ("from tinyalex.dist import make_group\n"
             "group = make_group('mpi', 'numpy')\n"

@@ -5,13 +5,40 @@ what decides the rest of the run: the weights (initial or resumed) in one broadc
 of the flat parameter buffer, the momentum buffers in one more, and the random state,
 the epoch to start from and the records so far as one small object. The processes
 then hold the same weights bit for bit, and keep them: each step applies the same
-summed gradient to them (``tinyalex/train/epoch.py``).
+summed gradient to them (``tinyalex/train/epoch.py``). ``check_same_inputs`` first
+makes sure that every process trains the same recipe on the same data.
 """
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
+
 from .. import backend as B
 from .. import random as R
+
+
+def check_same_inputs(group, recipe: dict, arrays) -> None:
+    """Raise ValueError on a process whose recipe or data (``arrays``: the training and
+    test images and labels) differ from rank 0's: each machine reads its own copy of
+    the data set, and a different copy would silently train on other examples."""
+    mine = {"recipe": recipe, "data": [(a.shape, zlib.crc32(np.ascontiguousarray(a)))
+                                       for a in arrays]}
+    theirs = group.broadcast_object(mine)
+    if mine["recipe"] != theirs["recipe"]:
+        diff = {k: (theirs["recipe"].get(k), v) for k, v in mine["recipe"].items()
+                if theirs["recipe"].get(k) != v}
+        raise ValueError(f"process {group.rank}'s recipe differs from rank 0's "
+                         f"(rank 0, this process: {diff}); every process must train the "
+                         "same recipe")
+    names = ("training images", "training labels", "test images", "test labels")
+    for name, (shape, crc), (shape0, crc0) in zip(names, mine["data"], theirs["data"]):
+        if (shape, crc) != (shape0, crc0):
+            raise ValueError(f"process {group.rank} on {group.host} reads other {name} "
+                             f"than rank 0 (shape {shape}, CRC-32 {crc:08x}; rank 0: "
+                             f"{shape0}, {crc0:08x}); give every machine the same copy of "
+                             "the data set (--data-dir)")
 
 
 def share_start(group, optimizer, start: int, records: list):

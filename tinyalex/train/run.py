@@ -70,7 +70,7 @@ from ..optim import SGD
 from ..recipes import build_model, check_input_size, check_recipe
 from ..study.plots import plot_curves
 from .epoch import evaluate_accuracy, summary_line, totals_and_stop, train_epoch
-from .replicas import share_start
+from .replicas import check_same_inputs, share_start
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
@@ -162,6 +162,8 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
         start, records = _resume(resume, net, optimizer, recipe, log)
     if group.size > 1:
         log(_group_line(group, backend))
+        check_same_inputs(group, recipe, (train_images, train_labels, test_images,
+                                          test_labels))
         start, records = share_start(group, optimizer, start, records)
 
     out = Path(out_dir) if out_dir is not None else None
