@@ -11,9 +11,10 @@ kernels can share a machine's cores among its processes at import
 
 The variables, by launcher (world size, rank, processes on this machine, local rank):
 
-    MPICH, Intel MPI (Hydra), srun --mpi=pmi2   PMI_SIZE  PMI_RANK  MPI_LOCALNRANKS  MPI_LOCALRANKID
-    Open MPI                                    OMPI_COMM_WORLD_SIZE, _RANK, _LOCAL_SIZE, _LOCAL_RANK
-    MVAPICH2                                    MV2_COMM_WORLD_SIZE, _RANK, _LOCAL_SIZE, _LOCAL_RANK
+    MPICH, Intel MPI (Hydra),   PMI_SIZE, PMI_RANK, MPI_LOCALNRANKS, MPI_LOCALRANKID
+    srun --mpi=pmi2
+    Open MPI                    OMPI_COMM_WORLD_SIZE, _RANK, _LOCAL_SIZE, _LOCAL_RANK
+    MVAPICH2                    MV2_COMM_WORLD_SIZE, _RANK, _LOCAL_SIZE, _LOCAL_RANK
 
 A launcher that gives the world size but not the local one counts as one process
 per machine here; MPI itself later tells the truth (``tinyalex.dist`` warns when the
