@@ -132,7 +132,7 @@ def find_mpiexec() -> str:
             return path
     found = shutil.which("mpiexec")
     if not found:
-        sys.exit("bench_dist: mpiexec not found; pip install 'tinyalex[mpi]' (mpi4py, mpich)")
+        sys.exit("bench_dist: mpiexec not found; pip install -e '.[mpi]' (mpi4py, mpich)")
     return found
 
 

@@ -41,8 +41,8 @@ from .shards import rows
 from .solo import SOLO, Solo
 
 CHOICES = ("auto", "none", "mpi", "nccl")
-INSTALL = ("pip install 'tinyalex[mpi]' (mpi4py and the mpich wheel; or pip install "
-           "mpi4py mpich)")
+INSTALL = ("pip install mpi4py mpich (mpi4py and the mpich wheel, with its mpiexec: "
+           "tinyalex's mpi extra, pip install -e '.[mpi]' in its folder)")
 
 
 def choose(dist: str, backend: str, launch: Launch) -> str:
@@ -61,7 +61,7 @@ def choose(dist: str, backend: str, launch: Launch) -> str:
     return dist
 
 
-def import_mpi(dist: str, name: str, launch: Launch):
+def import_mpi(dist: str, launch: Launch):
     """mpi4py's MPI module (initialising MPI), or a DistributedError saying what to
     install."""
     try:
@@ -91,7 +91,7 @@ def make_group(dist: str = "auto", backend: str = "numpy", environ=None,
     name = choose(dist, backend, launch)
     if name == "none":
         return SOLO
-    MPI = import_mpi(dist, name, launch)
+    MPI = import_mpi(dist, launch)
     try:
         return NcclGroup(MPI, timeout_s) if name == "nccl" else MpiGroup(MPI, backend)
     except Exception as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from ..exits import FAILURES, exit_status
 from .shards import rows
 
 _hooked = False            # the excepthook is installed once per process
+# MPI_Abort ends every process at once, and mpiexec may drop what the failing process
+# wrote last (its message) if it has not forwarded it yet: this long to forward it
+ABORT_GRACE_S = 1.0
 
 
 class DistributedError(RuntimeError):
@@ -128,7 +132,9 @@ def abort_job(MPI, status: int, message: str) -> None:
     text = (f"error on process {rank} of {size} ({MPI.Get_processor_name()}): {message}\n"
             f"process {rank} ends the whole job (MPI_Abort, exit status {status})\n")
     sys.stdout.flush()
+    sys.stderr.flush()
     os.write(2, text.encode(errors="replace"))
+    time.sleep(ABORT_GRACE_S)        # the launcher forwards the message before it kills
     comm.Abort(status)
     os._exit(status)       # MPI_Abort may return before the launcher ends this process
 
