@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 
@@ -279,24 +280,43 @@ sys.exit(main("lenet", sys.argv[1:]))
 
 
 def start_job(cmd: list[str], **env) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    """Start ``cmd``; threads read its stdout and stderr as they come into
+    ``proc.out_lines`` and ``proc.err_lines``, so that a test waits for a line with a
+    deadline (``wait_for``) and never blocks on a pipe."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=job_env(**env))
+    proc.out_lines, proc.err_lines = [], []
+    proc.readers = [threading.Thread(target=lambda f=f, into=into: into.extend(f), daemon=True)
+                    for f, into in ((proc.stdout, proc.out_lines),
+                                    (proc.stderr, proc.err_lines))]
+    for reader in proc.readers:
+        reader.start()
+    return proc
 
 
-def read_until(proc: subprocess.Popen, wanted: set, seen: list, timeout: float = 90) -> None:
-    """Read ``proc``'s output lines into ``seen`` until every line of ``wanted`` came."""
+def wait_for(proc: subprocess.Popen, lines: list, text: str, count: int = 1,
+             timeout: float = 90) -> None:
+    """Wait until ``count`` of ``lines`` (``proc.out_lines`` or ``proc.err_lines``)
+    contain ``text``; fail (ending the job) at the deadline or if the job ends first."""
     deadline = time.monotonic() + timeout
-    wanted = set(wanted)
-    for line in proc.stdout:
-        seen.append(line)
-        wanted.discard(line.strip())
-        if not wanted:
-            return
-        if time.monotonic() > deadline:
-            break
-    stop(proc)
-    pytest.fail(f"no line {wanted!r} from {' '.join(proc.args)}:\n{''.join(seen)}\n"
-                f"{proc.stderr.read()}")
+    while sum(text in line for line in list(lines)) < count:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop(proc)
+            pytest.fail(f"never {count} line(s) with {text!r} from {' '.join(proc.args)}:\n"
+                        + "".join(proc.out_lines) + "".join(proc.err_lines))
+        time.sleep(0.02)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """``proc``'s whole stdout and stderr, once it has ended."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        pytest.fail(f"{' '.join(proc.args)} did not end within {timeout} s")
+    for reader in proc.readers:
+        reader.join(10)
+    return "".join(proc.out_lines), "".join(proc.err_lines)
 
 
 def pids(lines: list[str]) -> dict:

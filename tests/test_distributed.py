@@ -43,8 +43,8 @@ from tinyalex.launcher import launch_from_env
 from tinyalex.ops.activation import dropout
 from tinyalex.train import D2L_RECIPES, fit
 
-from dist_helpers import (FAULTY, JOB, RECIPE, REFERENCE, lenet_args, mpi_job,
-                          mpmd, ok, pids, read_until, require_mpi, run, start_job, stop)
+from dist_helpers import (FAULTY, JOB, RECIPE, REFERENCE, finish, lenet_args, mpi_job,
+                          mpmd, ok, pids, require_mpi, run, start_job, stop, wait_for)
 from reliability_helpers import epochs_printed, read_metrics, tiny_dataset
 
 WEIGHTS_RTOL = 1e-5        # relative to each tensor's largest value (module docstring)
@@ -368,17 +368,17 @@ def test_sigterm_stops_every_process_at_the_same_step_and_the_checkpoint_is_whol
     proc = start_job([mpiexec, "-n", "2", sys.executable, str(script),
                       *lenet_args(data, out, "--epochs", "3")[1:]],
                      FAULT="hold", FAULT_STEP=5, RELEASE=release)
-    seen = []
     try:
-        read_until(proc, {"rank 0 step 5: holding", "rank 1 step 5: holding"}, seen)
-        ranks = pids(seen)
+        for rank in (0, 1):
+            wait_for(proc, proc.out_lines, f"rank {rank} step 5: holding")
+        ranks = pids(proc.out_lines)
         os.kill(proc.pid if target == "launcher" else ranks[1], signal.SIGTERM)
-        time.sleep(0.5)
-        release.touch()
-        stdout, stderr = proc.communicate(timeout=60)
+        wait_for(proc, proc.err_lines, "SIGTERM: stopping after this batch",
+                 2 if target == "launcher" else 1)
+        release.touch()                   # once the signal is in, the step may end
+        stdout, stderr = finish(proc)
     finally:
         stop(proc)
-    stdout = "".join(seen) + stdout
     assert proc.returncode == 143, stderr
     assert "rank 0: 5 steps" in stdout and "rank 1: 5 steps" in stdout
     assert "training interrupted by SIGTERM during epoch 2" in stderr
@@ -393,13 +393,13 @@ def test_sigkill_of_one_process_ends_the_job_and_resume_continues(tmp_path, data
     proc = start_job([mpiexec, "-n", "2", sys.executable, str(script),
                       *lenet_args(data, out, "--epochs", "2")[1:]],
                      FAULT="hold", FAULT_STEP=5, RELEASE=release)
-    seen = []
     try:
-        read_until(proc, {"rank 0 step 5: holding", "rank 1 step 5: holding"}, seen)
-        os.kill(pids(seen)[1], signal.SIGKILL)
+        for rank in (0, 1):
+            wait_for(proc, proc.out_lines, f"rank {rank} step 5: holding")
+        os.kill(pids(proc.out_lines)[1], signal.SIGKILL)
         killed = time.monotonic()
         release.touch()
-        proc.communicate(timeout=60)
+        finish(proc)
         took = time.monotonic() - killed
     finally:
         stop(proc)
