@@ -1,7 +1,10 @@
 """Building the CUDA C sources of ``kernels/cuda/``: for the GPU, and for the CPU tests.
 
-* ``SOURCES``: one file per op family (im2col, pool, elementwise); ``source_text(name)``
-  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes.
+* ``SOURCES``: one file per op family (im2col, pool, elementwise); ``module_code(name)``
+  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes
+  (``kernels/gpu_modules.py``): the source with ``common.cuh`` written into it, since
+  CuPy's kernel cache keys a binary on the code it is given and not on the headers
+  that code includes (an edited header would otherwise load a stale binary).
 * ``compile_with_nvcc(arch, source)``: compiles one source to a cubin with the CUDA
   toolkit's nvcc and returns ptxas's report (registers, stack, local-memory spills per
   kernel); ``tests/test_cuda_sources.py`` checks that no kernel spills on sm_80 and
@@ -47,6 +50,22 @@ def source_path(name: str) -> Path:
 def source_text(name: str) -> str:
     """The code of one source, for ``cupy.RawModule(code=source_text(name), ...)``."""
     return source_path(name).read_text()
+
+
+_INCLUDE_COMMON = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"common\.cuh"[ \t]*$', re.M)
+
+
+def module_code(name: str) -> str:
+    """The code of one source with ``common.cuh`` in place of its ``#include`` line:
+    what ``cupy.RawModule(code=...)`` compiles, so that the code alone (CuPy's cache
+    key) says everything the binary holds. (common.cuh includes emulate.h only for
+    host compilers; NVRTC skips that branch.)"""
+    text = source_text(name)
+    common = (CUDA_DIR / "common.cuh").read_text()
+    if len(_INCLUDE_COMMON.findall(text)) != 1:
+        raise ValueError(f"{name}.cu must include common.cuh exactly once")
+    return _INCLUDE_COMMON.sub(lambda _: f"// ---- common.cuh, inlined ----\n{common}"
+                               f"// ---- end of common.cuh ----", text, count=1)
 
 
 def nvrtc_options() -> tuple[str, ...]:

@@ -9,6 +9,7 @@
   a backend, so that hypothesis examples are reproducible.
 * ``distinct``, ``away_from_zero``: inputs that keep finite differences away from
   the kinks of max pooling (ties) and ReLU (zero).
+* ``cuda_emulation``: the CUDA C kernels built for the CPU by g++, once per session.
 * ``real_fashion_mnist()``, ``require_torch()``: what CI installs and the tests need;
   missing, a skip on a developer's machine and a failure in CI.
 """
@@ -66,6 +67,17 @@ def kernel_mode(request, backend):
     backends have fast algorithms for every op: the ops' choosers say which)."""
     with kernels.use(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def cuda_emulation(tmp_path_factory):
+    """The CUDA C sources of kernels/cuda/ built by g++ against emulate.h, once per
+    session (``cuda_build.EmulatedModule``: the kernels as ``cupy.RawModule`` would give
+    them, run on the CPU over NumPy arrays); skipped, saying why, without g++."""
+    from tinyalex.kernels import cuda_build
+    if cuda_build.cxx_path() is None:
+        pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
+    return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
 
 
 def real_fashion_mnist():

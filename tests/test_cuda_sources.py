@@ -140,11 +140,9 @@ def test_device_code_includes_no_standard_header():
 
 # -- (b) the emulation ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    if cuda_build.cxx_path() is None:
-        pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
-    return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
+@pytest.fixture
+def emu(cuda_emulation):
+    return cuda_emulation          # conftest.py: built by g++ once per session
 
 
 def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
