@@ -120,21 +120,28 @@ def nvcc_path() -> str | None:
     return shutil.which("nvcc")
 
 
-def compile_with_nvcc(arch: str, source: str, out_dir=None) -> PtxasReport:
+def compile_with_nvcc(arch: str, source: str, out_dir=None, inlined=False) -> PtxasReport:
     """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
     ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
-    nvcc's output if it fails."""
+    nvcc's output if it fails. ``inlined``: compile ``module_code(source)``, the code
+    cupy.RawModule gets, from a file of its own with no include path (so it is shown to
+    need no header)."""
     if out_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            return compile_with_nvcc(arch, source, tmp)
+            return compile_with_nvcc(arch, source, tmp, inlined)
     nvcc = nvcc_path()
     if nvcc is None:
         raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")
     if not re.fullmatch(r"sm_\d+", arch):
         raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
     out = Path(out_dir) / f"{source}_{arch}.cubin"
-    cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
-           "-o", str(out), str(source_path(source))]
+    if inlined:
+        code = Path(out_dir) / f"{source}_module.cu"
+        code.write_text(module_code(source))
+        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(out), str(code)]
+    else:
+        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
+               "-o", str(out), str(source_path(source))]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start

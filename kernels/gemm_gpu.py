@@ -204,7 +204,7 @@ class CublasGemm:
         self.handle = handle
         self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=np.uint8)   # lives with the handle
         self._status("cublasSetWorkspace_v2", L.cublasSetWorkspace_v2(
-            handle, c.c_void_p(self.workspace.data.ptr), WORKSPACE_BYTES))
+            handle, c.c_void_p(B.data_pointer(self.workspace)), WORKSPACE_BYTES))
         self._stream = None
         self._scalars = {np.dtype(np.float32): (c.c_float(1.0), c.c_float(0.0)),
                          np.dtype(np.float64): (c.c_double(1.0), c.c_double(0.0))}
@@ -239,9 +239,9 @@ class CublasGemm:
         beta = one if accumulate else zero
         self._status("cublasGemmEx", self.lib.cublasGemmEx(
             self.handle, call.transa, call.transb, call.m, call.n, call.k,
-            ctypes.byref(one), ctypes.c_void_p(b.data.ptr), data, call.lda,
-            ctypes.c_void_p(a.data.ptr), data, call.ldb, ctypes.byref(beta),
-            ctypes.c_void_p(out.data.ptr), data, call.ldc, compute, GEMM_DEFAULT))
+            ctypes.byref(one), ctypes.c_void_p(B.data_pointer(b)), data, call.lda,
+            ctypes.c_void_p(B.data_pointer(a)), data, call.ldb, ctypes.byref(beta),
+            ctypes.c_void_p(B.data_pointer(out)), data, call.ldc, compute, GEMM_DEFAULT))
         return out
 
 

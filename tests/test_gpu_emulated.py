@@ -29,7 +29,7 @@ from tinyalex import random as R
 from tinyalex.kernels import conv_im2col_gpu, cuda_plan, elementwise_gpu as ew, gemm_gpu, \
     gpu_modules, pool_gpu
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
-from tinyalex.ops import activation, conv, dense, loss, pool
+from tinyalex.ops import activation, conv, loss, pool
 from tinyalex.ops.im2col import im2col
 from tinyalex.optim import SGD, sgd_update_reference
 from strategies import batch_geometry
