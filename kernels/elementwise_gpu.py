@@ -107,11 +107,15 @@ class DeviceRNG:
 
     def seeded(self):
         """The state, seeded from the host generator if it is new (an upload of 16
-        bytes, once per seeding: never inside a captured step)."""
+        bytes, once per seeding: never inside a captured step). Seeded again, the state
+        keeps its memory, so a captured graph reads the new seed."""
         generator = R.generator()
         if self.state is None or generator is not self._source:
-            base = R.seed_for_device()
-            self.state = self.xp.asarray(np.array([base, 0], dtype=np.uint64))
+            fresh = self.xp.asarray(np.array([R.seed_for_device(), 0], dtype=np.uint64))
+            if self.state is None:
+                self.state = fresh
+            else:
+                self.state[...] = fresh
             self._source, self.calls = generator, 0
         return self.state
 

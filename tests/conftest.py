@@ -9,7 +9,8 @@
   a backend, so that hypothesis examples are reproducible.
 * ``distinct``, ``away_from_zero``: inputs that keep finite differences away from
   the kinks of max pooling (ties) and ReLU (zero).
-* ``cuda_emulation``: the CUDA C kernels built for the CPU by g++, once per session.
+* ``cuda_emulation``: the CUDA C kernels built for the CPU by g++, once per session;
+  ``emulated_cupy``: whole steps on the GPU path, emulated (``tests/gpu_emulation.py``).
 * ``real_fashion_mnist()``, ``require_torch()``: what CI installs and the tests need;
   missing, a skip on a developer's machine and a failure in CI.
 """
@@ -78,6 +79,14 @@ def cuda_emulation(tmp_path_factory):
     if cuda_build.cxx_path() is None:
         pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
     return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
+
+
+@pytest.fixture
+def emulated_cupy(cuda_emulation, monkeypatch):
+    """NumPy arrays seen as the cupy backend's, the GPU algorithms emulated on the CPU
+    (``tests/gpu_emulation.py``); yields the ``Algorithms`` (they count launches)."""
+    from gpu_emulation import Algorithms, install
+    yield install(monkeypatch, Algorithms(cuda_emulation))
 
 
 def real_fashion_mnist():

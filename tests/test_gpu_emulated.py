@@ -24,38 +24,17 @@ from hypothesis import example, given, settings, strategies as st
 
 import tinyalex
 import tinyalex.kernels as kernels
-from tinyalex import backend as B, nn
+from tinyalex import nn
 from tinyalex import random as R
-from tinyalex.kernels import conv_im2col_gpu, cuda_plan, elementwise_gpu as ew, gemm_gpu, \
-    gpu_modules, pool_gpu
+from tinyalex.kernels import cuda_plan
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, loss, pool
 from tinyalex.ops.im2col import im2col
 from tinyalex.optim import SGD, sgd_update_reference
+from gpu_emulation import Algorithms
 from strategies import batch_geometry
 
-BLOCKS = 2                       # grids of 2 blocks: every grid-stride loop wraps
 DTYPES = st.sampled_from([np.float32, np.float64])
-
-
-class Algorithms:
-    """The GPU algorithms on NumPy arrays through one emulated module provider."""
-
-    def __init__(self, emulated, **conv_options):
-        self.modules = gpu_modules.EmulatedModules(emulated)
-        self.gemm = gemm_gpu.NumpyGemm()
-        m, b = self.modules, dict(max_blocks=BLOCKS)
-        self.conv = conv_im2col_gpu.Im2colGemmGPU(np, m, self.gemm, **b, **conv_options)
-        self.conv_ref_order = conv_im2col_gpu.Im2colGemmGPU(np, m, self.gemm, "c,kh,kw", **b,
-                                                            **conv_options)
-        self.max, self.avg = pool_gpu.MaxPoolGPU(np, m, **b), pool_gpu.AvgPoolGPU(np, m, **b)
-        self.relu, self.sigmoid = ew.ReluGPU(np, m, **b), ew.SigmoidGPU(np, m, **b)
-        self.bias_activation = ew.BiasActivationGPU(np, m, **b)
-        self.rng = ew.DeviceRNG(np, m)
-        self.dropout = ew.DropoutGPU(np, m, self.rng, **b)
-        self.sgd = ew.SgdUpdateGPU(np, m, **b)
-        self.loss = ew.CrossEntropyGPU(np, m, **b)
-        self.matmul = ew.MatmulGPU(np, self.gemm, self.bias_activation)
 
 
 @pytest.fixture
@@ -323,36 +302,6 @@ def test_a_bad_label_is_reported_at_the_read_back_naming_it(gpu):
 
 
 # -- whole steps through the ops, the backend reported as "cupy" ---------------------------
-
-@pytest.fixture
-def emulated_cupy(cuda_emulation, monkeypatch):
-    """The ops and nn see NumPy arrays as the cupy backend's and get the emulated GPU
-    algorithms from the choosers; yields the Algorithms (their provider counts the
-    kernel launches, ``gemm.calls`` the GEMMs)."""
-    k = Algorithms(cuda_emulation)
-    calls = []
-    gemm = k.gemm
-
-    def counted(a, b, out, tf32=False, accumulate=False):
-        calls.append((a.shape, b.shape))
-        return gemm(a, b, out, tf32, accumulate)
-
-    k.calls = calls
-    for algorithm in (k.conv, k.conv_ref_order, k.matmul):
-        algorithm.gemm = counted
-    monkeypatch.setattr(B, "backend_of", lambda array: "cupy")
-    monkeypatch.setattr(B, "get_array_module", lambda *arrays: np)
-    monkeypatch.setattr(conv_im2col_gpu, "for_cupy",
-                        lambda order="kh,kw,c": k.conv if order == "kh,kw,c" else k.conv_ref_order)
-    monkeypatch.setattr(pool_gpu, "for_cupy",
-                        lambda cls: k.max if cls is pool_gpu.MaxPoolGPU else k.avg)
-    by_class = {ew.ReluGPU: k.relu, ew.SigmoidGPU: k.sigmoid, ew.DropoutGPU: k.dropout,
-                ew.SgdUpdateGPU: k.sgd, ew.CrossEntropyGPU: k.loss, ew.MatmulGPU: k.matmul,
-                ew.BiasActivationGPU: k.bias_activation}
-    monkeypatch.setattr(ew, "for_cupy", lambda cls: by_class[cls])
-    monkeypatch.setattr(ew, "device_rng", lambda: k.rng)
-    yield k
-
 
 def small_alexnet(dropout=0.0):
     """AlexNet's pattern at toy size: conv+ReLU, pool, conv+ReLU, flatten, linear+ReLU,
