@@ -389,3 +389,19 @@ def test_emulated_gpu_dropout_steps_draw_fresh_masks_without_the_host_generator(
     second = train_step(net, opt, x, y)[0]
     assert R.get_rng_state() == after_first != state
     assert first != second                                 # another step, other masks
+
+
+def test_an_alexnet_step_launches_37_kernels_and_23_gemms(emulated_cupy):
+    """d2l's AlexNet at batch 1 (224x224) through TrainStep on the emulated GPU path:
+    im2col 5, bias+ReLU 7, ReLU backward 7, col2im 4 (not for the data), max-pool 6,
+    dropout 4, loss 2, the dropout step counter 1, SGD 1 (benchmarks/README.md counts
+    the CuPy array operations beside them)."""
+    from tinyalex import cuda_graph
+    tinyalex.manual_seed(0)
+    net = tinyalex.models.alexnet()
+    opt = SGD(net.parameters(), lr=0.01, flat=nn.FlatParameters(net.parameters()))
+    step = cuda_graph.TrainStep(net, opt, graphs=False)
+    X = tinyalex.Tensor(np.random.default_rng(0).random((1, 1, 224, 224), np.float32))
+    k = emulated_cupy
+    step(X, tinyalex.Tensor(np.array([3]))).read()
+    assert (k.modules.launches, len(k.calls)) == (37, 23)
