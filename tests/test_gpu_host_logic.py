@@ -282,3 +282,27 @@ def test_cupy_modules_build_one_raw_module_per_source_and_look_each_kernel_up_on
     assert modules.launches == 4
     modules.compile_all()
     assert len(made) == len(cuda_build.SOURCES)
+
+
+def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
+    """tinyalex.data: on a GPU the two bilinear matrices are uploaded once per (in, out)
+    size, dtype and device and reused; on the CPU they are built as before."""
+    from tinyalex import data
+    uploads = []
+
+    def asarray(a):
+        uploads.append(a.shape)
+        return np.array(a)
+
+    device = SimpleNamespace(id=0)
+    xp = SimpleNamespace(asarray=asarray, cuda=SimpleNamespace(Device=lambda: device))
+    monkeypatch.setattr(data, "_DEVICE_MATRICES", {})
+    first = data._resize_matrix(28, 224, xp, np.float32)
+    assert data._resize_matrix(28, 224, xp, np.float32) is first and uploads == [(224, 28)]
+    np.testing.assert_array_equal(first, data.bilinear_matrix(28, 224))
+    data._resize_matrix(28, 224, xp, np.float64)
+    device.id = 1
+    data._resize_matrix(28, 224, xp, np.float32)
+    assert len(uploads) == 3                              # another dtype, another device
+    host = data._resize_matrix(28, 224, np, np.float32)
+    assert host is not data._resize_matrix(28, 224, np, np.float32)   # CPU: built each time
