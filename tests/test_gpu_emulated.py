@@ -405,3 +405,31 @@ def test_an_alexnet_step_launches_37_kernels_and_23_gemms(emulated_cupy):
     k = emulated_cupy
     step(X, tinyalex.Tensor(np.array([3]))).read()
     assert (k.modules.launches, len(k.calls)) == (37, 23)
+
+
+def test_the_fused_ops_elsewhere_give_conv_or_linear_then_relu_bit_for_bit():
+    """Off the GPU (here: the CPU's algorithms) Conv2d+ReLU and Linear+ReLU run the two
+    algorithms one after the other: the unfused numbers, forward and backward; and
+    their gradients pass a float64 gradient check."""
+    from conftest import check
+    from tinyalex.ops.conv import conv2d, conv2d_relu
+    from tinyalex.ops.dense import linear, linear_relu
+    rng = np.random.default_rng(7)
+
+    def leaves(*shapes):
+        return [tinyalex.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes]
+
+    for fused, plain, shapes in (
+            (lambda x, w, b: conv2d_relu(x, w, b, 1, 1),
+             lambda x, w, b: activation.relu(conv2d(x, w, b, 1, 1)), ((2, 3, 5, 5), (4, 3, 3, 3), (4,))),
+            (linear_relu, lambda x, w, b: activation.relu(linear(x, w, b)), ((5, 6), (4, 6), (4,)))):
+        a = leaves(*shapes)
+        b = [tinyalex.tensor(t.numpy(), requires_grad=True) for t in a]
+        ya, yb = fused(*a), plain(*b)
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+        gy = rng.standard_normal(ya.shape)
+        ya.backward(gy)
+        yb.backward(gy)
+        for ta, tb in zip(a, b):
+            np.testing.assert_array_equal(ta.grad.numpy(), tb.grad.numpy())
+        check(fused, *leaves(*shapes))
