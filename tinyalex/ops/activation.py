@@ -8,7 +8,10 @@ ReLU and sigmoid keep their *output* for backward, as PyTorch does (the ReLU mas
 ``y > 0``; sigmoid's derivative is ``y * (1 - y)``). Dropout keeps nothing but a seed:
 its mask is a pure function of (seed, element index) (``tinyalex.random.keep_mask``),
 so backward recomputes it instead of storing it, and the same seed gives the same mask
-on the CPU and the GPU, with reference or fast kernels.
+on the CPU and the GPU, with reference or fast kernels. On the CPU the seed is a draw
+from the host generator; the GPU kernel derives it on the device from a state kept in
+device memory and the call's stream number (``kernels/elementwise_gpu.py``,
+``DeviceRNG``), so that a captured CUDA graph draws fresh masks at every replay.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class SigmoidReference:
 
 class DropoutReference:
     name = "keep_mask (reference)"
+    seed_on_device = False             # the seed is drawn from the host generator
 
     def forward(self, x, p, seed):
         """x / (1-p) where element i (in C order) is kept, 0 elsewhere; also its backward."""
@@ -135,14 +139,35 @@ class Dropout(Function):
     def forward(self, x):
         check_floating(x.dtype, "dropout")
         self.algorithm = activation_algorithm("dropout", x.dtype, B.backend_of(x))
+        self.first = R.first_batch_row() if x.ndim else 0   # random.batch_rows
+        if self.algorithm.seed_on_device:       # the GPU kernel: the seed lives on the
+            self.seed = self.algorithm.draw_seed()   # device, this is the call's stream
+            return rows_of_larger_batch(self.algorithm.forward, x, self.p, self.seed,
+                                        self.first)
         self.seed = R.seed_for_device()         # one draw from the host generator
-        first = R.first_batch_row()
-        if first and x.ndim:                    # rows first.. of a larger batch (random.py)
-            self.seed = R.seed_at(self.seed, first * (x.size // x.shape[0]))
+        if self.first:                          # rows first.. of a larger batch
+            self.seed = R.seed_at(self.seed, self.first * (x.size // x.shape[0]))
         return self.algorithm.forward(x, self.p, self.seed)
 
     def backward(self, gy):
+        if self.algorithm.seed_on_device:       # the same mask and scale
+            return rows_of_larger_batch(self.algorithm.backward, gy, self.p, self.seed,
+                                        self.first)
         return self.algorithm.backward(gy, self.p, self.seed)   # the same mask and scale
+
+
+def rows_of_larger_batch(apply, x, p, seed, first: int):
+    """``apply`` (a dropout algorithm's forward or backward) on rows ``first..`` of a
+    larger batch, for a kernel whose seed lives on the device (the GPU's), where
+    ``random.seed_at`` cannot shift the host's seed: the kernel runs over ``first``
+    rows of zeros and then ``x``, so that ``x``'s elements get the mask elements of
+    their rows in the larger batch; it costs the work of those rows too."""
+    if not first:
+        return apply(x, p, seed)
+    xp = B.get_array_module(x)
+    zeros = xp.zeros((first,) + x.shape[1:], dtype=x.dtype)      # (first, ...)
+    padded = xp.concatenate([zeros, x])                            # (first + N, ...)
+    return xp.ascontiguousarray(apply(padded, p, seed)[first:])    # (N, ...)
 
 
 def check_probability(p, where="dropout") -> float:
