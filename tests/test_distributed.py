@@ -181,6 +181,30 @@ def test_dropout_of_a_block_of_rows_is_those_rows_of_the_batch(backend, kernel_m
     assert 0.3 < (y_all == 0).mean() < 0.7       # a mask that drops about half
 
 
+def test_the_gpu_kernel_whose_seed_lives_on_the_device_draws_the_same_rows(emulated_cupy):
+    """The GPU's dropout kernel takes its seed from device memory (a stream number of
+    ``DeviceRNG``), so the offset cannot be folded into the seed: the op runs the kernel
+    over the rows before the block too (``rows_of_larger_batch``). Here the GPU path's
+    own algorithm, its CUDA source built for the CPU (``emulated_cupy``)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 40)).astype(np.float32)                # (N, F)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    runs = []
+    for first in (0, 4):
+        tinyalex.manual_seed(7)          # a new generator: the device state starts again
+        launches = emulated_cupy.modules.launches
+        t = tinyalex.tensor(x[first:], requires_grad=True)
+        with R.batch_rows(first):
+            y = dropout(t, 0.5)
+        y.backward(tinyalex.tensor(gy[first:]))
+        assert emulated_cupy.modules.launches > launches       # the emulated GPU kernel ran
+        runs.append((y.numpy(), t.grad.numpy()))
+    (y_all, g_all), (y_part, g_part) = runs
+    np.testing.assert_array_equal(y_part, y_all[4:])
+    np.testing.assert_array_equal(g_part, g_all[4:])
+    assert 0.3 < (y_all == 0).mean() < 0.7
+
+
 def test_outside_batch_rows_the_seed_is_untouched():
     """Alone nothing changes: offset 0 is the mask of the seed itself."""
     assert R.first_batch_row() == 0 and R.seed_at(42, 0) == 42
