@@ -29,6 +29,7 @@ import numbers
 import numpy as np
 
 from . import backend as B
+from . import devices
 
 # --------------------------------------------------------------------------------------
 # Gradient mode
@@ -213,7 +214,11 @@ class Tensor:
     def backend(self) -> str:
         return B.backend_of(self.data)
 
-    device = backend
+    @property
+    def device(self) -> "devices.device":
+        """Where the data lives, as PyTorch prints it: ``device(type='cpu')`` for the
+        numpy backend, ``device(type='cuda', index=0)`` for cupy."""
+        return devices.of_backend(self.backend)
 
     @property
     def xp(self):
@@ -268,8 +273,10 @@ class Tensor:
         """The same data, cut from the graph."""
         return Tensor(self.data)
 
-    def to(self, backend: str) -> "Tensor":
-        """This tensor on another backend ("numpy" or "cupy"); a leaf stays a leaf."""
+    def to(self, backend) -> "Tensor":
+        """This tensor on another backend ("numpy" or "cupy") or device (``"cpu"``,
+        ``"cuda"``, ``"cuda:0"``, a ``tinyalex.device``); a leaf stays a leaf."""
+        backend = devices.backend_for(backend, "Tensor.to")
         data = B.to_backend(self.data, backend)
         if data is self.data:
             return self
