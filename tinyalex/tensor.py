@@ -428,6 +428,41 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class UninitializedParameter(Parameter):
+    """The parameter of a lazy layer (``nn.LazyConv2d``, ``nn.LazyLinear``) before its
+    first forward, which gives its shape: it has no data yet, and any use of it (its
+    shape, its values, an op) is a ValueError naming the layer. ``materialize`` turns
+    this same object into a Parameter in place (as PyTorch's), so an optimizer or a
+    list that already holds it sees the materialised weights.
+    """
+
+    def __init__(self, owner: str, name: str):
+        object.__setattr__(self, "requires_grad", True)
+        object.__setattr__(self, "grad", None)
+        object.__setattr__(self, "_creator", None)
+        object.__setattr__(self, "owner", f"{owner}: {name}")
+
+    @property
+    def data(self):
+        raise ValueError(f"{self.owner} is not materialised yet: a lazy layer takes its "
+                         "input size from its first forward; call the network once on a "
+                         "batch first (d2l: model.apply_init([X]) or "
+                         "model.layer_summary(shape))")
+
+    @data.setter
+    def data(self, value):
+        raise ValueError(f"{self.owner} is not materialised yet; use materialize(array)")
+
+    def materialize(self, array) -> None:
+        """Become a Parameter holding ``array`` (a backend array), in place."""
+        del self.owner
+        self.__class__ = Parameter
+        self.data = array
+
+    def __repr__(self):
+        return f"<UninitializedParameter {self.owner}>"
+
+
 def _ops():
     from .ops import basic  # late import: ops are built on this module
     return basic
