@@ -7,14 +7,24 @@ from ..tensor import Function, Tensor
 from .checks import check_floating
 
 
+REDUCTIONS = ("mean", "sum", "none")
+
+
 class CrossEntropy(Function):
-    """Mean over the batch of ``-log softmax(logits)[n, target[n]]``.
+    """``-log softmax(logits)[n, target[n]]`` per example, then ``reduction``: the mean
+    over the batch (the default), the sum, or ``"none"``: the (N,) losses themselves.
 
     Stable for logits of any magnitude: log-softmax is computed as
     ``z - log(sum(exp(z)))`` with ``z = logits - max(logits)``, so exp never overflows.
     """
 
     mixed_dtypes = True  # float logits beside integer labels
+
+    def __init__(self, reduction: str = "mean"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got "
+                             f"{reduction!r}")
+        self.reduction = reduction
 
     def forward(self, logits, target):
         xp = B.get_array_module(logits)
@@ -44,17 +54,22 @@ class CrossEntropy(Function):
         log_p = z - log_sum                                       # (N, K) log-softmax
         rows = xp.arange(N)
         self.log_p, self.target = log_p, target
-        return -log_p[rows, target].mean()
+        losses = -log_p[rows, target]                             # (N,)
+        if self.reduction == "none":
+            return losses
+        return losses.sum() if self.reduction == "sum" else losses.mean()
 
     def backward(self, gy):
         xp = B.get_array_module(gy)
         N = self.log_p.shape[0]
         g = xp.exp(self.log_p)                                    # softmax, (N, K)
         g[xp.arange(N), self.target] -= 1                         # softmax - one_hot
-        return g * (gy / N), None
+        if self.reduction == "none":
+            return g * gy[:, None], None                          # (N, K) * (N, 1)
+        return g * (gy / N if self.reduction == "mean" else gy), None
 
 
-def cross_entropy(logits, target):
+def cross_entropy(logits, target, reduction: str = "mean"):
     if not isinstance(target, Tensor):
         try:
             target = Tensor(B.get_array_module(logits.data).asarray(target)
@@ -62,4 +77,4 @@ def cross_entropy(logits, target):
         except (TypeError, ValueError):
             raise TypeError(f"cross_entropy: target must hold integer class labels, got "
                             f"{type(target).__name__} {target!r:.60}") from None
-    return CrossEntropy()(logits, target)
+    return CrossEntropy(reduction)(logits, target)
