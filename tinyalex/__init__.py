@@ -30,6 +30,9 @@ from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, 
                      set_grad_enabled, tensor)
 from .tensor import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
+from . import cuda
+from .devices import device
+from .safetensors_io import load, save
 from .summarize import summary
 
 __version__ = "0.1.0"
@@ -71,8 +74,8 @@ def rand(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False)
     return tensor(host, requires_grad=requires_grad, backend=backend)
 
 
-__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cupy_available",
-           "default_backend", "enable_grad", "float32", "float64", "gradcheck",
-           "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
-           "rand", "randn", "random", "set_grad_enabled", "summary", "tensor", "zeros",
-           "ones"]
+__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cuda",
+           "cupy_available", "default_backend", "device", "enable_grad", "float32",
+           "float64", "gradcheck", "is_grad_enabled", "load", "manual_seed", "models", "nn",
+           "no_grad", "ops", "optim", "rand", "randn", "random", "save", "set_grad_enabled",
+           "summary", "tensor", "zeros", "ones"]
