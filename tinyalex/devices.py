@@ -150,8 +150,8 @@ def backend_for(target, where: str) -> str:
     if isinstance(target, str):
         kind = target.partition(":")[0]
         if kind not in DEVICE_TYPES:
-            raise ValueError(f"unknown backend {target!r}; expected one of {B.BACKENDS} "
-                             f"or a device: {SPELLINGS}")
+            raise ValueError(f"{where}: unknown backend {target!r}; expected one of "
+                             f"{B.BACKENDS} or a device: {SPELLINGS}")
     dev = device(target)
     if dev.type == "cuda":
         problem = cuda_missing(dev)
