@@ -12,13 +12,14 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
 
 import tinyalex
 from tinyalex import d2l, nn
 from tinyalex.safetensors_io import model_from_file
 from reliability_helpers import ROOT
+
+torch = pytest.importorskip("torch", reason="torch not installed: no PyTorch to trade weights with")
+import safetensors.torch  # noqa: E402  (needs torch)
 
 
 def torch_lenet():
