@@ -52,12 +52,14 @@ _paths_used = collections.Counter()
 
 
 def figure_path(kind: str) -> Path:
-    """``<script>_<kind>.png`` in the current folder; ``_2``, ``_3`` for later figures."""
+    """``<script>_<kind>.png`` in the current folder; ``_2``, ``_3`` for the figures of
+    this process that would have the same path."""
     stem = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
     stem = "d2l" if stem in ("", "-c", "__main__", "ipykernel_launcher") else stem
-    _paths_used[(stem, kind)] += 1
-    n = _paths_used[(stem, kind)]
-    return Path.cwd() / (f"{stem}_{kind}.png" if n == 1 else f"{stem}_{kind}_{n}.png")
+    first = Path.cwd() / f"{stem}_{kind}.png"
+    _paths_used[first] += 1
+    n = _paths_used[first]
+    return first if n == 1 else first.with_name(f"{stem}_{kind}_{n}.png")
 
 
 def new_figure(figsize, nrows=1, ncols=1):
