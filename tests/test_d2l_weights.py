@@ -287,3 +287,25 @@ def test_save_replaces_a_file_whole_and_round_trips_every_dtype(tmp_path):
         v = v.numpy() if isinstance(v, tinyalex.Tensor) else v
         assert back[k].dtype == v.dtype and np.array_equal(back[k].numpy(), v)
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]   # no temporary left
+
+
+def test_readme_weights_block_runs_both_ways(tmp_path, monkeypatch):
+    """The README's "d2l's code, imports changed" section shows both directions: run it."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## d2l's code, imports changed\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README.md lost its section \"d2l's code, imports changed\""
+    blocks = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
+    assert blocks[0].splitlines()[:3] == ["import tinyalex as torch          # instead of: "
+                                          "import torch", "from tinyalex import nn           "
+                                          "#             from torch import nn",
+                                          "from tinyalex import d2l          #             "
+                                          "from d2l import torch as d2l"]
+    weights = next(b for b in blocks if "safetensors.torch" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(weights, "README.md", "exec"), namespace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet_pt.safetensors",
+                                                          "lenet_tinyalex.safetensors"]
+    got, want = logits_of(namespace["net"], namespace["pt_lenet"], 28)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
