@@ -3,8 +3,8 @@
     python examples/d2l/alexnet_ch6.py        # batch 128, lr 0.01, 10 epochs, 224x224
 
 The chapter's PyTorch code as the book prints it; only the three imports differ.
-The full run is a GPU's job (about 1 h 45 min a epoch on 2 CPU cores); d2l.try_gpu()
-picks the GPU when CuPy sees one. The Animator's figure goes to
+The full run is a GPU's job (on 2 CPU cores an epoch of 60000 images at 224x224
+takes a quarter of an hour or more); d2l.try_gpu() picks the GPU when CuPy sees one. The Animator's figure goes to
 alexnet_ch6_animator.png in the current folder.
 """
 

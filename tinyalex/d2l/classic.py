@@ -172,9 +172,10 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     """Train ``net`` with SGD at ``lr`` and the mean cross-entropy for ``num_epochs``
     on ``device``, from Xavier-uniform weights (every Conv2d and Linear), as d2l.
 
-    Each epoch: training mode; per batch, the time from moving it to ``device`` to the
-    metrics is measured; the running training loss and accuracy go to the Animator
-    five times an epoch, the test accuracy (eval mode, ``evaluate_accuracy_gpu``) once.
+    Each epoch: training mode; per batch, the time from ``zero_grad`` (moving the batch
+    to ``device`` included) to the metrics is measured, not the loader's making of the
+    batch; the running training loss and accuracy go to the Animator five times an
+    epoch, the test accuracy (eval mode, ``evaluate_accuracy_gpu``) once.
     Then it prints d2l's three lines: the device, the last epoch's loss and
     accuracies, and examples/sec over every measured step.
     """
