@@ -1,7 +1,7 @@
 """Training-step throughput of d2l's AlexNet (224x224) and LeNet (28x28): tinyalex
 against PyTorch in the same process, interleaved step by step.
 
-    # CPU: AlexNet at batch 8 and 32, LeNet at 256. NumPy's OpenBLAS is told by this
+    # CPU: AlexNet at batch 8, 32 and 128 (d2l's), LeNet at 256. NumPy's OpenBLAS is told by this
     # machine's environment to use its Haswell kernels; unset both variables for this
     # command only to let it pick the kernels of the CPU it runs on (the table says
     # which kernel ran, via threadpoolctl):
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
-CPU_CASES = ["alexnet:8", "alexnet:32", "lenet:256"]
+CPU_CASES = ["alexnet:8", "alexnet:32", "alexnet:128", "lenet:256"]
 GPU_CASES = ["alexnet:128", "alexnet:256", "lenet:256"]
 
 
@@ -137,11 +137,13 @@ def main(argv=None):
                                            ("tinyalex",))}
             rows.append(row)
     info["load_average_at_end"] = os.getloadavg()
-    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu.py)
+    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu_process.py)
     if args.backend == "numpy":
-        from tinyalex.kernels import cpu
-        info["tinyalex_cpu_threads"] = cpu.THREADS
-        info["tinyalex_gemm_split"] = bool(cpu.SPLIT)
+        from tinyalex.kernels import cpu_threads
+        info["tinyalex_cpu_threads"] = cpu_threads.THREADS
+        info["tinyalex_gemm_split"] = bool(cpu_threads.SPLIT)
+    import tinyalex.kernels as kernels
+    info["tinyalex_kernels"], info["tinyalex_conv"] = kernels.get_mode(), kernels.get_conv_mode()
     print_table(info, rows, args.backend)
     path = args.json or os.path.join(common.HERE, "results", f"train_{args.backend}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -160,7 +162,8 @@ def print_table(info, rows, backend):
     print(f"\n{where}; numpy BLAS: {info['numpy_blas']}; torch {info.get('torch')} "
           f"({info.get('torch_threads')} threads)")
     print(f"load average {info['load_average_at_start'][0]:.2f} at start, "
-          f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}")
+          f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}; tinyalex kernels "
+          f"{info.get('tinyalex_kernels')}, TINYALEX_CONV={info.get('tinyalex_conv')}")
     key = "device_peak_mb" if backend == "cupy" else "grown_mb"
     print(f"{'model':8} {'batch':>5} {'prec':>5} {'tinyalex img/s':>15} {'torch img/s':>12} "
           f"{'ratio':>6} {'mem MB ours':>12} {'torch':>8}")

@@ -200,14 +200,14 @@ def rss_mb() -> tuple[float, float]:
 
 
 def return_free_memory() -> bool:
-    """Drop the fast CPU set's pool of recycled results (``kernels/recycle.py``) and hand
+    """Drop the CPU's pool of recycled GEMM results (``kernels/recycle.py``) and hand
     the heap's free memory back to the kernel (glibc's ``malloc_trim``), so that the
-    resident size counts live data only; False where there is no glibc. (The fast CPU
-    set keeps freed memory for the next step: ``kernels/allocator.py``.)"""
+    resident size counts live data only; False where there is no glibc. (tinyalex keeps
+    freed memory for the next step: ``kernels/cpu_process.py``.)"""
     import ctypes
-    cpu = sys.modules.get("tinyalex.kernels.cpu")
-    if cpu is not None:
-        cpu.RESULTS.clear()
+    elementwise = sys.modules.get("tinyalex.kernels.elementwise_cpu")
+    if elementwise is not None:
+        elementwise.RESULTS.clear()
     try:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (OSError, AttributeError):

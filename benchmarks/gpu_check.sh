@@ -28,13 +28,18 @@ python3 -c "import tinyalex; assert tinyalex.cupy_available(), tinyalex.backend.
 python3 - <<'PY' || { echo "gpu_check: the GPU kernels do not run here (above)"; exit 2; }
 import numpy as np, numba, tinyalex.kernels as kernels
 from tinyalex import backend as B
-cp, fast, ref = B.cupy_module(), kernels.kernel_set("cupy", "fast"), kernels.kernel_set("numpy", "reference")
+from tinyalex.kernels.geometry import conv_geometry
+from tinyalex.ops import activation, conv
+cp = B.cupy_module()
 x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
 w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
-y, _ = fast.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 1, 1, 1, False)
-np.testing.assert_allclose(B.to_numpy(y), ref.conv2d_forward(x, w, None, 1, 1, 1, 1, False)[0], rtol=1e-2, atol=1e-2)
-np.testing.assert_array_equal(B.to_numpy(fast.dropout(cp.asarray(x), 0.5, 2**64 - 1)), ref.dropout(x, 0.5, 2**64 - 1))
-print(f"kernels: numba {numba.__version__}, numba.cuda kernels and cuBLAS run on CuPy arrays")
+g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
+fast = conv.conv2d_algorithm(g, x.dtype, "cupy")
+y, _ = fast.forward(cp.asarray(x), cp.asarray(w), None, g, False)
+np.testing.assert_allclose(B.to_numpy(y), conv.REFERENCE.forward(x, w, None, g, False)[0], rtol=1e-2, atol=1e-2)
+drop = activation.activation_algorithm("dropout", x.dtype, "cupy")
+np.testing.assert_array_equal(B.to_numpy(drop.forward(cp.asarray(x), 0.5, 2**64 - 1)), activation.DROPOUT_REFERENCE.forward(x, 0.5, 2**64 - 1))
+print(f"kernels: numba {numba.__version__}, {fast.name} and {drop.name} run on CuPy arrays")
 PY
 
 echo "== 1. GPU tests (kernels against the references, TF32 flag, a step vs the CPU)"

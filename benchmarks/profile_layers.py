@@ -7,9 +7,11 @@ Winograd layers, the GEMMs and the tile transforms).
     TINYALEX_KERNELS=reference python3 benchmarks/profile_layers.py --batch 8
 
 The layers run one by one exactly as ``net(x)`` runs them; each backward node is
-timed as the graph walk calls it. Inside a fast convolution the engine's primitives
-(``kernels/fastconv.py``: im2col, matmul, col2im) are timed as they are called; in
-reference mode the convolution is timed as a whole. Times are medians over
+timed as the graph walk calls it. Inside the fast CPU convolutions the compiled
+loops and the GEMMs are timed as they are called (the module attributes the
+algorithms look up: ``numba_im2col.im2col``/``im2col_t``/``col2im``,
+``cpu_threads.gemm``, ``cpu_threads.run_ranges`` for Winograd's tile transforms); in
+reference mode, and on the GPU, a convolution is timed as a whole. Times are medians over
 ``--steps`` steps after one warm-up step. Prints a table and writes JSON.
 """
 
@@ -67,18 +69,17 @@ def profile(model, N, steps, backend="numpy"):
     net, loss_fn, opt = step.net, step.loss, step.opt
     layers = [(f"{i} {type(m).__name__}", m) for i, m in enumerate(net)]
 
-    engine = None
-    if kernels.get_mode() == "fast":
-        engine = kernels.kernel_set(backend, "fast").conv2d_forward.__self__.engine
-        originals = (engine.im2col, engine.col2im, engine.matmul, engine.im2col_kmajor,
-                     engine.winograd.run if engine.winograd else None)
-        engine.im2col = clock.wrap("im2col", originals[0])
-        engine.col2im = clock.wrap("col2im", originals[1])
-        engine.matmul = clock.wrap("gemm", originals[2])
-        if originals[3] is not None:
-            engine.im2col_kmajor = clock.wrap("im2col", originals[3])
-        if originals[4] is not None:          # Winograd's input/output transforms
-            engine.winograd.run = clock.wrap("transforms", originals[4])
+    patched = []
+    if kernels.get_mode() == "fast" and backend == "numpy":
+        from tinyalex.kernels import cpu_threads, numba_im2col
+        for module, name, part in ((numba_im2col, "im2col", "im2col"),
+                                   (numba_im2col, "im2col_t", "im2col"),
+                                   (numba_im2col, "col2im", "col2im"),
+                                   (cpu_threads, "gemm", "gemm"),
+                                   (cpu_threads, "run_ranges", "transforms")):
+            original = getattr(module, name)
+            patched.append((module, name, original))
+            setattr(module, name, clock.wrap(part, original))
 
     def sync():
         B.synchronize(backend)
@@ -128,10 +129,8 @@ def profile(model, N, steps, backend="numpy"):
         one_step()
         clock.step[("total", "step")] = now() - t0
         clock.end_step()
-    if engine is not None:
-        engine.im2col, engine.col2im, engine.matmul, engine.im2col_kmajor = originals[:4]
-        if originals[4] is not None:
-            engine.winograd.run = originals[4]
+    for module, name, original in patched:
+        setattr(module, name, original)
 
     rows = []
     for name, _ in layers + [("loss", None), ("SGD step", None)]:
@@ -168,7 +167,7 @@ def main(argv=None):
     info["clock"] = "process CPU time" if args.cpu_time else "wall time"
     rows, total = profile(args.model, args.batch, args.steps, args.backend)
     info["load_average_at_end"] = os.getloadavg()
-    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu.py)
+    info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu_process.py)
 
     print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on {args.backend}; "
           f"{info['numpy_blas']}; load {info['load_average_at_start'][0]:.1f}")

@@ -19,28 +19,35 @@ import argparse
 import os
 import sys
 
-from tinyalex.checkpoint import build_model
-from tinyalex.explain_compare import (architecture, input_shape, load_run, markdown_table,
-                                      run_facts)
-from tinyalex.explain_plots import plot_curves
-
-NAMES = {"alexnet": "AlexNet", "lenet": "LeNet"}
+from tinyalex.recipes import build_model, title
+from tinyalex.study.compare import (architecture, input_shape, load_run, markdown_table,
+                                    run_facts)
+from tinyalex.study.plots import plot_curves
 
 
 def main(argv=None, print_fn=print) -> int:
+    """Parse the flags and compare the runs; 0 done, 2 a bad flag, run or folder."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="training run folders or "
                    "metrics.json files (AlexNet's and LeNet's)")
     p.add_argument("--out", default=os.path.join("runs", "compare"),
                    help="folder for comparison.md and curves.png (default runs/compare)")
     args = p.parse_args(argv)
+    try:
+        return compare(args, print_fn)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
+
+def compare(args, print_fn) -> int:
+    """The table and the curves of ``args.runs``, written to ``args.out``."""
     columns, curves, paths = [], [], []
     for path in args.runs:
         run = load_run(path)
         paths.append(run["path"])
         model = run["recipe"]["model"]
-        label = NAMES[model]
+        label = title(model)
         if any(h == label for h, _ in columns):             # two runs of one model
             label += f" ({os.path.basename(os.path.dirname(run['path'])) or path})"
         facts = dict(architecture(build_model(model), input_shape(run)), **run_facts(run))

@@ -22,9 +22,11 @@ import numpy as np
 from tinyalex import backend as B
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES, load_fashion_mnist
-from tinyalex.plots import plot_confusion
+from tinyalex.exits import DONE, FAILURES, exit_status
+from tinyalex.recipes import D2L_RECIPES
 from tinyalex.safetensors_io import model_from_file
-from tinyalex.train import D2L_RECIPES, predict
+from tinyalex.study.plots import plot_confusion
+from tinyalex.train import predict
 
 
 def confusion_matrix(labels, predicted, K=len(CLASS_NAMES)) -> np.ndarray:
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
             if args.test_limit < 1:
                 raise ValueError(f"--test-limit must be positive, got {args.test_limit}")
             images, labels = images[:args.test_limit], labels[:args.test_limit]
-        batch_size = args.batch_size or recipe["batch_size"]
+        batch_size = recipe["batch_size"] if args.batch_size is None else args.batch_size
         if batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {batch_size}")
         print(f"{recipe['model']} {what} ({args.checkpoint}), "
@@ -91,10 +93,10 @@ def main(argv=None) -> int:
                        title=f"{recipe['model']} {what}: test acc "
                              f"{np.trace(matrix) / len(labels):.3f}")
         print(f"confusion matrix: {png}")
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except FAILURES as exc:                # a bad file or flag, out of memory, ...
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_status(exc)
+    return DONE
 
 
 if __name__ == "__main__":

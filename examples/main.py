@@ -1,18 +1,19 @@
 """The README's main command: d2l's AlexNet chapter end to end, then AlexNet vs LeNet.
 
     python examples/main.py                  # GPU: both full recipes; CPU: see below
-    python examples/main.py --full           # both full recipes on any backend (days on a CPU)
+    python examples/main.py --full           # both full recipes on any backend (hours on a CPU)
     python examples/main.py --backend numpy  # force the CPU mode on a GPU machine
 
 With a usable GPU (CuPy) it trains both of d2l's full recipes on it: LeNet (batch
 256, lr 0.9, 10 epochs, 28x28) and AlexNet (batch 128, lr 0.01, 10 epochs, 224x224).
-Without one, in about 15 minutes on 2 cores, it trains:
+Without one it trains what a CPU finishes in minutes (the time it took on the
+development machine is in README.md, "Measured results"):
 
 * LeNet with its full d2l recipe (all 60000 training images, 10 epochs), and
 * AlexNet at 224x224 with d2l's hyper-parameters on a subset (CPU_ALEXNET below:
   the first 8000 training images, 4 epochs, batch 32, tested on the first 2000
-  test images), since one full AlexNet epoch takes about a quarter of an hour on
-  2 cores.
+  test images), since d2l's full AlexNet recipe (10 epochs of 60000 images) takes
+  hours on a CPU (README.md, "Measured results": the time per 60000-image epoch).
 
 Then it prints the comparison: parameters, FLOPs per image, epoch time and
 accuracy. Each run's checkpoint.npz, metrics.json and curves.png go under --out
@@ -27,10 +28,14 @@ from pathlib import Path
 
 import tinyalex
 from tinyalex import backend as B
-from tinyalex.checkpoint import atomic_write, build_model
+from tinyalex.atomic import atomic_write
 from tinyalex.data import load_fashion_mnist
-from tinyalex.summarize import layer_rows
-from tinyalex.train import D2L_RECIPES, TrainingDiverged, TrainingInterrupted, device_name, fit
+from tinyalex.devices import device_name
+from tinyalex.exits import DONE, FAILURES, exit_status
+from tinyalex.faults import TrainingInterrupted
+from tinyalex.recipes import D2L_RECIPES, build_model
+from tinyalex.study.summary import layer_rows
+from tinyalex.train import fit
 
 # AlexNet on a CPU: d2l's learning rate, on the first CPU_ALEXNET["train_limit"]
 # training images. A batch of 32 rather than 128 gives four times as many SGD steps
@@ -105,7 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=B.BACKENDS, default=None,
                    help="default: cupy when a GPU is usable, else numpy")
     p.add_argument("--full", action="store_true",
-                   help="both full d2l recipes even without a GPU (AlexNet: days on a CPU)")
+                   help="both full d2l recipes even without a GPU (AlexNet: hours on a CPU)")
     p.add_argument("--data-dir", help="folder holding the Fashion-MNIST IDX files")
     p.add_argument("--out", default="runs/main", help="folder for both runs (default runs/main)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -135,13 +140,10 @@ def main(argv=None) -> int:
             results[name] = run(name, recipe, data, backend, out / name, progress)
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
-        return exc.exit_code
-    except TrainingDiverged as exc:
+        return exit_status(exc)
+    except FAILURES as exc:                # diverged, bad input, out of memory, ...
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     total = time.perf_counter() - started
     print("\n=== AlexNet vs LeNet on Fashion-MNIST (" + ("full recipes" if full else
           "LeNet full recipe, AlexNet on a subset") + f", {backend})")
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
                "total_seconds": total, "results": results}
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(out / "comparison.json", lambda f: f.write(text.encode()))
-    return 0
+    return DONE
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ activation memory per layer, with totals (and times with --time).
 """
 
 import argparse
+import sys
 
 import tinyalex
 
@@ -38,8 +39,13 @@ def main(argv=None):
         print(f"{type(layer).__name__:<10} output shape:\t{X.shape}")
     print()
     net.to(args.backend)
-    tinyalex.summary(net, (args.batch, 1, size, size), backend=args.backend, time=args.time)
+    try:
+        tinyalex.summary(net, (args.batch, 1, size, size), backend=args.backend, time=args.time)
+    except ValueError as exc:              # a batch no memory holds
+        print(f"error: --batch {args.batch}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

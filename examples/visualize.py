@@ -23,13 +23,11 @@ import sys
 
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES
-from tinyalex.explain_net import (feature_maps, filters, initial_model, pick_channels,
-                                  test_image)
-from tinyalex.explain_plots import plot_feature_maps, plot_filters
+from tinyalex.recipes import D2L_RECIPES, input_size
 from tinyalex.safetensors_io import model_from_file
-from tinyalex.train import D2L_RECIPES
-
-INPUT_SIZE = {"alexnet": 224, "lenet": 28}
+from tinyalex.study.net_views import (feature_maps, filters, initial_model, pick_channels,
+                                      test_image)
+from tinyalex.study.plots import plot_feature_maps, plot_filters
 
 
 def parse(argv):
@@ -47,11 +45,24 @@ def parse(argv):
     args = p.parse_args(argv)
     if len(args.checkpoints) > 2 or (args.before_init and len(args.checkpoints) != 1):
         p.error("give one checkpoint (optionally with --before-init) or two checkpoints")
+    if args.channels < 1:
+        p.error(f"--channels must be at least 1, got {args.channels}")
+    if args.index < 0:
+        p.error(f"--index must be a test image index (0 or more), got {args.index}")
     return args
 
 
 def main(argv=None, print_fn=print) -> int:
+    """Parse the flags and draw the pictures; 0 done, 2 a bad flag, file or folder."""
     args = parse(argv)
+    try:
+        return pictures(args, print_fn)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def pictures(args, print_fn) -> int:
     nets = []                                  # (title, network, recipe)
     for path in args.checkpoints:
         if path.endswith(".safetensors"):     # weights only: d2l's recipe for the model
@@ -67,10 +78,10 @@ def main(argv=None, print_fn=print) -> int:
                         initial_model(recipe), recipe))
     models = {recipe["model"] for _, _, recipe in nets}
     if len(models) > 1:
-        raise SystemExit(f"visualize: the checkpoints hold different models {sorted(models)}; "
+        raise ValueError(f"visualize: the checkpoints hold different models {sorted(models)}; "
                          "before/after pictures need the same one")
     recipe = nets[-1][2]
-    size = int(recipe.get("resize") or INPUT_SIZE[recipe["model"]])
+    size = int(recipe.get("resize") or input_size(recipe["model"]))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoints[-1])),
                                    "pictures")
 

@@ -1,81 +1,59 @@
-"""The hot loops, and the one place that chooses which implementation runs.
+"""tinyalex.kernels: the hot loops, and the switches that say which of them run.
 
-Every kernel exists as a readable reference, written with NumPy-style array code
-that runs on NumPy and CuPy alike (``tinyalex/ops/im2col.py``, ``conv.py``,
-``pool.py``, ``activation.py``). Fast versions live beside this file: Numba on the CPU
-(``cpu.py``) and CUDA on the GPU (``gpu.py``); they must agree with the reference,
-and the tests check that they do (``tests/test_kernels*.py``, ``tests/test_gpu_kernels.py``).
+This is the top-level folder ``kernels/`` of the source tree, installed as the
+sub-package ``tinyalex.kernels`` (``setup.cfg``; from a source checkout,
+``tinyalex/__init__.py`` grafts this folder under that name). Import it as
+``tinyalex.kernels``, never as ``kernels``.
 
-An op asks for the kernel set of its input and keeps it for its backward pass::
+Every op has a readable reference in ``tinyalex/ops/`` (``im2col.py``, ``conv.py``,
+``pool.py``, ``activation.py``), and each op's one chooser function there (for
+example ``tinyalex.ops.conv.conv2d_algorithm``) returns the algorithm that runs: the
+reference, or one of the fast algorithms here, each a named object with ``forward``
+and ``backward``. The files, by algorithm and device:
 
-    k = kernels.select(x)           # chosen from x's backend and the kernel mode
-    cols = k.im2col(x, KH, KW, SH, SW, PH, PW)
+===========================  =====================================================
+``conv_im2col_cpu.py``       im2col + GEMM, a few images at a time (``numba_im2col.py``)
+``conv_winograd_cpu.py``     Winograd F(4x4, 3x3) and F(2x2, 5x5) (``numba_winograd_f43.py``,
+                             ``numba_winograd_f25.py``)
+``conv_direct_cpu.py``       the direct convolution of stride-1 layers (``numba_direct.py``)
+``pool_cpu.py``              max and average pooling (``numba_pool.py``)
+``elementwise_cpu.py``       ReLU, sigmoid, dropout, the SGD update, the fully connected
+                             GEMM (``numba_elementwise.py``)
+``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling and
+``pool_gpu.py``,             elementwise ops: numba.cuda kernels (``cuda_kernels.py``)
+``elementwise_gpu.py``       launched on CuPy arrays (``gpu_launch.py``)
+``geometry.py``              the checked geometry of a window op
+``layout.py``                memory orders (plain, channels-last)
+``workspace.py``             reused scratch buffers;  ``recycle.py``: recycled GEMM results
+``cpu_threads.py``           the CPU kernels' threads
+``cpu_process.py``           the process policy (malloc, BLAS threads), applied at import
+``precision.py``             TF32 for the GPU's convolution GEMMs
+===========================  =====================================================
 
-The kernel mode is ``"fast"`` (the default) or ``"reference"``. Set it with the
-environment variable ``TINYALEX_KERNELS=reference`` before starting Python, with
-``kernels.set_mode("reference")``, or for a block of code::
+The switches, read from the environment when tinyalex is imported and settable from
+Python:
 
-    with kernels.use("reference"):
-        ...
+* ``TINYALEX_KERNELS`` = ``fast`` (default) or ``reference``: ``reference`` runs the
+  readable NumPy/CuPy code of ``tinyalex/ops`` only. ``set_mode``, ``use`` (a block).
+* ``TINYALEX_CONV`` = ``auto`` (default) or ``im2col``: with ``im2col`` every
+  convolution runs as im2col + one GEMM with the fast kernels, columns in the
+  (c, kh, kw) order ``tinyalex/ops/im2col.py`` teaches; ``auto`` lets the chooser take
+  Winograd or the direct convolution where they are faster. ``set_conv_mode``,
+  ``use_conv``.
+* ``TINYALEX_TF32`` (``precision.py``), ``TINYALEX_CPU_THREADS`` (``cpu_threads.py``),
+  ``TINYALEX_MALLOC`` (``cpu_process.py``).
 
-Kernel set entries (shapes use the letters of the Notation in ``tinyalex/ops/im2col.py``):
+The contract every fast algorithm keeps:
 
-* ``im2col(x, KH, KW, SH, SW, PH, PW) -> cols (N*OH*OW, C*KH*KW)``
-* ``col2im(cols, x_shape, KH, KW, SH, SW, PH, PW) -> (N, C, H, W)``
-* ``conv2d_forward(x, weight, bias, SH, SW, PH, PW, keep) -> (y, saved)`` and
-  ``conv2d_backward(gy, saved, need_x, need_w, need_b) -> (gx, gW, gb)`` (None where
-  not needed); ``saved`` is private to the kernel set (None unless ``keep``)
-* ``max_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> (y, argmax)``, where ``argmax``
-  is private to the kernel set and goes back unchanged to
-  ``max_pool2d_backward(gy, argmax, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
-* ``avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW) -> y`` and
-  ``avg_pool2d_backward(gy, x_shape, KH, KW, SH, SW, PH, PW) -> gx``
-* ``relu_forward(x) -> y``, ``relu_backward(gy, y) -> gx`` (y: the forward's output);
-  ``sigmoid_forward(x) -> y``, ``sigmoid_backward(gy, y) -> gx``
-* ``dropout(x, p, seed) -> x * mask / (1-p)``, the mask a function of (seed, index)
-  (``tinyalex.random.keep_mask``); backward is the same call on the gradient.
-* ``sgd_update(param, grad, lr) -> param``: ``param -= lr * grad`` in place, without
-  a temporary the size of the parameter (for the optimiser).
-* ``matmul(a, b) -> a @ b`` for 2-D a (M, K) and b (K, N), a fresh array (the fully
-  connected layers; on the CPU cut into GEMMs for threads like the convolutions').
-
-Where the implementations live: the readable references in ``tinyalex/ops/im2col.py``,
-``conv.py``, ``pool.py`` and ``activation.py``; the fast CPU set in ``cpu.py`` (checked
-wrappers) over ``numba_kernels.py`` (compiled loops), with the direct convolution in
-``direct.py`` / ``numba_direct.py``, Winograd's in ``winograd.py`` /
-``numba_winograd.py`` / ``numba_winograd4.py`` / ``numba_winograd5.py`` and loops over
-index ranges for threads in ``numba_elementwise.py``; the fast GPU set in ``gpu.py`` over ``cuda_kernels.py``
-(numba.cuda kernels launched on CuPy arrays); the checked wrappers both fast sets share
-in ``fastset.py``, and their chunked channels-last convolution in ``fastconv.py``.
-
-Environment variables: ``TINYALEX_KERNELS`` (above); ``TINYALEX_CPU_THREADS`` (threads
-of the CPU set, default every core: BLAS runs single-threaded and large GEMMs are cut
-into that many pieces, see ``cpu.py``); ``TINYALEX_TF32`` (on the GPU, convolution
-GEMMs run in TF32 by default, as PyTorch's cuDNN convolutions do; ``TINYALEX_TF32=0``
-or ``kernels.set_tf32(False)`` asks for strict FP32, see ``precision.py``);
-``TINYALEX_MALLOC`` (the CPU set keeps freed memory in the process for the next step,
-``TINYALEX_MALLOC=default`` leaves glibc's malloc as it is, see ``allocator.py``).
-
-The fast CPU convolution takes one of four lowerings by shape (``fastconv.py``):
-Winograd F(4x4, 3x3) or F(2x2, 5x5) for 3x3 and 5x5 stride-1 layers with at least 96
-channels in and out (AlexNet's, ``winograd.py``); the direct convolution on plain
-(N, C, H, W) memory for the other stride-1 layers with padding below the kernel size
-(LeNet's, ``direct.py``); otherwise im2col + GEMM on channels-last images, with the
-columns built transposed for layers with few channels (``im2col_kmajor``).
-
-The contract every kernel keeps:
-
-* Arrays returned by a kernel belong to the caller. A kernel that reuses buffers
-  between calls (the fast convolution's im2col workspace) uses them only inside the
-  call and never hands one out as a result or gradient: a parameter's ``.grad`` may
-  alias what backward returns, and the optimiser updates it in place.
+* Arrays it returns belong to the caller. Buffers reused between calls (the
+  workspace) are used only inside a call and never handed out: a parameter's
+  ``.grad`` may alias what backward returns, and the optimiser updates it in place.
 * A result has the shape and values the reference gives (PyTorch's semantics); its
-  memory order may differ: the fast sets return images as (N, C, H, W) views of
-  channels-last memory (im2col and Winograd convolutions, and pooling of such
-  images) or in plain memory (direct convolutions, and pooling of plain images), and
-  accept any memory order.
+  memory order may differ (``layout.py``), and every algorithm accepts any order.
 * Arguments are checked before compiled code runs (shapes, dtypes, ranges): bad input
   raises ValueError or TypeError, never reads or writes out of bounds.
+* It imports nothing from tinyalex's ops, nn, training or study code: kernels take
+  arrays and a geometry.
 """
 
 from __future__ import annotations
@@ -83,37 +61,29 @@ from __future__ import annotations
 import contextlib
 import os
 
-from tinyalex import backend as B
+if __name__ != "tinyalex.kernels":
+    raise ImportError(f"this folder is tinyalex.kernels; import it as `import "
+                      f"tinyalex.kernels`, not as {__name__!r} (that would be a second, "
+                      "independent copy with its own switches)")
 
-from .precision import set_tf32, tf32, tf32_enabled  # noqa: F401 - the GPU precision flag
+from .precision import set_tf32, tf32, tf32_enabled  # noqa: E402,F401 - the GPU precision flag
 
-__all__ = ["KernelSet", "get_mode", "kernel_set", "select", "set_mode", "set_tf32", "tf32",
-           "tf32_enabled", "use"]
+__all__ = ["MODES", "CONV_MODES", "get_mode", "set_mode", "use", "get_conv_mode",
+           "set_conv_mode", "use_conv", "set_tf32", "tf32", "tf32_enabled"]
 
 MODES = ("fast", "reference")
+CONV_MODES = ("auto", "im2col")
 
 
-def _mode_from_env() -> str:
-    mode = os.environ.get("TINYALEX_KERNELS", "fast").strip().lower() or "fast"
-    if mode not in MODES:
-        raise ValueError(f"TINYALEX_KERNELS={mode!r} is not a kernel mode; expected one "
-                         f"of {MODES}")
-    return mode
+def _from_env(variable, default, allowed, what):
+    value = os.environ.get(variable, default).strip().lower() or default
+    if value not in allowed:
+        raise ValueError(f"{variable}={value!r} is not a {what}; expected one of {allowed}")
+    return value
 
 
-_mode = _mode_from_env()
-_cache: dict = {}
-
-
-class KernelSet:
-    """The kernels chosen for one backend and mode (attributes named as above)."""
-
-    def __init__(self, backend: str, mode: str, table: dict, sources: dict):
-        self.backend, self.mode, self.sources = backend, mode, sources
-        self.__dict__.update(table)
-
-    def __repr__(self):
-        return f"KernelSet(backend={self.backend!r}, mode={self.mode!r})"
+_mode = _from_env("TINYALEX_KERNELS", "fast", MODES, "kernel mode")
+_conv_mode = _from_env("TINYALEX_CONV", "auto", CONV_MODES, "convolution mode")
 
 
 def get_mode() -> str:
@@ -139,62 +109,25 @@ def use(mode: str):
         set_mode(previous)
 
 
-def _reference_table() -> dict:
-    from tinyalex.ops import activation as act_ref, conv as conv_ref, im2col as cols_ref
-    from tinyalex.ops import pool as pool_ref
-    return {
-        "im2col": cols_ref.im2col,
-        "col2im": cols_ref.col2im,
-        "conv2d_forward": conv_ref.conv2d_forward_reference,
-        "conv2d_backward": conv_ref.conv2d_backward_reference,
-        "max_pool2d_forward": pool_ref.max_pool2d_forward_reference,
-        "max_pool2d_backward": pool_ref.max_pool2d_backward_reference,
-        "avg_pool2d_forward": pool_ref.avg_pool2d_forward_reference,
-        "avg_pool2d_backward": pool_ref.avg_pool2d_backward_reference,
-        "relu_forward": act_ref.relu_forward_reference,
-        "relu_backward": act_ref.relu_backward_reference,
-        "sigmoid_forward": act_ref.sigmoid_forward_reference,
-        "sigmoid_backward": act_ref.sigmoid_backward_reference,
-        "dropout": act_ref.dropout_reference,
-        "sgd_update": sgd_update_reference,
-        "matmul": matmul_reference,
-    }
+def get_conv_mode() -> str:
+    return _conv_mode
 
 
-def matmul_reference(a, b):
-    """a @ b (NumPy's or CuPy's GEMM)."""
-    return a @ b
+def set_conv_mode(mode: str) -> None:
+    """``"auto"``: each convolution takes its fastest algorithm; ``"im2col"``: every
+    convolution runs as im2col + one GEMM (the fast kernels)."""
+    global _conv_mode
+    if mode not in CONV_MODES:
+        raise ValueError(f"unknown convolution mode {mode!r}; expected one of {CONV_MODES}")
+    _conv_mode = mode
 
 
-def sgd_update_reference(param, grad, lr):
-    """``param -= lr * grad`` in place (NumPy makes a temporary for ``lr * grad``)."""
-    param -= param.dtype.type(lr) * grad
-    return param
-
-
-def _fast_table(backend: str) -> dict:
-    """Fast kernels for a backend: Numba on "numpy", CUDA kernels on "cupy"."""
-    if backend == "numpy":
-        from . import cpu  # noqa: PLC0415 - compiled on first use, not at import
-        return dict(cpu.TABLE)
-    from . import gpu  # noqa: PLC0415
-    return dict(gpu.table())
-
-
-def kernel_set(backend: str, mode: str | None = None) -> KernelSet:
-    mode = mode or _mode
-    key = (backend, mode)
-    if key not in _cache:
-        table = _reference_table()
-        sources = dict.fromkeys(table, "reference")
-        if mode == "fast":
-            fast = _fast_table(backend)
-            table.update(fast)
-            sources.update(dict.fromkeys(fast, "fast"))
-        _cache[key] = KernelSet(backend, mode, table, sources)
-    return _cache[key]
-
-
-def select(array) -> KernelSet:
-    """The kernel set for ``array``'s backend in the current mode."""
-    return kernel_set(B.backend_of(array))
+@contextlib.contextmanager
+def use_conv(mode: str):
+    """Run a block with the given convolution mode, then restore the previous one."""
+    previous = _conv_mode
+    set_conv_mode(mode)
+    try:
+        yield
+    finally:
+        set_conv_mode(previous)

@@ -1,5 +1,6 @@
 """The GPU hot loops as CUDA kernels written with numba.cuda (letters as in the
-Notation of ``tinyalex/ops/im2col.py``; memory layouts as in ``numba_kernels.py``).
+Notation of ``tinyalex/ops/im2col.py``; memory layouts as in ``numba_pool.py``: images
+channels-last, flattened to 2-D).
 
 One launch does a whole operation: every kernel is a grid-stride loop over the
 elements of its *result*, so its output is the same for any launch size, and one
@@ -14,8 +15,8 @@ thread computes one element with no atomics:
   of ``tinyalex/random.py``, recomputed in backward).
 
 Sums start from ``zero``, a scalar of the arrays' dtype passed by the launcher, so
-float32 stays float32. ``kernels/gpu.py`` launches them on CuPy arrays (numba.cuda accepts any object with
-``__cuda_array_interface__``). Their logic runs in CI without a GPU under Numba's
+float32 stays float32. ``gpu_launch.py`` launches them on CuPy arrays (numba.cuda
+accepts any object with ``__cuda_array_interface__``). Their logic runs in CI without a GPU under Numba's
 CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) on NumPy arrays: see
 ``tests/test_kernels_cuda_sim.py``.
 """

@@ -1,29 +1,26 @@
-"""Large results of the fast CPU set's ``matmul`` entry (the fully connected layers),
+"""Large results of the CPU's fully connected GEMM (``elementwise_cpu.MATMUL``),
 recycled from step to step once nothing refers to them any more.
 
-Blocks above glibc's largest heap threshold (32 MB, ``allocator.py``) are mapped from
-the kernel when allocated and unmapped when freed, so each step pages them in afresh:
-AlexNet's weight gradient of its first fully connected layer is 105 MB, a new array
-every step. On the benchmark machine (a virtual machine) that first touch costs
-8 ms in the usual case and up to 100-140 ms in runs of steps (measured: the backward
-pass of that layer 13 ms, or 85-138 ms), which made whole benchmark runs come out
-at half speed. Reusing the memory removes both.
+Blocks above glibc's largest heap threshold (32 MB, ``cpu_process.py``) are mapped
+from the kernel when allocated and unmapped when freed, so each step would page them
+in afresh: AlexNet's weight gradient of its first fully connected layer is 105 MB, a
+new array every step, and on a virtual machine that first touch is slow and erratic
+(benchmarks/README.md has the figures). Reusing the memory removes it.
 
 ``Recycler.empty(shape, dtype)`` returns a view of a pooled array whose last user has
 let go of it (the pool's own reference is the only one left: a NumPy view holds a
 reference to the array it views, so no view of an earlier result can still be alive),
 or of a new array added to the pool. The contract of ``kernels/__init__.py`` holds: a
 result never shares memory with anything a caller still holds. Arrays below
-``min_bytes`` come from NumPy as usual (the heap keeps those, ``allocator.py``).
+``min_bytes`` come from NumPy as usual (the heap keeps those).
 
 Memory: a pooled array that is free stays allocated. The fully connected layers'
 weight gradients are asked for at the very start of the backward pass, while every
 activation of the step is alive (the step's high point), so keeping them through the
-forward pass does not raise the peak (AlexNet at batch 32: 553 MB either way). Other
-large results are not recycled: the first layers' activation gradients at batch 32
-(36 MB each) are freed late in the backward pass and would sit idle through the next
-forward pass (measured: the peak rose to 593 MB, above PyTorch's 563). The pool drops
-free arrays beyond ``max_free_bytes`` (oldest first).
+forward pass does not raise the peak. Other large results are not recycled: the
+first layers' activation gradients are freed late in the backward pass and would
+sit idle through the next forward pass, raising the peak. The pool drops free arrays
+beyond ``max_free_bytes`` (oldest first).
 """
 
 from __future__ import annotations

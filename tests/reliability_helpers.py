@@ -74,6 +74,14 @@ def signal_after_line(cmd: list[str], starts_with: str, sig: int, timeout: float
     return proc.returncode, stderr
 
 
+def epochs_printed(stdout: str) -> list[int]:
+    """The epochs a training run reported, from its ``epoch K/N: loss ...`` lines (each
+    printed when the epoch's training and evaluation are done, before its files are
+    written)."""
+    return [int(line.split()[1].split("/")[0]) for line in stdout.splitlines()
+            if line.startswith("epoch ") and ": loss " in line]
+
+
 def without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
@@ -84,9 +92,30 @@ def checkpoint_params(path) -> dict:
 
 
 def assert_same_arrays(a: dict, b: dict) -> None:
+    """The same names in the same order, each array of the same dtype, shape and bits."""
     assert list(a) == list(b)
     for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def assert_same_checkpoint(a, b) -> None:
+    """Two loaded checkpoints (tinyalex.checkpoint.Checkpoint) hold the same contents:
+    every parameter, every momentum buffer, the optimizer's hyper-parameters, epoch,
+    recipe, RNG state, data order, metrics and format version (the path aside)."""
+    assert_same_arrays(a.params, b.params)
+    oa, ob = a.optimizer_state, b.optimizer_state
+    assert (oa is None) == (ob is None)
+    if oa is not None:
+        assert {k: v for k, v in oa.items() if k != "momentum_buffers"} == \
+            {k: v for k, v in ob.items() if k != "momentum_buffers"}
+        assert len(oa["momentum_buffers"]) == len(ob["momentum_buffers"])
+        for name, x, y in zip(oa["params"], oa["momentum_buffers"], ob["momentum_buffers"]):
+            assert (x is None) == (y is None), name
+            if x is not None:
+                np.testing.assert_array_equal(x, y, err_msg=f"momentum of {name}")
+    for field in ("epoch", "recipe", "rng_state", "data_order", "metrics", "format_version"):
+        assert getattr(a, field) == getattr(b, field), field
 
 
 def read_metrics(out: Path) -> dict:
@@ -95,3 +124,54 @@ def read_metrics(out: Path) -> dict:
 
 def temp_files(out: Path) -> list[str]:
     return sorted(n for n in os.listdir(out) if n.endswith(".tmp")) if out.is_dir() else []
+
+
+# A training script that reports each SGD update and holds update ``SLOW_STEP`` (counted
+# over the run, from 1) until the file ``RELEASE`` exists: a test reads "step K:
+# updating", signals the process, then creates the file, so that the signal is sure to
+# arrive while batch K is in progress. "step K: updated" is printed once its update
+# is applied.
+MID_BATCH = """
+import os, sys, time
+from tinyalex import optim
+real, calls = optim.SGD.step, [0]
+def step(self):
+    calls[0] += 1
+    k = calls[0]
+    if k == int(os.environ["SLOW_STEP"]):
+        print(f"step {k}: updating", flush=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ["RELEASE"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    real(self)
+    print(f"step {k}: updated", flush=True)
+optim.SGD.step = step
+from tinyalex.cli import main
+sys.exit(main(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def signal_in_batch(tmp_path: Path, model: str, args: list[str], step: int, sig: int,
+                    timeout: float = 120):
+    """Run the ``model`` training script with ``args``, send it ``sig`` while its
+    ``step``-th update is in progress; return ``(returncode, stdout, stderr)``."""
+    script = tmp_path / "mid_batch.py"
+    script.write_text(MID_BATCH)
+    release = tmp_path / f"release{step}"
+    env = dict(child_env(), SLOW_STEP=str(step), RELEASE=str(release))
+    proc = subprocess.Popen([sys.executable, str(script), model, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line == f"step {step}: updating\n":
+                break
+        proc.send_signal(sig)
+        release.touch()
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(seen) + stdout, stderr

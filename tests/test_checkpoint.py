@@ -89,6 +89,30 @@ def test_wrong_architecture_names_the_keys(tmp_path):
         C.load_model(tmp_path / "lie.npz")
 
 
+def test_an_optimizer_that_contradicts_the_recipe_is_refused(tmp_path):
+    """Resuming restores SGD's hyper-parameters from the optimizer entry while the run
+    reports the recipe's: the two must agree, on saving and on loading (a file edited
+    by hand, or written by other code), else a run would train on hidden values."""
+    net, opt = trained_lenet(1)
+    with pytest.raises(ValueError, match=r"save_checkpoint: the optimizer contradicts the "
+                                         r"recipe: lr 0\.1 \(recipe: 0\.5\)"):
+        C.save_checkpoint(tmp_path / "a.npz", net, opt, epoch=1, recipe=dict(RECIPE, lr=0.5))
+    # the defaults count: d2l's LeNet recipe has lr 0.9 and no momentum
+    with pytest.raises(ValueError, match=r"lr 0\.1 \(recipe: 0\.9\), momentum 0\.9 "
+                                         r"\(recipe: 0\.0\)"):
+        C.save_checkpoint(tmp_path / "a.npz", net, opt, epoch=1, recipe={"model": "lenet"})
+    assert not list(tmp_path.iterdir())
+    C.save_checkpoint(tmp_path / "ck.npz", net, opt, epoch=1, recipe=RECIPE)
+    with np.load(tmp_path / "ck.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    optimizer = json.loads(str(arrays["optimizer"]))
+    arrays["optimizer"] = np.array(json.dumps(dict(optimizer, weight_decay=0.5)))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(ValueError, match=r"edited\.npz: optimizer entry contradicts its "
+                                         r"recipe: weight_decay 0\.5 \(recipe: 0\.0\)"):
+        C.load_checkpoint(tmp_path / "edited.npz")
+
+
 def test_failed_save_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     net, opt = trained_lenet(1)
     path = tmp_path / "ck.npz"

@@ -12,7 +12,7 @@ import pytest
 import tinyalex
 from tinyalex import d2l
 from tinyalex.dataloader import DataLoader, ImageDataset
-from conftest import real_fashion_mnist
+from conftest import real_fashion_mnist, require_torch
 from reliability_helpers import write_idx
 
 
@@ -66,7 +66,7 @@ def test_shuffle_draws_a_new_order_every_epoch_from_the_seeded_generator():
 
 def test_resize_is_within_one_level_of_torchvisions_pil_resize_and_equals_interpolate():
     from PIL import Image
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     images = real_fashion_mnist()[2][:64]
     X, _ = next(iter(DataLoader(ImageDataset(images, np.zeros(64, np.int64), resize=224),
                                 batch_size=64)))

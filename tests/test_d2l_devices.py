@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import tinyalex
+from conftest import require_torch
 from tinyalex import backend as B
 from tinyalex import d2l, nn
 
@@ -15,7 +16,7 @@ NO_GPU_REASON = B.cupy_unavailable_reason()
 
 @pytest.mark.parametrize("spec", ["cpu", "cuda", "cuda:0", "cuda:3"])
 def test_device_prints_as_pytorch_does(spec):
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     ours, theirs = tinyalex.device(spec), torch.device(spec)
     assert (str(ours), repr(ours)) == (str(theirs), repr(theirs))
     assert (ours.type, ours.index) == (theirs.type, theirs.index)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tinyalex
+from conftest import require_torch
 from tinyalex import nn
 from tinyalex.tensor import UninitializedParameter
 
@@ -34,7 +35,7 @@ def initialised(lib):
 
 
 def test_lazy_layers_become_conv2d_and_linear_as_in_pytorch():
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     ours, theirs = lazy_lenet(nn), lazy_lenet(torch.nn)
     assert [type(m).__name__ for m in ours] == [type(m).__name__ for m in theirs]
     for lib, net in ((nn, ours), (torch.nn, theirs)):
@@ -127,7 +128,7 @@ def test_lazy_layer_arguments_are_checked_at_construction(make, error, match):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_reductions_match_pytorch(reduction):
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     rng = np.random.default_rng(0)
     z = rng.standard_normal((6, 4)).astype(np.float32)
     y = np.array([0, 3, 1, 1, 2, 0])

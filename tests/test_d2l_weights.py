@@ -16,9 +16,10 @@ import pytest
 import tinyalex
 from tinyalex import d2l, nn
 from tinyalex.safetensors_io import model_from_file
+from conftest import require_torch
 from reliability_helpers import ROOT
 
-torch = pytest.importorskip("torch", reason="torch not installed: no PyTorch to trade weights with")
+torch = require_torch()                     # at module level: skips or fails the module
 import safetensors.torch  # noqa: E402  (needs torch)
 
 

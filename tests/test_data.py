@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyalex import data
-from conftest import real_fashion_mnist
+from conftest import real_fashion_mnist, require_torch
 
 # ------------------------------------------------------------------ writing IDX files
 
@@ -267,7 +267,7 @@ def test_bilinear_rows_sum_to_one():
 
 @pytest.mark.parametrize("size", [224, 50, 17])
 def test_resize_matches_torch(size):
-    torch = pytest.importorskip("torch", reason="PyTorch is the reference for the resize")
+    torch = require_torch()
     images = np.random.default_rng(1).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
     ours = data.to_input(images, resize=size)
     ref = torch.nn.functional.interpolate(

@@ -1,4 +1,4 @@
-"""The convolution explainer (tinyalex/explain.py, examples/explain_conv.py): its
+"""The convolution explainer (tinyalex/study/conv_walk.py, examples/explain_conv.py): its
 matrices must be the engine's convolution, forward and backward."""
 
 import importlib.util
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyalex
-from tinyalex.explain import format_walk, tiny_example, walk_through
+from tinyalex.study.conv_walk import format_walk, tiny_example, walk_through
 from tinyalex.nn.functional import conv2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def test_bad_shapes_are_named():
 
 def test_script_prints_checks_and_writes_pngs(tmp_path):
     from matplotlib.image import imread
-    from tinyalex import explain_plots as P
+    from tinyalex.study import plots as P
     lines = []
     rc = load_example("explain_conv").main(["--out", str(tmp_path)], print_fn=lambda *a:
                                             lines.append(" ".join(map(str, a))))

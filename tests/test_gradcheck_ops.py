@@ -6,6 +6,8 @@ gradient (data, weight, bias) with a random upstream gradient, and uses the
 tolerances of ``conftest`` (eps=1e-6, atol=1e-6, rtol=1e-5). Ops with kernels in
 ``tinyalex.kernels`` (convolution, pooling, relu, sigmoid, dropout) run with every
 kernel set the backend has ("reference", and "fast" where fast kernels exist).
+The two ops of ``tinyalex/tensor.py``, ``_Cast`` (``.float()``, ``.double()``) and
+``_Move`` (``.to(backend)`` inside a graph), are checked at the end.
 """
 
 import numpy as np
@@ -15,9 +17,10 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import tinyalex
 import tinyalex.nn.functional as F
-from tinyalex import ops
+from tinyalex import backend as B, ops
+from tinyalex.tensor import _Cast, _Move
 from strategies import window_geometry
-from conftest import arr, away_from_zero, check, distinct, randn
+from conftest import BACKENDS, arr, away_from_zero, check, distinct, host, randn
 
 EXAMPLES = 30
 
@@ -44,12 +47,24 @@ def test_conv2d_gradients(backend, kernel_mode, N, C, OC, geom, bias, seed):
 @settings(max_examples=5)
 @given(seed=st.integers(0, 2**16), which=st.sampled_from(["x", "w", "b"]))
 def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
-    """Only one input requires grad: the op skips the others' gradients (needs_input_grad)
-    and the one it computes is still right."""
+    """Only one input requires grad: the op skips the others' gradients (its backward,
+    called on the recorded node, returns None for them) and the one it computes is
+    still right."""
     rng = np.random.default_rng(seed)
     x = randn(rng, (2, 2, 5, 4), backend, requires_grad=which == "x")
     w = randn(rng, (3, 2, 3, 2), backend, requires_grad=which == "w")
     b = randn(rng, (3,), backend, requires_grad=which == "b")
+    wanted = tuple(name == which for name in "xwb")
+    y = F.conv2d(x, w, b, stride=(2, 1), padding=1)
+    node = y._creator                                  # the Conv2d Function recorded
+    assert node.needs_input_grad == wanted
+    grads = node.backward(y.xp.ones_like(y.data))
+    assert len(grads) == 3
+    for name, need, g, t in zip("xwb", wanted, grads, (x, w, b)):
+        if need:
+            assert g is not None and g.shape == t.shape, name
+        else:
+            assert g is None, f"the gradient of {name}, which nobody needs, was computed"
     check(lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1), x, w, b)
 
 
@@ -132,6 +147,7 @@ def test_flatten_gradients(backend, shape, seed, data):
     x = randn(np.random.default_rng(seed), shape, backend)
     y = F.flatten(x, start, end)
     assert y.shape == shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+    np.testing.assert_array_equal(host(y), host(x).reshape(y.shape))   # row-major order
     check(lambda x: F.flatten(x, start, end), x)
 
 
@@ -227,3 +243,77 @@ def test_sum_over_several_axes_gradients(backend, shape, seed, data):
                                rtol=1e-12)
     check(lambda x: x.sum(axis=axes, keepdims=keepdims), x)
     check(lambda x: x.mean(axis=(0, -1), keepdims=keepdims), x)
+
+
+# -- the casts and moves of tensor.py ---------------------------------------------------
+
+CAST_EPS = 2.0 ** -10
+
+
+def float32_exact(rng, shape):
+    """float64 values that float32 holds exactly, and so do they +- CAST_EPS: multiples
+    of 2**-12 below 4 in magnitude (14 significant bits)."""
+    return rng.integers(-2 ** 14, 2 ** 14, shape) * 2.0 ** -12
+
+
+def test_cast_gradients(backend):
+    """``_Cast`` float64 -> float32 (``.float()``), and back (``.double()``), by finite
+    differences in float64. At values float32 holds exactly, x +- eps included, the
+    narrowing is exact, so the central difference is the upstream gradient itself up
+    to the float64 round-off of the summed output (~1e-16 * n / eps: atol 1e-10); the
+    analytic gradient differs from it by the float32 rounding of the upstream gradient
+    on its way back (relative 2**-24: rtol 2**-23)."""
+    rng = np.random.default_rng(0)
+    x = arr(float32_exact(rng, (3, 5)), backend)
+    y = x.float()
+    assert isinstance(y._creator, _Cast) and y.dtype == np.float32
+    z = y.double()
+    assert isinstance(z._creator, _Cast) and z.dtype == np.float64
+    check(lambda x: x.float(), x, eps=CAST_EPS, atol=1e-10, rtol=2.0 ** -23)
+    check(lambda x: (x.float() * 0.5).double(), x, eps=CAST_EPS, atol=1e-10, rtol=2.0 ** -23)
+
+
+@pytest.mark.parametrize("source, target", [(np.float32, np.float64),
+                                            (np.float64, np.float32)])
+def test_cast_backward_is_the_exact_adjoint(backend, source, target):
+    """Widening float32 -> float64 is exact and linear, so its backward must be the
+    identity on gradients float32 holds (returned as float32, the input's dtype);
+    narrowing's derivative is 1 wherever it is taken, so its backward must widen the
+    float32 gradient exactly. <cast(x), g> == <x, backward(g)> to the last bit."""
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal((4, 3)).astype(np.float32)        # float32-exact
+    x = tinyalex.tensor(values.astype(source), requires_grad=True, backend=backend)
+    y = x.astype(target)
+    assert isinstance(y._creator, _Cast) and y.dtype == target
+    np.testing.assert_array_equal(host(y), values.astype(target))
+    g = rng.standard_normal((4, 3)).astype(np.float32).astype(target)  # float32-exact
+    y.backward(B.to_backend(g, backend))
+    assert x.grad.dtype == source and x.grad.backend == backend
+    np.testing.assert_array_equal(host(x.grad), g.astype(source))
+    as64 = [a.astype(np.float64).reshape(-1) for a in (host(y), g, host(x), host(x.grad))]
+    assert as64[0] @ as64[1] == as64[2] @ as64[3]
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+def test_move_gradients(backend, target):
+    """``_Move(target)``, the op ``tensor.to(target)`` records for a tensor inside a
+    graph: the output lives on ``target`` and backward hands the upstream gradient back,
+    unchanged, on the source backend. numpy -> numpy is the op called directly
+    (``.to`` returns the tensor itself when nothing moves); numpy <-> cupy goes through
+    ``.to``, where CuPy and a GPU are usable."""
+    def move(t):
+        return _Move(target)(t) if target == backend else t.to(target)
+
+    rng = np.random.default_rng(2)
+    x = randn(rng, (3, 4), backend)
+    y = move(x * 2.0)
+    assert isinstance(y._creator, _Move) and y.backend == target
+    check(lambda x: move(x * 2.0), x)
+    # the exact adjoint: <move(x), g> == <x, backward(g)> because backward(g) is g
+    x.grad = None
+    y = move(x)
+    assert isinstance(y._creator, _Move)
+    g = rng.standard_normal((3, 4))
+    y.backward(B.to_backend(g, target))
+    assert x.grad.backend == backend
+    np.testing.assert_array_equal(host(x.grad), g)

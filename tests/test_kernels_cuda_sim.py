@@ -1,6 +1,6 @@
 """The GPU kernels' logic without a GPU: Numba's CUDA simulator runs the very kernels
-of ``kernels/cuda_kernels.py``, through the same checked wrappers the CuPy backend
-uses (``kernels/gpu.py``), on NumPy arrays, and they must agree with the readable
+of ``kernels/cuda_kernels.py``, through the same GPU algorithms the CuPy backend
+uses (``kernels/conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``), on NumPy arrays, and they must agree with the readable
 references. Launches use tiny grids (2 blocks of 8 threads), so every kernel's
 grid-stride loop wraps around.
 
@@ -20,6 +20,42 @@ import numpy as np
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
+
+
+def gpu_algorithms(launch):
+    """The GPU algorithms on NumPy arrays, launching with ``launch``."""
+    from tinyalex.kernels import conv_im2col_gpu, elementwise_gpu as ew, pool_gpu
+    return {"conv": conv_im2col_gpu.Im2colGemmGPU(np, launch),
+            "conv_ref_order": conv_im2col_gpu.Im2colGemmGPU(np, launch, order="c,kh,kw"),
+            "max": pool_gpu.MaxPoolGPU(np, launch), "avg": pool_gpu.AvgPoolGPU(np, launch),
+            "relu": ew.ReluGPU(np, launch), "sigmoid": ew.SigmoidGPU(np, launch),
+            "dropout": ew.DropoutGPU(np, launch), "sgd": ew.SgdUpdateGPU(np, launch),
+            "matmul": ew.MatmulGPU(np, launch)}
+
+
+def exercise(k, x, w, b):
+    """One call of every kernel through the algorithms ``k`` (conv forward and
+    backward in both column orders, pooling of plain and channels-last memory, the
+    elementwise ops)."""
+    from tinyalex.kernels.geometry import conv_geometry, pool_geometry
+    g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
+    for algorithm in (k["conv"], k["conv_ref_order"]):
+        y, saved = algorithm.forward(x, w, b, g, True)
+        algorithm.backward(np.ones(y.shape, x.dtype), saved, True, True, True)
+    for cl in (False, True):        # plain memory, and channels-last memory
+        xc = np.ascontiguousarray(x) if not cl else \
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        ym, s = k["max"].forward(xc, pool_geometry(x.shape, 3, 3, 2, 2, 1, 1))
+        k["max"].backward(np.ones(ym.shape, x.dtype), s)
+        ga = pool_geometry(x.shape, 2, 2, 2, 2, 0, 0)
+        ya, _ = k["avg"].forward(xc, ga)
+        k["avg"].backward(np.ones(ya.shape, x.dtype), ga)
+    for op in (k["relu"], k["sigmoid"]):
+        op.backward(x, op.forward(x))
+    k["sgd"](w.copy(), w, 0.1)
+    k["dropout"].forward(x, 0.5, 2**64 - 1)
+
+
 if not SIMULATED:
     def test_cuda_kernels_under_the_simulator():
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
@@ -31,11 +67,11 @@ if not SIMULATED:
         assert passed and int(passed.group(1)) >= 4 and "skipped" not in out.stdout, \
             out.stdout[-2000:]
 
-    def test_cuda_kernels_type_for_the_gpu_with_the_wrappers_arguments():
+    def test_cuda_kernels_type_for_the_gpu_with_the_algorithms_arguments():
         """The simulator runs the kernels as Python, so it never sees Numba's typing.
         Here every kernel is typed and lowered for the real CUDA target (Numba's
         front end and LLVM, no GPU and no NVVM needed) with the very arguments the
-        checked wrappers pass (recorded instead of launched): float32 sums stay
+        GPU algorithms pass (recorded instead of launched): float32 sums stay
         float32, and the dropout hash stays uint64 (int64 mixed with uint64 types as
         float64 in Numba, which would silently change the mask)."""
         import pytest
@@ -46,11 +82,8 @@ if not SIMULATED:
         from numba.cuda import types
         from numba.cuda.typing.typeof import Purpose, typeof
 
-        from tinyalex.kernels import gpu
-
         calls = []
-        k = gpu.build(np, simulated=True)
-        k.run = lambda loop, total, *args: calls.append((loop, args))
+        k = gpu_algorithms(lambda loop, total, *args: calls.append((loop, args)))
         rng = np.random.default_rng(0)
         # recorded, not run: the kernels' outputs stay uninitialised, and the GEMMs that
         # read them may overflow; only the arguments matter here
@@ -58,22 +91,7 @@ if not SIMULATED:
             for dtype in (np.float32, np.float64):
                 x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
                 w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), np.zeros(4, dtype)
-                k.col2im(k.im2col(x, 3, 3, 2, 1, 1, 0), x.shape, 3, 3, 2, 1, 1, 0)
-                y, saved = k.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
-                k.conv2d_backward(np.ones(y.shape, dtype), saved, True, True, True)
-                for cl in (False, True):        # plain memory, and channels-last memory
-                    xc = np.ascontiguousarray(x) if not cl else \
-                        np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-                    ym, arg = k.max_pool2d_forward(xc, 3, 3, 2, 2, 1, 1)
-                    k.max_pool2d_backward(np.ones(ym.shape, dtype), arg, x.shape, 3, 3, 2, 2, 1, 1)
-                    ya = k.avg_pool2d_forward(xc, 2, 2, 2, 2, 0, 0)
-                    k.avg_pool2d_backward(np.ones(ya.shape, dtype), x.shape, 2, 2, 2, 2, 0, 0)
-                for fwd, bwd in ((k.relu_forward, k.relu_backward),
-                                 (k.sigmoid_forward, k.sigmoid_backward)):
-                    bwd(x, fwd(x))
-                k.sgd_update(w.copy(), w, 0.1)
-                k.dropout(x, 0.5, 2**64 - 1)
-
+                exercise(k, x, w, b)
         typed = {}
         for loop, args in calls:
             argtypes = tuple(typeof(a, Purpose.argument) for a in args)
@@ -98,12 +116,15 @@ if not SIMULATED:
 else:
     from hypothesis import example, given, settings, strategies as st
 
-    import tinyalex.kernels as kernels
-    from tinyalex.kernels import gpu
     from strategies import batch_geometry
+    from tinyalex.kernels.geometry import conv_geometry, pool_geometry
+    from tinyalex.kernels.gpu_launch import Launcher
+    from tinyalex.ops import activation, conv, pool
+    from tinyalex.ops.dense import MATMUL_REFERENCE
+    from tinyalex.ops.im2col import im2col
+    from tinyalex.optim import sgd_update_reference
 
-    REF = kernels.kernel_set("numpy", "reference")
-    SIM = gpu.build(np, simulated=True, threads=8, max_blocks=2)
+    SIM = gpu_algorithms(Launcher(simulated=True, threads=8, max_blocks=2))
     DTYPES = st.sampled_from([np.float32, np.float64])
     # the simulator runs the kernels as Python: uint64 hashing wraps with a warning
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
@@ -116,49 +137,52 @@ else:
         return dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10)
 
     @settings(max_examples=6)
-    @given(g=geometry(), dtype=DTYPES, seed=st.integers(0, 2**16))
-    @example(g=(1, 2, 2, 3, 2, 3, 1, 1, 0, 0), dtype=np.float32, seed=0)   # kernel = input
-    def test_im2col_col2im_and_conv(g, dtype, seed):
+    @given(g=geometry(), dtype=DTYPES, cl=st.booleans(), seed=st.integers(0, 2**16))
+    @example(g=(1, 2, 2, 3, 2, 3, 1, 1, 0, 0), dtype=np.float32, cl=True, seed=0)  # kernel = input
+    def test_im2col_col2im_and_conv(g, dtype, cl, seed):
+        """Both column orders: the GEMM's columns (kh, kw, c) over channels-last memory
+        (the default) and the reference's (c, kh, kw) (TINYALEX_CONV=im2col)."""
         N, C, H, W, KH, KW, SH, SW, PH, PW = g
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((N, C, H, W)).astype(dtype)
-        cols = SIM.im2col(x, KH, KW, SH, SW, PH, PW)
-        np.testing.assert_array_equal(cols, REF.im2col(x, KH, KW, SH, SW, PH, PW))
-        np.testing.assert_array_equal(SIM.col2im(cols, x.shape, KH, KW, SH, SW, PH, PW),
-                                      REF.col2im(cols, x.shape, KH, KW, SH, SW, PH, PW))
         OC = 2
         w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
         b = rng.standard_normal(OC).astype(dtype)
-        y_ref, s_ref = REF.conv2d_forward(x, w, b, SH, SW, PH, PW, True)
-        y, s = SIM.conv2d_forward(x, w, b, SH, SW, PH, PW, True)
+        geo = conv_geometry(x.shape, w.shape, SH, SW, PH, PW)
+        algorithm = SIM["conv"] if cl else SIM["conv_ref_order"]
+        cols = algorithm._columns(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), 0, N, geo, x.dtype)
+        ref_cols = im2col(x, KH, KW, SH, SW, PH, PW)
+        if cl:      # (c, kh, kw) -> (kh, kw, c), the channels-last order
+            ref_cols = ref_cols.reshape(-1, C, KH, KW).transpose(0, 2, 3, 1).reshape(ref_cols.shape)
+        np.testing.assert_array_equal(cols, ref_cols)
+        y_ref, s_ref = conv.REFERENCE.forward(x, w, b, geo, True)
+        y, s = algorithm.forward(x, w, b, geo, True)
         np.testing.assert_allclose(y, y_ref, **tol(dtype))
         gy = rng.standard_normal(y.shape).astype(dtype)
-        for a, e in zip(SIM.conv2d_backward(gy, s, True, True, True),
-                        REF.conv2d_backward(gy, s_ref, True, True, True)):
+        for a, e in zip(algorithm.backward(gy, s, True, True, True),
+                        conv.REFERENCE.backward(gy, s_ref, True, True, True)):
             np.testing.assert_allclose(a, e, **tol(dtype))
 
     @settings(max_examples=6)
     @given(g=geometry(pool=True), dtype=DTYPES, cl=st.booleans(), seed=st.integers(0, 2**16))
     def test_pooling(g, dtype, cl, seed):
         """Plain (N, C, H, W) memory is pooled as N*C one-channel images, channels-last
-        memory as it lies (``fastset.py``)."""
+        memory as it lies (``layout.py``)."""
         N, C, H, W, KH, KW, SH, SW, PH, PW = g
         rng = np.random.default_rng(seed)
         x = np.round(rng.standard_normal((N, H, W, C))).astype(dtype)     # with ties
         x = x.transpose(0, 3, 1, 2) if cl else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        y_ref, a_ref = REF.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
-        y, a = SIM.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+        pg = pool_geometry(x.shape, KH, KW, SH, SW, PH, PW)
+        y_ref, s_ref = pool.MAX_REFERENCE.forward(x, pg)
+        y, s = SIM["max"].forward(x, pg)
         np.testing.assert_array_equal(y, y_ref)
         gy = rng.standard_normal(y.shape).astype(dtype)
-        np.testing.assert_array_equal(
-            SIM.max_pool2d_backward(gy, a, x.shape, KH, KW, SH, SW, PH, PW),
-            REF.max_pool2d_backward(gy, a_ref, x.shape, KH, KW, SH, SW, PH, PW))
-        np.testing.assert_allclose(SIM.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW),
-                                   REF.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW),
-                                   **tol(dtype))
-        np.testing.assert_allclose(
-            SIM.avg_pool2d_backward(gy, x.shape, KH, KW, SH, SW, PH, PW),
-            REF.avg_pool2d_backward(gy, x.shape, KH, KW, SH, SW, PH, PW), **tol(dtype))
+        np.testing.assert_array_equal(SIM["max"].backward(gy, s),
+                                      pool.MAX_REFERENCE.backward(gy, s_ref))
+        np.testing.assert_allclose(SIM["avg"].forward(x, pg)[0],
+                                   pool.AVG_REFERENCE.forward(x, pg)[0], **tol(dtype))
+        np.testing.assert_allclose(SIM["avg"].backward(gy, pg),
+                                   pool.AVG_REFERENCE.backward(gy, pg), **tol(dtype))
 
     @settings(max_examples=6)
     @given(n=st.integers(1, 40), dtype=DTYPES, seed=st.integers(0, 2**16),
@@ -167,20 +191,23 @@ else:
         rng = np.random.default_rng(seed)
         x = (rng.standard_normal((n, 2)) * 4).astype(dtype).T        # a transposed view
         gy = rng.standard_normal(x.shape).astype(dtype)
-        y = SIM.relu_forward(x)
-        np.testing.assert_array_equal(y, REF.relu_forward(x))
-        np.testing.assert_array_equal(SIM.relu_backward(gy, y), REF.relu_backward(gy, y))
-        s = SIM.sigmoid_forward(x)
-        np.testing.assert_allclose(s, REF.sigmoid_forward(x), **tol(dtype))
-        np.testing.assert_allclose(SIM.sigmoid_backward(gy, s), REF.sigmoid_backward(gy, s),
+        relu, sig = activation.RELU_REFERENCE, activation.SIGMOID_REFERENCE
+        y = SIM["relu"].forward(x)
+        np.testing.assert_array_equal(y, relu.forward(x))
+        np.testing.assert_array_equal(SIM["relu"].backward(gy, y), relu.backward(gy, y))
+        s = SIM["sigmoid"].forward(x)
+        np.testing.assert_allclose(s, sig.forward(x), **tol(dtype))
+        np.testing.assert_allclose(SIM["sigmoid"].backward(gy, s), sig.backward(gy, s),
                                    **tol(dtype))
         p_sim, p_ref = x.copy(), x.copy()
-        SIM.sgd_update(p_sim, gy, 0.25)
-        np.testing.assert_allclose(p_sim, REF.sgd_update(p_ref, gy, 0.25), **tol(dtype))
+        SIM["sgd"](p_sim, gy, 0.25)
+        np.testing.assert_allclose(p_sim, sgd_update_reference(p_ref, gy, 0.25), **tol(dtype))
         # one seed, one mask: the same on the CPU (NumPy, Numba) and the GPU kernel
-        np.testing.assert_array_equal(SIM.dropout(x, p, seed), REF.dropout(x, p, seed))
+        np.testing.assert_array_equal(SIM["dropout"].forward(x, p, seed),
+                                      activation.DROPOUT_REFERENCE.forward(x, p, seed))
         # the fully connected layers' GEMM: a fresh array, operands in any order
-        np.testing.assert_allclose(SIM.matmul(x, gy.T), REF.matmul(x, gy.T), **tol(dtype))
+        np.testing.assert_allclose(SIM["matmul"](x, gy.T), MATMUL_REFERENCE(x, gy.T),
+                                   **tol(dtype))
 
     def test_the_simulator_is_what_ran():
         from numba import cuda

@@ -1,4 +1,4 @@
-"""The direct convolution of the fast CPU set (``kernels/direct.py``, stride-1 layers)
+"""The direct convolution on the CPU (``kernels/conv_direct_cpu.py``, stride-1 layers)
 and pooling on plain (N, C, H, W) memory, against the readable references: forward and
 backward on hypothesis-drawn shapes and paddings, float32 and float64, inputs and
 gradients in both memory orders, the batch cut into parts for threads or not; inf and
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-import tinyalex.kernels as kernels
-from tinyalex.kernels import cpu, direct, fastconv
+from tinyalex.kernels import conv_direct_cpu, cpu_threads, pool_cpu
+from tinyalex.kernels.geometry import conv_geometry, pool_geometry
+from tinyalex.ops import conv, pool
 
 from conftest import assert_gradients_match
 
-REF = kernels.kernel_set("numpy", "reference")
-FAST = kernels.kernel_set("numpy", "fast")
-ENGINE = cpu.KERNELS.engine
+REF = conv.REFERENCE
+DIRECT = conv_direct_cpu.DIRECT
 
 
 def images(rng, shape, dtype, channels_last):
@@ -36,8 +36,8 @@ def tol(dtype, taps=1):
 def parts(monkeypatch):
     """``parts(True)``: cut every batch of two or more images into parts for threads."""
     def cut(split):
-        monkeypatch.setattr(direct, "MIN_PART_MACS", 1 if split else 1 << 62)
-        monkeypatch.setattr(ENGINE.direct, "threads", 3 if split else 1)
+        monkeypatch.setattr(conv_direct_cpu, "MIN_PART_MACS", 1 if split else 1 << 62)
+        monkeypatch.setattr(DIRECT, "threads", 3 if split else 1)
     return cut
 
 
@@ -61,16 +61,17 @@ def test_direct_conv_matches_the_reference(N, C, OC, KH, KW, PH, PW, dH, dW, dty
     x = images(rng, (N, C, H, W), dtype, x_cl)
     w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
     b = rng.standard_normal(OC).astype(dtype) if bias else None
-    y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
-    y, s = FAST.conv2d_forward(x, w, b, 1, 1, PH, PW, True)
-    assert s.direct and y.flags.c_contiguous and y.dtype == dtype
+    g = conv_geometry(x.shape, w.shape, 1, 1, PH, PW)
+    y_ref, s_ref = REF.forward(x, w, b, g, True)
+    y, s = DIRECT.forward(x, w, b, g, True)
+    assert y.flags.c_contiguous and y.dtype == dtype
     t = tol(dtype, C * KH * KW)
     np.testing.assert_allclose(y, y_ref, **t)
     gy = images(rng, y.shape, dtype, gy_cl)
     for need in [(True, True, bias), (False, True, bias), (True, False, False),
                  (False, False, True)]:
-        assert_gradients_match(FAST.conv2d_backward(gy, s, *need),
-                               REF.conv2d_backward(gy, s_ref, *need), dtype,
+        assert_gradients_match(DIRECT.backward(gy, s, *need),
+                               REF.backward(gy, s_ref, *need), dtype,
                                **tol(dtype, N * H * W))
 
 
@@ -92,34 +93,15 @@ def test_direct_conv_inf_and_nan_as_the_reference(where, parts):
     else:
         w[1, 2, 0, 1] = np.inf
     with np.errstate(invalid="ignore"):
-        y_ref, s_ref = REF.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
-        y, s = FAST.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
-        assert s.direct
+        g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
+        assert conv.conv2d_algorithm(g, x.dtype, "numpy") is DIRECT
+        y_ref, s_ref = REF.forward(x, w, b, g, True)
+        y, s = DIRECT.forward(x, w, b, g, True)
         np.testing.assert_allclose(y, y_ref, rtol=1e-12)
         gy = np.abs(rng.standard_normal(y.shape)) + 0.1
-        for a, e in zip(FAST.conv2d_backward(gy, s, True, True, True),
-                        REF.conv2d_backward(gy, s_ref, True, True, True)):
+        for a, e in zip(DIRECT.backward(gy, s, True, True, True),
+                        REF.backward(gy, s_ref, True, True, True)):
             np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
-
-
-def test_each_layer_takes_its_path():
-    """Stride 1 with padding below the kernel: direct, unless wide enough for Winograd
-    (AlexNet's 3x3 and 5x5 layers); other strides and paddings: im2col + GEMM."""
-    G = fastconv.Geometry
-    lenet1, lenet2 = G(256, 1, 28, 28, 6, 5, 5, 1, 1, 2, 2, 28, 28), \
-        G(256, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 10, 10)
-    alex1, alex2 = G(32, 1, 224, 224, 96, 11, 11, 4, 4, 1, 1, 54, 54), \
-        G(32, 96, 26, 26, 256, 5, 5, 1, 1, 2, 2, 26, 26)
-    assert direct.applies(lenet1) and direct.applies(lenet2)
-    assert not direct.applies(alex1) and fastconv.winograd_size(alex2) == 5
-    assert not direct.applies(G(1, 1, 5, 5, 1, 3, 3, 1, 1, 3, 3, 9, 9))   # padding = kernel
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
-    for (KH, SH, PH), path in [((3, 1, 1), "direct"), ((3, 2, 1), "im2col"),
-                               ((2, 1, 2), "im2col")]:
-        w = rng.standard_normal((4, 3, KH, KH)).astype(np.float32)
-        _, s = FAST.conv2d_forward(x, w, None, SH, SH, PH, PH, True)
-        assert ("direct" if s.direct else "im2col") == path
 
 
 @settings(max_examples=25)
@@ -132,40 +114,24 @@ def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_
     """Plain (N, C, H, W) input is pooled as N*C one-channel images: the results stay
     plain, and agree with the reference whatever order the gradient arrives in; the
     images cut into ranges for threads (``split``) or not."""
-    monkeypatch.setattr(cpu, "MIN_PART_ELEMENTS", 1 if split else 1 << 62)
+    monkeypatch.setattr(cpu_threads, "MIN_PART_ELEMENTS", 1 if split else 1 << 62)
     KH, KW = min(KH, H), min(KW, W)
     rng = np.random.default_rng(seed)
     x = np.round(rng.standard_normal((N, C, H, W)) * 2).astype(dtype)   # ties for max
-    geometry = (KH, KW, SH, SW, KH // 2, KW // 2)
-    y, arg = FAST.max_pool2d_forward(x, *geometry)
-    y_ref, arg_ref = REF.max_pool2d_forward(x, *geometry)
-    assert y.flags.c_contiguous and arg.shape == (N * C,) + y.shape[2:] + (1,)
+    pg = pool_geometry(x.shape, KH, KW, SH, SW, KH // 2, KW // 2)
+    y, s = pool_cpu.MAX_POOL.forward(x, pg)
+    y_ref, s_ref = pool.MAX_REFERENCE.forward(x, pg)
+    assert y.flags.c_contiguous and s.plain == (C > 1)
+    assert s.argmax.shape == ((N * C,) + y.shape[2:] + (1,) if C > 1 else (N,) + y.shape[2:] + (1,))
     np.testing.assert_array_equal(y, y_ref)
     gy = images(rng, y.shape, dtype, gy_cl)
-    gx = FAST.max_pool2d_backward(gy, arg, x.shape, *geometry)
+    gx = pool_cpu.MAX_POOL.backward(gy, s)
     assert gx.flags.c_contiguous
-    np.testing.assert_array_equal(gx, REF.max_pool2d_backward(gy, arg_ref, x.shape,
-                                                              *geometry))
-    a = FAST.avg_pool2d_forward(x, *geometry)
+    np.testing.assert_array_equal(gx, pool.MAX_REFERENCE.backward(gy, s_ref))
+    a, _ = pool_cpu.AVG_POOL.forward(x, pg)
     assert a.flags.c_contiguous
-    np.testing.assert_allclose(a, REF.avg_pool2d_forward(x, *geometry), **tol(dtype))
-    ga = FAST.avg_pool2d_backward(gy, x.shape, *geometry)
+    np.testing.assert_allclose(a, pool.AVG_REFERENCE.forward(x, pg)[0], **tol(dtype))
+    ga = pool_cpu.AVG_POOL.backward(gy, pg)
     plain = gy.flags.c_contiguous                      # gx comes in gy's memory order
     assert (ga if plain else ga.transpose(0, 2, 3, 1)).flags.c_contiguous
-    np.testing.assert_allclose(ga, REF.avg_pool2d_backward(gy, x.shape, *geometry),
-                               **tol(dtype))
-
-
-def test_direct_results_are_fresh_arrays():
-    """The contract: no result aliases another or an input (parameters' .grad may alias
-    what backward returns, and the optimiser updates them in place)."""
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 2, 7, 7)).astype(np.float32)
-    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(3).astype(np.float32)
-    y, s = FAST.conv2d_forward(x, w, b, 1, 1, 1, 1, True)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    out = [y, *FAST.conv2d_backward(gy, s, True, True, True)]
-    for i, a in enumerate(out):
-        assert not any(np.shares_memory(a, o) for o in (x, w, b, gy))
-        assert not any(np.shares_memory(a, o) for o in out[i + 1:])
+    np.testing.assert_allclose(ga, pool.AVG_REFERENCE.backward(gy, pg), **tol(dtype))

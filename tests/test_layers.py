@@ -11,7 +11,8 @@ import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import nn
 from tinyalex.models import init_weights_xavier
-from conftest import arr, away_from_zero, check, distinct, host, randn, spot_check
+from conftest import (arr, away_from_zero, check, distinct, host, randn, require_torch,
+                      spot_check)
 
 
 def layer_check(layer, x):
@@ -140,6 +141,84 @@ def test_manual_seed_makes_dropout_and_init_reproducible():
 
 # -- initialisation -------------------------------------------------------------------
 
+ALPHA = 1e-6        # the chance, per check, that a correct sampler fails assert_uniform
+Z = 5.0             # a normal statistic beyond 5 standard errors: two-sided p ~ 6e-7
+
+
+def assert_uniform(sample, bound, what):
+    """``sample`` is a draw of U(-bound, bound), with every tolerance worked out from
+    its size n (each check fails a correct sampler with probability ~1e-6):
+
+    * inside the bounds (``bound`` rounded to the sample's dtype, as each value was);
+    * not all zero, and both ends reached: the largest value lies above
+      bound * (1 - q) and the smallest below -bound * (1 - q), where
+      P(max < bound * (1 - q)) = (1 - q/2)**n = ALPHA;
+    * mean 0 and variance bound**2 / 3 within Z standard errors: sigma / sqrt(n) for
+      the mean and sigma**2 * sqrt(0.8 / n) for the variance (a uniform's fourth
+      central moment is 9/5 sigma**4);
+    * its Kolmogorov-Smirnov distance to the uniform's CDF below the ALPHA critical
+      value sqrt(ln(2 / ALPHA) / 2n).
+
+    Small samples can only be checked loosely (n = 10 cannot tell a uniform from many
+    things), so the tests pool the draws of several layers where one layer's is small.
+    """
+    x = np.asarray(sample, dtype=np.float64).reshape(-1)
+    n = x.size
+    limit = float(np.asarray(bound, dtype=np.asarray(sample).dtype))
+    assert n > 0, what
+    assert np.abs(x).max() <= limit, f"{what}: |value| {np.abs(x).max()} > bound {limit}"
+    assert np.count_nonzero(x) > 0, f"{what}: all {n} values are zero"
+    q = 2 * (1 - ALPHA ** (1 / n))
+    assert x.max() > bound * (1 - q) and x.min() < -bound * (1 - q), (
+        f"{what}: range [{x.min():.4g}, {x.max():.4g}] of {n} draws does not reach "
+        f"+-{bound * (1 - q):.4g} (bound {bound:.4g})")
+    sigma2 = bound ** 2 / 3
+    assert abs(x.mean()) < Z * math.sqrt(sigma2 / n), f"{what}: mean {x.mean():.4g}"
+    assert abs(x.var(ddof=1) - sigma2) < Z * sigma2 * math.sqrt(0.8 / n), (
+        f"{what}: variance {x.var(ddof=1):.4g}, a uniform's is {sigma2:.4g} (n = {n})")
+    u = np.sort((x + bound) / (2 * bound))                   # U(0, 1) if x is uniform
+    i = np.arange(1, n + 1)
+    ks = max((i / n - u).max(), (u - (i - 1) / n).max())
+    assert ks < math.sqrt(math.log(2 / ALPHA) / (2 * n)), f"{what}: KS distance {ks:.4g}"
+
+
+def pooled(make, name, at_least=2000):
+    """The values of parameter ``name`` of freshly made layers, as many layers as it
+    takes to hold ``at_least`` values (a bias of 10 alone says little)."""
+    parts, n = [], 0
+    while n < at_least:
+        p = getattr(make(), name)
+        a = p.detach().numpy() if hasattr(p, "detach") else p.numpy()
+        parts.append(a.reshape(-1))
+        n += a.size
+    return np.concatenate(parts)
+
+
+def test_assert_uniform_rejects_what_is_not_the_uniform():
+    """The check can fail: zeros, a narrower or wider uniform, a normal of the same
+    variance, one value repeated, a sample that never reaches one end, and one with
+    the uniform's mean, variance and range but another shape."""
+    rng = np.random.default_rng(0)
+    b, n = 0.1, 5000
+    assert_uniform(rng.uniform(-b, b, n).astype(np.float32), b, "U(-b, b)")
+    bad = {
+        "zeros": np.zeros(n),
+        "U(-b/2, b/2)": rng.uniform(-b / 2, b / 2, n),
+        "U(-1.2 b, 1.2 b) clipped": np.clip(rng.uniform(-1.2 * b, 1.2 * b, n), -b, b),
+        # mean, variance and range of U(-b, b), not its shape: the KS distance sees it
+        "30% at +-b/sqrt(3)": np.where(rng.random(n) < 0.3,
+                                       rng.choice([-b, b], n) / math.sqrt(3),
+                                       rng.uniform(-b, b, n)),
+        "normal, same variance": np.clip(rng.normal(0, b / math.sqrt(3), n), -b, b),
+        "one value": np.full(n, b / 2),
+        "U(-b, 0.9 b)": rng.uniform(-b, 0.9 * b, n),
+        "U(0, b)": rng.uniform(0, b, n),
+    }
+    for name, sample in bad.items():
+        with pytest.raises(AssertionError):
+            assert_uniform(sample, b, name)
+
+
 @pytest.mark.parametrize("make, fan_in", [
     (lambda: nn.Conv2d(16, 32, 3), 16 * 9),
     (lambda: nn.Conv2d(1, 96, 11, stride=4, padding=1), 121),
@@ -151,62 +230,56 @@ def test_default_init_is_pytorchs_uniform(make, fan_in):
     tinyalex.manual_seed(0)
     layer = make()
     bound = 1 / math.sqrt(fan_in)
-    w, b = layer.weight.numpy(), layer.bias.numpy()
-    assert w.dtype == np.float32 and b.dtype == np.float32
-    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
-    # the whole range is used: with n >= 4608 draws, both extremes lie in the outer
-    # 5% of the bound (the chance that they do not is 0.975**4608 ~ 1e-51) ...
-    n = w.size
-    assert w.max() > 0.95 * bound and w.min() < -0.95 * bound
-    # ... and the spread is a uniform's: std = sigma = bound / sqrt(3), with standard
-    # error sigma * sqrt((kurtosis - 1) / 4n) = sigma * sqrt(0.2 / n); allow 5 of them
-    sigma = bound / math.sqrt(3)
-    assert abs(w.std() - sigma) < 5 * sigma * math.sqrt(0.2 / n)
-    assert abs(w.mean()) < 5 * sigma / math.sqrt(n)
+    assert layer.weight.dtype == np.float32 and layer.bias.dtype == np.float32
+    assert_uniform(layer.weight.numpy(), bound, "weight")
+    assert_uniform(pooled(make, "bias"), bound, "bias")
 
 
-def test_default_init_bounds_equal_torchs():
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+def test_default_init_equals_torchs_distribution():
+    """Both frameworks' default weights and biases are draws of the same uniform."""
+    torch = require_torch()
     torch.manual_seed(0)
-    for ours, theirs in [(nn.Conv2d(6, 16, 5), torch.nn.Conv2d(6, 16, 5)),
-                         (nn.Linear(84, 10), torch.nn.Linear(84, 10))]:
+    tinyalex.manual_seed(0)
+    for ours, theirs, fan_in in [
+            (lambda: nn.Conv2d(6, 16, 5), lambda: torch.nn.Conv2d(6, 16, 5), 6 * 25),
+            (lambda: nn.Linear(84, 10), lambda: torch.nn.Linear(84, 10), 84)]:
+        assert theirs().weight[0].numel() == fan_in
+        bound = 1 / math.sqrt(fan_in)
         for name in ("weight", "bias"):
-            o = getattr(ours, name).numpy()
-            t = getattr(theirs, name).detach().numpy()
-            assert o.shape == t.shape
-            bound = 1 / math.sqrt(theirs.weight[0].numel())          # 1 / sqrt(fan_in)
-            assert np.abs(o).max() <= bound and np.abs(t).max() <= bound
-            assert np.abs(o).max() > 0.8 * bound and np.abs(t).max() > 0.8 * bound
+            o, t = pooled(ours, name), pooled(theirs, name)
+            assert getattr(ours(), name).shape == tuple(getattr(theirs(), name).shape)
+            assert_uniform(o, bound, f"ours, {name}")
+            assert_uniform(t, bound, f"torch's, {name}")
 
 
 def test_xavier_uniform_bound_and_d2l_init_weights():
     tinyalex.manual_seed(0)
     w = nn.Linear(300, 200).weight
     nn.init.xavier_uniform_(w)
-    bound = math.sqrt(6 / (300 + 200))
-    assert np.abs(w.numpy()).max() <= bound
-    assert np.abs(w.numpy()).max() > 0.99 * bound
-    assert abs(w.numpy().std() - bound / math.sqrt(3)) < 0.01 * bound
+    assert_uniform(w.numpy(), math.sqrt(6 / (300 + 200)), "xavier_uniform_")
     net = tinyalex.models.lenet()
     biases = [p.numpy() for n, p in net.named_parameters() if n.endswith("bias")]
     net.apply(init_weights_xavier)
-    for layer in net:
+    for i, layer in enumerate(net):
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             fan_in, fan_out = nn.init.fan_in_and_fan_out(layer.weight)
-            assert np.abs(layer.weight.numpy()).max() <= math.sqrt(6 / (fan_in + fan_out))
+            assert_uniform(layer.weight.numpy(), math.sqrt(6 / (fan_in + fan_out)),
+                           f"layer {i} ({type(layer).__name__})")
     after = [p.numpy() for n, p in net.named_parameters() if n.endswith("bias")]
     for u, v in zip(biases, after):                    # d2l's init touches weights only
         np.testing.assert_array_equal(u, v)
 
 
-def test_xavier_bound_equals_torchs():
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+def test_xavier_uniform_equals_torchs_distribution():
+    torch = require_torch()
+    torch.manual_seed(0)
     t = torch.empty(96, 1, 11, 11)
     torch.nn.init.xavier_uniform_(t)
     ours = nn.Conv2d(1, 96, 11).weight
     nn.init.xavier_uniform_(ours)
     bound = math.sqrt(6 / (121 + 96 * 121))
-    assert np.abs(ours.numpy()).max() <= bound and t.abs().max().item() <= bound
+    assert_uniform(ours.numpy(), bound, "ours")
+    assert_uniform(t.numpy(), bound, "torch's")
 
 
 # -- whole networks -------------------------------------------------------------------

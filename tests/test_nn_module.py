@@ -8,7 +8,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn
-from conftest import host
+from conftest import host, require_torch
 
 ALEXNET_KEYS = ["0.weight", "0.bias", "3.weight", "3.bias", "6.weight", "6.bias",
                 "8.weight", "8.bias", "10.weight", "10.bias", "14.weight", "14.bias",
@@ -40,7 +40,7 @@ def test_alexnet_state_dict_keys_are_pytorchs(alexnet):
 
 
 def test_alexnet_state_dict_keys_equal_torchs_sequential(alexnet):
-    torch = pytest.importorskip("torch", reason="torch not installed: cannot compare keys")
+    torch = require_torch()
     tnn = torch.nn
     ref = tnn.Sequential(
         tnn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), tnn.ReLU(),

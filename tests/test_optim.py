@@ -5,7 +5,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn, optim
-from conftest import arr, host
+from conftest import arr, host, require_torch
 
 # Gradients handed to the optimiser on three successive steps (two parameters).
 GRADS = [
@@ -61,7 +61,7 @@ def test_plain_sgd_one_step_written_out():
 
 @pytest.mark.parametrize("lr, momentum, weight_decay", SETTINGS)
 def test_sgd_matches_torch(lr, momentum, weight_decay):
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     params = [torch.tensor(p, requires_grad=True) for p in START]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     for grads in GRADS:
@@ -76,7 +76,7 @@ def test_sgd_matches_torch(lr, momentum, weight_decay):
 def test_float32_training_step_matches_torch():
     """One real step on a small network in float32: same weights, same data, same
     update (to float32 rounding)."""
-    torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+    torch = require_torch()
     tinyalex.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
     ref = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))

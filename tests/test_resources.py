@@ -55,14 +55,14 @@ RECIPE = {"model": "lenet", "epochs": 2, "batch_size": 16}
                          ids=lambda e: e[0])
 def test_out_of_memory_in_a_training_step(tiny, monkeypatch, error):
     calls = [0]
-    real = train.cross_entropy
+    real = train.epoch.cross_entropy
 
     def failing(logits, y):
         calls[0] += 1
         if calls[0] == 2:
             raise stand_in(*error)
         return real(logits, y)
-    monkeypatch.setattr(train, "cross_entropy", failing)
+    monkeypatch.setattr(train.epoch, "cross_entropy", failing)
     with pytest.raises(train.OutOfMemory) as err:
         train.fit(RECIPE, tiny, log=lambda s: None)
     msg = str(err.value)
@@ -86,7 +86,7 @@ def test_out_of_memory_in_evaluation(tiny, monkeypatch, tmp_path):
 
 
 def test_a_cuda_error_that_is_not_memory_is_not_disguised(tiny, monkeypatch):
-    monkeypatch.setattr(train, "cross_entropy", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(train.epoch, "cross_entropy", lambda *a: (_ for _ in ()).throw(
         stand_in(*NOT_OOM)))
     with pytest.raises(RuntimeError, match="cudaErrorInvalidValue") as err:
         train.fit(RECIPE, tiny, log=lambda s: None)
@@ -95,7 +95,7 @@ def test_a_cuda_error_that_is_not_memory_is_not_disguised(tiny, monkeypatch):
 
 def test_out_of_memory_through_the_scripts(tmp_path, monkeypatch, capsys):
     folder = tiny_dataset(tmp_path / "data")
-    monkeypatch.setattr(train, "cross_entropy", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(train.epoch, "cross_entropy", lambda *a: (_ for _ in ()).throw(
         stand_in(*CUPY_OOM)))
     assert cli.main("lenet", ["--data-dir", str(folder), "--out", str(tmp_path / "run"),
                               "--backend", "numpy", "--no-progress", "--batch-size", "64"]) == 2
@@ -138,7 +138,7 @@ def test_a_real_memory_error_in_alexnet_training(tmp_path):
 
 
 def test_out_of_memory_while_building_the_model(tiny, monkeypatch):
-    monkeypatch.setattr(train, "init_weights_xavier",
+    monkeypatch.setattr(train.run, "init_weights_xavier",
                         lambda m: (_ for _ in ()).throw(MemoryError("Unable to allocate")))
     with pytest.raises(train.OutOfMemory, match="out of host memory building lenet on numpy "
                                                 r"\(MemoryError: Unable to allocate\), before "

@@ -1,9 +1,11 @@
 """Shapes: Chainer's output-size invariants for conv and pooling (hypothesis), d2l's
 AlexNet table from the issue row by row, LeNet's table, and parameter counts."""
 
+import ast
+import pathlib
+import re
 import subprocess
 import sys
-import pathlib
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -11,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import nn
-from tinyalex.summarize import layer_rows
+from tinyalex.study.summary import layer_rows
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -167,19 +169,60 @@ def test_alexnet_options_change_first_and_last_layers():
     assert net(tinyalex.zeros(2, 3, 224, 224)).shape == (2, 7)
 
 
-def test_summary_prints_the_table_with_the_total():
+# -- the printed tables, parsed row by row ----------------------------------------------
+
+SUMMARY_ROW = re.compile(r"^\s*(\d+)\s+(\w+)\s+(\([\d, ]+\))\s+([\d,]+)\s+([\d,]+)\s+\S")
+LOOP_ROW = re.compile(r"^(\w+)\s+output shape:\t(\([\d, ]+\))$")
+
+
+def number(text):
+    return int(text.replace(",", ""))
+
+
+def summary_rows(text):
+    """(index, layer, output shape, parameters) of every row of a printed summary table,
+    in order, and the total's parameter count. Every line between the two rules must
+    be a row: a line the pattern misses fails the test rather than being skipped."""
+    lines = text.splitlines()
+    rules = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
+    assert len(rules) == 2, f"expected two rules around the rows, got {len(rules)}"
+    rows = []
+    for line in lines[rules[0] + 1:rules[1]]:
+        m = SUMMARY_ROW.match(line)
+        assert m, f"not a table row: {line!r}"
+        rows.append((int(m[1]), m[2], ast.literal_eval(m[3]), number(m[4])))
+    total = lines[rules[1] + 1].split()
+    assert total[0] == "total", lines[rules[1] + 1]
+    return rows, number(total[1])
+
+
+def loop_rows(text):
+    """(layer, output shape) of each line d2l's loop prints, in order."""
+    return [(m[1], ast.literal_eval(m[2])) for m in map(LOOP_ROW.match, text.splitlines())
+            if m]
+
+
+@pytest.mark.parametrize("build, size, table, total", [
+    (tinyalex.models.alexnet, 224, ALEXNET_TABLE, 46_764_746),
+    (tinyalex.models.lenet, 28, LENET_TABLE, 61_706),
+])
+def test_summary_prints_the_table_row_by_row(build, size, table, total):
     lines = []
-    tinyalex.summary(tinyalex.models.alexnet(), (1, 1, 224, 224), print_fn=lines.append)
-    text = "\n".join(lines)
-    assert "46,764,746" in text
-    for name, shape, _ in ALEXNET_TABLE:
-        assert f"{name}" in text and str(shape) in text
+    tinyalex.summary(build(), (1, 1, size, size), print_fn=lines.append)
+    rows, printed_total = summary_rows("\n".join(lines))
+    assert rows == [(i, name, shape, params) for i, (name, shape, params) in enumerate(table)]
+    assert printed_total == total
 
 
 def test_shapes_example_prints_the_table():
-    """The README's main command (until training lands) runs on the real network."""
+    """examples/shapes.py runs d2l's loop on the real network, then prints the summary:
+    both, parsed line by line, are d2l's table in order."""
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "shapes.py")],
                          capture_output=True, text=True, timeout=120, check=True).stdout
-    printed = [line.split()[0] for line in out.splitlines() if "output shape:" in line]
-    assert printed == [name for name, _, _ in ALEXNET_TABLE]
-    assert "(1, 10)" in out and "46,764,746" in out
+    loop_lines = [line for line in out.splitlines() if "output shape:" in line]
+    assert len(loop_rows(out)) == len(loop_lines), "a loop line the parser cannot read"
+    assert loop_rows(out) == [(name, shape) for name, shape, _ in ALEXNET_TABLE]
+    rows, total = summary_rows(out[out.index(loop_lines[-1]) + len(loop_lines[-1]):])
+    assert rows == [(i, name, shape, params)
+                    for i, (name, shape, params) in enumerate(ALEXNET_TABLE)]
+    assert total == 46_764_746

@@ -6,7 +6,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn
-from tinyalex.summarize import format_table, layer_rows, time_layers
+from tinyalex.study.summary import format_table, layer_rows, time_layers
 
 
 def pair(v):
@@ -112,3 +112,34 @@ def test_bad_input_is_reported_clearly():
         tinyalex.summary(tinyalex.models.lenet(), (1, 3, 28, 28), print_fn=None)
     with pytest.raises(ValueError, match="repeats"):
         time_layers(tinyalex.models.lenet(), (1, 1, 28, 28), repeats=0)
+
+
+ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 2: "max-pool loop", 3: "winograd F(2,5)",
+                      5: "max-pool loop", 6: "winograd F(4,3)", 8: "winograd F(4,3)",
+                      10: "winograd F(4,3)", 12: "max-pool loop"}
+LENET_ALGORITHMS = {0: "direct", 2: "avg-pool loop", 3: "direct", 5: "avg-pool loop"}
+
+
+@pytest.mark.parametrize("build, shape, want", [
+    (tinyalex.models.alexnet, (2, 1, 224, 224), ALEXNET_ALGORITHMS),
+    (tinyalex.models.lenet, (2, 1, 28, 28), LENET_ALGORITHMS)])
+def test_the_algorithm_column_names_what_runs(build, shape, want):
+    """Every convolution and pooling layer names its algorithm, as the ops' choosers
+    pick it in each mode; other layers name none; the table prints the column."""
+    import tinyalex.kernels as kernels
+    net = build()
+    rows = layer_rows(net, shape)
+    assert {r["index"]: r["algorithm"] for r in rows if r["algorithm"]} == want
+    table = format_table(rows, "numpy").splitlines()
+    assert table[0].endswith("algorithm")
+    for r in rows:
+        line = table[2 + r["index"]]
+        assert line.endswith(r["algorithm"]) if r["algorithm"] else line.endswith("B")
+    assert "fast kernels, TINYALEX_CONV=auto" in table[-1]
+    with kernels.use_conv("im2col"):
+        convs = {r["algorithm"] for r in layer_rows(net, shape) if r["name"] == "Conv2d"}
+        assert convs == {"im2col+GEMM"}
+    with kernels.use("reference"):
+        names = {r["algorithm"] for r in layer_rows(net, shape) if r["algorithm"]}
+        assert names <= {"im2col+GEMM (reference)", "im2col+max (reference)",
+                         "im2col+mean (reference)"} and len(names) == 2

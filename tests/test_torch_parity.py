@@ -1,7 +1,8 @@
 """Outputs and gradients equal PyTorch's to float32 rounding, on shapes drawn by
 hypothesis, and d2l's two networks loaded with PyTorch's weights give PyTorch's
-outputs and gradients. Skipped, with the reason, where torch is not importable
-(it is a test-only reference, never a tinyalex dependency).
+outputs and gradients. Where torch is not importable (it is a test-only reference,
+never a tinyalex dependency) the module is skipped, with the reason, on a developer's
+machine and fails in CI (``conftest.require_torch``).
 
 Tolerance: both sides compute in float32 (unit round-off 6e-8) but sum in
 different orders; the reductions here have at most a few hundred terms, so
@@ -16,8 +17,9 @@ from hypothesis import given, settings, strategies as st
 import tinyalex
 import tinyalex.nn.functional as F
 from strategies import window_geometry
+from conftest import require_torch
 
-torch = pytest.importorskip("torch", reason="torch not installed: no reference to compare")
+torch = require_torch()
 TF = torch.nn.functional
 
 EXAMPLES = 15

@@ -1,5 +1,6 @@
-"""The training loop on real Fashion-MNIST: learning, exact resume, Ctrl-C, the
-command line. Small subsets keep it to seconds."""
+"""The training loop on real Fashion-MNIST: learning, exact resume, stopping on
+SIGINT or SIGTERM after the current batch and resuming from there, the command line.
+Small subsets keep it to seconds (d2l's full LeNet recipe: tests/test_d2l_recipe.py)."""
 
 import json
 import os
@@ -16,6 +17,7 @@ import tinyalex
 from tinyalex import cli, models, nn, optim, train
 from tinyalex.checkpoint import load_checkpoint, load_model
 from conftest import real_fashion_mnist
+from reliability_helpers import assert_same_arrays, checkpoint_params, signal_in_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
@@ -74,8 +76,9 @@ def test_fit_writes_metrics_curves_and_checkpoints(fashion, tmp_path):
     _, records = train.fit(recipe, fashion, out_dir=tmp_path, log=lines.append)
     losses = [r["loss"] for r in records]
     assert losses[1] < losses[0]            # off the initial loss, onto the plateau
-    # d2l's summary line, once per epoch and once at the end
-    assert len(lines) == 3 and lines[0].startswith("epoch 1/2: loss ")
+    # the algorithms once, then d2l's summary line once per epoch and once at the end
+    assert len(lines) == 4 and lines[0].startswith("algorithms on numpy (")
+    assert lines[1].startswith("epoch 1/2: loss ")
     assert lines[-1].startswith(f"loss {losses[-1]:.3f}, train acc ")
     assert lines[-1].endswith(" examples/sec on numpy")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -86,7 +89,10 @@ def test_fit_writes_metrics_curves_and_checkpoints(fashion, tmp_path):
         assert {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec", "seconds"} <= set(r)
         assert r["examples"] == 256 and r["seconds"] >= r["train_seconds"] > 0
         assert r["examples_per_sec"] == pytest.approx(256 / r["train_seconds"])
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+    # d2l's one-axes figure, 5 x 3.5 inches at 100 dpi: IHDR's width and height
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (500, 350)
     assert load_checkpoint(tmp_path / "checkpoint.npz").epoch == 2
 
 
@@ -186,38 +192,45 @@ def test_evaluate_script(fashion, tmp_path):
 
 # ------------------------------------------------------------------ Ctrl-C
 
-def test_sigint_keeps_a_loadable_checkpoint(fashion, tmp_path):
+SIGNALLED = {"model": "lenet", "epochs": 3, "batch_size": 32, "momentum": 0.9,
+             "train_limit": 256, "test_limit": 64}          # 8 steps an epoch
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopped_by_a_signal_mid_batch_then_resumed_equals_an_uninterrupted_run(
+        fashion, tmp_path, sig, status):
+    """The training script signalled while the 4th update of epoch 2 is in progress:
+    it finishes that batch (its update is applied) and starts no other, keeps epoch
+    1's checkpoint, exits 128 + signal with no traceback; --resume then ends with the
+    weights, momentum buffers and metrics (timing aside) of an uninterrupted run."""
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "examples" / "train_lenet.py"), "--backend", "numpy",
-           "--train-limit", "256", "--test-limit", "32", "--batch-size", "32",
-           "--epochs", "1000", "--no-progress", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "metrics.json").exists():       # the first epoch is saved
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no epoch finished in 120 s"
-            time.sleep(0.05)
-        time.sleep(0.3)                                  # well inside a later epoch
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, (stdout, stderr)
-    assert "interrupted by SIGINT" in stderr and "--resume" in stderr
+    flags = ["--backend", "numpy", "--epochs", "3", "--batch-size", "32", "--momentum", "0.9",
+             "--train-limit", "256", "--test-limit", "64", "--no-progress", "--out", str(out)]
+    step = 8 + 4
+    code, stdout, stderr = signal_in_batch(tmp_path, "lenet", flags, step, sig)
+    name = signal.Signals(sig).name
+    assert code == status, (stdout, stderr)
+    assert f"{name}: stopping after this batch" in stderr
+    assert f"training interrupted by {name} during epoch 2" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
+    assert f"step {step}: updated" in stdout, stdout           # the batch was finished
+    assert f"step {step + 1}:" not in stdout, stdout          # and no other begun
+    assert "epoch 1/3: loss" in stdout and "epoch 2/3" not in stdout
     ck = load_checkpoint(out / "checkpoint.npz")
-    assert ck.epoch >= 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["status"] == "interrupted" and len(metrics["epochs"]) == ck.epoch
+    assert ck.epoch == 1 and len(metrics["epochs"]) == 1
+    assert metrics["status"] == "interrupted" and metrics["interrupted_in_epoch"] == 2
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "curves.png", "metrics.json"]
-    # and it resumes from there
-    assert run_cli("lenet", "--out", str(out), "--resume", "--epochs", str(ck.epoch + 1),
-                   "--no-progress") == 0
-    assert load_checkpoint(out / "checkpoint.npz").epoch == ck.epoch + 1
+
+    assert run_cli("lenet", "--out", str(out), "--resume", "--no-progress") == 0
+    _, records = train.fit(SIGNALLED, fashion, out_dir=tmp_path / "ref", log=lambda s: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete"
+    assert without_timing(metrics["epochs"]) == without_timing(records)
+    saved = checkpoint_params(out / "checkpoint.npz")           # weights and momentum
+    assert len(saved) == 2 * 10
+    assert_same_arrays(saved, checkpoint_params(tmp_path / "ref" / "checkpoint.npz"))
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 3
 
 
 # ------------------------------------------------------------------ recipe checks
@@ -239,3 +252,17 @@ def tiny_data(n=4):
 def test_bad_recipes_fail_before_training(change, expected):
     with pytest.raises(ValueError, match=expected):
         train.fit(dict({"model": "lenet", "epochs": 1}, **change), tiny_data(), log=lambda s: None)
+
+
+def test_a_run_says_once_which_algorithm_computes_each_layer(tmp_path):
+    """One line at the start names every distinct choice with its layers, and
+    metrics.json records them."""
+    lines = []
+    train.fit({"model": "lenet", "epochs": 1, "batch_size": 2}, tiny_data(), log=lines.append,
+              out_dir=tmp_path)
+    said = [s for s in lines if s.startswith("algorithms on numpy")]
+    assert said == ["algorithms on numpy (fast kernels, TINYALEX_CONV=auto): direct: "
+                    "layers 0, 3; avg-pool loop: layers 2, 5"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["algorithms"] == {"layer 0": "direct", "layer 2": "avg-pool loop",
+                                     "layer 3": "direct", "layer 5": "avg-pool loop"}

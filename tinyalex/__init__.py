@@ -10,17 +10,43 @@
         print(type(layer).__name__, "output shape:", X.shape)
 """
 
+import importlib.util as _importlib_util
 import os as _os
+import sys as _sys
 
 import numpy as _np
 
-# The hot loops live in the top-level folder kernels/ of the source tree and are
-# installed as the sub-package tinyalex.kernels (setup.cfg, package_dir). Running
-# from a source checkout without installing, let tinyalex.kernels be found there too.
-if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
-    _root = _os.path.dirname(_os.path.abspath(__path__[0]))
-    if _os.path.isfile(_os.path.join(_root, "kernels", "__init__.py")):
-        __path__.append(_root)
+
+def _graft_kernels():
+    """Make the repository's top-level folder ``kernels/`` the sub-package
+    ``tinyalex.kernels`` when running from a source checkout (an install, plain or
+    editable, puts it under tinyalex itself or maps it there: setup.cfg). Exactly that
+    folder is grafted, and nothing else of the repository becomes importable as part
+    of tinyalex."""
+    if _os.path.isdir(_os.path.join(__path__[0], "kernels")) or "tinyalex.kernels" in _sys.modules:
+        return
+    folder = _os.path.join(_os.path.dirname(_os.path.abspath(__path__[0])), "kernels")
+    spec = _importlib_util.spec_from_file_location(
+        "tinyalex.kernels", _os.path.join(folder, "__init__.py"),
+        submodule_search_locations=[folder])
+    if spec is None:
+        return                      # no kernels folder: the import below says so
+    module = _importlib_util.module_from_spec(spec)
+    _sys.modules["tinyalex.kernels"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del _sys.modules["tinyalex.kernels"]
+        raise
+
+
+_graft_kernels()
+
+# The CPU process policy (glibc's malloc keeps freed memory, BLAS on one thread),
+# applied here once for the whole process: kernels/cpu_process.py says what and why.
+from .kernels import cpu_process as _cpu_process  # noqa: E402
+
+_cpu_process.apply()
 
 from . import backend, random
 from .backend import cupy_available, default_backend
@@ -28,12 +54,12 @@ from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
                      set_grad_enabled, tensor)
-from .tensor import check_shape as _check_shape
+from .checks import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
 from . import cuda
 from .devices import device
 from .safetensors_io import load, save
-from .summarize import summary
+from .study.summary import summary
 
 __version__ = "0.1.0"
 

@@ -27,6 +27,10 @@ present) before its data, an entry holding Python objects (a pickle) is refused
 without being read, and the rest is read with ``allow_pickle=False``. Then every
 entry is checked here. Every problem is a ValueError naming the file and what is
 wrong.
+
+This module knows the file format only; the models and their recipes are facts of
+``tinyalex/recipes.py``, which ``load_model`` asks to build the network a recipe
+names before it copies the weights in.
 """
 
 from __future__ import annotations
@@ -40,11 +44,11 @@ import numpy as np
 
 from . import backend as B
 from . import random as R
-from .atomic import atomic_write        # also imported from here by plots and scripts
+from .atomic import atomic_write
 from .npz import read_entries
+from .recipes import D2L_RECIPES, MODEL_NAMES, build_model, check_recipe
 
 FORMAT_VERSION = 1
-MODELS = ("alexnet", "lenet")
 _JSON_KEYS = ("format_version", "epoch", "recipe", "optimizer", "rng_state", "data_order",
               "metrics")
 DATA_ORDER = "numpy PCG64([seed, epoch]).permutation(N) for each epoch (tinyalex.data.epoch_order)"
@@ -80,10 +84,18 @@ def _json(value) -> np.ndarray:
 def _check_recipe(recipe, where) -> dict:
     if not isinstance(recipe, dict):
         raise TypeError(f"{where}: recipe must be a dict, got {type(recipe).__name__}")
-    if recipe.get("model") not in MODELS:
-        raise ValueError(f"{where}: recipe['model'] must be one of {MODELS}, got "
+    if recipe.get("model") not in MODEL_NAMES:
+        raise ValueError(f"{where}: recipe['model'] must be one of {MODEL_NAMES}, got "
                          f"{recipe.get('model')!r}")
     return recipe
+
+
+def _contradictions(optimizer_state: dict, full_recipe: dict) -> str:
+    """SGD's hyper-parameters that differ from the recipe's (which resuming trains on
+    and the run reports), in words; "" when they agree."""
+    return ", ".join(f"{k} {optimizer_state[k]!r} (recipe: {full_recipe[k]!r})"
+                     for k in ("lr", "momentum", "weight_decay")
+                     if optimizer_state[k] != full_recipe[k])
 
 
 def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None) -> None:
@@ -120,6 +132,11 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
                           "weight_decay": state["weight_decay"],
                           "params": [names[id(p)] for p in optimizer.params],
                           "momentum_buffers": with_buffer}
+        full = dict(D2L_RECIPES[recipe["model"]])
+        full.update(recipe)
+        differ = _contradictions(state, full)
+        if differ:
+            raise ValueError(f"save_checkpoint: the optimizer contradicts the recipe: {differ}")
     meta = {"format_version": FORMAT_VERSION, "epoch": int(epoch), "recipe": recipe,
             "optimizer": optimizer_json, "rng_state": R.get_rng_state(),
             "data_order": {"scheme": DATA_ORDER, "seed": recipe.get("seed"),
@@ -237,12 +254,11 @@ def load_checkpoint(path) -> Checkpoint:
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         _fail(path, f"epoch must be a non-negative integer, got {epoch!r}")
     recipe = meta["recipe"]
-    if not isinstance(recipe, dict) or recipe.get("model") not in MODELS:
+    if not isinstance(recipe, dict) or recipe.get("model") not in MODEL_NAMES:
         got = recipe.get("model") if isinstance(recipe, dict) else recipe
-        _fail(path, f"recipe must name a model in {MODELS}, got {got!r}")
-    from .train import check_recipe   # late import: train is built on this module
+        _fail(path, f"recipe must name a model in {MODEL_NAMES}, got {got!r}")
     try:
-        check_recipe(recipe)
+        full_recipe = check_recipe(recipe)
     except (ValueError, TypeError) as exc:
         _fail(path, f"its recipe is not valid ({exc})")
     if not isinstance(meta["rng_state"], str):
@@ -273,6 +289,10 @@ def load_checkpoint(path) -> Checkpoint:
     opt = meta["optimizer"]
     if opt is not None:
         _check_optimizer(path, opt, params)
+        # resuming restores these into SGD: they must be the recipe's, which the run reports
+        differ = _contradictions(opt, full_recipe)
+        if differ:
+            _fail(path, f"optimizer entry contradicts its recipe: {differ}")
         buffers = []
         for name in opt["params"]:
             if name in opt["momentum_buffers"]:
@@ -302,14 +322,6 @@ def load_checkpoint(path) -> Checkpoint:
                       rng_state=meta["rng_state"], optimizer_state=optimizer_state,
                       metrics=meta["metrics"], data_order=meta["data_order"] or {},
                       format_version=version)
-
-
-def build_model(name: str):
-    """A freshly built network of the named architecture."""
-    from . import models
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
-    return getattr(models, name)()
 
 
 def load_weights(model, checkpoint: Checkpoint) -> None:

@@ -1,13 +1,13 @@
 """The command line shared by ``examples/train_alexnet.py`` and ``examples/train_lenet.py``.
 
-Flags default to d2l's recipe of the model (``tinyalex.train.D2L_RECIPES``). With
+Flags default to d2l's recipe of the model (``tinyalex.recipes.D2L_RECIPES``). With
 ``--resume`` the recipe comes from the checkpoint in ``--out``; a flag given on the
 command line must then agree with it (``--epochs`` may grow, to train longer).
 
-Exit status: 0 done; 2 a bad flag, file or folder, or out of memory (the message says
-what to change); 3 training diverged (the loss became non-finite or exploded; the
-last good checkpoint is kept); 130 / 143 stopped by SIGINT / SIGTERM (the last
-complete epoch is kept; ``--resume`` continues).
+Exit status (``tinyalex/exits.py``): 0 done; 2 a bad flag, file or folder, or out of
+memory (the message says what to change); 3 training diverged (the loss became
+non-finite or exploded; the last good checkpoint is kept); 130 / 143 stopped by
+SIGINT / SIGTERM (the last complete epoch is kept; ``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ import sys
 from pathlib import Path
 
 from . import backend as B
-from .train import CHECKPOINT, D2L_RECIPES, TrainingDiverged, TrainingInterrupted, fit
+from .checkpoint import load_checkpoint
+from .data import load_fashion_mnist
+from .exits import DONE, FAILURES, exit_status
+from .faults import TrainingInterrupted
+from .recipes import D2L_RECIPES
+from .train import CHECKPOINT, fit
 
 # flag name -> recipe key
 _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
@@ -87,9 +92,6 @@ def recipe_from_args(model: str, args, base: dict | None = None) -> dict:
 
 def main(model: str, argv=None, description: str = "") -> int:
     """Parse flags, train, and return the exit status (130 after Ctrl-C)."""
-    from .checkpoint import load_checkpoint
-    from .data import load_fashion_mnist
-
     args = parser(model, description).parse_args(argv)
     try:
         backend = args.backend or B.default_backend()
@@ -123,7 +125,7 @@ def main(model: str, argv=None, description: str = "") -> int:
         if ckpt is not None and ckpt.epoch >= recipe["epochs"]:
             print(f"{ckpt_path} already holds {ckpt.epoch} epochs (recipe: "
                   f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
-            return 0
+            return DONE
         fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
             progress=not args.no_progress and sys.stderr.isatty())
     except TrainingInterrupted as exc:
@@ -131,15 +133,12 @@ def main(model: str, argv=None, description: str = "") -> int:
         if exc.checkpoint and exc.epoch:
             print(f"resume with: python {sys.argv[0]} --out {args.out} --resume",
                   file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:              # Ctrl-C before training began: nothing written
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:       # Ctrl-C before training began: nothing written
         print("\ninterrupted before training began; nothing was written", file=sys.stderr)
-        return 130
-    except TrainingDiverged as exc:
+        return exit_status(exc)
+    except FAILURES as exc:                # diverged, bad input, out of memory, ...
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     print(f"files in {out}: checkpoint.npz, metrics.json, curves.png")
-    return 0
+    return DONE

@@ -27,7 +27,6 @@ align_corners=False)`` up to float32 rounding.
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
 import zlib
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as B
-from .ops.checks import check_bytes, check_int
+from .checks import check_bytes, check_int
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -314,11 +313,8 @@ def bilinear_matrix(in_size: int, out_size: int, xp=np) -> "np.ndarray":
     at 0), between pixels ``i0 = floor(src)`` and ``i1 = min(i0 + 1, in - 1)`` with
     weights ``1 - (src - i0)`` and ``src - i0``; computed in float32 as PyTorch does.
     """
-    for arg, v in (("in_size", in_size), ("out_size", out_size)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"bilinear_matrix: {arg} must be an int, got {v!r}")
-    if in_size < 1 or out_size < 1:
-        raise ValueError(f"bilinear_matrix: sizes must be positive, got {in_size} -> {out_size}")
+    in_size = check_int(in_size, "in_size", "bilinear_matrix", 1)
+    out_size = check_int(out_size, "out_size", "bilinear_matrix", 1)
     check_bytes("bilinear_matrix", "the interpolation matrix", (out_size, in_size), 4)
     scale = np.float32(in_size) / np.float32(out_size)
     o = np.arange(out_size, dtype=np.float32)

@@ -40,7 +40,7 @@ from . import backend as B
 from . import devices
 from . import random as R
 from .data import MAX_RESIZE, _check_host_images, resize_bilinear, to_input
-from .ops.checks import check_int
+from .checks import check_int
 from .tensor import Tensor
 
 

@@ -16,11 +16,17 @@ on any machine); moving data to it (``backend_for``) checks that it is there. A
 missing GPU is a ValueError that says what is missing (CuPy, a driver, a GPU) and
 how to get it. tinyalex computes on one GPU, so ``cuda:N`` for N > 0 is refused even
 where that GPU exists, with the reason.
+
+Also here: ``device_name(backend)``, the processor a backend computes on, in words,
+which metrics.json and the main script record beside every measured figure
+(``"CPU: <model name>, <n> logical cores"``, or the GPU's name).
 """
 
 from __future__ import annotations
 
 import numbers
+import os
+import platform
 
 from . import backend as B
 
@@ -163,3 +169,22 @@ def backend_for(target, where: str) -> str:
 def default_device() -> device:
     """cuda:0 when a GPU is usable, else cpu (d2l's ``try_gpu()``)."""
     return device("cuda", 0) if cuda_device_count() >= 1 else device("cpu")
+
+
+def device_name(backend: str) -> str:
+    """The processor ``backend`` computes on, in words (for metrics.json)."""
+    if backend == "cupy":
+        cp = B.cupy_module()
+        dev = cp.cuda.Device()
+        name = cp.cuda.runtime.getDeviceProperties(dev.id)["name"]
+        return f"GPU {dev.id}: {name.decode() if isinstance(name, bytes) else name}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU: {model}, {os.cpu_count()} logical cores"

@@ -3,9 +3,10 @@
 * ``Signals``: while training, SIGINT and SIGTERM ask the loop to stop after the
   current batch; a second signal stops at once, except inside ``critical()`` (while
   the files of an epoch are written), which always finishes first.
-* ``TrainingInterrupted`` (exit status 128 + signal), ``TrainingDiverged`` (exit 3:
-  ``diverged`` and ``divergence_message``) and ``OutOfMemory`` (``translate_oom``):
-  the errors ``tinyalex.train.fit`` raises, each saying where and what to change.
+* ``TrainingInterrupted``, ``TrainingDiverged`` (``diverged`` and
+  ``divergence_message``) and ``OutOfMemory`` (``translate_oom``): the errors
+  ``tinyalex.train.fit`` raises, each saying where and what to change. The exit
+  status the scripts give each is in ``tinyalex/exits.py``.
 
 The checks are tested by injecting the faults: tests/test_faults.py (signals, kills,
 divergence) and tests/test_resources.py (memory).
@@ -26,7 +27,6 @@ import threading
 # loss stays finite (the cross-entropy is computed stably), so a NaN test alone
 # would never stop it.
 DIVERGENCE_FACTOR = 100
-EXIT_DIVERGED = 3                      # the scripts' exit status after divergence
 
 
 class TrainingInterrupted(Exception):
@@ -39,16 +39,10 @@ class TrainingInterrupted(Exception):
             and epoch else ""
         super().__init__(f"training interrupted by {name} during epoch {epoch + 1}{kept}")
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum          # 130 for SIGINT, as a shell reports it
-
 
 class TrainingDiverged(RuntimeError):
     """The loss (or the weights) became non-finite or exploded; nothing of the
     diverging epoch was saved, the checkpoint of the last complete epoch is kept."""
-
-    exit_code = EXIT_DIVERGED
 
     def __init__(self, message: str, epoch: int, step: int, loss: float):
         self.epoch, self.step, self.loss = epoch, step, loss

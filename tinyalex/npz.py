@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from .ops.checks import format_bytes, memory_limit
+from .checks import format_bytes, memory_limit
 
 
 class Refused(ValueError):

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tinyalex.kernels as kernels
+from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels.layout import fast_dtypes
 
 from . import backend as B
+from .checks import check_number
 from .tensor import Tensor, UninitializedParameter, no_grad
 
 
-def _non_negative(value, arg, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        need = "a positive number" if positive else "a non-negative number"
-        if isinstance(value, numbers.Real) and not math.isfinite(value):
-            need += " (finite)"
-        raise ValueError(f"SGD: {arg} must be {need}, got {value!r}")
-    return float(value)
+def sgd_update_reference(param, grad, lr):
+    """``param -= lr * grad`` in place (NumPy makes a temporary for ``lr * grad``)."""
+    param -= param.dtype.type(lr) * grad
+    return param
+
+
+def sgd_update_algorithm(param, grad):
+    """The in-place update ``param -= lr * grad``: the reference above with
+    ``TINYALEX_KERNELS=reference`` or dtypes other than float32/64, else one pass with
+    no temporary the size of the parameter (``kernels/elementwise_cpu.py`` cut into
+    ranges for threads, or a CUDA kernel)."""
+    if kernels.get_mode() == "reference" or not fast_dtypes(param, grad) \
+            or not param.flags.c_contiguous or param.shape != grad.shape:
+        return sgd_update_reference
+    if B.is_cupy_array(param):
+        return elementwise_gpu.for_cupy(elementwise_gpu.SgdUpdateGPU)
+    return elementwise_cpu.sgd_update
 
 
 class SGD:
@@ -26,9 +35,13 @@ class SGD:
 
     With ``momentum=0`` this is plain SGD, d2l's optimiser. On the first step the
     momentum buffer starts at the gradient itself, as in PyTorch.
+
+    ``flat``: a ``tinyalex.nn.FlatParameters`` of exactly these parameters (in this
+    order): while every parameter has its gradient in the flat buffer, a step is one
+    update over the whole buffer instead of one per parameter (the same numbers).
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, flat=None):
         if not hasattr(params, "__iter__"):
             raise TypeError(f"SGD: params must be an iterable of Tensors (e.g. "
                             f"net.parameters()), got {type(params).__name__}")
@@ -39,14 +52,41 @@ class SGD:
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"SGD: parameter {i} must be a Tensor with requires_grad=True,"
                                 f" got {type(p).__name__}")
-        self.lr = _non_negative(lr, "lr", positive=True)
-        self.momentum = _non_negative(momentum, "momentum")
-        self.weight_decay = _non_negative(weight_decay, "weight_decay")
+        self.lr = check_number(lr, "lr", "SGD", positive=True)
+        self.momentum = check_number(momentum, "momentum", "SGD")
+        self.weight_decay = check_number(weight_decay, "weight_decay", "SGD")
         self.momentum_buffers = [None] * len(self.params)
+        if flat is not None and [id(q) for q in flat.params] != [id(q) for q in self.params]:
+            raise ValueError("SGD: flat must hold exactly the parameters given, in order")
+        self.flat = flat
+        self._flat_momentum = None            # (total,), when the flat step keeps momentum
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def _flat_ready(self) -> bool:
+        f = self.flat
+        return f is not None and f.views_intact() and all(
+            p.grad is not None and p.grad.data is p._grad_buffer for p in self.params) \
+            and (not self.momentum or self._flat_momentum is not None
+                 or all(b is None for b in self.momentum_buffers))
+
+    def _step_flat(self) -> None:
+        f = self.flat
+        d = f.grad                                                  # (total,)
+        if self.weight_decay:
+            d = d + self.weight_decay * f.data
+        if self.momentum:
+            if self._flat_momentum is None:
+                self._flat_momentum = d.copy()
+                self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+                                         for p, o in zip(self.params, f.offsets)]
+            else:
+                self._flat_momentum *= self.momentum
+                self._flat_momentum += d
+            d = self._flat_momentum
+        sgd_update_algorithm(f.data, d)(f.data, d, self.lr)
 
     def step(self) -> None:
         # A lazy layer's parameters may be listed before its first forward (d2l 1.0's
@@ -58,6 +98,9 @@ class SGD:
                              "...) belong to lazy layers that have not run their first "
                              "forward; call the network on a batch before stepping")
         with no_grad():
+            if self._flat_ready():
+                self._step_flat()
+                return
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
@@ -72,8 +115,8 @@ class SGD:
                         buf *= self.momentum
                         buf += d
                     d = buf
-                # in place, one pass, no temporary the size of p (kernels/__init__.py)
-                kernels.select(p.data).sgd_update(p.data, d, self.lr)
+                # in place, one pass, no temporary the size of p
+                sgd_update_algorithm(p.data, d)(p.data, d, self.lr)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -91,10 +134,16 @@ class SGD:
             if b is not None and tuple(b.shape) != p.shape:
                 raise ValueError(f"SGD.load_state_dict: momentum buffer {i} has shape "
                                  f"{tuple(b.shape)}, parameter has {p.shape}")
-        self.lr = _non_negative(state.get("lr", self.lr), "lr", positive=True)
-        self.momentum = _non_negative(state.get("momentum", self.momentum), "momentum")
-        self.weight_decay = _non_negative(state.get("weight_decay", self.weight_decay),
-                                          "weight_decay")
+        self.lr = check_number(state.get("lr", self.lr), "lr", "SGD", positive=True)
+        self.momentum = check_number(state.get("momentum", self.momentum), "momentum", "SGD")
+        self.weight_decay = check_number(state.get("weight_decay", self.weight_decay),
+                                         "weight_decay", "SGD")
         self.momentum_buffers = [None if b is None else
                                  B.to_backend(b, p.backend).astype(p.dtype, copy=True)
                                  for p, b in zip(self.params, buffers)]
+        self._flat_momentum = None
+        if self.flat is not None and all(b is not None for b in self.momentum_buffers):
+            xp = self.params[0].xp       # one flat momentum buffer again, as _step_flat keeps
+            self._flat_momentum = xp.concatenate([b.reshape(-1) for b in self.momentum_buffers])
+            self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+                                     for p, o in zip(self.params, self.flat.offsets)]

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 
 import numpy as np
 
 from . import backend as B
+from .checks import check_int
 
 _generator = np.random.Generator(np.random.PCG64())
 
@@ -37,9 +37,8 @@ _generator = np.random.Generator(np.random.PCG64())
 def manual_seed(seed: int) -> None:
     """Seed every random stream tinyalex draws from."""
     global _generator
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
-    _generator = np.random.Generator(np.random.PCG64(int(seed)))
+    seed = check_int(seed, "seed", "manual_seed", 0, type_error=ValueError)
+    _generator = np.random.Generator(np.random.PCG64(seed))
 
 
 def generator() -> np.random.Generator:

@@ -188,7 +188,7 @@ def model_from_file(path, backend: str = "numpy"):
     convolution's shape; names may carry d2l 1.0's ``net.`` prefix. Every entry must
     be a floating-point weight of the network's shape, or the ValueError says which
     entry differs, how, and what was expected."""
-    from .checkpoint import build_model
+    from .recipes import build_model
     from . import random as R
     B.check_backend_name(backend)
     entries = read_header(path)

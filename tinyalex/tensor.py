@@ -30,6 +30,7 @@ import numpy as np
 
 from . import backend as B
 from . import devices
+from .checks import NUMERIC_KINDS, check_dtype
 
 # --------------------------------------------------------------------------------------
 # Gradient mode
@@ -63,7 +64,6 @@ def enable_grad():
 
 
 DEFAULT_FLOAT = np.float32
-NUMERIC_KINDS = "biuf"      # bool, signed and unsigned int, float: what ops accept
 
 
 # --------------------------------------------------------------------------------------
@@ -330,65 +330,10 @@ class Tensor:
             return
         run_backward(self._creator, grad, retain_graph)
 
-    # -- arithmetic (each a Function defined in tinyalex.ops.basic) -----------------
-    def __add__(self, other):
-        return _ops().add(self, other)
-
-    def __radd__(self, other):
-        return _ops().add(other, self)
-
-    def __sub__(self, other):
-        return _ops().sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops().sub(other, self)
-
-    def __mul__(self, other):
-        return _ops().mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops().mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops().div(other, self)
-
-    def __neg__(self):
-        return _ops().neg(self)
-
-    def __pow__(self, exponent):
-        return _ops().power(self, exponent)
-
-    def __matmul__(self, other):
-        return _ops().matmul(self, other)
-
-    def __getitem__(self, index):
-        return _ops().getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis=axis, keepdims=keepdims)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
-
-    view = reshape
-
-    def exp(self):
-        return _ops().exp(self)
-
-    def log(self):
-        return _ops().log(self)
-
-    def relu(self):
-        from .ops.activation import relu
-        return relu(self)
+    # -- arithmetic: each a Function of tinyalex.ops, bound to Tensor once the ops
+    #    exist (tinyalex/ops/__init__.py, ``bind_tensor_operators``): __add__, __sub__,
+    #    __mul__, __truediv__ (and their reflections), __neg__, __pow__, __matmul__,
+    #    __getitem__, sum, mean, reshape/view, exp, log, relu.
 
     # -- comparisons and reductions without gradients ------------------------------
     def argmax(self, axis=None, dim=None):
@@ -463,11 +408,6 @@ class UninitializedParameter(Parameter):
         return f"<UninitializedParameter {self.owner}>"
 
 
-def _ops():
-    from .ops import basic  # late import: ops are built on this module
-    return basic
-
-
 class _Move(Function):
     """Copy between backends, differentiably (the gradient moves back)."""
 
@@ -502,6 +442,14 @@ class _Cast(Function):
 # --------------------------------------------------------------------------------------
 
 def _accumulate_leaf(t: Tensor, g) -> None:
+    buffer = t.__dict__.get("_grad_buffer")       # nn/flat.py: the leaf's view of one buffer
+    if buffer is not None and (t.grad is None or t.grad.data is buffer):
+        if t.grad is None:
+            buffer[...] = g                        # a copy: g stays the caller's
+            t.grad = Tensor(buffer)
+        else:
+            buffer += g                            # the buffer is the leaf's own memory
+        return
     # Never add in place: g may be shared with another gradient (add's backward
     # hands the same array to both inputs).
     if t.grad is None:
@@ -608,31 +556,3 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
     if backend is not None:
         arr = B.to_backend(arr, backend)
     return Tensor(arr, requires_grad=requires_grad)
-
-
-def check_dtype(dtype, where: str) -> np.dtype:
-    """``dtype`` as a NumPy dtype of numbers (bool, int or float), or a TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{where}: {dtype!r} is not a dtype; use e.g. tinyalex.float32 or "
-                        "tinyalex.int64") from None
-    if dt.kind not in NUMERIC_KINDS:
-        raise TypeError(f"{where}: dtype must be bool, int or float, got {dt}")
-    return dt
-
-
-def check_shape(shape, where: str, dtype=DEFAULT_FLOAT) -> tuple:
-    """A shape of non-negative ints (bools refused) whose array fits in memory."""
-    from .ops.checks import check_bytes  # late import: ops are built on this module
-    if not isinstance(shape, (tuple, list)):
-        shape = (shape,)
-    for s in shape:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"{where}: sizes must be ints, got {tuple(shape)!r} (a "
-                            f"{type(s).__name__})")
-        if s < 0:
-            raise ValueError(f"{where}: sizes must be >= 0, got {tuple(shape)!r}")
-    dt = check_dtype(dtype, where)
-    check_bytes(where, "a tensor", shape, dt.itemsize)
-    return tuple(int(s) for s in shape)

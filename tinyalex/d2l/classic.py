@@ -33,7 +33,7 @@ import numpy as np
 from .. import cuda, devices, nn, optim
 from ..data import CLASS_NAMES, load_fashion_mnist
 from ..dataloader import DataLoader, ImageDataset, check_resize
-from ..ops.checks import check_int
+from ..checks import check_int
 from ..tensor import no_grad
 from .plotting import Animator
 

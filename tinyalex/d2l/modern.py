@@ -38,7 +38,7 @@ from .. import nn, optim
 from .. import backend as B
 from ..data import CLASS_NAMES, load_fashion_mnist
 from ..dataloader import DataLoader, ImageDataset
-from ..ops.checks import check_int
+from ..checks import check_int
 from ..ops.loss import cross_entropy
 from ..tensor import Tensor, no_grad
 from .classic import gpu

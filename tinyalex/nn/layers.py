@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from ..ops import activation, conv, dense, loss, pool
-from ..ops.checks import check_bytes, check_int, pair
+from ..checks import check_bool, check_bytes, check_int, pair
 from ..tensor import Parameter
 from . import init
 from .module import Module
-
-
-def _positive_int(value, arg, where):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-            or value < 1:
-        raise ValueError(f"{where}: {arg} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _flag(value, arg, where) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {arg} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _weight_fits(where, shape):
@@ -41,12 +27,12 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
-        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.in_channels = check_int(in_channels, "in_channels", "Conv2d", 1, type_error=ValueError)
+        self.out_channels = check_int(out_channels, "out_channels", "Conv2d", 1, type_error=ValueError)
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
-        bias = _flag(bias, "bias", "Conv2d")
+        bias = check_bool(bias, "bias", "Conv2d")
         KH, KW = self.kernel_size
         _weight_fits("Conv2d", (self.out_channels, self.in_channels, KH, KW))
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels, KH, KW),
@@ -65,6 +51,15 @@ class Conv2d(Module):
         fn = conv.Conv2d(self.stride, self.padding, where=self.where)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
+    def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
+        """The name of the algorithm that computes this layer for an input of
+        ``input_shape`` on ``backend`` in the current kernel mode (ops/conv.py's
+        ``conv2d_algorithm``, whose docstring holds the rules)."""
+        g = conv.Conv2d(self.stride, self.padding, where=self.where).geometry(
+            tuple(input_shape), self.weight.shape,
+            None if self.bias is None else self.bias.shape)
+        return conv.conv2d_algorithm(g, np.dtype(dtype), backend).name
+
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
@@ -78,9 +73,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
-        bias = _flag(bias, "bias", "Linear")
+        self.in_features = check_int(in_features, "in_features", "Linear", 1, type_error=ValueError)
+        self.out_features = check_int(out_features, "out_features", "Linear", 1, type_error=ValueError)
+        bias = check_bool(bias, "bias", "Linear")
         _weight_fits("Linear", (self.out_features, self.in_features))
         self.weight = Parameter(np.empty((self.out_features, self.in_features),
                                          dtype=np.float32))
@@ -113,6 +108,13 @@ class _Pool(Module):
 
     def forward(self, x):
         return self.op(self.kernel_size, self.stride, self.padding, where=self.where)(x)
+
+    def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
+        """The name of the algorithm that computes this layer for an input of
+        ``input_shape`` (ops/pool.py's ``pool2d_algorithm``)."""
+        fn = self.op(self.kernel_size, self.stride, self.padding, where=self.where)
+        return pool.pool2d_algorithm(fn.kind, fn.geometry(tuple(input_shape)),
+                                     np.dtype(dtype), backend).name
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride

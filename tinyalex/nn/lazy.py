@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend as B
-from ..ops.checks import check_int, pair
+from ..checks import check_bool, check_int, pair
 from ..tensor import Tensor, UninitializedParameter
-from .layers import Conv2d, Linear, _flag, _positive_int, _weight_fits
+from .layers import Conv2d, Linear, _weight_fits
 from .module import Module
 
 
@@ -76,11 +76,12 @@ class LazyConv2d(_LazyMixin, Conv2d):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True):
         Module.__init__(self)
         self.in_channels = 0                      # PyTorch prints LazyConv2d(0, 6, ...)
-        self.out_channels = _positive_int(out_channels, "out_channels", "LazyConv2d")
+        self.out_channels = check_int(out_channels, "out_channels", "LazyConv2d", 1,
+                                      type_error=ValueError)
         self.kernel_size = pair(kernel_size, "kernel_size", "LazyConv2d", 1)
         self.stride = pair(stride, "stride", "LazyConv2d", 1)
         self.padding = pair(padding, "padding", "LazyConv2d", 0)
-        self._placeholders(_flag(bias, "bias", "LazyConv2d"))
+        self._placeholders(check_bool(bias, "bias", "LazyConv2d"))
 
     def forward(self, x):
         x = x if isinstance(x, Tensor) else Tensor(x)
@@ -102,8 +103,9 @@ class LazyLinear(_LazyMixin, Linear):
     def __init__(self, out_features, bias=True):
         Module.__init__(self)
         self.in_features = 0
-        self.out_features = _positive_int(out_features, "out_features", "LazyLinear")
-        self._placeholders(_flag(bias, "bias", "LazyLinear"))
+        self.out_features = check_int(out_features, "out_features", "LazyLinear", 1,
+                                      type_error=ValueError)
+        self._placeholders(check_bool(bias, "bias", "LazyLinear"))
 
     def forward(self, x):
         x = x if isinstance(x, Tensor) else Tensor(x)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend as B
 from .. import devices
-from ..tensor import Parameter, Tensor, UninitializedParameter
+from ..tensor import Parameter, Tensor, UninitializedParameter, no_grad
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -208,7 +208,9 @@ class Module:
                              + "\n".join(problems))
         for name, value in values.items():
             p = own[name]
-            p.data = B.to_backend(value, p.backend).astype(p.dtype, copy=True)
+            # copied into the parameter's own memory, as PyTorch's param.copy_(value):
+            # views of it (nn/flat.py's one buffer of all parameters) stay valid
+            p.data[...] = B.to_backend(value, p.backend).astype(p.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # -- calling --------------------------------------------------------------------
@@ -255,6 +257,25 @@ class Sequential(Module):
 
     def __len__(self):
         return len(self._modules)
+
+    def algorithms(self, input_shape, dtype=np.float32, backend="numpy") -> list:
+        """``[(index, algorithm name), ...]`` for the layers that choose an algorithm
+        (convolution, pooling) when the network takes inputs of ``input_shape`` on
+        ``backend`` in the current kernel mode: what ``forward`` would run. The shapes
+        come from a zero input through the network (on the host, no graph)."""
+        x = Tensor(np.zeros(tuple(input_shape), dtype=dtype))
+        found = []
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for i, layer in enumerate(self._modules.values()):
+                    if hasattr(layer, "algorithm"):
+                        found.append((i, layer.algorithm(x.shape, dtype, backend)))
+                    x = layer(x)
+        finally:
+            self.train(was_training)
+        return found
 
     def __iter__(self):
         return iter(self._modules.values())

@@ -1,8 +1,8 @@
 """Elementwise activations and dropout.
 
-Each op asks its kernel set for its loops (``kernels.select``); the readable
-references are the ``*_reference`` functions here, and ``kernels/`` holds the fast
-versions that must agree with them.
+The readable references come first; ``activation_algorithm`` chooses what runs (the
+reference, or a fast loop in ``kernels/elementwise_cpu.py`` or ``elementwise_gpu.py``
+that the tests hold to it).
 
 ReLU and sigmoid keep their *output* for backward, as PyTorch does (the ReLU mask is
 ``y > 0``; sigmoid's derivative is ``y * (1 - y)``). Dropout keeps nothing but a seed:
@@ -16,41 +16,83 @@ from __future__ import annotations
 import numbers
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
 from .. import random as R
 from ..tensor import Function, Tensor
-from .checks import check_floating
+from ..checks import check_floating
 
 
-# -- readable references -----------------------------------------------------------------
+# -- [simple version] the readable references -------------------------------------------
 
-def relu_forward_reference(x):
-    return B.get_array_module(x).maximum(x, 0)
+class ReluReference:
+    name = "maximum (reference)"
 
+    def forward(self, x):
+        return B.get_array_module(x).maximum(x, 0)
 
-def relu_backward_reference(gy, y):
-    # the gradient passes where the output is positive (where x > 0)
-    return B.get_array_module(gy).where(y > 0, gy, 0).astype(gy.dtype, copy=False)
-
-
-def sigmoid_forward_reference(x):
-    xp = B.get_array_module(x)
-    # 1 / (1 + exp(-x)) without overflow for large |x|: exp of a non-positive number
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    def backward(self, gy, y):
+        # the gradient passes where the output is positive (where x > 0)
+        return B.get_array_module(gy).where(y > 0, gy, 0).astype(gy.dtype, copy=False)
 
 
-def sigmoid_backward_reference(gy, y):
-    return gy * y * (1 - y)
+class SigmoidReference:
+    name = "exp (reference)"
+
+    def forward(self, x):
+        xp = B.get_array_module(x)
+        # 1 / (1 + exp(-x)) without overflow for large |x|: exp of a non-positive number
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+    def backward(self, gy, y):
+        return gy * y * (1 - y)
 
 
-def dropout_reference(x, p, seed):
-    """x / (1-p) where element i (in C order) is kept, 0 elsewhere; also its backward."""
-    xp = B.get_array_module(x)
-    keep = R.keep_mask(seed, x.size, p, xp).reshape(x.shape)
-    scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-    return xp.where(keep, x * scale, 0).astype(x.dtype, copy=False)
+class DropoutReference:
+    name = "keep_mask (reference)"
+
+    def forward(self, x, p, seed):
+        """x / (1-p) where element i (in C order) is kept, 0 elsewhere; also its backward."""
+        xp = B.get_array_module(x)
+        keep = R.keep_mask(seed, x.size, p, xp).reshape(x.shape)
+        scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
+        return xp.where(keep, x * scale, 0).astype(x.dtype, copy=False)
+
+    backward = forward                 # the same mask and scale on the gradient
+
+
+RELU_REFERENCE, SIGMOID_REFERENCE = ReluReference(), SigmoidReference()
+DROPOUT_REFERENCE = DropoutReference()
+
+
+# -- the one place that chooses the algorithms --------------------------------------------
+
+def activation_algorithm(op: str, dtype, backend: str):
+    """The algorithm of ``op`` ("relu", "sigmoid" or "dropout"): the first row that
+    matches::
+
+        TINYALEX_KERNELS=reference, or dtype not float32/64   the reference above
+        backend cupy                                          the op's CUDA kernel
+        otherwise                                             the op's Numba loop
+
+    The loops run on the memory as it lies, one pass, cut into ranges for threads
+    (kernels/elementwise_cpu.py); the float32 sigmoid has its own vectorised exp.
+    """
+    if op not in ("relu", "sigmoid", "dropout"):
+        raise ValueError(f"activation_algorithm: op must be relu, sigmoid or dropout, "
+                         f"got {op!r}")
+    if kernels.get_mode() == "reference" or dtype not in FLOATS:
+        return {"relu": RELU_REFERENCE, "sigmoid": SIGMOID_REFERENCE,
+                "dropout": DROPOUT_REFERENCE}[op]
+    if backend == "cupy":
+        return elementwise_gpu.for_cupy({"relu": elementwise_gpu.ReluGPU,
+                                         "sigmoid": elementwise_gpu.SigmoidGPU,
+                                         "dropout": elementwise_gpu.DropoutGPU}[op])
+    return {"relu": elementwise_cpu.RELU, "sigmoid": elementwise_cpu.SIGMOID,
+            "dropout": elementwise_cpu.DROPOUT}[op]
 
 
 # -- the ops -------------------------------------------------------------------------------
@@ -58,27 +100,27 @@ def dropout_reference(x, p, seed):
 class ReLU(Function):
     def forward(self, x):
         check_floating(x.dtype, "relu")
-        self.k = kernels.select(x)
-        y = self.k.relu_forward(x)
+        self.algorithm = activation_algorithm("relu", x.dtype, B.backend_of(x))
+        y = self.algorithm.forward(x)
         if self.needs_input_grad[0]:
             self.y = y
         return y
 
     def backward(self, gy):
-        return self.k.relu_backward(gy, self.y)
+        return self.algorithm.backward(gy, self.y)
 
 
 class Sigmoid(Function):
     def forward(self, x):
         check_floating(x.dtype, "sigmoid")
-        self.k = kernels.select(x)
-        y = self.k.sigmoid_forward(x)
+        self.algorithm = activation_algorithm("sigmoid", x.dtype, B.backend_of(x))
+        y = self.algorithm.forward(x)
         if self.needs_input_grad[0]:
             self.y = y
         return y
 
     def backward(self, gy):
-        return self.k.sigmoid_backward(gy, self.y)
+        return self.algorithm.backward(gy, self.y)
 
 
 class Dropout(Function):
@@ -89,12 +131,12 @@ class Dropout(Function):
 
     def forward(self, x):
         check_floating(x.dtype, "dropout")
-        self.k = kernels.select(x)
+        self.algorithm = activation_algorithm("dropout", x.dtype, B.backend_of(x))
         self.seed = R.seed_for_device()         # one draw from the host generator
-        return self.k.dropout(x, self.p, self.seed)
+        return self.algorithm.forward(x, self.p, self.seed)
 
     def backward(self, gy):
-        return self.k.dropout(gy, self.p, self.seed)   # the same mask and scale
+        return self.algorithm.backward(gy, self.p, self.seed)   # the same mask and scale
 
 
 def check_probability(p, where="dropout") -> float:

@@ -1,7 +1,8 @@
 """Fully connected layer and flatten.
 
-The layer's three GEMMs go through the kernel set's ``matmul`` entry (``a @ b``; the
-fast CPU set cuts a large one into pieces for its threads, see ``kernels/cpu.py``).
+The layer's three GEMMs go through the matrix product ``matmul_algorithm`` chooses:
+NumPy's or CuPy's ``a @ b`` (the reference), or on the CPU the same product cut into
+one GEMM per thread (``kernels/elementwise_cpu.py``, ``cpu_threads.gemm``).
 """
 
 from __future__ import annotations
@@ -9,10 +10,35 @@ from __future__ import annotations
 import numpy as np
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels.layout import FLOATS
+
+from .. import backend as B
 
 from ..tensor import Function
 from .basic import reshape
-from .checks import check_floating, check_int
+from ..checks import check_floating, check_int
+
+
+class MatmulReference:
+    name = "a @ b (reference)"
+
+    def __call__(self, a, b):
+        return a @ b
+
+
+MATMUL_REFERENCE = MatmulReference()
+
+
+def matmul_algorithm(dtype, backend: str):
+    """The fully connected layers' matrix product: the reference ``a @ b`` with
+    ``TINYALEX_KERNELS=reference`` or dtypes other than float32/64; on the GPU cuBLAS in
+    strict FP32 (PyTorch's default for Linear); on the CPU one GEMM per thread."""
+    if kernels.get_mode() == "reference" or dtype not in FLOATS:
+        return MATMUL_REFERENCE
+    if backend == "cupy":
+        return elementwise_gpu.for_cupy(elementwise_gpu.MatmulGPU)
+    return elementwise_cpu.MATMUL
 
 
 class Linear(Function):
@@ -36,8 +62,8 @@ class Linear(Function):
         if bias is not None and tuple(bias.shape) != (OUT,):
             raise ValueError(f"{self.where}: bias must have shape ({OUT},), got "
                              f"{tuple(bias.shape)}")
-        self.k = kernels.select(x)
-        y = self.k.matmul(x, weight.T)         # (N, OUT) = (N, IN) @ (IN, OUT)
+        self.matmul = matmul_algorithm(x.dtype, B.backend_of(x))
+        y = self.matmul(x, weight.T)           # (N, OUT) = (N, IN) @ (IN, OUT)
         if bias is not None:
             y += bias                          # (N, OUT) + (OUT,)
         self.x, self.weight = x, weight
@@ -45,7 +71,7 @@ class Linear(Function):
 
     def backward(self, gy):
         need = self.needs_input_grad
-        mm = self.k.matmul
+        mm = self.matmul
         gx = mm(gy, self.weight) if need[0] else None       # (N, IN) = (N, OUT) @ (OUT, IN)
         gw = mm(gy.T, self.x) if need[1] else None          # (OUT, IN) = (OUT, N) @ (N, IN)
         if len(need) > 2:

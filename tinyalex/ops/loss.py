@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import backend as B
 from ..tensor import Function, Tensor
-from .checks import check_floating
+from ..checks import check_floating
 
 
 REDUCTIONS = ("mean", "sum", "none")

@@ -16,53 +16,87 @@ from __future__ import annotations
 import numpy as np
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import pool_cpu, pool_gpu
+from tinyalex.kernels.geometry import PoolGeometry, pool_geometry
+from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
 from ..tensor import Function
-from .checks import (check_floating, check_nonempty, check_pool_memory, check_rank,
-                     check_window, pair)
-from .im2col import col2im, conv_output_size, im2col
+from ..checks import (check_bytes, check_floating, check_nonempty, check_rank,
+                      check_window, pair)
+from .im2col import col2im, im2col
 
 
-# -- readable references ------------------------------------------------------------------
+# -- [simple version] the readable references -------------------------------------------
 
-def max_pool2d_forward_reference(x, KH, KW, SH, SW, PH, PW):
-    """(N, C, H, W) -> y (N, C, OH, OW) and argmax (N*C*OH*OW,): index in window."""
-    xp = B.get_array_module(x)
-    N, C, H, W = x.shape
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
-    # (N*C*OH*OW, KH*KW): one row per window of every channel of every image
-    cols = im2col(x.reshape(N * C, 1, H, W), KH, KW, SH, SW, PH, PW, pad_value=-np.inf)
-    argmax = cols.argmax(axis=1)                               # (N*C*OH*OW,)
-    y = cols[xp.arange(cols.shape[0]), argmax]                 # (N*C*OH*OW,)
-    return y.reshape(N, C, OH, OW), argmax
+class MaxPoolReference:
+    """Windows as rows (im2col with -inf padding), the max of each row, and the argmax
+    kept (N*C*OH*OW,): each output's gradient goes back to its window's argmax."""
 
+    name = "im2col+max (reference)"
 
-def max_pool2d_backward_reference(gy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
-    """Each output gradient goes to its window's argmax; windows add up (col2im)."""
-    xp = B.get_array_module(gy)
-    N, C, H, W = x_shape
-    gcols = xp.zeros((argmax.shape[0], KH * KW), dtype=gy.dtype)   # (N*C*OH*OW, KH*KW)
-    gcols[xp.arange(argmax.shape[0]), argmax] = gy.reshape(-1)
-    gx = col2im(gcols, (N * C, 1, H, W), KH, KW, SH, SW, PH, PW)   # (N*C, 1, H, W)
-    return gx.reshape(N, C, H, W)
+    def forward(self, x, g: PoolGeometry):
+        """y (N, C, OH, OW) and the argmax of each window."""
+        xp = B.get_array_module(x)
+        N, C, H, W = g.N, g.C, g.H, g.W
+        # (N*C*OH*OW, KH*KW): one row per window of every channel of every image
+        cols = im2col(x.reshape(N * C, 1, H, W), *g.window, pad_value=-np.inf)
+        argmax = cols.argmax(axis=1)                               # (N*C*OH*OW,)
+        y = cols[xp.arange(cols.shape[0]), argmax]                 # (N*C*OH*OW,)
+        return y.reshape(N, C, g.OH, g.OW), (argmax, g)
 
-
-def avg_pool2d_forward_reference(x, KH, KW, SH, SW, PH, PW):
-    N, C, H, W = x.shape
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
-    cols = im2col(x.reshape(N * C, 1, H, W), KH, KW, SH, SW, PH, PW)   # (N*C*OH*OW, KH*KW)
-    return cols.mean(axis=1).reshape(N, C, OH, OW)
+    def backward(self, gy, saved):
+        argmax, g = saved
+        xp = B.get_array_module(gy)
+        gcols = xp.zeros((argmax.shape[0], g.KH * g.KW), dtype=gy.dtype)  # (N*C*OH*OW, KH*KW)
+        gcols[xp.arange(argmax.shape[0]), argmax] = gy.reshape(-1)
+        gx = col2im(gcols, (g.N * g.C, 1, g.H, g.W), *g.window)          # (N*C, 1, H, W)
+        return gx.reshape(g.N, g.C, g.H, g.W)
 
 
-def avg_pool2d_backward_reference(gy, x_shape, KH, KW, SH, SW, PH, PW):
-    """Each window entry gets gy / (KH*KW); col2im adds overlapping windows."""
-    xp = B.get_array_module(gy)
-    N, C, H, W = x_shape
-    share = gy.reshape(-1, 1) / (KH * KW)                              # (N*C*OH*OW, 1)
-    gcols = xp.broadcast_to(share, (share.shape[0], KH * KW))           # (N*C*OH*OW, KH*KW)
-    gx = col2im(gcols, (N * C, 1, H, W), KH, KW, SH, SW, PH, PW)       # (N*C, 1, H, W)
-    return gx.reshape(N, C, H, W)
+class AvgPoolReference:
+    """Windows as rows (im2col, zero padding counted), the mean of each row; backward
+    gives every window entry gy / (KH*KW) and col2im adds overlapping windows."""
+
+    name = "im2col+mean (reference)"
+
+    def forward(self, x, g: PoolGeometry):
+        N, C = g.N, g.C
+        cols = im2col(x.reshape(N * C, 1, g.H, g.W), *g.window)         # (N*C*OH*OW, KH*KW)
+        return cols.mean(axis=1).reshape(N, C, g.OH, g.OW), g
+
+    def backward(self, gy, g: PoolGeometry):
+        xp = B.get_array_module(gy)
+        share = gy.reshape(-1, 1) / (g.KH * g.KW)                        # (N*C*OH*OW, 1)
+        gcols = xp.broadcast_to(share, (share.shape[0], g.KH * g.KW))    # (N*C*OH*OW, KH*KW)
+        gx = col2im(gcols, (g.N * g.C, 1, g.H, g.W), *g.window)          # (N*C, 1, H, W)
+        return gx.reshape(g.N, g.C, g.H, g.W)
+
+
+MAX_REFERENCE, AVG_REFERENCE = MaxPoolReference(), AvgPoolReference()
+
+
+# -- the one place that chooses the algorithm ---------------------------------------------
+
+def pool2d_algorithm(kind: str, g: PoolGeometry, dtype, backend: str):
+    """The algorithm that computes max (``kind="max"``) or average pooling of geometry
+    ``g``: the first row that matches::
+
+        TINYALEX_KERNELS=reference, or dtype not float32/64   im2col+max / im2col+mean
+                                                              (reference), above
+        backend cupy                                          max-pool / avg-pool kernel
+        otherwise                                             max-pool / avg-pool loop
+
+    The fast ones loop over each window directly: no window matrix (KH*KW copies of
+    every pixel), max pooling's argmax kept as int32 (kernels/pool_cpu.py).
+    """
+    if kind not in ("max", "avg"):
+        raise ValueError(f"pool2d_algorithm: kind must be 'max' or 'avg', got {kind!r}")
+    if kernels.get_mode() == "reference" or dtype not in FLOATS:
+        return MAX_REFERENCE if kind == "max" else AVG_REFERENCE
+    if backend == "cupy":
+        return pool_gpu.for_cupy(pool_gpu.MaxPoolGPU if kind == "max" else pool_gpu.AvgPoolGPU)
+    return pool_cpu.MAX_POOL if kind == "max" else pool_cpu.AVG_POOL
 
 
 # -- the ops ------------------------------------------------------------------------------
@@ -71,7 +105,7 @@ class _Pool2d(Function):
     kind = "pool"
 
     def __init__(self, kernel_size, stride=None, padding=0, where=None):
-        self.where = where or f"{self.kind}2d"
+        self.where = where or f"{self.kind}_pool2d"
         self.KH, self.KW = pair(kernel_size, "kernel_size", self.where, 1)
         stride = (self.KH, self.KW) if stride is None else stride
         self.SH, self.SW = pair(stride, "stride", self.where, 1)
@@ -80,46 +114,35 @@ class _Pool2d(Function):
             raise ValueError(f"{self.where}: padding {(self.PH, self.PW)} must be at most "
                              f"half of kernel_size {(self.KH, self.KW)}")
 
-    @property
-    def geometry(self):
-        return self.KH, self.KW, self.SH, self.SW, self.PH, self.PW
-
-    def _check(self, x):
-        check_rank(x.shape, 4, self.where, "(N, C, H, W)")
-        check_nonempty(x.shape, self.where)
-        check_floating(x.dtype, self.where)
-        _, _, H, W = x.shape
-        check_window(self.where, H, W, self.KH, self.KW, self.PH, self.PW)
-        check_pool_memory(self.where, x.shape, *self.geometry, x.dtype.itemsize,
-                          kernels.get_mode() == "reference")
-
-
-class MaxPool2d(_Pool2d):
-    kind = "max_pool"
+    def geometry(self, x_shape) -> PoolGeometry:
+        """The pooling geometry of an input shape, every size checked."""
+        check_rank(x_shape, 4, self.where, "(N, C, H, W)")
+        check_nonempty(x_shape, self.where)
+        check_window(self.where, x_shape[2], x_shape[3], self.KH, self.KW, self.PH, self.PW)
+        return pool_geometry(x_shape, self.KH, self.KW, self.SH, self.SW, self.PH, self.PW,
+                             self.where)
 
     def forward(self, x):
-        self._check(x)
-        self.k = kernels.select(x)
-        y, argmax = self.k.max_pool2d_forward(x, *self.geometry)
+        g = self.geometry(x.shape)
+        check_floating(x.dtype, self.where)
+        self.algorithm = pool2d_algorithm(self.kind, g, x.dtype, B.backend_of(x))
+        check_pool_memory(self.where, g, x.dtype.itemsize,
+                          windows=self.algorithm in (MAX_REFERENCE, AVG_REFERENCE))
+        y, saved = self.algorithm.forward(x, g)
         if self.needs_input_grad[0]:
-            self.argmax, self.x_shape = argmax, x.shape
+            self.saved = saved
         return y
 
     def backward(self, gy):
-        return self.k.max_pool2d_backward(gy, self.argmax, self.x_shape, *self.geometry)
+        return self.algorithm.backward(gy, self.saved)
+
+
+class MaxPool2d(_Pool2d):
+    kind = "max"
 
 
 class AvgPool2d(_Pool2d):
-    kind = "avg_pool"
-
-    def forward(self, x):
-        self._check(x)
-        self.k = kernels.select(x)
-        self.x_shape = x.shape
-        return self.k.avg_pool2d_forward(x, *self.geometry)
-
-    def backward(self, gy):
-        return self.k.avg_pool2d_backward(gy, self.x_shape, *self.geometry)
+    kind = "avg"
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
@@ -130,3 +153,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over each KHxKW window, zero padding counted (PyTorch's default)."""
     return AvgPool2d(kernel_size, stride, padding)(x)
+
+
+def check_pool_memory(where, g: PoolGeometry, itemsize, windows: bool) -> None:
+    """Pooling's output must fit, and with the reference (``windows``) its padded input
+    and the windows of every channel (im2col) too."""
+    hint = "check kernel_size, stride and padding"
+    check_bytes(where, "the output", (g.N, g.C, g.OH, g.OW), itemsize, hint)
+    if windows:
+        check_bytes(where, "the padded input", (g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW),
+                    itemsize, hint)
+        check_bytes(where, "the windows (im2col)", (g.N * g.C * g.OH * g.OW, g.KH * g.KW),
+                    itemsize, hint)

@@ -1,14 +1,14 @@
-"""Numba loops of the Winograd F(4x4, 3x3) convolution (see ``winograd.py``), written
-out for the matrices ``AT43`` and ``BT43`` there. Same layouts and signatures as
-``numba_winograd.py`` and ``numba_winograd5.py``: images channels-last, ``x2``
-(N*H, W*C); transformed tiles (36, T, C), plane ``6*a + b`` holding element (a, b) of
-every tile's 6x6 transform; every loop covers tiles t0..t1-1 and releases the GIL.
-``winograd.py`` checks the arguments.
+"""Numba loops of the Winograd F(4x4, 3x3) convolution (``conv_winograd_cpu.py``, which
+holds the matrices ``AT43`` and ``BT43`` and checks the arguments), written out for
+those matrices. Same layouts and signatures as ``numba_winograd_f25.py``: images
+channels-last, ``x2`` (N*H, W*C); transformed tiles (36, T, C), plane ``6*a + b``
+holding element (a, b) of every tile's 6x6 transform; every loop covers tiles
+t0..t1-1 and releases the GIL.
 
 A tile t = (n, th, tw) is the 6x6 input patch with top-left corner (4*th - PH,
 4*tw - PW); it yields the 4x4 outputs (4*th + i, 4*tw + j), cropped at the edges. B^T
 is the one of F(2x2, 5x5) (the same six points), so the input transform is
-``numba_winograd5.input_transform6`` with a step of 4. The 1-D transforms of the
+``numba_winograd_f25.input_transform6`` with a step of 4. The 1-D transforms of the
 outputs, from the rows of A^T (columns of A):
 
     A^T m = (m0 + (m1 + m2) + (m3 + m4),   (m1 - m2) + 2 (m3 - m4),
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .numba_winograd5 import input_transform6
+from .numba_winograd_f25 import input_transform6
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -50,14 +50,14 @@ def _a(g0, g1, g2, g3):
 
 
 @njit(cache=True, nogil=True)
-def input_transform4(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
+def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c
     (top-left corner (4*th - PH, 4*tw - PW))."""
     return input_transform6(x2, N, H, W, C, PH, PW, TH, TW, 4, V, zero, t0, t1)
 
 
 @njit(cache=True, nogil=True)
-def output_transform4(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
+def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
     """y2 (N*OH, OW*OC) = A^T m A (+ bias) for every tile's 6x6 product m, cropped to
     the output."""
     tmp = np.empty((24, OC), dtype=M.dtype)              # tmp[6i + b] = (A^T m)[i, b]
@@ -92,7 +92,7 @@ def output_transform4(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def grad_output_transform4(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
+def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
     """G[6a+b, t, oc] = (A g A^T)[a, b] for the 4x4 output gradient g of tile t (zero
     where the tile runs past the output)."""
     tmp = np.empty((24, OC), dtype=G.dtype)              # tmp[4a + j] = (A g)[a, j]

@@ -20,7 +20,13 @@ import time as _time
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+import tinyalex.kernels as kernels
+
+from .. import backend as B
+from .. import nn
+from .. import random as R
+from ..checks import check_bytes, check_int
+from ..tensor import Tensor, no_grad
 
 
 def layer_macs(layer, in_shape, out_shape) -> int:
@@ -29,7 +35,6 @@ def layer_macs(layer, in_shape, out_shape) -> int:
     Conv2d: N*OC*OH*OW*C*KH*KW; Linear: N*in*out; other layers: 0 (they do no
     multiply-accumulate work worth counting).
     """
-    from . import nn
     if isinstance(layer, nn.Conv2d):
         N, OC, OH, OW = out_shape
         C = in_shape[1]
@@ -44,23 +49,22 @@ def _check_net_and_shape(net, input_shape):
     if not hasattr(net, "__iter__"):
         raise TypeError(f"summary needs a Sequential (iterable of layers), got "
                         f"{type(net).__name__}")
-    try:
-        shape = tuple(int(s) for s in input_shape)
-        if any(isinstance(s, (bool, np.bool_)) or s != int(s) for s in input_shape):
-            raise TypeError      # a bool, or a float such as 28.5: not a size
-    except (TypeError, ValueError):
+    if not isinstance(input_shape, (tuple, list)) or not input_shape:
         raise TypeError(f"summary: input_shape must be a tuple of ints such as "
-                        f"(1, 1, 224, 224), got {input_shape!r}") from None
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"summary: input_shape must hold positive sizes, got {input_shape}")
+                        f"(1, 1, 224, 224), got {input_shape!r}")
+    shape = tuple(check_int(s, "input_shape", "summary", 1) for s in input_shape)
     return shape
 
 
 def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
-    """One dict per layer of ``net``: index, name, output shape, parameters, MACs and
-    ``activation_bytes`` (the memory of the layer's output for the whole batch)."""
+    """One dict per layer of ``net``: index, name, output shape, parameters, MACs,
+    ``activation_bytes`` (the memory of the layer's output for the whole batch) and
+    ``algorithm``: for convolution and pooling layers, the name of the algorithm that
+    computes the layer on ``backend`` in the current kernel mode (the ops' choosers,
+    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else ""."""
     shape = _check_net_and_shape(net, input_shape)
-    from . import backend as B
+    check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
+                "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
     was_training = net.training
@@ -75,8 +79,10 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                     raise ValueError(f"summary: layer {i} ({type(layer).__name__}) cannot "
                                      f"take input of shape {in_shape} (from input_shape "
                                      f"{shape}): {exc}") from None
+                algorithm = layer.algorithm(in_shape, dtype, backend) \
+                    if hasattr(layer, "algorithm") else ""
                 rows.append({"index": i, "name": type(layer).__name__,
-                             "output_shape": x.shape,
+                             "output_shape": x.shape, "algorithm": algorithm,
                              "parameters": sum(p.size for p in layer.parameters()),
                              "macs": layer_macs(layer, in_shape, x.shape),
                              "activation_bytes": int(x.data.nbytes)})
@@ -101,8 +107,6 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
         raise ValueError(f"time_layers: repeats must be >= 1 and warmup >= 0, got "
                          f"repeats={repeats}, warmup={warmup}")
     shape = _check_net_and_shape(net, input_shape)
-    from . import backend as B
-    from . import random as R
     xp = B.xp_of(backend)
     host = np.random.default_rng(0)
     x = B.to_backend(host.standard_normal(shape).astype(dtype), backend)
@@ -162,6 +166,11 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def mode_description() -> str:
+    """The kernel switches in words, e.g. ``fast kernels, TINYALEX_CONV=auto``."""
+    return f"{kernels.get_mode()} kernels, TINYALEX_CONV={kernels.get_conv_mode()}"
+
+
 def format_table(rows, backend: str | None = None) -> str:
     """The rows of :func:`layer_rows` (with times if present) as a text table."""
     timed = "forward_ms" in rows[0] if rows else False
@@ -169,12 +178,15 @@ def format_table(rows, backend: str | None = None) -> str:
             f"{'MACs':>15} {'activation':>11}")
     if timed:
         head += f" {'forward ms':>11} {'backward ms':>12}"
+    head += "  algorithm"
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['index']:>3}  {r['name']:<10} {str(r['output_shape']):<20} "
                 f"{r['parameters']:>12,} {r['macs']:>15,} {_bytes(r['activation_bytes']):>11}")
         if timed:
             line += f" {_ms(r['forward_ms']):>11} {_ms(r['backward_ms']):>12}"
+        if r.get("algorithm"):
+            line += f"  {r['algorithm']}"
         lines.append(line)
     lines.append("-" * len(head))
     total = (f"{'':>3}  {'total':<10} {'':<20} {sum(r['parameters'] for r in rows):>12,} "
@@ -189,6 +201,8 @@ def format_table(rows, backend: str | None = None) -> str:
                      "activation: memory of each layer's output")
     else:
         lines.append("activation: memory of each layer's output for the whole batch")
+    lines.append(f"algorithm: what computes each convolution and pooling layer on "
+                 f"{backend or 'numpy'} ({mode_description()}; docs/convolution.md)")
     return "\n".join(lines)
 
 

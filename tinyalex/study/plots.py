@@ -1,9 +1,16 @@
-"""The study tools' pictures, drawn with matplotlib's Agg canvas (no window, no
-global backend switch: each figure gets its own ``FigureCanvasAgg``).
+"""Every picture tinyalex draws, with matplotlib's Agg canvas (no pyplot, no window,
+no global backend switch: each figure gets its own ``FigureCanvasAgg``), so they
+work on machines without a display.
 
-Every function takes arrays the engine computed, writes one PNG of a fixed pixel
-size (``figsize * DPI``; no tight cropping, so tests can check the size) and
-returns its path:
+Every function takes arrays the engine computed, writes one PNG atomically
+(``tinyalex/atomic.py``: a kill mid-write leaves the previous picture whole) and
+returns its path. All but the confusion matrix have a fixed pixel size
+(``figsize * DPI``; no tight cropping, so tests can check the size):
+
+* ``plot_curves(runs, path)``: loss and accuracy per epoch of one training run (the
+  curves.png of every run) or several (``examples/compare.py``);
+* ``plot_confusion(matrix, class_names, path)``: a confusion matrix
+  (``examples/evaluate.py``);
 
 * ``plot_im2col(walk, path)``: the padded input beside the im2col matrix, one
   window and its row highlighted;
@@ -12,16 +19,16 @@ returns its path:
 * ``plot_filters(sets, path)``: the first layer's filters as a grid, one grid per
   checkpoint;
 * ``plot_feature_maps(sets, path)``: one image's feature maps after each conv and
-  pool layer, one block of columns per checkpoint;
-* ``plot_curves(runs, path)``: loss and accuracy per epoch of several training runs.
+  pool layer, one block of columns per checkpoint.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 DPI = 100
 
@@ -34,11 +41,13 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
-def _save(fig, path) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=DPI)          # fixed size: figsize * DPI pixels
-    return path
+def _save(fig, path, tight: bool = False) -> str:
+    """Write ``fig`` as a PNG to ``path`` (its folder made if missing), atomically. A
+    figure keeps its size (figsize * DPI pixels) unless ``tight`` crops it to what
+    was drawn."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI,
+                                             bbox_inches="tight" if tight else None))
+    return str(path)
 
 
 def _annotate(ax, m, fmt=lambda v: f"{v:g}", fontsize=8, mid=None):
@@ -263,20 +272,53 @@ def plot_feature_maps(image, sets, path, channels) -> str:
     return _save(fig, path)
 
 
-# -- training curves ------------------------------------------------------------------------
+# -- training curves and the confusion matrix ----------------------------------------------
 
+D2L_CURVES_SIZE = (5.0, 3.5)      # d2l's Animator figure, in inches
 CURVES_SIZE = (18.0, 4.5)
 
 
-def plot_curves(runs, path) -> str:
-    """``runs``: list of (label, records) with records as in metrics.json (``epoch``,
-    ``loss``, ``train_acc``, ``test_acc``, ``seconds``). Four panels: loss, train and
-    test accuracy per epoch, and test accuracy against the run's elapsed time."""
+def _plot_d2l_curves(records, path, title: str) -> str:
+    """d2l's picture of one run: train loss, train acc, test acc against epoch."""
     from matplotlib.ticker import MaxNLocator
+    fig = _figure(*D2L_CURVES_SIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    epochs = [r["epoch"] for r in records]
+    for key, style, color, label in (("loss", "-", "tab:blue", "train loss"),
+                                     ("train_acc", "--", "tab:purple", "train acc"),
+                                     ("test_acc", "-.", "tab:green", "test acc")):
+        ax.plot(epochs, [r[key] for r in records], style, color=color, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(min(1, min(epochs)), max(max(epochs), 2))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.15, top=0.88 if title else 0.95)
+    return _save(fig, path)
+
+
+def plot_curves(runs, path, title: str = "") -> str:
+    """Loss and accuracy per epoch of one training run, or of several side by side.
+
+    ``runs``: one run's epoch records as metrics.json holds them (dicts with
+    ``epoch``, ``loss``, ``train_acc``, ``test_acc`` and ``seconds``), or several
+    runs as ``(label, records)`` pairs. One run is drawn as d2l's Animator draws
+    ``train_ch6``: train loss, train acc and test acc on one axes against the epoch
+    (a training run's curves.png). Several runs get four panels: the training loss,
+    train and test accuracy per epoch, and test accuracy against the run's elapsed
+    time (a run whose records lack ``seconds`` is left out of that panel).
+    """
+    from matplotlib.ticker import MaxNLocator
+    one_run = bool(runs) and isinstance(runs[0], dict)
+    if one_run:
+        return _plot_d2l_curves(runs, path, title)
     fig = _figure(*CURVES_SIZE)
     panels = [("loss", "training loss"), ("train_acc", "train accuracy"),
               ("test_acc", "test accuracy")]
-    for i, (key, title) in enumerate(panels):
+    for i, (key, name) in enumerate(panels):
         ax = fig.add_subplot(1, 4, i + 1)
         for label, records in runs:
             pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
@@ -284,17 +326,48 @@ def plot_curves(runs, path) -> str:
                 ax.plot(*zip(*pts), marker="o", label=label)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
+        ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        if not one_run:
+            ax.legend(fontsize=9)
     ax = fig.add_subplot(1, 4, 4)
     for label, records in runs:
-        elapsed = np.cumsum([r["seconds"] for r in records])
-        ax.plot(elapsed, [r["test_acc"] for r in records], marker="o", label=label)
+        if records and all("seconds" in r for r in records):
+            elapsed = np.cumsum([r["seconds"] for r in records])
+            ax.plot(elapsed, [r["test_acc"] for r in records], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("seconds since the run started (log scale)")
     ax.set_title("test accuracy against time")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.9, wspace=0.22)
+    if not one_run:
+        ax.legend(fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.82 if title else 0.9,
+                        wspace=0.22)
     return _save(fig, path)
+
+
+def plot_confusion(matrix, class_names, path, title: str = "") -> str:
+    """A confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    matrix = np.asarray(matrix)
+    K = len(class_names)
+    if matrix.shape != (K, K):
+        raise ValueError(f"plot_confusion: matrix has shape {matrix.shape}, expected ({K}, {K}) "
+                         "for the class names given")
+    fig = _figure(7.0, 6.0)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(K), labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(range(K), labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    high = matrix.max() / 2 if matrix.size else 0
+    for i in range(K):
+        for j in range(K):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > high else "black")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path, tight=True)

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ops.im2col import col2im, conv_output_size, im2col
-from .ops.checks import pair
+from ..checks import pair
+from ..nn.functional import conv2d
+from ..ops.im2col import col2im, conv_output_size, im2col
+from ..tensor import tensor
 
 
 @dataclass
@@ -148,8 +150,6 @@ def walk_through(x, weight, bias=None, stride=1, padding=0, gy=None) -> ConvWalk
 
 def _check_against_engine(w: ConvWalk) -> None:
     """Fill ``w.errors``: our matrices against conv2d's output and autograd's grads."""
-    from . import tensor
-    from .nn.functional import conv2d
     xt = tensor(w.x, requires_grad=True)
     wt = tensor(w.weight, requires_grad=True)
     bt = tensor(w.bias, requires_grad=True)

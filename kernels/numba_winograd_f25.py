@@ -1,9 +1,10 @@
-"""Numba loops of the Winograd F(2x2, 5x5) convolution (see ``winograd.py``), written
-out for the matrices ``AT5`` and ``BT5`` there, as ``numba_winograd.py`` does for
-F(2x2, 3x3). Same layouts and signatures as those loops: images channels-last,
-``x2`` (N*H, W*C); transformed tiles (36, T, C), plane ``6*a + b`` holding element
-(a, b) of every tile's 6x6 transform; every loop covers tiles t0..t1-1 and releases
-the GIL. ``winograd.py`` checks the arguments.
+"""Numba loops of the Winograd F(2x2, 5x5) convolution (``conv_winograd_cpu.py``, which
+holds the matrices ``AT5`` and ``BT5`` and checks the arguments), written out for
+those matrices. Images are channels-last and flattened to 2-D, ``x2`` (N*H, W*C), row
+(n, h), column (w, c); transformed tiles are stored (36, T, C), plane ``6*a + b``
+holding element (a, b) of every tile's 6x6 transform, so each plane is one GEMM
+operand; every loop covers tiles t0..t1-1 (so that several threads can take disjoint
+ranges) and releases the GIL.
 
 Each 2-D transform is two passes of the 1-D one, first down the columns of the tile
 into a scratch array, then along its rows, each pass a loop over the channels that
@@ -64,7 +65,7 @@ def _run(x2, n, H, W, C, h, w, zeros):
 
 
 @njit(cache=True, nogil=True)
-def input_transform5(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
+def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c
     (top-left corner (2*th - PH, 2*tw - PW))."""
     return input_transform6(x2, N, H, W, C, PH, PW, TH, TW, 2, V, zero, t0, t1)
@@ -105,7 +106,7 @@ def input_transform6(x2, N, H, W, C, PH, PW, TH, TW, step, V, zero, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def output_transform5(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
+def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
     """y2 (N*OH, OW*OC) = A^T m A (+ bias) for every tile's 6x6 product m, cropped."""
     tmp = np.empty((12, OC), dtype=M.dtype)              # tmp[6i + b] = (A^T m)[i, b]
     for t in range(t0, t1):
@@ -136,7 +137,7 @@ def output_transform5(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def grad_output_transform5(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
+def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
     """G[6a+b, t, oc] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t (zero
     where the tile runs past the output)."""
     tmp = np.empty((12, OC), dtype=G.dtype)              # tmp[2a + j] = (A g)[a, j]

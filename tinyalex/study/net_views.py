@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend as B
-from . import nn
-from .tensor import Tensor, no_grad
+from .. import backend as B
+from .. import nn
+from .. import random as R
+from ..data import find_files, read_split, to_input
+from ..models import init_weights_xavier
+from ..recipes import build_model
+from ..tensor import Tensor, no_grad
 
 SHOWN_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -73,7 +77,6 @@ def pick_channels(maps, k: int = 8):
 def test_image(index: int = 0, data_dir=None, resize: int = 28, backend: str = "numpy"):
     """Test image ``index`` of Fashion-MNIST: ``(image (28, 28) uint8, label, x)``,
     with x (1, 1, resize, resize) float32 exactly as training feeds the network."""
-    from .data import find_files, read_split, to_input
     images, labels = read_split(*find_files(data_dir)["test"])
     if not 0 <= index < len(images):
         raise ValueError(f"test image index must be in 0..{len(images) - 1}, got {index}")
@@ -84,9 +87,6 @@ def test_image(index: int = 0, data_dir=None, resize: int = 28, backend: str = "
 def initial_model(recipe: dict):
     """The network ``fit`` starts from for ``recipe``: seeded, Xavier-initialised.
     tinyalex's random stream is left as it was."""
-    from . import random as R
-    from .checkpoint import build_model
-    from .models import init_weights_xavier
     state = R.get_rng_state()
     try:
         R.manual_seed(int(recipe.get("seed", 0)))

@@ -3,7 +3,7 @@
 
 * ``architecture(net, input_shape)``: depth, activations, pooling, dropout, channels,
   kernels, parameters and multiply-accumulates per image, read off the network
-  itself (its layers and :func:`tinyalex.summarize.layer_rows`);
+  itself (its layers and :func:`tinyalex.study.summary.layer_rows`);
 * ``load_run(path)``: a training run's ``metrics.json`` (written by
   ``tinyalex.train.fit``), checked;
 * ``run_facts(run)``: what the run measured: time per epoch, examples/sec, accuracy;
@@ -16,11 +16,10 @@ import json
 import os
 from collections import Counter
 
-from . import nn
-from .ops.checks import pair
-from .summarize import layer_rows
-
-INPUT_SIZE = {"alexnet": 224, "lenet": 28}
+from .. import nn
+from ..checks import pair
+from ..recipes import MODEL_NAMES, check_recipe, input_size
+from .summary import layer_rows
 
 
 def _pool_desc(layer) -> str:
@@ -82,25 +81,38 @@ def load_run(path) -> dict:
     except (OSError, ValueError) as exc:
         raise ValueError(f"compare: {file} is not readable JSON ({exc})") from None
     recipe = run.get("recipe") if isinstance(run, dict) else None
-    if not isinstance(recipe, dict) or recipe.get("model") not in INPUT_SIZE:
+    if not isinstance(recipe, dict) or recipe.get("model") not in MODEL_NAMES:
         raise ValueError(f"compare: {file} has no recipe naming a model in "
-                         f"{sorted(INPUT_SIZE)}")
+                         f"{sorted(MODEL_NAMES)}")
+    try:
+        check_recipe(recipe)            # sizes the network is built at, among others
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"compare: {file}: {exc}") from None
     records = run.get("epochs")
     if not isinstance(records, list) or not records:
         raise ValueError(f"compare: {file} holds no epoch records ('epochs' list)")
-    for r in records:
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"compare: {file}: epoch record {i + 1} is not a JSON object: "
+                             f"{r!r}")
         missing = [k for k in ("epoch", "loss", "train_acc", "test_acc", "seconds",
                                "examples_per_sec") if k not in r]
         if missing:
             raise ValueError(f"compare: {file}: epoch record {r.get('epoch', '?')} lacks "
                              f"{missing}")
+        wrong = [k for k in ("epoch", "loss", "train_acc", "test_acc", "seconds",
+                             "examples_per_sec", "examples", "train_seconds")
+                 if k in r and (isinstance(r[k], bool) or not isinstance(r[k], (int, float)))]
+        if wrong:
+            raise ValueError(f"compare: {file}: epoch record {i + 1} holds non-numbers in "
+                             f"{wrong}")
     run["path"] = file
     return run
 
 
 def input_shape(run) -> tuple:
     recipe = run["recipe"]
-    size = int(recipe.get("resize") or INPUT_SIZE[recipe["model"]])
+    size = int(recipe.get("resize") or input_size(recipe["model"]))
     return (1, 1, size, size)
 
 

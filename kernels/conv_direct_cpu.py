@@ -1,0 +1,111 @@
+"""The direct convolution on the CPU, for stride-1 layers with padding below the
+kernel size that Winograd does not take (LeNet's two layers): checked calls of the
+loops in ``numba_direct.py``, the batch cut into parts for threads (letters as in the
+Notation of ``tinyalex/ops/im2col.py``).
+
+Unlike im2col + GEMM and Winograd, images stay in plain (N, C, H, W) memory: each
+loop works on one image's padded channel planes with no column matrix (im2col would
+copy every pixel KH*KW times, and a GEMM with LeNet's 6 or 16 columns runs far from
+BLAS's peak), and the result is a C-contiguous (N, OC, OH, OW) array, as PyTorch
+returns it.
+
+Threads: each part of the batch adds its share of the weight gradient to arrays of
+its own, summed at the end, so no two threads ever write the same memory.
+
+The loops compute thrown-away columns from zeros of the gradient; with inf or NaN
+in the input (or inf in the filters) those would leak NaN into the gradients, so
+such gradients are computed by im2col + GEMM instead (``conv_im2col_cpu.py``), as
+the reference computes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cpu_threads, numba_direct as loops
+from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved, check_gradient
+from .geometry import ConvGeometry
+
+MIN_PART_MACS = 1 << 21  # a part of the batch smaller than this is not worth a thread
+
+
+@dataclass
+class DirectSaved:
+    """What backward needs: the input and filters, C-contiguous."""
+    x: object             # (N, C, H, W)
+    w: object             # (OC, C, KH, KW)
+    g: ConvGeometry
+
+
+class DirectCPU:
+    name = "direct"
+
+    def __init__(self):
+        self.threads = cpu_threads.WORKERS
+
+    @staticmethod
+    def takes(g: ConvGeometry) -> bool:
+        """Stride 1, padding below the kernel size."""
+        return g.SH == 1 and g.SW == 1 and g.PH < g.KH and g.PW < g.KW
+
+    def _parts(self, g):
+        """Disjoint (n0, n1) ranges covering the batch, one per thread that pays."""
+        macs = g.N * g.OC * g.C * g.KH * g.KW * g.OH * g.OW
+        parts = max(1, min(self.threads, g.N, macs // MIN_PART_MACS))
+        step = -(-g.N // parts)
+        return [(n0, min(g.N, n0 + step)) for n0 in range(0, g.N, step)]
+
+    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
+        """y (N, OC, OH, OW), C-contiguous, and what backward needs."""
+        if not self.takes(g):
+            raise ValueError(f"direct convolution: stride 1 and padding below the kernel "
+                             f"size only, not {g}")
+        x = np.ascontiguousarray(x)                                 # (N, C, H, W)
+        w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
+        b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
+        y = np.empty((g.N, g.OC, g.OH, g.OW), dtype=x.dtype)        # (N, OC, OH, OW)
+        cpu_threads.parallel([lambda n0=n0, n1=n1: loops.forward(x, w, b, g.PH, g.PW, y,
+                                                                 n0, n1)
+                              for n0, n1 in self._parts(g)])
+        return y, (DirectSaved(x, w, g) if keep else None)
+
+    def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool):
+        """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+        g, x, w = s.g, s.x, s.w
+        check_gradient("conv2d backward", gy, g, x.dtype)
+        gy = np.ascontiguousarray(gy)                               # (N, OC, OH, OW)
+        dt, K = gy.dtype, g.C * g.KH * g.KW
+        parts = self._parts(g)
+        gx = gw = gb = None
+        if need_w:
+            def weight_part(n0, n1):
+                gw_part = np.zeros((g.OC, K), dt)                   # (OC, C*KH*KW)
+                gb_part = np.zeros(g.OC, dt)                        # (OC,)
+                finite = loops.weight_gradient(x, gy, g.PH, g.PW, gw_part, gb_part,
+                                               dt.type(0), n0, n1)
+                return finite, gw_part, gb_part
+            results = cpu_threads.parallel([lambda n0=n0, n1=n1: weight_part(n0, n1)
+                                            for n0, n1 in parts])
+            if all(finite for finite, _, _ in results):
+                # (OC, C*KH*KW) -> (OC, C, KH, KW): columns are ordered (c, kh, kw)
+                gw = sum(r[1] for r in results).reshape(g.OC, g.C, g.KH, g.KW)
+                gb = sum(r[2] for r in results) if need_b else None
+            else:                            # inf or NaN in x: im2col adds no stray NaN
+                _, gw, gb = IM2COL_GEMM.backward(gy, Im2colSaved(x, w.reshape(g.OC, K), g),
+                                                 False, True, need_b)
+        elif need_b:
+            gb = gy.sum(axis=(0, 2, 3))                             # (OC,)
+        if need_x:
+            if not np.isfinite(w).all():     # inf weights: as above
+                gx, _, _ = IM2COL_GEMM.backward(gy, Im2colSaved(x, w.reshape(g.OC, K), g),
+                                                True, False, False)
+            else:
+                gx = np.empty((g.N, g.C, g.H, g.W), dtype=dt)       # (N, C, H, W)
+                cpu_threads.parallel([lambda n0=n0, n1=n1: loops.input_gradient(
+                    gy, w, g.PH, g.PW, gx, n0, n1) for n0, n1 in parts])
+        return gx, gw, gb
+
+
+DIRECT = DirectCPU()

@@ -1,0 +1,229 @@
+"""3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering on the CPU:
+F(4x4, 3x3) for AlexNet's conv3-5 and F(2x2, 5x5) for its conv2, the results of
+im2col + GEMM with 4 and 2.8 times fewer multiplications (letters as in the Notation
+of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f43.py`` and
+``numba_winograd_f25.py``).
+
+The idea (Lavin and Gray, 2016), for F(m x m, r x r): the m x m block of outputs of an
+r x r filter g needs the n x n input patch d around it (n = m + r - 1), and equals
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, on n x n matrices)
+
+with small constant matrices A^T (m x n), G (n x r), B^T (n x n): n*n multiplications
+instead of the m*m*r*r of the direct sums. Summed over the input channels, each of the
+n*n positions is a matrix product, so a layer is
+
+    V[k] (T, C)   = input transform of every tile t (T = N * ceil(OH/m) * ceil(OW/m))
+    U[k] (OC, C)  = filter transform
+    M[k] (T, OC)  = V[k] @ U[k].T                  k = 0..n*n-1: n*n GEMMs
+    y             = output transform of M          (T, m x m, OC) -> (N, OH, OW, OC)
+
+Backward, by the same algebra:
+
+    gU[k] (OC, C) = gM[k]^T (OC, T) @ V[k] (T, C),  gM = grad-output transform of gy
+    gW            = G^T gU G
+    gx            = the same convolution of gy, padded by r - 1 - P, with the filters
+                    turned by 180 degrees and their in/out channels swapped
+
+Both sets use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook at the points 0, 1,
+-1, 2, -2 and infinity (the same B^T; a test checks that each set computes a
+correlation). F(4x4, 3x3) needs 36 products per 16 outputs, at the price of larger
+constants (up to 8 in A^T, 1/24 in G) and so a larger float32 rounding error: the
+tests hold it to 1e-4 of the output's scale at AlexNet's widths. A batch is processed
+a few images at a time so that V and M stay small (``CHUNK_BYTES``). Images are
+channels-last, as the GEMMs leave them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cpu_threads, numba_winograd_f25, numba_winograd_f43
+from .geometry import ConvGeometry
+from .layout import as_nhwc
+from .workspace import WORKSPACE
+
+CHUNK_BYTES = 8 << 20        # transformed tiles per GEMM batch (V or M)
+MIN_CHANNELS = 96            # below, the direct convolution is faster: Winograd's GEMMs
+                             # are too thin (benchmarks/README.md)
+
+# F(2, 5): A^T (2x6), G (6x5), B^T (6x6)
+AT5 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=float)
+G5 = np.array([[1 / 4, 0, 0, 0, 0],
+               [-1 / 6, -1 / 6, -1 / 6, -1 / 6, -1 / 6],
+               [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
+               [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+               [0, 0, 0, 0, 1]])
+BT5 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
+# F(4, 3): A^T (4x6), G (6x3), B^T (6x6) = BT5. Row i of A^T holds the points to the
+# power i (and 1 at infinity for the last); the rows of G are the filter's polynomial
+# at each point, scaled by 1 / prod_j (p_i - p_j) over the other finite points.
+AT43 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], dtype=float)
+G43 = np.array([[1 / 4, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6],
+                [0, 0, 1]])
+BT43 = BT5
+
+
+@dataclass
+class WinogradSaved:
+    """What backward needs: the channels-last input and the filters."""
+    xh: object            # (N, H, W, C), C-contiguous
+    weight: object        # (OC, C, r, r)
+    g: ConvGeometry
+
+
+class WinogradCPU:
+    """Winograd F(m x m, r x r) with the tile loops of ``loops`` (a numba_winograd_*
+    module, looked up at each call)."""
+
+    def __init__(self, m: int, r: int, AT, G, BT, loops):
+        self.m, self.r, self.n = m, r, m + r - 1
+        self.name = f"winograd F({m},{r})"
+        self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
+        self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
+        self.chunk_bytes = CHUNK_BYTES
+        self.min_channels = MIN_CHANNELS
+
+    def takes(self, g: ConvGeometry) -> bool:
+        """The layers it computes: r x r filters, stride 1, padding below r, and at least
+        ``min_channels`` channels in and out."""
+        r = self.r
+        return g.KH == r and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r \
+            and g.PW < r and min(g.C, g.OC) >= self.min_channels
+
+    # -- the filter transforms: one GEMM each ------------------------------------------
+    def filter_transform(self, w, dtype, turn=False):
+        """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter. With ``turn``,
+        each filter is first turned by 180 degrees (for the input gradient): reversing
+        the r*r taps of a row-major filter is that turn."""
+        OC, C, r, _ = w.shape
+        wr = w.reshape(OC * C, r * r)                  # (OC*C, r*r), a view when contiguous
+        if turn:
+            wr = wr[:, ::-1]
+        GG = self.GG.astype(dtype)
+        return (GG @ wr.T).reshape(GG.shape[0], OC, C)  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+
+    def filter_gradient(self, gU, dtype):
+        """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G."""
+        nn, OC, C = gU.shape
+        r = self.r
+        # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
+        return (gU.reshape(nn, OC * C).T @ self.GG.astype(dtype)).reshape(OC, C, r, r)
+
+    def _images_per_chunk(self, N, tiles_per_image, channels, itemsize):
+        per_image = self.n * self.n * tiles_per_image * channels * itemsize
+        return max(1, min(N, self.chunk_bytes // max(1, per_image)))
+
+    # -- the convolution of channels-last images -------------------------------------
+    def conv(self, xh, U, bias, PH, PW, OH, OW):
+        """y (N, OH, OW, OC) for channels-last xh (N, H, W, C) and U (n*n, OC, C)."""
+        N, H, W, C = xh.shape
+        m, r, nn, OC = self.m, self.r, self.n * self.n, U.shape[1]
+        if (H + 2 * PH - (r - 1), W + 2 * PW - (r - 1)) != (OH, OW) \
+                or U.shape != (nn, OC, C) or not xh.flags.c_contiguous:
+            raise ValueError(f"{self.name}: input {xh.shape}, filters {U.shape}, padding "
+                             f"{(PH, PW)} do not give an output of {(OH, OW)}")
+        TH, TW = -(-OH // m), -(-OW // m)                          # tiles down, across
+        dt = xh.dtype
+        b = bias if bias is not None else np.zeros(1, dt)
+        yh = np.empty((N, OH, OW, OC), dtype=dt)                   # (N, OH, OW, OC)
+        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            T = (n1 - n0) * TH * TW
+            V = WORKSPACE.get(np, "wino_V", (nn, T, C), dt)         # (n*n, T, C)
+            M = WORKSPACE.get(np, "wino_M", (nn, T, OC), dt)        # (n*n, T, OC)
+            x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
+            cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W, C,
+                                   PH, PW, TH, TW, V, dt.type(0))
+            # (n*n, T, OC) = (n*n, T, C) @ (n*n, C, OC), U stored as (n*n, OC, C)
+            cpu_threads.gemm(V, U.transpose(0, 2, 1), M)
+            y2 = yh[n0:n1].reshape((n1 - n0) * OH, OW * OC)        # ((n1-n0)*OH, OW*OC)
+            cpu_threads.run_ranges(self.loops.output_transform, T, M, n1 - n0, OH, OW, OC,
+                                   TH, TW, b, bias is not None, y2)
+        return yh
+
+    def weight_gradient(self, xh, gyh, PH, PW):
+        """gW (OC, C, r, r) from channels-last xh (N, H, W, C) and gyh (N, OH, OW, OC)."""
+        N, H, W, C = xh.shape
+        _, OH, OW, OC = gyh.shape
+        m, nn = self.m, self.n * self.n
+        TH, TW = -(-OH // m), -(-OW // m)
+        dt = xh.dtype
+        zero = dt.type(0)
+        # The chunks' parts are summed in the transformed domain, gU (n*n, OC, C), and
+        # turned back once, when that sum is small; when it is larger than a chunk
+        # (F(4,3) on 384 channels), each part goes back to the filter domain at once and
+        # the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a GEMM
+        # per chunk, too much for F(2,5)'s conv2, which takes one image per chunk.
+        in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
+        gU = None if in_filters else np.zeros((nn, OC, C), dtype=dt)   # (n*n, OC, C)
+        gW = None                                                  # (OC, C, r, r)
+        nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            T = (n1 - n0) * TH * TW
+            V = WORKSPACE.get(np, "wino_V", (nn, T, C), dt)         # (n*n, T, C)
+            gM = WORKSPACE.get(np, "wino_M", (nn, T, OC), dt)       # (n*n, T, OC)
+            part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
+            x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
+            cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W, C,
+                                   PH, PW, TH, TW, V, zero)
+            gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
+            cpu_threads.run_ranges(self.loops.grad_output_transform, T, gy2, n1 - n0, OH,
+                                   OW, OC, TH, TW, gM, zero)
+            cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
+            if not in_filters:
+                gU += part
+            elif gW is None:
+                gW = self.filter_gradient(part, dt)                # (OC, C, r, r)
+            else:
+                gW += self.filter_gradient(part, dt)
+        return gW if in_filters else self.filter_gradient(gU, dt)
+
+    def input_gradient(self, gyh, w, PH, PW, H, W):
+        """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
+        r = self.r
+        # filters turned by 180 degrees, in/out channels swapped: the conv from OC
+        # channels to C takes U'[k] (C, OC) = U_turned[k].T: (n*n, OC, C) -> (n*n, C, OC)
+        U = self.filter_transform(w, gyh.dtype, turn=True).transpose(0, 2, 1)
+        return self.conv(gyh, U, None, r - 1 - PH, r - 1 - PW, H, W)
+
+    # -- the algorithm: forward and backward of a layer ----------------------------------
+    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
+        """y (N, OC, OH, OW) (a view of channels-last memory), and what backward needs."""
+        r = self.r
+        if (g.KH, g.KW, g.SH, g.SW) != (r, r, 1, 1) or g.PH >= r or g.PW >= r:
+            raise ValueError(f"{self.name} computes {r}x{r} stride-1 layers with padding "
+                             f"below {r}, not {g}")
+        xh = as_nhwc(np, x)                                         # (N, H, W, C)
+        U = self.filter_transform(weight, x.dtype)                  # (n*n, OC, C)
+        yh = self.conv(xh, U, bias, g.PH, g.PW, g.OH, g.OW)         # (N, OH, OW, OC)
+        saved = WinogradSaved(xh, weight, g) if keep else None
+        return yh.transpose(0, 3, 1, 2), saved                      # (N, OC, OH, OW) view
+
+    def backward(self, gy, s: WinogradSaved, need_x: bool, need_w: bool, need_b: bool):
+        """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+        g = s.g
+        if gy.shape != (g.N, g.OC, g.OH, g.OW) or gy.dtype != s.xh.dtype:
+            raise ValueError(f"conv2d backward: gradient of shape {gy.shape} ({gy.dtype}), "
+                             f"expected {(g.N, g.OC, g.OH, g.OW)} ({s.xh.dtype})")
+        gyh = as_nhwc(np, gy)                                       # (N, OH, OW, OC)
+        gb = gyh.reshape(-1, g.OC).sum(axis=0) if need_b else None  # (OC,)
+        gw = self.weight_gradient(s.xh, gyh, g.PH, g.PW) if need_w else None
+        gx = (self.input_gradient(gyh, s.weight, g.PH, g.PW, g.H, g.W)
+              .transpose(0, 3, 1, 2) if need_x else None)           # (N, C, H, W) view
+        return gx, gw, gb
+
+
+WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
+WINOGRAD_F25 = WinogradCPU(2, 5, AT5, G5, BT5, numba_winograd_f25)

@@ -1,0 +1,98 @@
+// common.cuh: what every kernel source of this folder shares.
+//
+// What it holds
+//   * the integer names: i32, i64 (signed indices), u32, u64 (their unsigned twins);
+//   * Div<U>: division by a run-time divisor d as a multiply and a shift, with the
+//     magic number computed once on the host (kernels/cuda_plan.py, magic_divider);
+//   * grid-stride loop helpers in the index type I (i32 or i64: the launcher picks
+//     i64 when an index could pass 2**31 - 1);
+//   * the float/double arithmetic with one rounding per operation (add_rn, mul_rn, ...:
+//     nvcc never contracts these into FMAs, so a result equals NumPy's, which rounds
+//     every operation), exp/log overloads, -inf and NaN;
+//   * EMULATE_ENTRY(name): nothing under nvcc/NVRTC; under g++ (emulate.h) the C entry
+//     points the CPU tests call.
+//
+// How it is built: included by each .cu of this folder; nvcc finds it beside them, and
+// NVRTC (cupy.RawModule) through the -I option from kernels/cuda_build.py.
+// No standard header is included on the device side, since NVRTC has none.
+#ifndef TINYALEX_COMMON_CUH
+#define TINYALEX_COMMON_CUH
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)     // nvcc, or NVRTC
+#define EMULATE_ENTRY(NAME)
+#else
+#include "emulate.h"
+#endif
+
+// The largest block the launcher uses (kernels/cuda_plan.py, BLOCK), and at least 4
+// such blocks resident per SM: ptxas then allows 64 registers a thread. (Given the
+// block size alone, ptxas aims at 8 resident blocks, 32 registers, and the 64-bit
+// col2im spills to local memory on sm_80.)
+#define TINYALEX_BLOCK 256
+#define TINYALEX_BOUNDS __launch_bounds__(TINYALEX_BLOCK, 4)
+
+typedef int i32;
+typedef long long i64;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+template <typename I> struct Unsigned;
+template <> struct Unsigned<i32> { typedef u32 type; };
+template <> struct Unsigned<i64> { typedef u64 type; };
+
+__device__ __forceinline__ u32 mulhi(u32 a, u32 b) { return __umulhi(a, b); }
+__device__ __forceinline__ u64 mulhi(u64 a, u64 b) { return __umul64hi(a, b); }
+
+// n / d == (mulhi(n, magic) + n) >> shift for 0 <= n, d < 2**(bits-1), where
+// shift = ceil(log2 d) and magic = floor(2**bits * (2**shift - d) / d) + 1 (Granlund and
+// Montgomery's round-up method; the sum cannot overflow since mulhi(n, magic) <= n).
+template <typename U> struct Div {
+    U d, magic;
+    u32 shift;
+    __device__ __forceinline__ U quotient(U n) const { return (mulhi(n, magic) + n) >> shift; }
+    // q = n / d, r = n % d
+    __device__ __forceinline__ void divmod(U n, U& q, U& r) const {
+        q = quotient(n);
+        r = n - q * d;
+    }
+};
+
+// the first element of this thread, and the step of the grid-stride loop
+template <typename I> __device__ __forceinline__ I first_index() {
+    return (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x;
+}
+template <typename I> __device__ __forceinline__ I grid_stride() {
+    return (I)blockDim.x * (I)gridDim.x;
+}
+
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+
+__device__ __forceinline__ float exp_t(float v) { return expf(v); }
+__device__ __forceinline__ double exp_t(double v) { return exp(v); }
+__device__ __forceinline__ float log_t(float v) { return logf(v); }
+__device__ __forceinline__ double log_t(double v) { return log(v); }
+
+template <typename T> __device__ __forceinline__ T neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() {
+    return __int_as_float((int)0xff800000u);
+}
+template <> __device__ __forceinline__ double neg_inf<double>() {
+    return __longlong_as_double((long long)0xfff0000000000000ull);
+}
+
+template <typename T> __device__ __forceinline__ T quiet_nan();
+template <> __device__ __forceinline__ float quiet_nan<float>() {
+    return __int_as_float(0x7fc00000);
+}
+template <> __device__ __forceinline__ double quiet_nan<double>() {
+    return __longlong_as_double(0x7ff8000000000000ll);
+}
+
+#endif  // TINYALEX_COMMON_CUH

@@ -1,0 +1,188 @@
+// im2col.cu: im2col and col2im, the convolution's copy into columns and its adjoint
+// (letters as in the Notation of tinyalex/ops/im2col.py).
+//
+// What it holds, each for T = float, double and I = i32, i64 (the index type):
+//   im2col_nchw_<t>_<i>   x (N, C, H, W)  -> cols (N*OH*OW, C*KH*KW), columns (c, kh, kw)
+//                         (the teaching order of tinyalex/ops/im2col.py)
+//   im2col_nhwc_<t>_<i>   x (N, H, W, C)  -> cols (N*OH*OW, KH*KW*C), columns (kh, kw, c)
+//                         (the channels-last order of the fast engine)
+//   col2im_nchw_<t>_<i>   cols, columns (c, kh, kw) -> gx (N, C, H, W), overwritten
+//   col2im_nhwc_<t>_<i>   cols, columns (kh, kw, c) -> gx (N, H, W, C), overwritten
+// with rows (n, oh, ow) everywhere, <t> f32 | f64 and <i> i32 | i64.
+//
+// How the work is cut: a grid-stride loop over the elements of the RESULT, in memory
+// order, so consecutive threads write consecutive addresses (coalesced), and one
+// thread owns one output element: no atomics, and any launch size gives the same
+// result. An element index is split into coordinates by Div (common.cuh): a
+// multiply-high and a shift per divisor, the magic numbers computed on the host.
+// col2im is a gather: the thread of input pixel (h, w) visits the windows that cover
+// it in the order of the kernel offsets (kh, kw), the order in which the reference
+// adds them, so float32 sums equal the NumPy reference's bit for bit.
+//
+// How it is built: on the GPU by cupy.RawModule (NVRTC) or nvcc, with -I for this
+// folder (kernels/cuda_build.py); on the CPU by g++ against emulate.h, for the tests.
+// How it is launched: kernels/cuda_plan.py (im2col, col2im) says the grid, the block,
+// the index type and the arguments in the order of the parameter lists below.
+// Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/test_cuda_sources.py
+// checks every kernel here against it.
+#include "common.cuh"
+
+// a divisor is passed as three parameters (kernels/cuda_plan.py, Divider.args)
+#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
+#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
+
+template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
+
+// cols[row, col] = x[n, c, oh*SH - PH + kh, ow*SW - PW + kw] (0 outside the image)
+// row = (n, oh, ow), col = (c, kh, kw); x is (N, C, H, W), cols (N*OH*OW, K = C*KH*KW)
+template <typename T, typename I, typename U>
+__device__ __forceinline__ void im2col_nchw(const T* __restrict__ x, T* __restrict__ cols,
+                                            I total, Div<U> K, Div<U> OW, Div<U> OH,
+                                            Div<U> KW, Div<U> KH, I C, I H, I W, I SH, I SW,
+                                            I PH, I PW) {
+    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+        U row, col, t, ow, n, oh, kc, kw, c, kh;
+        K.divmod((U)e, row, col);
+        OW.divmod(row, t, ow);
+        OH.divmod(t, n, oh);
+        KW.divmod(col, kc, kw);
+        KH.divmod(kc, c, kh);
+        const I h = (I)oh * SH - PH + (I)kh;
+        const I w = (I)ow * SW - PW + (I)kw;
+        const bool inside = h >= 0 && h < H && w >= 0 && w < W;
+        cols[e] = inside ? x[(((I)n * C + (I)c) * H + h) * W + w] : T(0);
+    }
+}
+
+// cols[row, col] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, c] (0 outside the image)
+// row = (n, oh, ow), col = (kh, kw, c); x is (N, H, W, C), cols (N*OH*OW, K = KH*KW*C).
+// For one kernel row kh, the KW*C entries (kw, c) are one run of x's memory.
+template <typename T, typename I, typename U>
+__device__ __forceinline__ void im2col_nhwc(const T* __restrict__ x, T* __restrict__ cols,
+                                            I total, Div<U> K, Div<U> OW, Div<U> OH,
+                                            Div<U> KWC, Div<U> C, I H, I W, I SH, I SW,
+                                            I PH, I PW) {
+    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+        U row, col, t, ow, n, oh, kh, run, kw, c;
+        K.divmod((U)e, row, col);
+        OW.divmod(row, t, ow);
+        OH.divmod(t, n, oh);
+        KWC.divmod(col, kh, run);               // run = kw*C + c
+        C.divmod(run, kw, c);
+        const I h = (I)oh * SH - PH + (I)kh;
+        const I w = (I)ow * SW - PW + (I)kw;
+        const bool inside = h >= 0 && h < H && w >= 0 && w < W;
+        cols[e] = inside ? x[(((I)n * H + h) * W + w) * (I)C.d + (I)c] : T(0);
+    }
+}
+
+// The windows that cover padded row hp = h + PH are oh = hp/SH, hp/SH - 1, ... with
+// kernel row kh = hp - oh*SH growing by SH while it stays below KH: visiting oh from
+// the top down visits kh in increasing order, as the reference adds them.
+
+// gx[n, c, h, w] = sum over (kh, kw) of cols[(n, oh, ow), (c, kh, kw)]
+// gx is (N, C, H, W), cols (N*OH*OW, C*KH*KW)
+template <typename T, typename I, typename U>
+__device__ __forceinline__ void col2im_nchw(const T* __restrict__ cols, T* __restrict__ gx,
+                                            I total, Div<U> W, Div<U> H, Div<U> C,
+                                            Div<U> SH, Div<U> SW, I KH, I KW, I OH, I OW,
+                                            I PH, I PW) {
+    const I K = (I)C.d * KH * KW;
+    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+        U t, w, t2, h, n, c;
+        W.divmod((U)e, t, w);
+        H.divmod(t, t2, h);
+        C.divmod(t2, n, c);
+        const I hp = (I)h + PH, wp = (I)w + PW;
+        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
+        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
+        T acc = T(0);
+        for (I oh = oh_top; oh >= 0; --oh) {
+            const I kh = hp - oh * (I)SH.d;
+            if (kh >= KH) break;
+            for (I ow = ow_top; ow >= 0; --ow) {
+                const I kw = wp - ow * (I)SW.d;
+                if (kw >= KW) break;
+                const I row = ((I)n * OH + oh) * OW + ow;
+                acc = add_rn(acc, cols[row * K + ((I)c * KH + kh) * KW + kw]);
+            }
+        }
+        gx[e] = acc;
+    }
+}
+
+// gx[n, h, w, c] = sum over (kh, kw) of cols[(n, oh, ow), (kh, kw, c)]
+// gx is (N, H, W, C), cols (N*OH*OW, KH*KW*C)
+template <typename T, typename I, typename U>
+__device__ __forceinline__ void col2im_nhwc(const T* __restrict__ cols, T* __restrict__ gx,
+                                            I total, Div<U> C, Div<U> W, Div<U> H,
+                                            Div<U> SH, Div<U> SW, I KH, I KW, I OH, I OW,
+                                            I PH, I PW) {
+    const I CC = (I)C.d, K = KH * KW * CC;
+    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+        U t, c, t2, w, n, h;
+        C.divmod((U)e, t, c);
+        W.divmod(t, t2, w);
+        H.divmod(t2, n, h);
+        const I hp = (I)h + PH, wp = (I)w + PW;
+        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
+        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
+        T acc = T(0);
+        for (I oh = oh_top; oh >= 0; --oh) {
+            const I kh = hp - oh * (I)SH.d;
+            if (kh >= KH) break;
+            for (I ow = ow_top; ow >= 0; --ow) {
+                const I kw = wp - ow * (I)SW.d;
+                if (kw >= KW) break;
+                const I row = ((I)n * OH + oh) * OW + ow;
+                acc = add_rn(acc, cols[row * K + (kh * KW + kw) * CC + (I)c]);
+            }
+        }
+        gx[e] = acc;
+    }
+}
+
+// -- extern "C" entry points (the names cupy.RawModule.get_function finds) ---------------
+
+#define IM2COL_ENTRIES(NAME, T, I)                                                         \
+    extern "C" __global__ void TINYALEX_BOUNDS im2col_nchw_##NAME(       \
+        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(K),              \
+        DIV_PARAMS(OW), DIV_PARAMS(OH), DIV_PARAMS(KW), DIV_PARAMS(KH), I C, I H, I W,      \
+        I SH, I SW, I PH, I PW) {                                                          \
+        im2col_nchw<T, I, U>(x, cols, total, DIV(K), DIV(OW), DIV(OH), DIV(KW), DIV(KH),   \
+                             C, H, W, SH, SW, PH, PW);                                     \
+    }                                                                                      \
+    EMULATE_ENTRY(im2col_nchw_##NAME)                                                      \
+    extern "C" __global__ void TINYALEX_BOUNDS im2col_nhwc_##NAME(       \
+        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(K),              \
+        DIV_PARAMS(OW), DIV_PARAMS(OH), DIV_PARAMS(KWC), DIV_PARAMS(C), I H, I W, I SH,     \
+        I SW, I PH, I PW) {                                                                \
+        im2col_nhwc<T, I, U>(x, cols, total, DIV(K), DIV(OW), DIV(OH), DIV(KWC), DIV(C),   \
+                             H, W, SH, SW, PH, PW);                                        \
+    }                                                                                      \
+    EMULATE_ENTRY(im2col_nhwc_##NAME)                                                      \
+    extern "C" __global__ void TINYALEX_BOUNDS col2im_nchw_##NAME(       \
+        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(W),             \
+        DIV_PARAMS(H), DIV_PARAMS(C), DIV_PARAMS(SH), DIV_PARAMS(SW), I KH, I KW, I OH,     \
+        I OW, I PH, I PW) {                                                                \
+        col2im_nchw<T, I, U>(cols, gx, total, DIV(W), DIV(H), DIV(C), DIV(SH), DIV(SW),    \
+                             KH, KW, OH, OW, PH, PW);                                      \
+    }                                                                                      \
+    EMULATE_ENTRY(col2im_nchw_##NAME)                                                      \
+    extern "C" __global__ void TINYALEX_BOUNDS col2im_nhwc_##NAME(       \
+        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(C),             \
+        DIV_PARAMS(W), DIV_PARAMS(H), DIV_PARAMS(SH), DIV_PARAMS(SW), I KH, I KW, I OH,     \
+        I OW, I PH, I PW) {                                                                \
+        col2im_nhwc<T, I, U>(cols, gx, total, DIV(C), DIV(W), DIV(H), DIV(SH), DIV(SW),    \
+                             KH, KW, OH, OW, PH, PW);                                      \
+    }                                                                                      \
+    EMULATE_ENTRY(col2im_nhwc_##NAME)
+
+#define U u32
+IM2COL_ENTRIES(f32_i32, float, i32)
+IM2COL_ENTRIES(f64_i32, double, i32)
+#undef U
+#define U u64
+IM2COL_ENTRIES(f32_i64, float, i64)
+IM2COL_ENTRIES(f64_i64, double, i64)
+#undef U

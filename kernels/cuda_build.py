@@ -1,0 +1,209 @@
+"""Building the CUDA C sources of ``kernels/cuda/``: for the GPU, and for the CPU tests.
+
+* ``SOURCES``: one file per op family (im2col, pool, elementwise); ``source_text(name)``
+  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes.
+* ``compile_with_nvcc(arch, source)``: compiles one source to a cubin with the CUDA
+  toolkit's nvcc and returns ptxas's report (registers, stack, local-memory spills per
+  kernel); ``tests/test_cuda_sources.py`` checks that no kernel spills on sm_80 and
+  sm_90.
+* ``build_emulation_library(tmpdir)``: the same sources compiled by g++ against
+  ``kernels/cuda/emulate.h`` into a shared library, loaded with ctypes;
+  ``EmulatedModule`` wraps it in the part of ``cupy.RawModule``'s interface that
+  ``cuda_plan.launch`` uses (``get_function(name)(grid, block, args)``), so one launch
+  path runs the kernels on the GPU or, thread by thread, on the CPU.
+
+Nothing here imports CuPy; the emulated kernels take NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cuda_plan import SCALAR_TYPES
+
+CUDA_DIR = Path(__file__).resolve().with_name("cuda")
+SOURCES = ("im2col", "pool", "elementwise")          # kernels/cuda/<name>.cu
+HEADERS = ("common.cuh", "emulate.h")
+ARCHS = ("sm_80", "sm_90")                           # A100, H100/H200
+CXX_FLAGS = ("-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+             "-Wall", "-Wextra", "-Wno-unknown-pragmas")
+
+
+def source_path(name: str) -> Path:
+    if name not in SOURCES:
+        raise ValueError(f"no CUDA source {name!r}; the sources are {SOURCES}")
+    return CUDA_DIR / f"{name}.cu"
+
+
+def source_text(name: str) -> str:
+    """The code of one source, for ``cupy.RawModule(code=source_text(name), ...)``."""
+    return source_path(name).read_text()
+
+
+def nvrtc_options() -> tuple[str, ...]:
+    """NVRTC's options for ``cupy.RawModule``: the include path of common.cuh, C++17."""
+    return (f"-I{CUDA_DIR}", "--std=c++17")
+
+
+# -- nvcc: the kernels as the GPU gets them ---------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelResources:
+    registers: int
+    stack_bytes: int
+    spill_stores: int
+    spill_loads: int
+
+
+@dataclass(frozen=True)
+class PtxasReport:
+    source: str
+    arch: str
+    seconds: float
+    kernels: dict            # kernel name -> KernelResources
+    text: str                # ptxas's own words
+
+    def spilling(self) -> dict:
+        """The kernels that spill to local memory (none should)."""
+        return {k: r for k, r in self.kernels.items() if r.spill_stores or r.spill_loads}
+
+
+_PROPERTIES = re.compile(r"Function properties for (\w+)\s*\n\s*(\d+) bytes stack frame, "
+                         r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_REGISTERS = re.compile(r"Compiling entry function '(\w+)'.*?Used (\d+) registers", re.S)
+
+
+def parse_ptxas_report(text: str) -> dict:
+    """kernel name -> KernelResources, from ``nvcc -Xptxas -v`` output."""
+    registers = {}
+    for block in text.split("Compiling entry function")[1:]:
+        m = _REGISTERS.search("Compiling entry function" + block)
+        if m:
+            registers[m.group(1)] = int(m.group(2))
+    kernels = {}
+    for name, stack, stores, loads in _PROPERTIES.findall(text):
+        if name in registers:
+            kernels[name] = KernelResources(registers[name], int(stack), int(stores),
+                                            int(loads))
+    return kernels
+
+
+def nvcc_path() -> str | None:
+    return shutil.which("nvcc")
+
+
+def compile_with_nvcc(arch: str, source: str, out_dir=None) -> PtxasReport:
+    """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
+    ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
+    nvcc's output if it fails."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return compile_with_nvcc(arch, source, tmp)
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")
+    if not re.fullmatch(r"sm_\d+", arch):
+        raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
+    out = Path(out_dir) / f"{source}_{arch}.cubin"
+    cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
+           "-o", str(out), str(source_path(source))]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    text = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"nvcc failed on {source}.cu for {arch}:\n{text[-4000:]}")
+    return PtxasReport(source, arch, seconds, parse_ptxas_report(text), text)
+
+
+# -- g++: the same kernels on the CPU -------------------------------------------------------
+
+def cxx_path() -> str | None:
+    return shutil.which("g++")
+
+
+def build_emulation_library(tmpdir, sources=SOURCES) -> ctypes.CDLL:
+    """g++ builds the sources against emulate.h into ``<tmpdir>/libtinyalex_cuda_emu.so``;
+    raises RuntimeError with the compiler's output if it fails."""
+    cxx = cxx_path()
+    if cxx is None:
+        raise RuntimeError("g++ is not on PATH (needed to build the CPU emulation)")
+    out = Path(tmpdir) / "libtinyalex_cuda_emu.so"
+    cmd = [cxx, *CXX_FLAGS, "-I", str(CUDA_DIR), *(str(source_path(s)) for s in sources),
+           "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"g++ failed to build the CUDA emulation:\n"
+                           f"{(done.stdout + done.stderr)[-4000:]}")
+    return ctypes.CDLL(str(out))
+
+
+class EmulatedKernel:
+    """One kernel of the emulation library, called as a ``cupy.RawKernel`` is:
+    ``kernel((grid,), (block,), args)``. Every argument must match the parameter's
+    C type exactly (an array for a pointer, or ``np.uint64(0)`` for a null one; a NumPy
+    scalar of the very dtype otherwise), since CuPy would pass anything else with the
+    wrong size."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str):
+        try:
+            self._run = getattr(lib, f"emu_{name}")
+            signature = getattr(lib, f"emu_sig_{name}")
+        except AttributeError:
+            raise ValueError(f"the CUDA emulation has no kernel {name!r}") from None
+        self._run.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
+        self._run.restype = None
+        signature.restype = ctypes.c_char_p
+        self.name, self.signature = name, signature().decode()
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        if len(grid) != 1 or len(block) != 1 or shared_mem:
+            raise ValueError(f"{self.name}: the emulation runs 1-D launches without shared "
+                             f"memory, got grid {grid}, block {block}, shared_mem {shared_mem}")
+        if len(args) != len(self.signature):
+            raise TypeError(f"{self.name}: {len(self.signature)} arguments "
+                            f"({self.signature}) expected, got {len(args)}")
+        values = [self._value(i, letter, a) for i, (letter, a) in
+                  enumerate(zip(self.signature, args))]
+        pointers = (ctypes.c_void_p * len(values))(
+            *(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values))
+        self._run(int(grid[0]), int(block[0]), pointers)
+
+    def _value(self, i, letter, a):
+        if letter == "p":
+            if isinstance(a, np.ndarray):
+                return ctypes.c_void_p(a.ctypes.data)
+            if isinstance(a, np.uint64) and a == 0:
+                return ctypes.c_void_p(0)
+            raise TypeError(f"{self.name}: argument {i} is a pointer; expected a NumPy "
+                            f"array, got {type(a).__name__}")
+        want = SCALAR_TYPES[letter]
+        if type(a) is not want:
+            raise TypeError(f"{self.name}: argument {i} must be {want.__name__}, got "
+                            f"{type(a).__name__} {a!r}")
+        return np.ctypeslib.as_ctypes_type(np.dtype(want))(a.item())
+
+
+class EmulatedModule:
+    """The emulation library with ``cupy.RawModule``'s ``get_function``."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib, self._kernels = lib, {}
+
+    def get_function(self, name: str) -> EmulatedKernel:
+        if name not in self._kernels:
+            self._kernels[name] = EmulatedKernel(self.lib, name)
+        return self._kernels[name]
+
+
+def emulated_module(tmpdir) -> EmulatedModule:
+    return EmulatedModule(build_emulation_library(tmpdir))

@@ -1,0 +1,106 @@
+"""The geometry of a window op (convolution, pooling) as plain numbers, checked once,
+before any compiled loop sees it (letters as in the Notation of
+``tinyalex/ops/im2col.py``)::
+
+    N C H W      the input batch          OC           output channels (convolution)
+    KH KW        the window               SH SW        the stride
+    PH PW        the zero padding         OH OW        the output:
+                                          OH = (H + 2*PH - KH) // SH + 1
+
+Compiled loops do not check bounds: every kernel wrapper builds its geometry here, so
+a bad call raises ValueError and never reaches a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinyalex.checks import check_int
+
+
+def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length along one axis: ``(size + 2*pad - kernel) // stride + 1``."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    N: int
+    C: int
+    H: int
+    W: int
+    OC: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    OH: int
+    OW: int
+
+    @property
+    def K(self) -> int:
+        return self.C * self.KH * self.KW           # columns of the im2col matrix
+
+    @property
+    def P(self) -> int:
+        return self.OH * self.OW                    # rows of the im2col matrix per image
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    N: int
+    C: int
+    H: int
+    W: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    OH: int
+    OW: int
+
+    @property
+    def window(self) -> tuple:
+        return self.KH, self.KW, self.SH, self.SW, self.PH, self.PW
+
+
+def window_output(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple:
+    """(OH, OW) of a window op, after checking that every size is an int in range and
+    that at least one window fits the padded input."""
+    for name, v, lo in (("KH", KH, 1), ("KW", KW, 1), ("SH", SH, 1), ("SW", SW, 1),
+                        ("PH", PH, 0), ("PW", PW, 0)):
+        check_int(v, name, where, lo, type_error=ValueError)
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"{where}: a {KH}x{KW} window does not fit an input of "
+                         f"{H}x{W} padded by {PH}x{PW}")
+    return OH, OW
+
+
+def conv_geometry(x_shape, w_shape, SH, SW, PH, PW, where="conv2d") -> ConvGeometry:
+    """The geometry of x (N, C, H, W) convolved with weight (OC, C, KH, KW)."""
+    if len(x_shape) != 4 or len(w_shape) != 4 or 0 in x_shape or 0 in w_shape:
+        raise ValueError(f"{where}: expected a non-empty input (N, C, H, W) and weight "
+                         f"(OC, C, KH, KW), got {tuple(x_shape)} and {tuple(w_shape)}")
+    N, C, H, W = (int(s) for s in x_shape)
+    OC, C2, KH, KW = (int(s) for s in w_shape)
+    if C2 != C:
+        raise ValueError(f"{where}: input {tuple(x_shape)} and weight {tuple(w_shape)} "
+                         "do not match in channels")
+    OH, OW = window_output(where, H, W, KH, KW, SH, SW, PH, PW)
+    return ConvGeometry(N, C, H, W, OC, KH, KW, int(SH), int(SW), int(PH), int(PW), OH, OW)
+
+
+def pool_geometry(x_shape, KH, KW, SH, SW, PH, PW, where="pool2d") -> PoolGeometry:
+    """The geometry of pooling x (N, C, H, W) with a KH x KW window."""
+    if len(x_shape) != 4 or 0 in x_shape:
+        raise ValueError(f"{where}: expected a non-empty 4-D input (N, C, H, W), got "
+                         f"{tuple(x_shape)}")
+    N, C, H, W = (int(s) for s in x_shape)
+    OH, OW = window_output(where, H, W, KH, KW, SH, SW, PH, PW)
+    return PoolGeometry(N, C, H, W, int(KH), int(KW), int(SH), int(SW), int(PH), int(PW),
+                        OH, OW)

@@ -1,0 +1,119 @@
+"""The models tinyalex trains and d2l's recipe for each: one table of facts.
+
+    net = build_model("lenet")                         # a fresh, untrained LeNet
+    recipe = check_recipe({"model": "lenet", "epochs": 2})   # d2l's, with epochs=2
+
+``MODELS`` holds, per model, what the training scripts, the checkpoints and the
+comparison tool need to know of it: its name in tables, the function that builds
+it (``tinyalex.models``) and d2l's recipe (AlexNet chapter: batch 128, lr 0.01,
+10 epochs, resize 224; LeNet chapter: batch 256, lr 0.9, 10 epochs, 28x28). The
+recipe's ``resize`` is the input side the network is built for (``input_size``).
+
+``check_recipe`` fills a recipe's missing keys from the model's d2l recipe and
+checks every value; ``check_input_size`` runs one zero image of the recipe's size
+through the network, so that a size the network cannot take fails before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import models
+from .checks import check_int, check_number
+from .data import MAX_RESIZE, ROWS
+from .tensor import Tensor, no_grad
+
+
+@dataclass(frozen=True)
+class Model:
+    """What tinyalex knows of one model: its name in tables, its builder, and d2l's
+    recipe for it (``recipe["resize"]``: the input side it is built for)."""
+
+    title: str
+    build: Callable
+    recipe: dict
+
+
+MODELS = {
+    "alexnet": Model("AlexNet", models.alexnet, {
+        "model": "alexnet", "epochs": 10, "batch_size": 128, "lr": 0.01, "momentum": 0.0,
+        "weight_decay": 0.0, "resize": 224, "seed": 0, "train_limit": None,
+        "test_limit": None, "crop_padding": 0, "flip": False}),
+    "lenet": Model("LeNet", models.lenet, {
+        "model": "lenet", "epochs": 10, "batch_size": 256, "lr": 0.9, "momentum": 0.0,
+        "weight_decay": 0.0, "resize": 28, "seed": 0, "train_limit": None,
+        "test_limit": None, "crop_padding": 0, "flip": False}),
+}
+MODEL_NAMES = tuple(MODELS)                       # ("alexnet", "lenet")
+D2L_RECIPES = {name: m.recipe for name, m in MODELS.items()}
+
+
+def input_size(name: str) -> int:
+    """The input side (pixels) the named network is built for: 224 for AlexNet."""
+    return MODELS[name].recipe["resize"]
+
+
+def title(name: str) -> str:
+    """The model's name in tables and pictures: "AlexNet", "LeNet"."""
+    return MODELS[name].title
+
+
+def d2l_lr(recipe: dict):
+    """The learning rate of d2l's recipe for ``recipe``'s model (None if unknown)."""
+    model = MODELS.get(recipe.get("model"))
+    return model.recipe["lr"] if model is not None else None
+
+
+def build_model(name: str):
+    """A freshly built network of the named architecture."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    return MODELS[name].build()
+
+
+def check_recipe(recipe: dict) -> dict:
+    """Fill in defaults from the model's d2l recipe and check every value."""
+    if recipe.get("model") not in D2L_RECIPES:
+        raise ValueError(f"recipe: model must be one of {sorted(D2L_RECIPES)}, got "
+                         f"{recipe.get('model')!r}")
+    full = dict(D2L_RECIPES[recipe["model"]])
+    unknown = sorted(set(recipe) - set(full))
+    if unknown:
+        raise ValueError(f"recipe: unknown keys {unknown}; known: {sorted(full)}")
+    full.update(recipe)
+    for key in ("epochs", "batch_size", "resize"):
+        check_int(full[key], key, "recipe", 1, type_error=ValueError)
+    if full["resize"] > MAX_RESIZE:
+        raise ValueError(f"recipe: resize must be at most {MAX_RESIZE} (the images are "
+                         f"{ROWS}x{ROWS}; d2l's AlexNet takes 224), got {full['resize']!r}")
+    for key in ("train_limit", "test_limit"):
+        check_int(full[key], key, "recipe", 1, allow_none=True, type_error=ValueError)
+    check_int(full["seed"], "seed", "recipe", 0, type_error=ValueError)
+    check_int(full["crop_padding"], "crop_padding", "recipe", 0, ROWS, type_error=ValueError)
+    if not isinstance(full["flip"], (bool, np.bool_)):
+        raise ValueError(f"recipe: flip must be True or False, got {full['flip']!r}")
+    check_number(full["lr"], "lr", "recipe", positive=True)
+    check_number(full["momentum"], "momentum", "recipe")
+    check_number(full["weight_decay"], "weight_decay", "recipe")
+    return full
+
+
+def check_input_size(net, recipe: dict) -> None:
+    """Fail before any training when ``net`` cannot take ``recipe["resize"]`` images:
+    one zero image (1, 1, S, S) goes through it in eval mode without a graph, and a
+    layer's complaint is raised again naming the recipe."""
+    S = recipe["resize"]
+    was_training = net.training
+    net.eval()
+    try:
+        with no_grad():
+            net(Tensor(np.zeros((1, 1, S, S), np.float32)))
+    except (ValueError, TypeError) as exc:
+        need = input_size(recipe["model"])
+        raise ValueError(f"recipe: {recipe['model']} cannot take {S}x{S} inputs (d2l's "
+                         f"recipe uses {need}x{need}): {exc}") from None
+    finally:
+        net.train(was_training)
