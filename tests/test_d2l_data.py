@@ -118,13 +118,13 @@ def test_d2l_fashion_mnist_data_module(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: d2l.load_data_fashion_mnist(0), ValueError,
-     r"load_data_fashion_mnist: batch_size must be >= 1, got 0"),
+     r"load_data_fashion_mnist: batch_size must be a positive int, got 0"),
     (lambda: d2l.load_data_fashion_mnist(-256), ValueError,
-     r"load_data_fashion_mnist: batch_size must be >= 1, got -256"),
+     r"load_data_fashion_mnist: batch_size must be a positive int, got -256"),
     (lambda: d2l.load_data_fashion_mnist(2.5), TypeError,
-     r"load_data_fashion_mnist: batch_size must be an int, got 2.5 \(float\)"),
+     r"load_data_fashion_mnist: batch_size must be a positive int, got 2.5 \(float\)"),
     (lambda: d2l.load_data_fashion_mnist(True), TypeError,
-     r"batch_size must be an int, got True \(bool\)"),
+     r"batch_size must be a positive int, got True \(bool\)"),
     (lambda: d2l.load_data_fashion_mnist(256, resize=0), ValueError,
      r"load_data_fashion_mnist: resize must be from 1 to 2048 pixels per side .*got 0"),
     (lambda: d2l.load_data_fashion_mnist(256, resize=10**6), ValueError,
@@ -134,11 +134,11 @@ def test_d2l_fashion_mnist_data_module(tmp_path, monkeypatch):
     (lambda: d2l.load_data_fashion_mnist(256, resize="224"), TypeError,
      r"resize must be an int or a pair of ints, got '224' \(str\)"),
     (lambda: d2l.FashionMNIST(batch_size=0), ValueError,
-     r"FashionMNIST: batch_size must be >= 1, got 0"),
+     r"FashionMNIST: batch_size must be a positive int, got 0"),
     (lambda: d2l.FashionMNIST(resize=(224, -1)), ValueError,
      r"FashionMNIST: resize must be from 1 to 2048 pixels per side.*got \(224, -1\)"),
     (lambda: DataLoader(ImageDataset(*numbered(4)), num_workers=-1), ValueError,
-     r"DataLoader: num_workers must be >= 0, got -1"),
+     r"DataLoader: num_workers must be a non-negative int, got -1"),
     (lambda: DataLoader(ImageDataset(*numbered(4)), device="tpu"), ValueError,
      r"DataLoader: unknown backend 'tpu'"),
     (lambda: DataLoader([(1, 2)]), TypeError,
@@ -146,8 +146,8 @@ def test_d2l_fashion_mnist_data_module(tmp_path, monkeypatch):
     (lambda: ImageDataset(np.zeros((4, 28, 28)), np.zeros(4, np.int64)), TypeError,
      r"ImageDataset: expected host images as a uint8 NumPy array \(N, H, W\), got dtype "
      r"float64"),
-    (lambda: ImageDataset(*numbered(4))[4], ValueError, r"ImageDataset: index must be at "
-                                                        r"most 3, got 4"),
+    (lambda: ImageDataset(*numbered(4))[4], ValueError, r"ImageDataset: index must be an "
+                                                        r"int from -4 to 3, got 4"),
 ])
 def test_bad_loader_arguments_name_argument_expected_and_actual(call, error, match, tmp_path,
                                                                  monkeypatch):

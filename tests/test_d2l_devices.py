@@ -83,5 +83,5 @@ def test_cuda_questions_and_d2l_helpers_agree():
     assert d2l.try_gpu(n) == tinyalex.device("cpu")              # one past the last GPU
     assert d2l.try_all_gpus() == ([tinyalex.device(f"cuda:{i}") for i in range(n)]
                                   or [tinyalex.device("cpu")])
-    with pytest.raises(ValueError, match=r"d2l.gpu: i must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"d2l.gpu: i must be a non-negative int, got -1"):
         d2l.gpu(-1)

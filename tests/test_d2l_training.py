@@ -101,8 +101,8 @@ def test_trainer_fits_a_classifier_and_draws_the_board(data_dir, capsys):
 
 
 def test_trainer_arguments_and_gradient_clipping():
-    for kwargs, match in ((dict(max_epochs=-1), r"Trainer: max_epochs must be >= 0"),
-                          (dict(max_epochs=1, num_gpus=-1), r"Trainer: num_gpus must be >= 0"),
+    for kwargs, match in ((dict(max_epochs=-1), r"Trainer: max_epochs must be a non-negative int, got -1"),
+                          (dict(max_epochs=1, num_gpus=-1), r"Trainer: num_gpus must be a non-negative int, got -1"),
                           (dict(max_epochs=1, gradient_clip_val=float("nan")),
                            r"Trainer: gradient_clip_val must be a finite number >= 0")):
         with pytest.raises(ValueError, match=match):
