@@ -10,7 +10,9 @@ against PyTorch in the same process, interleaved step by step.
     python3 benchmarks/bench_train.py --cases alexnet:32 --steps 10
 
     # GPU: AlexNet at 128 and 256, LeNet at 256, TF32 and strict FP32 each against
-    # PyTorch with the matching setting (cuDNN TF32 on/off, matmul TF32 off)
+    # PyTorch with the matching setting (cuDNN TF32 on/off, matmul TF32 off); tinyalex's
+    # step is captured as a CUDA graph after its warm-up (cuda_graph.TrainStep; --graph
+    # off: eager), so --warmup 3 leaves replays to time
     python3 benchmarks/bench_train.py --backend cupy
 
 One step is what d2l's ``train_ch6`` does per batch: zero_grad, forward,
@@ -57,6 +59,9 @@ def parse_args(argv=None):
                    help="GPU only: tf32, fp32 or both (default tf32,fp32)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument("--no-torch", action="store_true", help="tinyalex alone")
+    p.add_argument("--graph", choices=["auto", "off"], default="auto",
+                   help="GPU only: the step as a CUDA graph where it works (auto, "
+                        "TINYALEX_CUDA_GRAPH decides) or always eager (off)")
     p.add_argument("--json", default=None,
                    help="where to write the results (default benchmarks/results/"
                         "train_<backend>.json)")
@@ -71,15 +76,15 @@ def set_precision(precision: str, torch):
         torch.backends.cuda.matmul.allow_tf32 = False          # PyTorch's default
 
 
-def run_case(model, N, backend, steps, warmup, with_torch, block=4):
-    ours = common.TinyalexStep(model, N, backend)
+def run_case(model, N, backend, steps, warmup, with_torch, block=4, graph=None):
+    ours = common.TinyalexStep(model, N, backend, graph=graph)
     theirs = None
     if with_torch:
         theirs = common.TorchStep(model, N, "cpu" if backend == "numpy" else "cuda",
                                   weights_from=ours.net)
-    first = {"tinyalex": float(ours().item())}
+    first = {"tinyalex": float(ours())}
     if theirs is not None:
-        first["torch"] = float(theirs().item())
+        first["torch"] = float(theirs())
     for _ in range(warmup - 1):
         ours()
         if theirs is not None:
@@ -96,7 +101,7 @@ def run_case(model, N, backend, steps, warmup, with_torch, block=4):
                 elif theirs is not None:
                     t_theirs.append(common.timed(theirs))
     row = {"model": model, "batch": N, "steps": steps, "block": block,
-           "first_step_loss": first,
+           "first_step_loss": first, "cuda_graph": ours.graphed,
            "tinyalex_step_s": statistics.median(t_ours),
            "tinyalex_images_per_s": N / statistics.median(t_ours)}
     if t_theirs:
@@ -129,7 +134,7 @@ def main(argv=None):
                                    (12 if model == "alexnet" else 60))
             print(f"... {model} batch {N} {precision}", file=sys.stderr, flush=True)
             row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch,
-                           args.block)
+                           args.block, graph=None if args.graph == "auto" else False)
             row["precision"] = precision
             if not args.no_memory and precision == precisions[0]:
                 row["memory"] = {f: common.probe_memory(f, model, N, args.backend)
@@ -165,12 +170,13 @@ def print_table(info, rows, backend):
           f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}; tinyalex kernels "
           f"{info.get('tinyalex_kernels')}, TINYALEX_CONV={info.get('tinyalex_conv')}")
     key = "device_peak_mb" if backend == "cupy" else "grown_mb"
-    print(f"{'model':8} {'batch':>5} {'prec':>5} {'tinyalex img/s':>15} {'torch img/s':>12} "
-          f"{'ratio':>6} {'mem MB ours':>12} {'torch':>8}")
+    print(f"{'model':8} {'batch':>5} {'prec':>5} {'step':>5} {'tinyalex img/s':>15} "
+          f"{'torch img/s':>12} {'ratio':>6} {'mem MB ours':>12} {'torch':>8}")
     for r in rows:
         tor = r.get("torch_images_per_s")
         mo, mt = _mem(r, "tinyalex", key), _mem(r, "torch", key)
         print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} "
+              f"{'graph' if r.get('cuda_graph') else 'eager':>5} "
               f"{r['tinyalex_images_per_s']:>15.1f} "
               f"{'-' if tor is None else f'{tor:.1f}':>12} "
               f"{'-' if tor is None else '%.2fx' % r['ratio']:>6} "

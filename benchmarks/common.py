@@ -131,9 +131,14 @@ def batch(model: str, N: int, seed: int = 1):
 
 
 class TinyalexStep:
-    """One d2l training step: forward, cross-entropy, backward, SGD update."""
+    """One d2l training step: forward, cross-entropy, backward, SGD update.
 
-    def __init__(self, model, N, backend="numpy", lr=0.01):
+    On the GPU the parameters lie in one flat buffer (one SGD kernel) and the step is
+    ``tinyalex.cuda_graph.TrainStep``: captured as a CUDA graph and replayed where that
+    works (``graph=None``: TINYALEX_CUDA_GRAPH decides; ``False``: eager), its loss read
+    back once, as a training loop does."""
+
+    def __init__(self, model, N, backend="numpy", lr=0.01, graph=None):
         import tinyalex
         from tinyalex import backend as B, nn
         self.B, self.backend = B, backend
@@ -143,15 +148,35 @@ class TinyalexStep:
         self.x = tinyalex.tensor(x, backend=backend)
         self.y = tinyalex.tensor(y, backend=backend)
         self.loss = nn.CrossEntropyLoss()
-        self.opt = tinyalex.optim.SGD(self.net.parameters(), lr=lr)
+        self.step = None
+        if backend == "cupy":
+            from tinyalex import cuda_graph
+            flat = nn.FlatParameters(self.net.parameters())
+            self.opt = tinyalex.optim.SGD(self.net.parameters(), lr=lr, flat=flat)
+            self.step = cuda_graph.TrainStep(self.net, self.opt, graphs=graph)
+        else:
+            self.opt = tinyalex.optim.SGD(self.net.parameters(), lr=lr)
 
-    def __call__(self) -> float:
+    def __call__(self):
+        if self.step is not None:
+            return self.step(self.x, self.y).read()[0]     # waits for the GPU
         self.opt.zero_grad()
         loss = self.loss(self.net(self.x), self.y)
         loss.backward()
         self.opt.step()
         self.B.synchronize(self.backend)
         return loss
+
+    @property
+    def graphed(self) -> bool:
+        return self.step is not None and self.step.captured is not None
+
+    def device_bytes(self) -> int:
+        """Device memory of CuPy's default pool and of the step's graph pool."""
+        if self.backend != "cupy":
+            return 0
+        pool = self.B.cupy_module().get_default_memory_pool().total_bytes()
+        return int(pool) + (self.step.graph_memory_bytes() if self.step is not None else 0)
 
 
 class TorchStep:

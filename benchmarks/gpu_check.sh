@@ -1,77 +1,95 @@
 #!/usr/bin/env bash
-# One script for a machine with a GPU: the GPU tests, the training benchmark against
-# PyTorch (TF32 and strict FP32), and a short real training run of AlexNet on
-# Fashion-MNIST on the cupy backend; the benchmark table is printed last. Needs no
-# network: CuPy (and PyTorch with CUDA, for the comparison) must be installed, and the
-# Fashion-MNIST IDX files must lie in .data/ (git-ignored) or in $FASHION_MNIST_DIR.
+# One script for a GPU machine lent for ten minutes, with no network: what runs there,
+# what it costs, and how it compares with PyTorch in the same process; a table last.
 #
-#     bash benchmarks/gpu_check.sh                  # everything, ~10 minutes on an H100
-#     QUICK=1 bash benchmarks/gpu_check.sh          # fewer steps, batch 128 only
+#     bash benchmarks/gpu_check.sh                 # about 6-9 minutes on an H100/H200
+#     QUICK=1 bash benchmarks/gpu_check.sh         # AlexNet b128 and LeNet b256 only
+#     EMULATE=1 bash benchmarks/gpu_check.sh       # no GPU: this script's own check (the
+#                                                  # probes on the g++ emulation and the
+#                                                  # numpy backend; no figure means anything)
 #
-# Results land in $OUT (default benchmarks/results/gpu): tests.txt, train_cupy.json,
-# bench.txt, train_run.txt.
+# Needs CuPy (cupy-cuda12x) and, for the ratios, a CUDA build of PyTorch, installed
+# beforehand. Each stage has its own time limit, so a stage that hangs or fails still
+# leaves the others' results and the table. Results land in $OUT (default
+# benchmarks/results/gpu): versions.json, tests.txt, kernels.json, steps.json,
+# train_cupy.json (bench_train.py), bench.txt, and the *.log of each stage.
+#
+#   1. versions: driver, CUDA runtime, NVRTC, CuPy, the GPU, the GEMM path, PyTorch
+#   2. the GPU tests: the kernels (NVRTC-compiled) against the references, the two GEMM
+#      paths, TF32, the loss's device flag, the fused layers, a step against the CPU,
+#      CUDA graph capture and graph-vs-eager equality
+#   3. GPU time per kernel (CUDA events) at AlexNet batch-128 shapes, and host
+#      microseconds per launch (tinyalex's launch path, a bare RawKernel, a CuPy op)
+#   4. 20 timed training steps, eager and graphed (AlexNet b128, LeNet b256), the first
+#      step's time (compiling, loading) apart
+#   5. against PyTorch in the same process (bench_train.py): TF32 and strict FP32,
+#      AlexNet b128/b256, LeNet b256, with device memory from separate processes
+#   6. the table
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# Scripts run as `python3 examples/x.py` see their own folder, not the checkout: import
-# this checkout's tinyalex (and nothing pip installed elsewhere) in every process.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
-if [ -z "${FASHION_MNIST_DIR:-}" ] && [ -d .data ]; then export FASHION_MNIST_DIR=$PWD/.data; fi
 status=0
 
-echo "== GPU: $(python3 -c 'import cupy as c; p=c.cuda.runtime.getDeviceProperties(0); n=p["name"]; print(n.decode() if isinstance(n, bytes) else n, "cupy", c.__version__)' 2>&1 | tail -1)"
-python3 -c "import tinyalex; assert tinyalex.cupy_available(), tinyalex.backend.cupy_unavailable_reason()" \
-  || { echo "gpu_check: the cupy backend is not usable here"; exit 2; }
-# One launch of each kind in seconds (numba.cuda compiling with NVVM, kernels on CuPy
-# arrays and CuPy's stream, a cuBLAS GEMM under the TF32 switch) before minutes of tests.
-python3 - <<'PY' || { echo "gpu_check: the GPU kernels do not run here (above)"; exit 2; }
-import numpy as np, numba, tinyalex.kernels as kernels
-from tinyalex import backend as B
-from tinyalex.kernels.geometry import conv_geometry
-from tinyalex.ops import activation, conv
-cp = B.cupy_module()
-x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
-w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
-g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
-fast = conv.conv2d_algorithm(g, x.dtype, "cupy")
-y, _ = fast.forward(cp.asarray(x), cp.asarray(w), None, g, False)
-np.testing.assert_allclose(B.to_numpy(y), conv.REFERENCE.forward(x, w, None, g, False)[0], rtol=1e-2, atol=1e-2)
-drop = activation.activation_algorithm("dropout", x.dtype, "cupy")
-np.testing.assert_array_equal(B.to_numpy(drop.forward(cp.asarray(x), 0.5, 2**64 - 1)), activation.DROPOUT_REFERENCE.forward(x, 0.5, 2**64 - 1))
-print(f"kernels: numba {numba.__version__}, {fast.name} and {drop.name} run on CuPy arrays")
-PY
+stage() {   # stage NAME SECONDS command...: run with a time limit, log it, note failures
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (at most ${limit}s)"
+  timeout --signal=INT --kill-after=15 "$limit" "$@" > >(tee "$OUT/$name.log") 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "gpu_check: stage $name failed (exit $rc; 124 = out of time), see $OUT/$name.log"
+    status=1
+  fi
+  return $rc
+}
 
-echo "== 1. GPU tests (kernels against the references, TF32 flag, a step vs the CPU)"
-python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernels.py tests/test_kernels_cuda_sim.py \
-  2>&1 | tee "$OUT/tests.txt" | tail -5
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
-
-echo "== 2. a short real training run (examples/train_alexnet.py --backend cupy)"
-if [ -f examples/train_alexnet.py ]; then
-  python3 examples/train_alexnet.py --backend cupy --train-limit "${TRAIN_LIMIT:-4096}" \
-    --test-limit 1000 --epochs 1 --no-progress --out "$OUT/alexnet_run" --overwrite \
-    2>&1 | tee "$OUT/train_run.txt" | tail -4
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+emulate=()
+stage versions 60 python3 benchmarks/gpu_probe.py versions --out "$OUT"
+if [ -n "${EMULATE:-}" ]; then
+  emulate=(--emulate)
+  echo "gpu_check: EMULATE=1, no GPU: checking this script, not measuring anything"
 else
-  echo "examples/train_alexnet.py is missing; skipped" | tee "$OUT/train_run.txt"
-  status=1
+  python3 -c "import tinyalex, sys; sys.exit(not tinyalex.backend.cupy_available())" \
+    || { echo "gpu_check: the cupy backend is not usable here: $(python3 -c 'import tinyalex; print(tinyalex.backend.cupy_unavailable_reason())')"; exit 2; }
 fi
 
-echo "== 3. training throughput against PyTorch (same process, interleaved)"
+stage tests 240 python3 -m pytest -q -p no:cacheprovider -rs \
+  tests/test_gpu_kernels.py tests/test_cuda_graph.py
+cp "$OUT/tests.log" "$OUT/tests.txt" 2>/dev/null
+
+if [ -n "${EMULATE:-}" ]; then
+  stage kernels 120 python3 benchmarks/gpu_probe.py kernels --out "$OUT" "${emulate[@]}"
+else
+  stage kernels 120 python3 benchmarks/gpu_probe.py kernels --out "$OUT" --batch 128
+fi
+
 if [ -n "${QUICK:-}" ]; then
-  bench_args=(--cases alexnet:128,lenet:256 --steps 20)
+  cases=alexnet:128,lenet:256
 else
-  bench_args=()
+  cases=alexnet:128,alexnet:256,lenet:256
 fi
-if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
-  echo "PyTorch with CUDA is not usable here: tinyalex alone, no ratio"
-  bench_args+=(--no-torch)
+if [ -n "${EMULATE:-}" ]; then
+  stage steps 150 python3 benchmarks/gpu_probe.py steps --out "$OUT" "${emulate[@]}"
+  echo "== bench: skipped under EMULATE (it needs the GPU and PyTorch with CUDA)"
+else
+  stage steps 150 python3 benchmarks/gpu_probe.py steps --out "$OUT" --steps 20 \
+    --cases alexnet:128,lenet:256
+  bench_args=(--backend cupy --cases "$cases" --steps 20 --precision tf32,fp32
+              --json "$OUT/train_cupy.json")
+  if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    echo "PyTorch with CUDA is not usable here: tinyalex alone, no ratio"
+    bench_args+=(--no-torch)
+  fi
+  stage bench 300 python3 benchmarks/bench_train.py "${bench_args[@]}"
+  cp "$OUT/bench.log" "$OUT/bench.txt" 2>/dev/null
 fi
-python3 benchmarks/bench_train.py --backend cupy ${bench_args[@]+"${bench_args[@]}"} \
-  --json "$OUT/train_cupy.json" > "$OUT/bench.txt" 2> "$OUT/bench_progress.txt"
-[ $? = 0 ] || status=1
 
-echo "== summary (tests: $(tail -1 "$OUT/tests.txt"))"
-cat "$OUT/bench.txt"
+echo "== device memory now"
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>/dev/null \
+  || echo "(nvidia-smi not available)"
+
+echo "== table (tests: $(tail -1 "$OUT/tests.txt" 2>/dev/null))"
+python3 benchmarks/gpu_probe.py table --out "$OUT"
 exit $status

@@ -12,7 +12,8 @@ reset (``/proc/self/clear_refs``) and ``peak_mb`` is the peak over the next step
 ``grown_mb`` = peak_mb - (base_mb + code_mb): what training holds at its high point
 (parameters, gradients, activations, workspaces), the figure compared.
 On the GPU: the peak device memory the framework's allocator held (CuPy's memory
-pool, PyTorch's caching allocator's max_memory_reserved).
+pool and the captured CUDA graph's own pool, PyTorch's caching allocator's
+max_memory_reserved).
 """
 
 import gc
@@ -56,8 +57,7 @@ def main(framework, model, N, backend, steps):
     for _ in range(steps):
         step()
         if backend == "cupy" and framework == "tinyalex":
-            from tinyalex import backend as B
-            peak_pool = max(peak_pool, B.cupy_module().get_default_memory_pool().total_bytes())
+            peak_pool = max(peak_pool, step.device_bytes())   # default pool + graph pool
     cur, peak = common.rss_mb()
     out.update(base_mb=round(base, 1), code_mb=round(code - base, 1), peak_mb=round(peak, 1),
                grown_mb=round(peak - code, 1))

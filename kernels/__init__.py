@@ -19,9 +19,13 @@ and ``backward``. The files, by algorithm and device:
 ``pool_cpu.py``              max and average pooling (``numba_pool.py``)
 ``elementwise_cpu.py``       ReLU, sigmoid, dropout, the SGD update, the fully connected
                              GEMM (``numba_elementwise.py``)
-``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling and
-``pool_gpu.py``,             elementwise ops: numba.cuda kernels (``cuda_kernels.py``)
-``elementwise_gpu.py``       launched on CuPy arrays (``gpu_launch.py``)
+``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
+``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
+``elementwise_gpu.py``       ``cuda/*.cu``, launched with ``cuda_plan.py``'s plans
+                             through a module provider (``gpu_modules.py``: cupy.RawModule,
+                             or the g++ emulation of ``cuda_build.py`` for the CPU tests)
+``gemm_gpu.py``              the GPU GEMMs (cuBLAS called directly: capturable in a
+                             CUDA graph; or cupy.matmul)
 ``geometry.py``              the checked geometry of a window op
 ``layout.py``                memory orders (plain, channels-last)
 ``workspace.py``             reused scratch buffers;  ``recycle.py``: recycled GEMM results

@@ -1,16 +1,35 @@
 """Convolution as im2col + one GEMM on the GPU (CuPy backend): the im2col and col2im
-kernels of ``cuda_kernels.py`` and cuBLAS through CuPy (letters as in the Notation of
-``tinyalex/ops/im2col.py``).
+kernels of ``kernels/cuda/im2col.cu`` (launched through a module provider,
+``gpu_modules.py``) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
+``tinyalex/ops/im2col.py``.
 
-The whole batch is one chunk (up to ``CHUNK_BYTES`` of columns, in a workspace reused
-by every layer and step; CuPy's memory pool reuses every other buffer). Images are
-channels-last, (N, H, W, C) in memory, so the GEMM's (N*OH*OW, OC) result is the next
-layer's input with no transpose. Columns are ordered (kh, kw, c) by default, so that
-a window row is KW*C numbers in a row of memory; ``order="c,kh,kw"``
-(``TINYALEX_CONV=im2col``) builds the reference's (c, kh, kw) columns instead. The
-GEMMs run in TF32 where enabled and available (``precision.py``).
+Memory orders. By default images are channels-last, x (N, H, W, C) in memory, and the
+columns are ordered (kh, kw, c), so that one kernel row of a window is KW*C numbers in
+a row of memory, and the GEMM's (N*OH*OW, OC) result is the next layer's channels-last
+input with no transpose. ``order="c,kh,kw"`` (``TINYALEX_CONV=im2col``) builds the
+reference's (c, kh, kw) columns from plain (N, C, H, W) memory instead.
 
-Not yet run on a GPU: tested in CI under Numba's CUDA simulator on NumPy arrays.
+One pass of work per layer and direction:
+
+* forward: the columns of a chunk of images (the whole batch up to ``chunk_bytes`` of
+  columns), one GEMM ``(rows, OC) = (rows, K) @ (K, OC)`` per chunk, and its epilogue
+  in one kernel over the result in place: the bias added and, for a fused
+  Conv2d + ReLU (``activation="relu"``), ReLU applied (``bias_relu``);
+* the forward's columns are kept for backward when the whole batch's fit in one chunk
+  (``keep_bytes``, 1 GiB by default: d2l's AlexNet in float32 keeps every layer's up to
+  batch 165; above that conv2's (6.5 MB an image) are built again in backward, conv4's
+  and conv5's above batch 539); kept, backward builds no columns at all;
+* backward: ``gW (OC, K) += gy_chunk.T @ cols`` accumulated by the GEMM itself,
+  ``gcols = gy_chunk @ W`` and col2im (a gather: no atomics) into gx.
+
+The weight enters the GEMM as ``W (OC, K)``: a view of the parameter for (c, kh, kw)
+columns, one reordered copy per forward for (kh, kw, c) columns (no stride maps
+(OC, C, KH, KW) memory onto (kh, kw, c) columns), kept for backward. The weight
+gradient comes back as a strided (OC, C, KH, KW) view of the GEMM's (OC, KH, KW, C)
+result, with no reordering copy (the flat gradient buffer of ``nn.FlatParameters``
+takes it with the one copy it makes anyway). Buffers come from CuPy's memory pool per
+call: nothing is kept between calls, so a captured CUDA graph owns every buffer it
+uses. The GEMMs run in TF32 where enabled and available (``precision.py``).
 """
 
 from __future__ import annotations
@@ -19,101 +38,147 @@ from dataclasses import dataclass
 
 from tinyalex import backend as B
 
-from . import gpu_launch, precision
+from . import cuda_plan as plan
+from . import gemm_gpu, gpu_modules, precision
 from .geometry import ConvGeometry
 from .layout import as_nhwc
-from .workspace import Workspace
 
-CHUNK_BYTES = 1 << 30
+CHUNK_BYTES = 1 << 30          # the most columns one GEMM takes
+KEEP_BYTES = 1 << 30           # a layer's forward columns are kept up to this size
+EPILOGUES = (None, "relu")
 
 
 @dataclass
 class GpuConvSaved:
-    xh: object            # (N, H, W, C) channels-last
+    x: object             # the input as the kernels read it, None when cols are kept
     w_mat: object         # (OC, K), columns in this algorithm's order
+    cols: object          # (N*OH*OW, K), the forward's columns, or None
     g: ConvGeometry
 
 
 class Im2colGemmGPU:
-    def __init__(self, xp, launch, order="kh,kw,c", chunk_bytes=CHUNK_BYTES):
+    """im2col + GEMM over CuPy arrays, or NumPy ones with the CPU emulation's
+    ``modules`` and ``gemm`` (the tests)."""
+
+    def __init__(self, xp, modules, gemm, order="kh,kw,c", chunk_bytes=CHUNK_BYTES,
+                 keep_bytes=KEEP_BYTES, max_blocks=plan.MAX_BLOCKS):
         if order not in ("kh,kw,c", "c,kh,kw"):
             raise ValueError(f"im2col+GEMM (GPU): order must be 'kh,kw,c' or 'c,kh,kw', "
                              f"got {order!r}")
-        from . import cuda_kernels  # noqa: PLC0415 - numba.cuda, loaded for a GPU set only
-        self.xp, self.launch, self.chunk_bytes = xp, launch, chunk_bytes
-        self.loops = cuda_kernels
+        self.xp, self.modules, self.gemm = xp, modules, gemm
+        self.chunk_bytes, self.keep_bytes, self.max_blocks = chunk_bytes, keep_bytes, max_blocks
         self.cl = order == "kh,kw,c"
+        self.layout = "nhwc" if self.cl else "nchw"
         self.name = "im2col+GEMM (kh,kw,c)" if self.cl else "im2col+GEMM"
-        self.workspace = Workspace()
+
+    # -- pieces ----------------------------------------------------------------------
+    def _input(self, x):
+        """x (N, C, H, W) as the im2col kernel reads it: (N, H, W, C) or (N, C, H, W)
+        C-contiguous (a view when the memory already lies so)."""
+        return as_nhwc(self.xp, x) if self.cl else self.xp.ascontiguousarray(x)
 
     def _w_mat(self, weight, g):
-        if self.cl:       # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C)
-            return weight.transpose(0, 2, 3, 1).reshape(g.OC, g.K)
-        return weight.reshape(g.OC, g.K)                            # (OC, C*KH*KW)
+        if self.cl:       # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), a copy
+            return self.xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(g.OC, g.K)
+        return weight.reshape(g.OC, g.K)                            # (OC, C*KH*KW), a view
 
-    def _matmul(self, a, b, out):
-        with precision.conv_compute_type(self.xp, a.dtype):
-            self.xp.matmul(a, b, out=out)
+    def _columns(self, xk, g, dtype):
+        """cols (nb*OH*OW, K) of the images in xk (nb images), one kernel launch."""
+        nb = xk.shape[0]
+        cols = self.xp.empty((nb * g.P, g.K), dtype=dtype)
+        self.modules.launch(plan.im2col(nb, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH,
+                                        g.PW, dtype, self.layout, max_blocks=self.max_blocks),
+                            x=xk, cols=cols)
+        return cols
 
-    def _columns(self, xh, n0, n1, g, dtype):
-        N, H, W, C = xh.shape
-        cols = self.workspace.get(self.xp, "cols", ((n1 - n0) * g.P, g.K), dtype)
-        self.launch(self.loops.im2col, cols.size, xh.reshape(N * H, W * C), H, W, C, n0, n1,
-                    g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols, self.cl)
-        return cols                                                 # (nb*OH*OW, K)
+    def _epilogue(self, out, bias, activation, dtype):
+        """out (rows, OC) = act(out + bias), in place, one launch (none for neither)."""
+        rows, OC = out.shape
+        if bias is not None:
+            p = plan.bias_activation(rows, OC, dtype, activation or "add",
+                                     max_blocks=self.max_blocks)
+            self.modules.launch(p, y=out, bias=bias, out=out)
+        elif activation == "relu":
+            self.modules.launch(plan.relu_forward(out.size, dtype, max_blocks=self.max_blocks),
+                                x=out, y=out)
 
     def images_per_chunk(self, g, itemsize):
         return max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
 
-    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
-        xp, N, P, OC = self.xp, g.N, g.P, g.OC
-        xh = as_nhwc(xp, x)                                         # (N, H, W, C)
+    def keeps_columns(self, g, itemsize) -> bool:
+        """Whether forward keeps its columns for backward (the whole batch in one
+        chunk, within ``keep_bytes``)."""
+        whole = g.N * g.P * g.K * itemsize
+        return self.images_per_chunk(g, itemsize) == g.N and whole <= self.keep_bytes
+
+    # -- the algorithm -----------------------------------------------------------------
+    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool, activation=None):
+        """y (N, OC, OH, OW) (channels-last memory) and what backward needs (None
+        unless ``keep``); ``activation="relu"`` applies ReLU in the GEMM's epilogue (the
+        fused Conv2d + ReLU)."""
+        if activation not in EPILOGUES:
+            raise ValueError(f"im2col+GEMM (GPU): activation must be one of {EPILOGUES}, "
+                             f"got {activation!r}")
+        xp, N, P, OC, dtype = self.xp, g.N, g.P, g.OC, x.dtype
+        xk = self._input(x)                                         # (N, H, W, C) | (N, C, H, W)
         w_mat = self._w_mat(weight, g)                              # (OC, K)
-        y = xp.empty((N * P, OC), dtype=x.dtype)                    # (N*OH*OW, OC)
-        nb = self.images_per_chunk(g, x.dtype.itemsize)
+        b = None if bias is None else xp.ascontiguousarray(bias)    # (OC,)
+        y = xp.empty((N * P, OC), dtype=dtype)                      # (N*OH*OW, OC)
+        nb = self.images_per_chunk(g, dtype.itemsize)
+        kept = keep and self.keeps_columns(g, dtype.itemsize)
+        tf32 = precision.tf32_enabled()
+        cols = None
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
+            cols = self._columns(xk[n0:n1], g, dtype)               # (nb*OH*OW, K)
             out = y[n0 * P:n1 * P]
-            # (nb*OH*OW, OC) = (nb*OH*OW, K) @ (K, OC)
-            self._matmul(self._columns(xh, n0, n1, g, x.dtype), w_mat.T, out)
-            if bias is not None:
-                out += bias                                         # (nb*OH*OW, OC) + (OC,)
-        saved = GpuConvSaved(xh, w_mat, g) if keep else None
+            self.gemm(cols, w_mat.T, out, tf32=tf32)    # (nb*OH*OW, OC) = (.., K) @ (K, OC)
+            self._epilogue(out, b, activation, dtype)
+        saved = None
+        if keep:
+            saved = GpuConvSaved(None if kept else xk, w_mat, cols if kept else None, g)
+        # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW), a view (channels-last memory)
         return y.reshape(N, g.OH, g.OW, OC).transpose(0, 3, 1, 2), saved
 
     def backward(self, gy, s: GpuConvSaved, need_x, need_w, need_b):
+        """(gx, gW, gb) for gy (N, OC, OH, OW) in any memory order; None where not
+        needed."""
         xp, g = self.xp, s.g
         N, P, K, OC = g.N, g.P, g.K, g.OC
-        if gy.shape != (N, OC, g.OH, g.OW) or gy.dtype != s.xh.dtype:
+        dtype = s.w_mat.dtype
+        if gy.shape != (N, OC, g.OH, g.OW) or gy.dtype != dtype:
             raise ValueError(f"conv2d backward: gradient of shape {gy.shape} ({gy.dtype}), "
-                             f"expected {(N, OC, g.OH, g.OW)} ({s.xh.dtype})")
+                             f"expected {(N, OC, g.OH, g.OW)} ({dtype})")
         gy_mat = as_nhwc(xp, gy).reshape(N * P, OC)                 # (N*OH*OW, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
-        gw = xp.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, K)
-        gxh = xp.empty((N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
-        nb = self.images_per_chunk(g, gy.dtype.itemsize)
+        gw = xp.empty((OC, K), dtype=dtype) if need_w else None     # (OC, K)
+        x_shape = (N, g.H, g.W, g.C) if self.cl else (N, g.C, g.H, g.W)
+        gxk = xp.empty(x_shape, dtype=dtype) if need_x else None
+        nb = N if s.cols is not None else self.images_per_chunk(g, dtype.itemsize)
+        tf32 = precision.tf32_enabled()
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             g_chunk = gy_mat[n0 * P:n1 * P]                         # (nb*OH*OW, OC)
             if need_w:
-                cols = self._columns(s.xh, n0, n1, g, gy.dtype)
-                part = gw if n0 == 0 else self.workspace.get(xp, "gw", (OC, K), gy.dtype)
-                self._matmul(g_chunk.T, cols, part)     # (OC, K) = (OC, rows) @ (rows, K)
-                if n0:
-                    gw += part
+                cols = s.cols if s.cols is not None else self._columns(s.x[n0:n1], g, dtype)
+                # (OC, K) (+)= (OC, nb*OH*OW) @ (nb*OH*OW, K)
+                self.gemm(g_chunk.T, cols, gw, tf32=tf32, accumulate=n0 > 0)
             if need_x:
-                gcols = self.workspace.get(xp, "gcols", ((n1 - n0) * P, K), gy.dtype)
-                self._matmul(g_chunk, s.w_mat, gcols)   # (rows, K) = (rows, OC) @ (OC, K)
-                H, W, C = g.H, g.W, g.C
-                self.launch(self.loops.col2im, (n1 - n0) * H * W * C, gcols, H, W, C, n0, n1,
-                            g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
-                            gxh.reshape(N * H, W * C), self.cl, gy.dtype.type(0))
+                gcols = xp.empty(((n1 - n0) * P, K), dtype=dtype)
+                self.gemm(g_chunk, s.w_mat, gcols, tf32=tf32)  # (rows, K) = (rows, OC) @ (OC, K)
+                # col2im is im2col's adjoint: every window's gradient added back onto its pixels
+                self.modules.launch(plan.col2im(n1 - n0, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW,
+                                                g.PH, g.PW, dtype, self.layout,
+                                                max_blocks=self.max_blocks),
+                                    cols=gcols, gx=gxk[n0:n1])
         if need_w:
-            if self.cl:   # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW)
-                gw = xp.ascontiguousarray(gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2))
+            if self.cl:   # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), a view
+                gw = gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2)
             else:
                 gw = gw.reshape(OC, g.C, g.KH, g.KW)
-        gx = gxh.transpose(0, 3, 1, 2) if need_x else None          # (N, C, H, W) view
+        gx = None
+        if need_x:
+            gx = gxk.transpose(0, 3, 1, 2) if self.cl else gxk      # (N, C, H, W)
         return gx, gw, gb
 
 
@@ -123,5 +188,6 @@ _cache = {}
 def for_cupy(order="kh,kw,c") -> Im2colGemmGPU:
     """The algorithm on CuPy arrays (CuPy and a GPU must be usable)."""
     if order not in _cache:
-        _cache[order] = Im2colGemmGPU(B.cupy_module(), gpu_launch.for_cupy(), order)
+        cp = B.cupy_module()
+        _cache[order] = Im2colGemmGPU(cp, gpu_modules.for_cupy(cp), gemm_gpu.for_cupy(), order)
     return _cache[order]

@@ -1,7 +1,10 @@
 """Building the CUDA C sources of ``kernels/cuda/``: for the GPU, and for the CPU tests.
 
-* ``SOURCES``: one file per op family (im2col, pool, elementwise); ``source_text(name)``
-  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes.
+* ``SOURCES``: one file per op family (im2col, pool, elementwise); ``module_code(name)``
+  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes
+  (``kernels/gpu_modules.py``): the source with ``common.cuh`` written into it, since
+  CuPy's kernel cache keys a binary on the code it is given and not on the headers
+  that code includes (an edited header would otherwise load a stale binary).
 * ``compile_with_nvcc(arch, source)``: compiles one source to a cubin with the CUDA
   toolkit's nvcc and returns ptxas's report (registers, stack, local-memory spills per
   kernel); ``tests/test_cuda_sources.py`` checks that no kernel spills on sm_80 and
@@ -47,6 +50,22 @@ def source_path(name: str) -> Path:
 def source_text(name: str) -> str:
     """The code of one source, for ``cupy.RawModule(code=source_text(name), ...)``."""
     return source_path(name).read_text()
+
+
+_INCLUDE_COMMON = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"common\.cuh"[ \t]*$', re.M)
+
+
+def module_code(name: str) -> str:
+    """The code of one source with ``common.cuh`` in place of its ``#include`` line:
+    what ``cupy.RawModule(code=...)`` compiles, so that the code alone (CuPy's cache
+    key) says everything the binary holds. (common.cuh includes emulate.h only for
+    host compilers; NVRTC skips that branch.)"""
+    text = source_text(name)
+    common = (CUDA_DIR / "common.cuh").read_text()
+    if len(_INCLUDE_COMMON.findall(text)) != 1:
+        raise ValueError(f"{name}.cu must include common.cuh exactly once")
+    return _INCLUDE_COMMON.sub(lambda _: f"// ---- common.cuh, inlined ----\n{common}"
+                               f"// ---- end of common.cuh ----", text, count=1)
 
 
 def nvrtc_options() -> tuple[str, ...]:
@@ -101,21 +120,28 @@ def nvcc_path() -> str | None:
     return shutil.which("nvcc")
 
 
-def compile_with_nvcc(arch: str, source: str, out_dir=None) -> PtxasReport:
+def compile_with_nvcc(arch: str, source: str, out_dir=None, inlined=False) -> PtxasReport:
     """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
     ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
-    nvcc's output if it fails."""
+    nvcc's output if it fails. ``inlined``: compile ``module_code(source)``, the code
+    cupy.RawModule gets, from a file of its own with no include path (so it is shown to
+    need no header)."""
     if out_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            return compile_with_nvcc(arch, source, tmp)
+            return compile_with_nvcc(arch, source, tmp, inlined)
     nvcc = nvcc_path()
     if nvcc is None:
         raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")
     if not re.fullmatch(r"sm_\d+", arch):
         raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
     out = Path(out_dir) / f"{source}_{arch}.cubin"
-    cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
-           "-o", str(out), str(source_path(source))]
+    if inlined:
+        code = Path(out_dir) / f"{source}_module.cu"
+        code.write_text(module_code(source))
+        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(out), str(code)]
+    else:
+        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
+               "-o", str(out), str(source_path(source))]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start

@@ -81,6 +81,7 @@ class SigmoidCPU:
 
 class DropoutCPU:
     name = "dropout loop"
+    seed_on_device = False             # the seed is drawn from the host generator
 
     def forward(self, x, p, seed):
         """x * scale where SplitMix64(seed, i) keeps element i (C order), else 0."""

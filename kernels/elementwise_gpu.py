@@ -1,9 +1,24 @@
-"""The elementwise ops and the fully connected layers' GEMM on the GPU (CuPy backend):
-the kernels of ``cuda_kernels.py`` on the memory as it lies, one launch each, and
-CuPy's matmul (strict FP32, as PyTorch's Linear layers by default). Dropout's mask is
-the counter-based SplitMix64 one of ``tinyalex/random.py``, so a seed gives the
-CPU's mask. Not yet run on a GPU: tested in CI under Numba's CUDA simulator on NumPy
-arrays.
+"""The elementwise ops, the loss, the SGD update and the fully connected layers' GEMM
+on the GPU (CuPy backend): the kernels of ``kernels/cuda/elementwise.cu``, launched
+through a module provider (``gpu_modules.py``) on the memory as it lies, one launch
+each, and a GEMM (``gemm_gpu.py``, strict FP32 as PyTorch's Linear layers).
+
+Nothing a step must change between steps is a kernel argument, so a captured CUDA
+graph replays the step as it is (``tinyalex/cuda_graph.py``):
+
+* ``DeviceRNG``: dropout's random state in DEVICE memory, rng = {base seed, step}
+  (uint64 (2,)); each dropout call of a step takes the next stream number (a constant
+  of the call, hence of a captured graph), and ``next_step()`` launches ``rng[1] += 1``
+  (recorded in the graph: every replay draws fresh masks). The mask of one call is
+  ``tinyalex.random.keep_mask(cuda_plan.dropout_seed(base, step, stream), n, p)``:
+  SplitMix64 as on the CPU, so a seed gives the CPU's mask bit for bit. The base seed
+  is one draw from tinyalex's host generator, drawn again whenever that generator is
+  replaced (``tinyalex.manual_seed``, ``set_rng_state``).
+* ``CrossEntropyGPU``: the loss, the rows whose argmax is the label, and a device flag
+  for labels outside [0, K), in one buffer, with no read back: ``tinyalex/ops/loss.py``
+  reads the loss, the count and the flag together, in one copy, after the step.
+* ``SgdUpdateGPU.flat_step``: one update over the flat buffer of all parameters
+  (``nn.FlatParameters``), weight decay and momentum in the same pass.
 """
 
 from __future__ import annotations
@@ -13,29 +28,30 @@ import numpy as np
 from tinyalex import backend as B
 from tinyalex import random as R
 
-from . import gpu_launch
+from . import cuda_plan as plan
+from . import gemm_gpu, gpu_modules
 from .layout import dense_view, undo_order
 
 
 class _Elementwise:
-    def __init__(self, xp, launch):
-        from . import cuda_kernels  # noqa: PLC0415 - numba.cuda, loaded for a GPU set only
-        self.xp, self.launch, self.loops = xp, launch, cuda_kernels
+    def __init__(self, xp, modules, max_blocks=plan.MAX_BLOCKS):
+        self.xp, self.modules, self.max_blocks = xp, modules, max_blocks
 
-    def _unary(self, loop, x):
+    def _unary(self, make_plan, x):
         t, order = dense_view(self.xp, x)
         out = self.xp.empty(t.shape, dtype=x.dtype)
-        self.launch(loop, x.size, t.reshape(-1), out.reshape(-1))
+        self.modules.launch(make_plan(x.size, x.dtype, max_blocks=self.max_blocks), x=t, y=out)
         return undo_order(out, order)
 
-    def _binary(self, loop, gy, y):
+    def _binary(self, make_plan, gy, y):
         if gy.shape != y.shape or gy.dtype != y.dtype:
             raise ValueError(f"elementwise backward: gradient {gy.shape} ({gy.dtype}) does "
                              f"not match the output {y.shape} ({y.dtype})")
         ty, order = dense_view(self.xp, y)
         tg, _ = dense_view(self.xp, gy, order)
         out = self.xp.empty(ty.shape, dtype=y.dtype)
-        self.launch(loop, y.size, tg.reshape(-1), ty.reshape(-1), out.reshape(-1))
+        self.modules.launch(make_plan(y.size, y.dtype, max_blocks=self.max_blocks), gy=tg,
+                            y=ty, gx=out)
         return undo_order(out, order)
 
 
@@ -43,61 +59,184 @@ class ReluGPU(_Elementwise):
     name = "relu kernel"
 
     def forward(self, x):
-        return self._unary(self.loops.relu_forward, x)
+        return self._unary(plan.relu_forward, x)
 
     def backward(self, gy, y):
-        return self._binary(self.loops.relu_backward, gy, y)
+        """gx = y > 0 ? gy : 0: the mask and the product in one kernel."""
+        return self._binary(plan.relu_backward, gy, y)
 
 
 class SigmoidGPU(_Elementwise):
     name = "sigmoid kernel"
 
     def forward(self, x):
-        return self._unary(self.loops.sigmoid_forward, x)
+        return self._unary(plan.sigmoid_forward, x)
 
     def backward(self, gy, y):
-        return self._binary(self.loops.sigmoid_backward, gy, y)
+        return self._binary(plan.sigmoid_backward, gy, y)
+
+
+class BiasActivationGPU(_Elementwise):
+    """y (rows, OC) = act(y + bias) in place, one kernel: a GEMM's epilogue."""
+
+    name = "bias+activation kernel"
+
+    def __call__(self, y, bias, activation="relu"):
+        rows, OC = y.shape
+        if bias is None:
+            if activation == "relu":
+                self.modules.launch(plan.relu_forward(y.size, y.dtype,
+                                                      max_blocks=self.max_blocks), x=y, y=y)
+            elif activation != "add":
+                raise ValueError(f"bias_activation: no bias and activation {activation!r}")
+            return y
+        self.modules.launch(plan.bias_activation(rows, OC, y.dtype, activation,
+                                                 max_blocks=self.max_blocks),
+                            y=y, bias=self.xp.ascontiguousarray(bias), out=y)
+        return y
+
+
+class DeviceRNG:
+    """Dropout's random state {base seed, step} in device memory (module docstring)."""
+
+    def __init__(self, xp, modules):
+        self.xp, self.modules = xp, modules
+        self.state = None          # uint64 (2,) on the device
+        self.calls = 0             # dropout calls in this step: the next stream number
+        self._source = None        # the host generator the base seed was drawn from
+
+    def seeded(self):
+        """The state, seeded from the host generator if it is new (an upload of 16
+        bytes, once per seeding: never inside a captured step). Seeded again, the state
+        keeps its memory, so a captured graph reads the new seed."""
+        generator = R.generator()
+        if self.state is None or generator is not self._source:
+            fresh = self.xp.asarray(np.array([R.seed_for_device(), 0], dtype=np.uint64))
+            if self.state is None:
+                self.state = fresh
+            else:
+                self.state[...] = fresh
+            self._source, self.calls = generator, 0
+        return self.state
+
+    def take_stream(self) -> int:
+        """The stream number of the next dropout call of this step."""
+        self.seeded()
+        if self.calls >= plan.STREAMS:
+            self.next_step()
+        stream, self.calls = self.calls, self.calls + 1
+        return stream
+
+    def next_step(self) -> None:
+        """Begin a new step: ``rng[1] += 1`` on the device, stream numbers from 0."""
+        self.modules.launch(plan.rng_advance(), rng=self.seeded())
+        self.calls = 0
 
 
 class DropoutGPU(_Elementwise):
-    name = "dropout kernel"
+    """Dropout whose mask seed lives in device memory (``DeviceRNG``): the "seed" the
+    op keeps for backward is the call's stream number."""
 
-    def forward(self, x, p, seed):
-        if not 0.0 <= p <= 1.0 or not 0 <= int(seed) < 2**64:
-            raise ValueError(f"dropout: p must lie in [0, 1] and seed in [0, 2**64), got "
-                             f"p={p!r}, seed={seed!r}")
+    name = "dropout kernel"
+    seed_on_device = True
+
+    def __init__(self, xp, modules, rng=None, max_blocks=plan.MAX_BLOCKS):
+        super().__init__(xp, modules, max_blocks)
+        self.rng = rng if rng is not None else DeviceRNG(xp, modules)
+
+    def draw_seed(self) -> int:
+        return self.rng.take_stream()
+
+    def forward(self, x, p, stream):
+        """x / (1-p) where the mask keeps the element (C order), else 0; also backward."""
         xc = self.xp.ascontiguousarray(x)          # the mask follows the C order of x
         y = self.xp.empty(x.shape, dtype=x.dtype)
-        scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-        self.launch(self.loops.dropout, x.size, xc.reshape(-1), np.uint64(seed),
-                    np.uint64(R.dropout_threshold(p)), scale, y.reshape(-1))
+        self.modules.launch(plan.dropout(x.size, x.dtype, p, stream,
+                                         max_blocks=self.max_blocks),
+                            x=xc, y=y, rng=self.rng.seeded())
         return y
 
-    backward = forward
+    backward = forward                 # the same mask and scale on the gradient
 
 
 class SgdUpdateGPU(_Elementwise):
     name = "sgd kernel"
 
     def __call__(self, param, grad, lr):
+        """``param -= lr * grad`` in place (one parameter)."""
         if param.shape != grad.shape or not param.flags.c_contiguous or param.dtype != grad.dtype:
             raise ValueError(f"sgd_update: parameter {param.shape} ({param.dtype}) and "
                              f"gradient {grad.shape} ({grad.dtype}) do not match")
         g = grad if grad.flags.c_contiguous else self.xp.ascontiguousarray(grad)
-        self.launch(self.loops.sgd_update, param.size, param.reshape(-1), g.reshape(-1),
-                    param.dtype.type(lr))
+        self.modules.launch(plan.sgd_update(param.size, param.dtype, float(lr),
+                                            max_blocks=self.max_blocks), p=param, g=g, buf=None)
         return param
 
+    def flat_step(self, data, grad, buf, lr, momentum, weight_decay, first):
+        """One SGD step over flat buffers (``tinyalex/optim.py``'s arithmetic): d = g
+        (+ weight_decay * p); with momentum buf = d on the first step, else
+        momentum * buf + d, d = buf; p -= lr * d. ``buf`` None without momentum."""
+        self.modules.launch(plan.sgd_update(data.size, data.dtype, float(lr), float(momentum),
+                                            float(weight_decay), bool(first),
+                                            max_blocks=self.max_blocks),
+                            p=data, g=grad, buf=buf)
+        return data
 
-class MatmulGPU(_Elementwise):
+
+class CrossEntropyGPU(_Elementwise):
+    """Mean cross-entropy of logits (N, K) against int64 labels (N,), no read back."""
+
+    name = "cross-entropy kernels"
+
+    def forward(self, logits, labels):
+        """(loss, stats): loss a 0-d array (the mean); stats (4,) in the logits' dtype =
+        [sum of the rows' losses, rows whose argmax is the label, 0, a flag], the flag's
+        bits an int32 the kernel sets to 1 when a label lies outside [0, K) (that row's
+        loss is NaN). One buffer, so that one copy reads all of it back."""
+        xp = self.xp
+        N, K = logits.shape
+        dtype = logits.dtype
+        z = xp.ascontiguousarray(logits)                            # (N, K)
+        t = xp.ascontiguousarray(labels if labels.dtype == np.int64
+                                 else labels.astype(np.int64))      # (N,)
+        rows = xp.empty((2, N), dtype=dtype)                        # row losses, row hits
+        stats = xp.zeros(4, dtype=dtype)
+        flag = stats[3:4].view(np.int32)[:1]                        # int32 (1,)
+        self.modules.launch(plan.cross_entropy_forward(N, K, dtype, max_blocks=self.max_blocks),
+                            logits=z, labels=t, row_loss=rows[0], row_hit=rows[1], bad=flag)
+        rows.sum(axis=1, out=stats[:2])                             # (2,)
+        loss = stats[0:1].reshape(()) / dtype.type(N)               # 0-d, the mean
+        return loss, stats
+
+    def backward(self, gy, logits, labels):
+        """g (N, K) = (softmax(logits) - one_hot(labels)) * (gy / N), gy (0-d) read on
+        the device."""
+        xp = self.xp
+        N, K = logits.shape
+        g = xp.empty((N, K), dtype=logits.dtype)
+        t = labels if labels.dtype == np.int64 else labels.astype(np.int64)
+        self.modules.launch(plan.cross_entropy_backward(N, K, logits.dtype,
+                                                        max_blocks=self.max_blocks),
+                            logits=xp.ascontiguousarray(logits), labels=xp.ascontiguousarray(t),
+                            gy=xp.ascontiguousarray(gy.astype(logits.dtype, copy=False)
+                                                    ).reshape(1), g=g)
+        return g
+
+
+class MatmulGPU:
+    """The fully connected layers' GEMM: a fresh (M, N) array, strict FP32."""
+
     name = "cuBLAS GEMM"
+
+    def __init__(self, xp, gemm, bias_activation=None):
+        self.xp, self.gemm, self.bias_activation = xp, gemm, bias_activation
 
     def __call__(self, a, b):
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
             raise ValueError(f"matmul: expected (M, K) @ (K, N) of one dtype, got "
                              f"{a.shape} ({a.dtype}) @ {b.shape} ({b.dtype})")
         out = self.xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)   # (M, N)
-        self.xp.matmul(a, b, out=out)                                   # (M, K) @ (K, N)
+        self.gemm(a, b, out, tf32=False)                               # (M, K) @ (K, N)
         return out
 
 
@@ -105,7 +244,27 @@ _cache = {}
 
 
 def for_cupy(cls):
-    """The algorithm ``cls`` (one of the classes above) on CuPy arrays, built once."""
+    """The algorithm ``cls`` (one of the classes above) on CuPy arrays, built once;
+    every one shares the cupy backend's module provider, and dropout its DeviceRNG."""
     if cls not in _cache:
-        _cache[cls] = cls(B.cupy_module(), gpu_launch.for_cupy())
+        cp = B.cupy_module()
+        modules = gpu_modules.for_cupy(cp)
+        if cls is MatmulGPU:
+            _cache[cls] = MatmulGPU(cp, gemm_gpu.for_cupy(), for_cupy(BiasActivationGPU))
+        elif cls is DropoutGPU:
+            _cache[cls] = DropoutGPU(cp, modules, device_rng())
+        else:
+            _cache[cls] = cls(cp, modules)
     return _cache[cls]
+
+
+_rng = None
+
+
+def device_rng() -> DeviceRNG:
+    """The cupy backend's dropout state (the CUDA graph step advances it)."""
+    global _rng
+    if _rng is None:
+        cp = B.cupy_module()
+        _rng = DeviceRNG(cp, gpu_modules.for_cupy(cp))
+    return _rng

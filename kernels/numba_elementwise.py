@@ -7,7 +7,7 @@ Dropout's mask comes from SplitMix64, a counter-based generator: element ``i`` o
 call with seed ``s`` is kept when ``mix64(s + (i+1)*GOLDEN) >> 40 >= threshold``, i the
 index in the whole array, so a range computes its part of the one mask. The same
 formula is written out with NumPy in ``tinyalex/random.py`` (the reference) and for
-CUDA in ``kernels/cuda_kernels.py``, so a seed gives one mask everywhere.
+CUDA in ``kernels/cuda/elementwise.cu``, so a seed gives one mask everywhere.
 
 The sigmoid. NumPy's SIMD ``exp`` needs four passes over memory for
 ``1 / (1 + exp(-x))``, and Numba's ``exp`` calls the C library once per element. Here

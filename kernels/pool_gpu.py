@@ -1,24 +1,25 @@
-"""Max and average pooling on the GPU (CuPy backend): the pooling kernels of
-``cuda_kernels.py``, one launch over every image, in the memory order the input has
-(plain memory as N*C one-channel images, channels-last as it lies: ``layout.py``), as
-the CPU's ``pool_cpu.py`` does. Not yet run on a GPU: tested in CI under Numba's CUDA
-simulator on NumPy arrays.
+"""Max and average pooling on the GPU (CuPy backend): the kernels of
+``kernels/cuda/pool.cu``, one launch over every image, launched through a module
+provider (``gpu_modules.py``), in the memory order the input has (plain memory as
+N*C one-channel images, channels-last as it lies: ``layout.py``), as the CPU's
+``pool_cpu.py`` does. Max pooling keeps the argmax (int32, kh*KW + kw) for backward;
+both backwards are gathers in the reference's (kh, kw) order (no atomics).
 """
 
 from __future__ import annotations
 
 from tinyalex import backend as B
 
-from . import gpu_launch
+from . import cuda_plan as plan
+from . import gpu_modules
 from .geometry import PoolGeometry
 from .layout import as_nhwc, pool_images, pool_result
 from .pool_cpu import MaxPoolSaved
 
 
 class _PoolGPU:
-    def __init__(self, xp, launch):
-        from . import cuda_kernels  # noqa: PLC0415 - numba.cuda, loaded for a GPU set only
-        self.xp, self.launch, self.loops = xp, launch, cuda_kernels
+    def __init__(self, xp, modules, max_blocks=plan.MAX_BLOCKS):
+        self.xp, self.modules, self.max_blocks = xp, modules, max_blocks
 
     def _gradient_images(self, gy, g: PoolGeometry, plain):
         if gy.shape != (g.N, g.C, g.OH, g.OW):
@@ -26,7 +27,7 @@ class _PoolGPU:
                              f"input's output shape {(g.N, g.C, g.OH, g.OW)}")
         if plain:
             return self.xp.ascontiguousarray(gy).reshape(g.N * g.C, g.OH, g.OW, 1)
-        return as_nhwc(self.xp, gy)
+        return as_nhwc(self.xp, gy)                                  # (N, OH, OW, C)
 
 
 class MaxPoolGPU(_PoolGPU):
@@ -38,9 +39,9 @@ class MaxPoolGPU(_PoolGPU):
         NI, CI = xh.shape[0], xh.shape[3]
         yh = xp.empty((NI, g.OH, g.OW, CI), dtype=x.dtype)
         arg = xp.empty((NI, g.OH, g.OW, CI), dtype="int32")
-        self.launch(self.loops.max_pool_forward, yh.size, xh.reshape(NI * g.H, g.W * CI), NI,
-                    g.H, g.W, CI, *g.window, g.OH, g.OW, yh.reshape(NI * g.OH, g.OW * CI),
-                    arg.reshape(NI * g.OH, g.OW * CI))
+        self.modules.launch(plan.max_pool_forward(NI, g.H, g.W, CI, *g.window, x.dtype,
+                                                  max_blocks=self.max_blocks),
+                            x=xh, y=yh, argmax=arg)
         return pool_result(yh, g.N, g.C, plain), MaxPoolSaved(arg, plain, g)
 
     def backward(self, gy, s: MaxPoolSaved):
@@ -51,9 +52,9 @@ class MaxPoolGPU(_PoolGPU):
             raise ValueError(f"max_pool2d backward: argmax {s.argmax.shape} does not match "
                              f"the gradient's images {gyh.shape}")
         gxh = xp.empty((NI, g.H, g.W, CI), dtype=gy.dtype)
-        self.launch(self.loops.max_pool_backward, gxh.size, gyh.reshape(NI * g.OH, g.OW * CI),
-                    s.argmax.reshape(NI * g.OH, g.OW * CI), NI, g.H, g.W, CI, *g.window,
-                    g.OH, g.OW, gxh.reshape(NI * g.H, g.W * CI), gy.dtype.type(0))
+        self.modules.launch(plan.max_pool_backward(NI, g.H, g.W, CI, *g.window, gy.dtype,
+                                                   max_blocks=self.max_blocks),
+                            gy=gyh, argmax=s.argmax, gx=gxh)
         return pool_result(gxh, g.N, g.C, s.plain)
 
 
@@ -62,26 +63,24 @@ class AvgPoolGPU(_PoolGPU):
 
     def forward(self, x, g: PoolGeometry):
         xp = self.xp
-        xh, plain = pool_images(xp, x)
+        xh, plain = pool_images(xp, x)                  # (NI, H, W, CI)
         NI, CI = xh.shape[0], xh.shape[3]
         yh = xp.empty((NI, g.OH, g.OW, CI), dtype=x.dtype)
-        self.launch(self.loops.avg_pool_forward, yh.size, xh.reshape(NI * g.H, g.W * CI), NI,
-                    g.H, g.W, CI, *g.window, g.OH, g.OW, yh.reshape(NI * g.OH, g.OW * CI),
-                    x.dtype.type(0))
+        self.modules.launch(plan.avg_pool_forward(NI, g.H, g.W, CI, *g.window, x.dtype,
+                                                  max_blocks=self.max_blocks), x=xh, y=yh)
         return pool_result(yh, g.N, g.C, plain), g
 
     def backward(self, gy, g: PoolGeometry):
-        xp = self.xp
-        gyh, plain = pool_images(xp, gy)
+        """gx (N, C, H, W) in gy's memory order (backward needs only the geometry)."""
         if gy.shape != (g.N, g.C, g.OH, g.OW):
             raise ValueError(f"avg_pool2d backward: gradient {gy.shape} does not match "
                              f"input {(g.N, g.C, g.H, g.W)}; expected {(g.N, g.C, g.OH, g.OW)}")
-        share = xp.ascontiguousarray(gyh / (g.KH * g.KW))          # (NI, OH, OW, CI)
-        NI, CI = share.shape[0], share.shape[3]
-        gxh = xp.empty((NI, g.H, g.W, CI), dtype=gy.dtype)
-        self.launch(self.loops.avg_pool_backward, gxh.size, share.reshape(NI * g.OH, g.OW * CI),
-                    NI, g.H, g.W, CI, *g.window, g.OH, g.OW, gxh.reshape(NI * g.H, g.W * CI),
-                    gy.dtype.type(0))
+        gyh, plain = pool_images(self.xp, gy)           # (NI, OH, OW, CI)
+        NI, CI = gyh.shape[0], gyh.shape[3]
+        gxh = self.xp.empty((NI, g.H, g.W, CI), dtype=gy.dtype)
+        # each window entry gets gy / (KH*KW), gathered in (kh, kw) order
+        self.modules.launch(plan.avg_pool_backward(NI, g.H, g.W, CI, *g.window, gy.dtype,
+                                                   max_blocks=self.max_blocks), gy=gyh, gx=gxh)
         return pool_result(gxh, g.N, g.C, plain)
 
 
@@ -91,5 +90,6 @@ _cache = {}
 def for_cupy(cls):
     """``cls`` (MaxPoolGPU or AvgPoolGPU) on CuPy arrays, built once."""
     if cls not in _cache:
-        _cache[cls] = cls(B.cupy_module(), gpu_launch.for_cupy())
+        cp = B.cupy_module()
+        _cache[cls] = cls(cp, gpu_modules.for_cupy(cp))
     return _cache[cls]

@@ -9,6 +9,8 @@
   a backend, so that hypothesis examples are reproducible.
 * ``distinct``, ``away_from_zero``: inputs that keep finite differences away from
   the kinks of max pooling (ties) and ReLU (zero).
+* ``cuda_emulation``: the CUDA C kernels built for the CPU by g++, once per session;
+  ``emulated_cupy``: whole steps on the GPU path, emulated (``tests/gpu_emulation.py``).
 * ``real_fashion_mnist()``, ``require_torch()``: what CI installs and the tests need;
   missing, a skip on a developer's machine and a failure in CI.
 """
@@ -66,6 +68,25 @@ def kernel_mode(request, backend):
     backends have fast algorithms for every op: the ops' choosers say which)."""
     with kernels.use(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def cuda_emulation(tmp_path_factory):
+    """The CUDA C sources of kernels/cuda/ built by g++ against emulate.h, once per
+    session (``cuda_build.EmulatedModule``: the kernels as ``cupy.RawModule`` would give
+    them, run on the CPU over NumPy arrays); skipped, saying why, without g++."""
+    from tinyalex.kernels import cuda_build
+    if cuda_build.cxx_path() is None:
+        pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
+    return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
+
+
+@pytest.fixture
+def emulated_cupy(cuda_emulation, monkeypatch):
+    """NumPy arrays seen as the cupy backend's, the GPU algorithms emulated on the CPU
+    (``tests/gpu_emulation.py``); yields the ``Algorithms`` (they count launches)."""
+    from gpu_emulation import Algorithms, install
+    yield install(monkeypatch, Algorithms(cuda_emulation))
 
 
 def real_fashion_mnist():

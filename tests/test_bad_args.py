@@ -161,14 +161,23 @@ def test_dropout_constructor_and_functional(p):
 @settings(max_examples=30, deadline=None)
 @given(start=st.one_of(st.integers(-50, 50), not_int, bools), end=st.integers(-50, 50))
 def test_flatten(start, end):
-    x = tinyalex.zeros(2, 3, 4)
+    """Exactly PyTorch's valid (start, end) pairs flatten (dims in [-3, 3), start's
+    dim <= end's) to the merged shape with the values in order; every other pair is
+    refused naming flatten."""
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    valid = isinstance(start, int) and not isinstance(start, bool) \
+        and -3 <= start < 3 and -3 <= end < 3 and start % 3 <= end % 3
     try:
-        y = F.flatten(x, start, end)
+        y = F.flatten(tinyalex.tensor(data), start, end)
     except OK_ERRORS as exc:
         assert "flatten" in str(exc)
-    else:          # the valid combinations: as PyTorch
-        assert isinstance(start, int) and -3 <= start < 3 and -3 <= end < 3
-        assert y.size == 24
+        assert not valid, f"flatten({start}, {end}) refused: {exc}"
+    else:
+        assert valid, f"flatten({start}, {end}) accepted"
+        s, e = start % 3, end % 3
+        shape = data.shape[:s] + (int(np.prod(data.shape[s:e + 1])),) + data.shape[e + 1:]
+        assert y.shape == shape
+        np.testing.assert_array_equal(y.numpy(), data.reshape(shape))
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,8 +1,9 @@
 """The CUDA C kernels of ``kernels/cuda/``, tested without a GPU.
 
-(a) Every source compiles with the CUDA toolkit's nvcc for sm_80 and sm_90, every
-    kernel the launch planner names is in the cubin, and ptxas reports no spills to
-    local memory (skipped, with the reason, where nvcc is absent).
+(a) Every source, as cupy.RawModule gets it (common.cuh inlined: ``module_code``),
+    compiles with the CUDA toolkit's nvcc for sm_80 and sm_90 with no include path,
+    every kernel the launch planner names is in the cubin, and ptxas reports no spills
+    to local memory (skipped, with the reason, where nvcc is absent).
 (b) The same sources, built by g++ against ``kernels/cuda/emulate.h`` (once per
     session), run on the CPU through ``kernels/cuda_plan.py``'s plans, the very launch
     path the GPU takes, and equal the NumPy references on hypothesis-drawn shapes,
@@ -94,7 +95,8 @@ def planned_kernels() -> dict:
 @pytest.mark.parametrize("arch", cuda_build.ARCHS)
 @pytest.mark.parametrize("source", cuda_build.SOURCES)
 def test_source_compiles_with_nvcc_without_spills(source, arch, tmp_path):
-    report = cuda_build.compile_with_nvcc(arch, source, tmp_path)
+    """The code cupy.RawModule compiles (common.cuh inlined, no include path)."""
+    report = cuda_build.compile_with_nvcc(arch, source, tmp_path, inlined=True)
     wanted = planned_kernels()[source]
     assert wanted <= set(report.kernels), \
         f"planned kernels missing from the cubin: {sorted(wanted - set(report.kernels))}"
@@ -140,11 +142,9 @@ def test_device_code_includes_no_standard_header():
 
 # -- (b) the emulation ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    if cuda_build.cxx_path() is None:
-        pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
-    return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
+@pytest.fixture
+def emu(cuda_emulation):
+    return cuda_emulation          # conftest.py: built by g++ once per session
 
 
 def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):

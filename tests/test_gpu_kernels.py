@@ -1,10 +1,12 @@
-"""The GPU algorithms on a real GPU (CuPy arrays) against the readable references,
-the TF32 / strict-FP32 flag, and a training step on the GPU against the CPU.
+"""The GPU algorithms on a real GPU (CuPy arrays: NVRTC-compiled kernels, cuBLAS)
+against the readable references, the TF32 / strict-FP32 flag, the two GEMM paths, the
+loss's device flag, the fused layers, and a training step on the GPU against the CPU.
 
 Skipped, with the reason, where CuPy or a GPU is missing (no GPU has run them yet);
-the kernels' logic is checked without a GPU by ``test_kernels_cuda_sim.py``. Run on a
-GPU machine by ``benchmarks/gpu_check.sh``. One test runs everywhere: the freshness
-check the GPU matmul test relies on, against the CPU's matmul and against
+the same launch code is checked without a GPU by ``test_gpu_emulated.py`` (the CUDA C
+sources built by g++) and ``test_gpu_host_logic.py`` (stand-ins for CuPy and cuBLAS).
+Run on a GPU machine by ``benchmarks/gpu_check.sh``. One test runs everywhere: the
+freshness check the GPU matmul test relies on, against the CPU's matmul and against
 arrays that do share memory.
 """
 
@@ -19,6 +21,7 @@ from tinyalex.kernels import elementwise_cpu
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, pool
 from tinyalex.ops.im2col import im2col
+from tinyalex.ops.loss import read_loss
 from strategies import batch_geometry
 
 gpu = pytest.mark.skipif(not B.cupy_available(),
@@ -58,8 +61,7 @@ def test_gpu_conv_im2col_col2im_match_the_reference(g, dtype, seed):
     b = rng.standard_normal(3).astype(dtype)
     geo = conv_geometry(x.shape, w.shape, SH, SW, PH, PW)
     k = gpu_conv("c,kh,kw")                     # the reference's column order
-    xh = dev(x.transpose(0, 2, 3, 1))
-    cols = k._columns(xh, 0, N, geo, x.dtype)
+    cols = k._columns(dev(x), geo, x.dtype)
     np.testing.assert_array_equal(host(cols), im2col(x, KH, KW, SH, SW, PH, PW))
     with kernels.tf32(False):
         for k in (gpu_conv("c,kh,kw"), gpu_conv("kh,kw,c")):
@@ -109,8 +111,12 @@ def test_gpu_elementwise_and_dropout_mask_equal_the_cpu():
                                   activation.RELU_REFERENCE.backward(gy, host(y)))
     np.testing.assert_allclose(host(sigmoid.forward(dev(x))),
                                activation.SIGMOID_REFERENCE.forward(x), rtol=1e-6)
-    np.testing.assert_array_equal(host(dropout.forward(dev(x), 0.5, 1234)),
-                                  activation.DROPOUT_REFERENCE.forward(x, 0.5, 1234))
+    from tinyalex.kernels import cuda_plan
+    stream = dropout.draw_seed()
+    base, step = (int(v) for v in host(dropout.rng.state))
+    np.testing.assert_array_equal(
+        host(dropout.forward(dev(x), 0.5, stream)),
+        activation.DROPOUT_REFERENCE.forward(x, 0.5, cuda_plan.dropout_seed(base, step, stream)))
 
 
 def extent(a):
@@ -223,6 +229,63 @@ def test_a_training_step_on_the_gpu_matches_the_cpu():
                             backend=backend)
         with kernels.tf32(False):
             loss = nn.CrossEntropyLoss()(net(x), tinyalex.tensor(np.arange(8) % 10,
+                                                                backend=backend))
+            loss.backward()
+        return [loss.item()] + [p.grad.numpy() for p in net.parameters()]
+
+    for a, b in zip(step("cupy"), step("numpy")):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@gpu
+def test_the_direct_cublas_gemm_equals_cupy_matmul():
+    """gemm_gpu's two paths on the same operands (C-ordered, transposed, row blocks)."""
+    from tinyalex.kernels import gemm_gpu
+    cp = B.cupy_module()
+    direct = gemm_gpu.for_cupy()
+    assert isinstance(direct, gemm_gpu.CublasGemm), direct.name
+    via_cupy = gemm_gpu.CupyGemm(cp)
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        a = dev(rng.standard_normal((70, 33)).astype(dtype))
+        b = dev(rng.standard_normal((50, 33)).astype(dtype)).T          # (33, 50), transposed
+        for tf32 in (False, True):
+            outs = [cp.empty((70, 50), dtype=dtype) for _ in range(2)]
+            direct(a, b, outs[0], tf32=tf32)
+            via_cupy(a, b, outs[1], tf32=tf32)
+            tol = dict(rtol=1e-2, atol=1e-2) if tf32 and dtype == np.float32 else \
+                dict(rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(host(outs[0]), host(outs[1]), **tol)
+        acc = cp.ones((70, 50), dtype=dtype)
+        direct(a, b, acc, accumulate=True)
+        np.testing.assert_allclose(host(acc), host(a) @ host(b) + 1, rtol=1e-5, atol=1e-5)
+
+
+@gpu
+def test_gpu_loss_reports_a_bad_label_at_the_read_back():
+    logits = tinyalex.tensor(np.zeros((3, 4), np.float32), backend="cupy", requires_grad=True)
+    labels = tinyalex.tensor(np.array([1, 4, 0]), backend="cupy")
+    loss = nn.CrossEntropyLoss()(logits, labels)             # no wait, no error yet
+    with pytest.raises(ValueError, match="lies outside"):
+        loss.item()
+    good = nn.CrossEntropyLoss()(logits, tinyalex.tensor(np.array([1, 3, 0]), backend="cupy"))
+    value, correct = read_loss(good)
+    np.testing.assert_allclose(value, np.log(4), rtol=1e-6)
+    assert correct == 1                                      # argmax 0 for every row
+
+
+@gpu
+def test_fused_layers_on_the_gpu_equal_the_cpu():
+    """AlexNet's pattern (Conv2d+ReLU, Linear+ReLU fused on the GPU) against the CPU."""
+    def step(backend):
+        tinyalex.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 16),
+                            nn.ReLU(), nn.Linear(16, 3)).to(backend)
+        x = tinyalex.tensor(np.random.default_rng(1).random((4, 1, 12, 12), np.float32),
+                            backend=backend)
+        with kernels.tf32(False):
+            loss = nn.CrossEntropyLoss()(net(x), tinyalex.tensor(np.arange(4) % 3,
                                                                 backend=backend))
             loss.backward()
         return [loss.item()] + [p.grad.numpy() for p in net.parameters()]

@@ -124,6 +124,13 @@ def to_numpy(array) -> np.ndarray:
     return array.get() if is_cupy_array(array) else np.asarray(array)
 
 
+def data_pointer(array) -> int:
+    """The address of an array's first element, in host or device memory."""
+    if is_cupy_array(array):
+        return int(array.data.ptr)
+    return int(array.__array_interface__["data"][0])
+
+
 def synchronize(name: str) -> None:
     """Wait for queued GPU work (a no-op on the numpy backend); for honest timing."""
     if name == "cupy":

@@ -330,6 +330,22 @@ def bilinear_matrix(in_size: int, out_size: int, xp=np) -> "np.ndarray":
     return xp.asarray(R)
 
 
+_DEVICE_MATRICES = {}      # (in, out, dtype, device) -> R on that GPU
+
+
+def _resize_matrix(in_size, out_size, xp, dtype):
+    """``bilinear_matrix`` in ``dtype``: built afresh on the host (NumPy), and on a GPU
+    built and uploaded once per (in, out) size, dtype and device, then reused (a
+    training run resizes every batch with the same two matrices)."""
+    if xp is np:
+        return bilinear_matrix(in_size, out_size, xp).astype(dtype)
+    key = (in_size, out_size, np.dtype(dtype).str, xp.cuda.Device().id)
+    R = _DEVICE_MATRICES.get(key)
+    if R is None:
+        R = _DEVICE_MATRICES[key] = xp.asarray(bilinear_matrix(in_size, out_size).astype(dtype))
+    return R
+
+
 def resize_bilinear(x, size):
     """Resize a float batch (N, C, H, W) to (N, C, OH, OW) on its own backend.
 
@@ -350,8 +366,8 @@ def resize_bilinear(x, size):
                 "use a smaller size or batch")
     if (OH, OW) == (H, W):
         return x
-    Ry = bilinear_matrix(H, OH, xp).astype(x.dtype)            # (OH, H)
-    Rx = bilinear_matrix(W, OW, xp).astype(x.dtype)            # (OW, W)
+    Ry = _resize_matrix(H, OH, xp, x.dtype)                    # (OH, H)
+    Rx = _resize_matrix(W, OW, xp, x.dtype)                    # (OW, W)
     imgs = x.reshape(N * C, H, W)                              # (N*C, H, W)
     rows = imgs @ Rx.T                                         # (N*C, H, OW) = (N*C, H, W) @ (W, OW)
     out = Ry @ rows                                            # (N*C, OH, OW) = (OH, H) @ (N*C, H, OW)

@@ -25,9 +25,19 @@ def sgd_update_algorithm(param, grad):
     if kernels.get_mode() == "reference" or not fast_dtypes(param, grad) \
             or not param.flags.c_contiguous or param.shape != grad.shape:
         return sgd_update_reference
-    if B.is_cupy_array(param):
+    if B.backend_of(param) == "cupy":
         return elementwise_gpu.for_cupy(elementwise_gpu.SgdUpdateGPU)
     return elementwise_cpu.sgd_update
+
+
+def sgd_flat_algorithm(data, grad):
+    """The whole-buffer step of ``SGD(flat=...)``: on the GPU one kernel does weight
+    decay, momentum and the update in one pass (``SgdUpdateGPU.flat_step``); None
+    elsewhere, where the step is written with the array operations below."""
+    if kernels.get_mode() == "reference" or not fast_dtypes(data, grad) \
+            or B.backend_of(data) != "cupy":
+        return None
+    return elementwise_gpu.for_cupy(elementwise_gpu.SgdUpdateGPU)
 
 
 class SGD:
@@ -74,19 +84,31 @@ class SGD:
 
     def _step_flat(self) -> None:
         f = self.flat
+        kernel = sgd_flat_algorithm(f.data, f.grad)
+        if kernel is not None:
+            first = self.momentum != 0 and self._flat_momentum is None
+            if first:                       # the kernel writes buf = d on the first step
+                self._new_flat_momentum(B.get_array_module(f.data).empty_like(f.data))
+            kernel.flat_step(f.data, f.grad, self._flat_momentum if self.momentum else None,
+                             self.lr, self.momentum, self.weight_decay, first)
+            return
         d = f.grad                                                  # (total,)
         if self.weight_decay:
             d = d + self.weight_decay * f.data
         if self.momentum:
             if self._flat_momentum is None:
-                self._flat_momentum = d.copy()
-                self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
-                                         for p, o in zip(self.params, f.offsets)]
+                self._new_flat_momentum(d.copy())
             else:
                 self._flat_momentum *= self.momentum
                 self._flat_momentum += d
             d = self._flat_momentum
         sgd_update_algorithm(f.data, d)(f.data, d, self.lr)
+
+    def _new_flat_momentum(self, buffer) -> None:
+        """The flat momentum buffer (total,), and each parameter's view of it."""
+        self._flat_momentum = buffer
+        self.momentum_buffers = [buffer[o:o + p.size].reshape(p.shape)
+                                 for p, o in zip(self.params, self.flat.offsets)]
 
     def step(self) -> None:
         # A lazy layer's parameters may be listed before its first forward (d2l 1.0's

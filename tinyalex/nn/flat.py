@@ -39,9 +39,10 @@ class FlatParameters:
             raise ValueError("FlatParameters: a parameter is listed twice")
         xp = self.params[0].xp
         dtype = self.params[0].dtype
-        self.offsets, total = [], 0
+        self.offsets, self.sizes, total = [], [], 0
         for p in self.params:
             self.offsets.append(total)
+            self.sizes.append(p.size)
             total += p.size
         self.size = total
         self.data = xp.empty(total, dtype=dtype)             # (total,)
@@ -61,9 +62,15 @@ class FlatParameters:
 
     def views_intact(self) -> bool:
         """True while every parameter's data is still its view of ``data`` (moving a
-        network to another backend, or assigning ``p.data``, breaks it)."""
-        return all(p.data.base is not None and B.get_array_module(p.data).shares_memory(
-            p.data, self.data) for p in self.params)
+        network to another backend, or assigning ``p.data``, breaks it). Decided from
+        addresses alone: no device work, no wait (``shares_memory`` on CuPy arrays would
+        sort the addresses of every element and read the answer back)."""
+        backend, base = self.backend, B.data_pointer(self.data)
+        item = self.data.dtype.itemsize
+        return all(B.backend_of(p.data) == backend and p.data.dtype == self.data.dtype
+                   and p.data.flags.c_contiguous and p.data.size == size
+                   and B.data_pointer(p.data) == base + start * item
+                   for p, start, size in zip(self.params, self.offsets, self.sizes))
 
     def zero_missing_gradients(self) -> None:
         """Zero the gradient views of parameters that got no gradient this step, and

@@ -51,6 +51,11 @@ class Conv2d(Module):
         fn = conv.Conv2d(self.stride, self.padding, where=self.where)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
+    def forward_relu(self, x):
+        """``relu(self(x))`` as one op, ``Conv2d+ReLU`` (ops/conv.py, Conv2dReLU)."""
+        fn = conv.Conv2dReLU(self.stride, self.padding, where=f"{self.where} + ReLU")
+        return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
+
     def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
         """The name of the algorithm that computes this layer for an input of
         ``input_shape`` on ``backend`` in the current kernel mode (ops/conv.py's
@@ -92,6 +97,11 @@ class Linear(Module):
         fn = dense.Linear(where=self.where)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
+    def forward_relu(self, x):
+        """``relu(self(x))`` as one op, ``Linear+ReLU`` (ops/dense.py, LinearReLU)."""
+        fn = dense.LinearReLU(where=f"{self.where} + ReLU")
+        return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
+
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -130,6 +140,8 @@ class AvgPool2d(_Pool):
 
 
 class ReLU(Module):
+    fuses_into_previous = True        # nn.Sequential.fusions: Conv2d/Linear + ReLU, one op
+
     def forward(self, x):
         return activation.relu(x)
 

@@ -251,8 +251,42 @@ class Sequential(Module):
             self.add_module(name, m)
 
     def forward(self, x):
+        if getattr(x, "backend", None) == "cupy":
+            return self._forward_fused(x)
         for m in self._modules.values():
             x = m(x)
+        return x
+
+    def fusions(self, backend: str) -> dict:
+        """{index of a layer: the name of the one op that computes it and the next}: on
+        the cupy backend a Conv2d or Linear followed by a ReLU runs as one op
+        (``Conv2d+ReLU``, ``Linear+ReLU``: the bias and ReLU in the GEMM's epilogue, one
+        kernel); nothing is fused on other backends. Only the classes that declare it
+        themselves (a ``forward_relu`` method, a ReLU's ``fuses_into_previous``): a
+        subclass may have its own forward."""
+        if backend != "cupy":
+            return {}
+        layers, found, i = list(self._modules.values()), {}, 0
+        while i < len(layers) - 1:
+            if "forward_relu" in vars(type(layers[i])) \
+                    and vars(type(layers[i + 1])).get("fuses_into_previous", False):
+                found[i] = f"{type(layers[i]).__name__}+ReLU"
+                i += 2
+            else:
+                i += 1
+        return found
+
+    def _forward_fused(self, x):
+        layers = list(self._modules.values())
+        fused = self.fusions("cupy")
+        i = 0
+        while i < len(layers):
+            if i in fused:
+                x = layers[i].forward_relu(x)            # this layer and its ReLU, one op
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
         return x
 
     def __len__(self):

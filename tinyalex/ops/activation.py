@@ -8,7 +8,10 @@ ReLU and sigmoid keep their *output* for backward, as PyTorch does (the ReLU mas
 ``y > 0``; sigmoid's derivative is ``y * (1 - y)``). Dropout keeps nothing but a seed:
 its mask is a pure function of (seed, element index) (``tinyalex.random.keep_mask``),
 so backward recomputes it instead of storing it, and the same seed gives the same mask
-on the CPU and the GPU, with reference or fast kernels.
+on the CPU and the GPU, with reference or fast kernels. On the CPU the seed is a draw
+from the host generator; the GPU kernel derives it on the device from a state kept in
+device memory and the call's stream number (``kernels/elementwise_gpu.py``,
+``DeviceRNG``), so that a captured CUDA graph draws fresh masks at every replay.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class SigmoidReference:
 
 class DropoutReference:
     name = "keep_mask (reference)"
+    seed_on_device = False             # the seed is drawn from the host generator
 
     def forward(self, x, p, seed):
         """x / (1-p) where element i (in C order) is kept, 0 elsewhere; also its backward."""
@@ -132,7 +136,10 @@ class Dropout(Function):
     def forward(self, x):
         check_floating(x.dtype, "dropout")
         self.algorithm = activation_algorithm("dropout", x.dtype, B.backend_of(x))
-        self.seed = R.seed_for_device()         # one draw from the host generator
+        if self.algorithm.seed_on_device:       # the GPU kernel: the seed lives on the
+            self.seed = self.algorithm.draw_seed()   # device, this is the call's stream
+        else:
+            self.seed = R.seed_for_device()     # one draw from the host generator
         return self.algorithm.forward(x, self.p, self.seed)
 
     def backward(self, gy):

@@ -34,6 +34,7 @@ from tinyalex.kernels.layout import FLOATS
 from .. import backend as B
 from ..checks import check_bytes, check_floating, check_rank, check_window, pair
 from ..tensor import Function
+from .activation import activation_algorithm
 from .im2col import col2im, im2col
 
 
@@ -140,7 +141,8 @@ class Conv2d(Function):
         return conv_geometry(x_shape, w_shape, self.SH, self.SW, self.PH, self.PW,
                              self.where)
 
-    def forward(self, x, weight, bias=None):
+    def _prepare(self, x, weight, bias) -> ConvGeometry:
+        """Check the operands, choose the algorithm; the geometry."""
         g = self.geometry(x.shape, weight.shape, None if bias is None else bias.shape)
         check_floating(x.dtype, self.where)
         check_floating(weight.dtype, self.where, "weight")
@@ -149,6 +151,10 @@ class Conv2d(Function):
         self.algorithm = conv2d_algorithm(g, x.dtype, B.backend_of(x))
         check_conv_memory(self.where, g, x.dtype.itemsize,
                           whole_batch_columns=self.algorithm is REFERENCE)
+        return g
+
+    def forward(self, x, weight, bias=None):
+        g = self._prepare(x, weight, bias)
         y, self.saved = self.algorithm.forward(x, weight, bias, g,
                                                keep=any(self.needs_input_grad))
         return y
@@ -158,6 +164,33 @@ class Conv2d(Function):
         need_b = len(need) > 2 and need[2]
         gx, gw, gb = self.algorithm.backward(gy, self.saved, need[0], need[1], need_b)
         return (gx, gw, gb) if len(need) > 2 else (gx, gw)
+
+
+class Conv2dReLU(Conv2d):
+    """``relu(conv2d(x, W, b))`` as one op. With the GPU's im2col + GEMM one kernel adds
+    the bias and applies ReLU to the GEMM's result in place (its epilogue), and backward
+    masks the gradient in one kernel (``y > 0 ? gy : 0``) before the convolution's
+    backward; with any other algorithm the convolution and the ReLU algorithm run one
+    after the other, with the numbers of Conv2d followed by ReLU. ``nn.Sequential``
+    calls it for a Conv2d followed by a ReLU on the cupy backend."""
+
+    name = "Conv2d+ReLU"
+
+    def forward(self, x, weight, bias=None):
+        g = self._prepare(x, weight, bias)
+        self.relu = activation_algorithm("relu", x.dtype, B.backend_of(x))
+        keep = any(self.needs_input_grad)
+        if isinstance(self.algorithm, conv_im2col_gpu.Im2colGemmGPU):
+            y, self.saved = self.algorithm.forward(x, weight, bias, g, keep, activation="relu")
+        else:
+            y, self.saved = self.algorithm.forward(x, weight, bias, g, keep)
+            y = self.relu.forward(y)
+        if keep:
+            self.y = y                         # the ReLU's mask is y > 0
+        return y
+
+    def backward(self, gy):
+        return super().backward(self.relu.backward(gy, self.y))
 
 
 def check_conv_shapes(where, x_shape, w_shape, b_shape=None):
@@ -189,4 +222,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as PyTorch) of x (N, C, H, W) with
     weight (OC, C, KH, KW) and optional bias (OC,)."""
     fn = Conv2d(stride, padding)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def conv2d_relu(x, weight, bias=None, stride=1, padding=0, where="conv2d+relu"):
+    """``relu(conv2d(x, weight, bias, stride, padding))`` as one op (Conv2dReLU)."""
+    fn = Conv2dReLU(stride, padding, where)
     return fn(x, weight) if bias is None else fn(x, weight, bias)

@@ -16,6 +16,7 @@ from tinyalex.kernels.layout import FLOATS
 from .. import backend as B
 
 from ..tensor import Function
+from .activation import activation_algorithm
 from .basic import reshape
 from ..checks import check_floating, check_int
 
@@ -48,6 +49,13 @@ class Linear(Function):
         self.where = where
 
     def forward(self, x, weight, bias=None):
+        y = self._product(x, weight, bias)
+        if bias is not None:
+            y += bias                          # (N, OUT) + (OUT,)
+        return y
+
+    def _product(self, x, weight, bias):
+        """Check the operands, choose the GEMM; ``x @ weight.T`` (N, OUT)."""
         check_floating(x.dtype, self.where)
         check_floating(weight.dtype, self.where, "weight")
         if weight.ndim != 2:
@@ -63,11 +71,8 @@ class Linear(Function):
             raise ValueError(f"{self.where}: bias must have shape ({OUT},), got "
                              f"{tuple(bias.shape)}")
         self.matmul = matmul_algorithm(x.dtype, B.backend_of(x))
-        y = self.matmul(x, weight.T)           # (N, OUT) = (N, IN) @ (IN, OUT)
-        if bias is not None:
-            y += bias                          # (N, OUT) + (OUT,)
         self.x, self.weight = x, weight
-        return y
+        return self.matmul(x, weight.T)        # (N, OUT) = (N, IN) @ (IN, OUT)
 
     def backward(self, gy):
         need = self.needs_input_grad
@@ -80,8 +85,39 @@ class Linear(Function):
         return gx, gw
 
 
+class LinearReLU(Linear):
+    """``relu(x @ W.T + b)`` as one op. On the GPU one kernel adds the bias and applies
+    ReLU to the GEMM's result in place, and backward masks the gradient in one kernel
+    before the layer's backward; elsewhere the numbers of Linear followed by ReLU.
+    ``nn.Sequential`` calls it for a Linear followed by a ReLU on the cupy backend."""
+
+    name = "Linear+ReLU"
+
+    def forward(self, x, weight, bias=None):
+        y = self._product(x, weight, bias)                 # (N, OUT)
+        self.relu = activation_algorithm("relu", x.dtype, B.backend_of(x))
+        if isinstance(self.matmul, elementwise_gpu.MatmulGPU):
+            self.matmul.bias_activation(y, bias, "relu")  # act(y + b) in place, one kernel
+        else:
+            if bias is not None:
+                y += bias                                  # (N, OUT) + (OUT,)
+            y = self.relu.forward(y)
+        if any(self.needs_input_grad):
+            self.y = y                                     # the ReLU's mask is y > 0
+        return y
+
+    def backward(self, gy):
+        return super().backward(self.relu.backward(gy, self.y))
+
+
 def linear(x, weight, bias=None):
     fn = Linear()
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def linear_relu(x, weight, bias=None, where="linear+relu"):
+    """``relu(linear(x, weight, bias))`` as one op (LinearReLU)."""
+    fn = LinearReLU(where)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 

@@ -1,0 +1,308 @@
+"""The GPU path's host logic, on the CPU with stand-ins for CuPy and cuBLAS:
+
+* ``gemm_gpu.CublasGemm``: the row-major product mapped onto cuBLAS's column-major
+  ``cublasGemmEx`` (operands C-ordered, transposed views, row blocks with a larger
+  leading dimension), the compute type it asks for (TF32 only for a convolution GEMM on
+  a GPU that has it), beta for accumulation, the stream set when it changes, errors;
+  run against a stand-in cuBLAS that reads and writes host memory at the addresses it
+  is given, with cuBLAS's own column-major semantics, and through the GPU convolution;
+* ``precision.gemm_compute_type``: CuPy's compute type set and restored, and the one
+  clear warning where CuPy has no per-call compute type and its CUPY_TF32 disagrees;
+* ``gpu_modules.CupyModules``: one ``cupy.RawModule`` per source, built from the code
+  with common.cuh inlined and NVRTC's options, each kernel looked up once.
+
+What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a GPU by
+``tests/test_gpu_kernels.py``.
+"""
+
+import ctypes
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinyalex.kernels import conv_im2col_gpu, cuda_build, gemm_gpu, gpu_modules, precision
+from tinyalex.kernels.geometry import conv_geometry
+from tinyalex.ops import conv
+
+
+class FakeCupy:
+    """The part of CuPy the GEMM and precision code use, over NumPy."""
+    __version__ = "stand-in"
+
+    def __init__(self, cc="90"):
+        self.stream = 7
+        self.cuda = SimpleNamespace(
+            Device=lambda: SimpleNamespace(id=0, compute_capability=cc),
+            get_current_stream=lambda: SimpleNamespace(ptr=self.stream))
+        self.empty = np.empty
+
+
+def column_major(address, rows, cols, ld, dtype):
+    """The (rows x cols) column-major matrix at ``address`` with leading dimension ld."""
+    dtype = np.dtype(dtype)
+    n = ld * (cols - 1) + rows
+    ctype = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    flat = np.ctypeslib.as_array((ctype * n).from_address(address))
+    return np.lib.stride_tricks.as_strided(flat, (rows, cols), (dtype.itemsize, ld * dtype.itemsize))
+
+
+class FakeCublas:
+    """cuBLAS's entry points as Python functions over host memory, with cuBLAS's
+    semantics: C (m x n) = alpha op(A) op(B) + beta C, all column-major; ``status``
+    is what every call returns (0: success)."""
+
+    def __init__(self, status=0):
+        self.status, self.gemms, self.streams, self.workspace = status, [], [], None
+
+        def create(ref):
+            ref._obj.value = 4321
+            return self.status
+
+        def set_stream(handle, stream):
+            self.streams.append(stream.value)
+            return 0
+
+        def set_workspace(handle, pointer, size):
+            self.workspace = size
+            return 0
+
+        def gemm(handle, transa, transb, m, n, k, alpha, A, atype, lda, B, btype, ldb, beta,
+                 C, ctype, ldc, compute, algo):
+            assert handle.value == 4321 if hasattr(handle, "value") else True
+            assert atype == btype == ctype and algo == gemm_gpu.GEMM_DEFAULT
+            dtype = np.float32 if atype == gemm_gpu.CUDA_R_32F else np.float64
+            opA = (column_major(A.value, m, k, lda, dtype) if transa == gemm_gpu.OP_N
+                   else column_major(A.value, k, m, lda, dtype).T)
+            opB = (column_major(B.value, k, n, ldb, dtype) if transb == gemm_gpu.OP_N
+                   else column_major(B.value, n, k, ldb, dtype).T)
+            out = column_major(C.value, m, n, ldc, dtype)
+            a, b = alpha._obj.value, beta._obj.value
+            out[...] = a * (opA @ opB) + (b * out if b else 0)
+            self.gemms.append((transa, transb, m, n, k, lda, ldb, ldc, compute, b))
+            return self.status
+
+        self.cublasCreate_v2, self.cublasSetStream_v2 = create, set_stream
+        self.cublasSetWorkspace_v2, self.cublasGemmEx = set_workspace, gemm
+
+
+@pytest.fixture
+def cublas(monkeypatch):
+    monkeypatch.setattr(precision, "_capable", {})
+    lib = FakeCublas()
+    return gemm_gpu.CublasGemm(FakeCupy(), lib=lib), lib
+
+
+def operand(rng, shape, dtype, order):
+    """A (R, C) operand: C-ordered, a transposed view, or rows of a wider array."""
+    R, C = shape
+    if order == "c":
+        return rng.standard_normal(shape).astype(dtype)
+    if order == "t":
+        return rng.standard_normal((C, R)).astype(dtype).T
+    return rng.standard_normal((R, C + 3)).astype(dtype)[:, 1:C + 1]   # ld = C + 3
+
+
+@settings(max_examples=40)
+@given(M=st.integers(1, 6), K=st.integers(1, 6), N=st.integers(1, 6),
+       orders=st.tuples(st.sampled_from("ctw"), st.sampled_from("ctw")),
+       dtype=st.sampled_from([np.float32, np.float64]), accumulate=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_cublas_gemm_maps_row_major_products_onto_column_major_cublas(
+        cublas, M, K, N, orders, dtype, accumulate, seed):
+    gemm, lib = cublas
+    rng = np.random.default_rng(seed)
+    a, b = operand(rng, (M, K), dtype, orders[0]), operand(rng, (K, N), dtype, orders[1])
+    wide = rng.standard_normal((M + 2, N)).astype(dtype)
+    out = wide[1:M + 1]                                      # a block of rows
+    before = out.copy()
+    gemm(a, b, out, accumulate=accumulate)
+    want = a.astype(np.float64) @ b.astype(np.float64) + (before if accumulate else 0)
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_array_equal(wide[0], wide[0])          # untouched rows stay
+    assert lib.gemms[-1][-1] == (1.0 if accumulate else 0.0)
+
+
+def test_cublas_gemm_asks_tf32_only_where_asked_and_available(monkeypatch):
+    monkeypatch.setattr(precision, "_capable", {})
+    rng = np.random.default_rng(0)
+    for cc, dtype, tf32, want in (("90", np.float32, True, gemm_gpu.COMPUTE_32F_FAST_TF32),
+                                  ("90", np.float32, False, gemm_gpu.COMPUTE_32F),
+                                  ("75", np.float32, True, gemm_gpu.COMPUTE_32F),
+                                  ("90", np.float64, True, gemm_gpu.COMPUTE_64F)):
+        precision._capable.clear()
+        lib = FakeCublas()
+        gemm = gemm_gpu.CublasGemm(FakeCupy(cc), lib=lib)
+        assert lib.workspace == gemm_gpu.WORKSPACE_BYTES
+        a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+        gemm(a, b, np.empty((3, 2), dtype), tf32=tf32)
+        assert lib.gemms[-1][8] == want, (cc, dtype, tf32)
+
+
+def test_cublas_gemm_sets_the_stream_when_it_changes_and_reports_failures(cublas):
+    gemm, lib = cublas
+    a, b, out = np.ones((2, 2)), np.ones((2, 2)), np.empty((2, 2))
+    gemm(a, b, out)
+    gemm(a, b, out)
+    gemm.xp.stream = 9                                       # another current stream
+    gemm(a, b, out)
+    assert lib.streams == [7, 9]
+    lib.status = 13
+    with pytest.raises(RuntimeError, match="cublasGemmEx failed with cuBLAS status 13"):
+        gemm(a, b, out)
+    with pytest.raises(ValueError, match="expected a .M, K. @ b .K, N."):
+        gemm(a, np.ones((3, 2)), out)
+    with pytest.raises(ValueError, match="neither contiguous rows nor contiguous columns"):
+        gemm(np.ones((4, 4))[::2, ::2], b, out)
+    with pytest.raises(RuntimeError, match="cublasCreate_v2 failed"):
+        gemm_gpu.CublasGemm(FakeCupy(), lib=FakeCublas(status=1))
+
+
+def test_the_gpu_convolution_through_cublas_gemm_equals_the_reference(cuda_emulation, cublas):
+    """The GEMMs the convolution really makes (transposed weights and gradients,
+    accumulation over chunks) through CublasGemm's column-major calls."""
+    gemm, lib = cublas
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 7, 6))
+    w, bias = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    geo = conv_geometry(x.shape, w.shape, 2, 1, 1, 0)
+    modules = gpu_modules.EmulatedModules(cuda_emulation)
+    for order in ("kh,kw,c", "c,kh,kw"):
+        for chunk in (1, 1 << 30):                           # one image a chunk, one chunk
+            k = conv_im2col_gpu.Im2colGemmGPU(np, modules, gemm, order, chunk_bytes=chunk,
+                                              max_blocks=2)
+            y, s = k.forward(x, w, bias, geo, True)
+            y_ref, s_ref = conv.REFERENCE.forward(x, w, bias, geo, True)
+            np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+            gy = rng.standard_normal(y.shape)
+            for a, e in zip(k.backward(gy, s, True, True, True),
+                            conv.REFERENCE.backward(gy, s_ref, True, True, True)):
+                np.testing.assert_allclose(a, e, rtol=1e-11, atol=1e-12)
+    assert any(call[-1] == 1.0 for call in lib.gemms)        # gW accumulated by the GEMM
+
+
+# -- CuPy's compute type -------------------------------------------------------------------
+
+class FakeComputeTypes:
+    COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32 = 1, 7
+
+    def __init__(self, current=1):
+        self.current, self.log = current, []
+
+    def get_compute_type(self, dtype):
+        return self.current
+
+    def set_compute_type(self, dtype, value):
+        self.log.append(value)
+        self.current = value
+
+
+def test_gemm_compute_type_sets_tf32_or_fp32_and_restores_cupys(monkeypatch):
+    monkeypatch.setattr(precision, "_capable", {})
+    for cc, tf32, want in (("90", True, 7), ("90", False, 1), ("80", True, 7), ("75", True, 1)):
+        precision._capable.clear()
+        api = FakeComputeTypes(current=3)
+        with precision.gemm_compute_type(FakeCupy(cc), np.float32, tf32, api=api):
+            assert api.current == want, (cc, tf32)
+        assert api.current == 3                              # CuPy's own setting is back
+    api = FakeComputeTypes()
+    with precision.gemm_compute_type(FakeCupy(), np.float64, True, api=api):
+        pass
+    with precision.gemm_compute_type(np, np.float32, True, api=api):
+        pass
+    assert api.log == []                                     # float64 and NumPy: untouched
+
+
+def test_a_cupy_without_per_call_compute_type_warns_once_when_it_cannot_do_what_is_asked(
+        monkeypatch):
+    monkeypatch.setattr(precision, "_capable", {})
+    monkeypatch.setattr(precision, "_warned", set())
+    xp = FakeCupy("90")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):                                   # TF32 asked, CuPy does FP32
+            with precision.gemm_compute_type(xp, np.float32, True, api=None, environ={}):
+                pass
+        with precision.gemm_compute_type(xp, np.float32, False, api=None, environ={}):
+            pass                                             # FP32 asked and done: quiet
+        with precision.gemm_compute_type(xp, np.float32, True, api=None,
+                                         environ={"CUPY_TF32": "1"}):
+            pass                                             # TF32 asked and done: quiet
+        with precision.gemm_compute_type(xp, np.float32, False, api=None,
+                                         environ={"CUPY_TF32": "1"}):
+            pass                                             # FP32 asked, CuPy does TF32
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "TF32 was asked" in messages[0] and "run in strict FP32" in messages[0] \
+        and "CUPY_TF32=1" in messages[0] and "TINYALEX_TF32=0" in messages[0]
+    assert "strict FP32 was asked" in messages[1] and "Unset CUPY_TF32" in messages[1]
+
+
+def test_tf32_is_the_default_for_convolution_gemms():
+    code = "import tinyalex.kernels.precision as p; print(p.tf32_enabled())"
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TINYALEX_TF32"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)
+    assert out.stdout.strip() == "True"
+
+
+# -- the RawModule provider ------------------------------------------------------------------
+
+def test_cupy_modules_build_one_raw_module_per_source_and_look_each_kernel_up_once():
+    made, looked_up, launched = [], [], []
+
+    class RawModule:
+        def __init__(self, *, code, options):
+            made.append((code, options))
+
+        def get_function(self, name):
+            looked_up.append(name)
+            return lambda grid, block, args: launched.append((name, grid, block, len(args)))
+
+        def compile(self):
+            pass
+
+    modules = gpu_modules.CupyModules(SimpleNamespace(RawModule=RawModule))
+    from tinyalex.kernels import cuda_plan as plan
+    x, y = np.zeros(5, np.float32), np.zeros(5, np.float32)
+    for _ in range(3):
+        modules.launch(plan.relu_forward(5, np.float32), x=x, y=y)
+    modules.launch(plan.sigmoid_forward(5, np.float32), x=x, y=y)
+    assert len(made) == 1 and looked_up == ["relu_forward_f32_i32", "sigmoid_forward_f32_i32"]
+    code, options = made[0]
+    assert code == cuda_build.module_code("elementwise") and options == cuda_build.nvrtc_options()
+    assert '#include "common.cuh"' not in code and "struct Div" in code
+    assert launched[0] == ("relu_forward_f32_i32", (1,), (256,), 3)
+    assert modules.launches == 4
+    modules.compile_all()
+    assert len(made) == len(cuda_build.SOURCES)
+
+
+def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
+    """tinyalex.data: on a GPU the two bilinear matrices are uploaded once per (in, out)
+    size, dtype and device and reused; on the CPU they are built as before."""
+    from tinyalex import data
+    uploads = []
+
+    def asarray(a):
+        uploads.append(a.shape)
+        return np.array(a)
+
+    device = SimpleNamespace(id=0)
+    xp = SimpleNamespace(asarray=asarray, cuda=SimpleNamespace(Device=lambda: device))
+    monkeypatch.setattr(data, "_DEVICE_MATRICES", {})
+    first = data._resize_matrix(28, 224, xp, np.float32)
+    assert data._resize_matrix(28, 224, xp, np.float32) is first and uploads == [(224, 28)]
+    np.testing.assert_array_equal(first, data.bilinear_matrix(28, 224))
+    data._resize_matrix(28, 224, xp, np.float64)
+    device.id = 1
+    data._resize_matrix(28, 224, xp, np.float32)
+    assert len(uploads) == 3                              # another dtype, another device
+    host = data._resize_matrix(28, 224, np, np.float32)
+    assert host is not data._resize_matrix(28, 224, np, np.float32)   # CPU: built each time
