@@ -3,8 +3,11 @@
     python examples/evaluate.py runs/lenet/checkpoint.npz
     python examples/evaluate.py runs/alexnet/checkpoint.npz --backend cupy
     python examples/evaluate.py runs/alexnet/checkpoint.npz --test-limit 1000 --confusion cm.png
+    python examples/evaluate.py lenet.safetensors      # weights saved by tinyalex or PyTorch
 
-Builds the network named in the checkpoint's recipe, loads its weights, and prints
+Builds the network named in the checkpoint's recipe (for a .safetensors file: d2l's
+LeNet or AlexNet, recognised by its first layer, with d2l's recipe for the input
+size and batch), loads its weights, and prints
 the test accuracy, a per-class table (accuracy of each of the ten classes and what
 it is most often mistaken for) and saves the confusion matrix as a PNG (default:
 confusion.png beside the checkpoint).
@@ -20,6 +23,8 @@ from tinyalex import backend as B
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES, load_fashion_mnist
 from tinyalex.exits import DONE, FAILURES, exit_status
+from tinyalex.recipes import D2L_RECIPES
+from tinyalex.safetensors_io import model_from_file
 from tinyalex.study.plots import plot_confusion
 from tinyalex.train import predict
 
@@ -45,9 +50,19 @@ def per_class_table(matrix) -> str:
     return "\n".join(lines)
 
 
+def load(path, backend):
+    """``(network, recipe, what)`` from a checkpoint.npz or a .safetensors weights file."""
+    if str(path).endswith(".safetensors"):
+        net, name = model_from_file(path, backend)
+        return net, dict(D2L_RECIPES[name]), "weights"
+    net, ckpt = load_model(path, backend=backend)
+    return net, ckpt.recipe, f"after {ckpt.epoch} epochs"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a checkpoint.npz written by train_alexnet.py or train_lenet.py")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by train_alexnet.py or "
+                   "train_lenet.py, or a .safetensors file of LeNet or AlexNet weights")
     p.add_argument("--backend", choices=B.BACKENDS, default=None,
                    help="default: cupy when a GPU is usable, else numpy")
     p.add_argument("--data-dir", help="folder holding the Fashion-MNIST IDX files")
@@ -58,8 +73,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         backend = args.backend or B.default_backend()
-        net, ckpt = load_model(args.checkpoint, backend=backend)
-        recipe = ckpt.recipe
+        net, recipe, what = load(args.checkpoint, backend)
         _, _, images, labels = load_fashion_mnist(args.data_dir)
         if args.test_limit is not None:
             if args.test_limit < 1:
@@ -68,7 +82,7 @@ def main(argv=None) -> int:
         batch_size = recipe["batch_size"] if args.batch_size is None else args.batch_size
         if batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {batch_size}")
-        print(f"{recipe['model']} after {ckpt.epoch} epochs ({args.checkpoint}), "
+        print(f"{recipe['model']} {what} ({args.checkpoint}), "
               f"{len(images)} test images on {backend}")
         predicted = predict(net, images, batch_size, backend, recipe["resize"])
         matrix = confusion_matrix(labels, predicted)
@@ -76,7 +90,7 @@ def main(argv=None) -> int:
         print(per_class_table(matrix))
         png = args.confusion or str(Path(args.checkpoint).with_name("confusion.png"))
         plot_confusion(matrix, CLASS_NAMES, png,
-                       title=f"{recipe['model']}, epoch {ckpt.epoch}: test acc "
+                       title=f"{recipe['model']} {what}: test acc "
                              f"{np.trace(matrix) / len(labels):.3f}")
         print(f"confusion matrix: {png}")
     except FAILURES as exc:                # a bad file or flag, out of memory, ...

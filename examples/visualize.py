@@ -3,6 +3,7 @@
     python examples/visualize.py runs/alexnet/checkpoint.npz                 # 96 filters, maps
     python examples/visualize.py runs/lenet/checkpoint.npz --before-init     # vs. untrained
     python examples/visualize.py early.npz late.npz --index 7 --out pictures # before/after
+    python examples/visualize.py lenet.safetensors --before-init             # tinyalex or PyTorch weights
 
 Writes to --out (default: a folder "pictures" beside the last checkpoint):
 
@@ -22,7 +23,8 @@ import sys
 
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES
-from tinyalex.recipes import input_size
+from tinyalex.recipes import D2L_RECIPES, input_size
+from tinyalex.safetensors_io import model_from_file
 from tinyalex.study.net_views import (feature_maps, filters, initial_model, pick_channels,
                                       test_image)
 from tinyalex.study.plots import plot_feature_maps, plot_filters
@@ -31,7 +33,8 @@ from tinyalex.study.plots import plot_feature_maps, plot_filters
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="one checkpoint, or two (before and after) of the same model")
+                   help="one checkpoint, or two (before and after) of the same model; a "
+                   ".safetensors file of LeNet or AlexNet weights counts as one")
     p.add_argument("--before-init", action="store_true",
                    help="compare one checkpoint with the network as training starts")
     p.add_argument("--index", type=int, default=0, help="test image index (default 0)")
@@ -62,6 +65,10 @@ def main(argv=None, print_fn=print) -> int:
 def pictures(args, print_fn) -> int:
     nets = []                                  # (title, network, recipe)
     for path in args.checkpoints:
+        if path.endswith(".safetensors"):     # weights only: d2l's recipe for the model
+            net, name = model_from_file(path)
+            nets.append((f"{os.path.basename(path)}: {name}", net, dict(D2L_RECIPES[name])))
+            continue
         net, ckpt = load_model(path)
         nets.append((f"{os.path.basename(path)}: {ckpt.model_name}, epoch {ckpt.epoch}",
                      net, ckpt.recipe))

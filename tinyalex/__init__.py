@@ -56,6 +56,9 @@ from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, 
                      set_grad_enabled, tensor)
 from .checks import check_shape as _check_shape
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
+from . import cuda
+from .devices import device
+from .safetensors_io import load, save
 from .study.summary import summary
 
 __version__ = "0.1.0"
@@ -65,34 +68,40 @@ float64 = _np.float64
 int64 = _np.int64
 
 
-def _shape(shape):
+def _shape(shape, size=None):
+    """The sizes given as ints, one tuple or list, or PyTorch's keyword ``size=``."""
+    if size is not None:
+        if shape:
+            raise TypeError(f"zeros/ones/rand/randn: sizes given twice, as {shape!r} and "
+                            f"size={size!r}; give one")
+        shape = (size,)
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     return _check_shape(shape, "zeros/ones/rand/randn")    # ints >= 0 that fit in memory
 
 
-def zeros(*shape, dtype=float32, backend="numpy", requires_grad=False):
-    return Tensor(globals()["backend"].xp_of(backend).zeros(_shape(shape), dtype=dtype),
+def zeros(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
+    return Tensor(globals()["backend"].xp_of(backend).zeros(_shape(shape, size), dtype=dtype),
                   requires_grad=requires_grad)
 
 
-def ones(*shape, dtype=float32, backend="numpy", requires_grad=False):
-    return Tensor(globals()["backend"].xp_of(backend).ones(_shape(shape), dtype=dtype),
+def ones(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
+    return Tensor(globals()["backend"].xp_of(backend).ones(_shape(shape, size), dtype=dtype),
                   requires_grad=requires_grad)
 
 
-def randn(*shape, dtype=float32, backend="numpy", requires_grad=False):
+def randn(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
     """Standard normal numbers from tinyalex's seeded generator."""
-    host = random.generator().standard_normal(_shape(shape)).astype(dtype)
+    host = random.generator().standard_normal(_shape(shape, size)).astype(dtype)
     return tensor(host, requires_grad=requires_grad, backend=backend)
 
 
-def rand(*shape, dtype=float32, backend="numpy", requires_grad=False):
-    host = random.generator().random(_shape(shape)).astype(dtype)
+def rand(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
+    host = random.generator().random(_shape(shape, size)).astype(dtype)
     return tensor(host, requires_grad=requires_grad, backend=backend)
 
 
-__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cupy_available",
-           "default_backend", "enable_grad", "float32", "float64", "gradcheck",
-           "is_grad_enabled", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
-           "rand", "randn", "random", "set_grad_enabled", "summary", "tensor", "zeros",
-           "ones"]
+__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cuda",
+           "cupy_available", "default_backend", "device", "enable_grad", "float32",
+           "float64", "gradcheck", "is_grad_enabled", "load", "manual_seed", "models", "nn",
+           "no_grad", "ops", "optim", "rand", "randn", "random", "save", "set_grad_enabled",
+           "summary", "tensor", "zeros", "ones"]

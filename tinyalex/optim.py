@@ -8,7 +8,7 @@ from tinyalex.kernels.layout import fast_dtypes
 
 from . import backend as B
 from .checks import check_number
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, UninitializedParameter, no_grad
 
 
 def sgd_update_reference(param, grad, lr):
@@ -111,6 +111,14 @@ class SGD:
                                  for p, o in zip(self.params, self.flat.offsets)]
 
     def step(self) -> None:
+        # A lazy layer's parameters may be listed before its first forward (d2l 1.0's
+        # Trainer builds the optimizer first): they become Parameters in place then.
+        # Stepping while one still has no shape is an error, not a silent skip.
+        lazy = [i for i, p in enumerate(self.params) if isinstance(p, UninitializedParameter)]
+        if lazy:
+            raise ValueError(f"SGD.step: parameters {lazy} ({self.params[lazy[0]].owner}, "
+                             "...) belong to lazy layers that have not run their first "
+                             "forward; call the network on a batch before stepping")
         with no_grad():
             if self._flat_ready():
                 self._step_flat()

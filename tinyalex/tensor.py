@@ -29,6 +29,7 @@ import numbers
 import numpy as np
 
 from . import backend as B
+from . import devices
 from .checks import NUMERIC_KINDS, check_dtype
 
 # --------------------------------------------------------------------------------------
@@ -213,7 +214,11 @@ class Tensor:
     def backend(self) -> str:
         return B.backend_of(self.data)
 
-    device = backend
+    @property
+    def device(self) -> "devices.device":
+        """Where the data lives, as PyTorch prints it: ``device(type='cpu')`` for the
+        numpy backend, ``device(type='cuda', index=0)`` for cupy."""
+        return devices.of_backend(self.backend)
 
     @property
     def xp(self):
@@ -271,8 +276,10 @@ class Tensor:
         """The same data, cut from the graph."""
         return Tensor(self.data)
 
-    def to(self, backend: str) -> "Tensor":
-        """This tensor on another backend ("numpy" or "cupy"); a leaf stays a leaf."""
+    def to(self, backend) -> "Tensor":
+        """This tensor on another backend ("numpy" or "cupy") or device (``"cpu"``,
+        ``"cuda"``, ``"cuda:0"``, a ``tinyalex.device``); a leaf stays a leaf."""
+        backend = devices.backend_for(backend, "Tensor.to")
         data = B.to_backend(self.data, backend)
         if data is self.data:
             return self
@@ -367,6 +374,41 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+class UninitializedParameter(Parameter):
+    """The parameter of a lazy layer (``nn.LazyConv2d``, ``nn.LazyLinear``) before its
+    first forward, which gives its shape: it has no data yet, and any use of it (its
+    shape, its values, an op) is a ValueError naming the layer. ``materialize`` turns
+    this same object into a Parameter in place (as PyTorch's), so an optimizer or a
+    list that already holds it sees the materialised weights.
+    """
+
+    def __init__(self, owner: str, name: str):
+        object.__setattr__(self, "requires_grad", True)
+        object.__setattr__(self, "grad", None)
+        object.__setattr__(self, "_creator", None)
+        object.__setattr__(self, "owner", f"{owner}: {name}")
+
+    @property
+    def data(self):
+        raise ValueError(f"{self.owner} is not materialised yet: a lazy layer takes its "
+                         "input size from its first forward; call the network once on a "
+                         "batch first (d2l: model.apply_init([X]) or "
+                         "model.layer_summary(shape))")
+
+    @data.setter
+    def data(self, value):
+        raise ValueError(f"{self.owner} is not materialised yet; use materialize(array)")
+
+    def materialize(self, array) -> None:
+        """Become a Parameter holding ``array`` (a backend array), in place."""
+        del self.owner
+        self.__class__ = Parameter
+        self.data = array
+
+    def __repr__(self):
+        return f"<UninitializedParameter {self.owner}>"
 
 
 class _Move(Function):

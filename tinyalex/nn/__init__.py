@@ -4,9 +4,10 @@ from . import functional, init
 from .layers import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU, Sigmoid)
 from .flat import FlatParameters
+from .lazy import LazyConv2d, LazyLinear
 from .module import Module, Sequential
 from ..tensor import Parameter
 
 __all__ = ["AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout", "FlatParameters", "Flatten",
-           "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
-           "functional", "init"]
+           "LazyConv2d", "LazyLinear", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU",
+           "Sequential", "Sigmoid", "functional", "init"]

@@ -179,7 +179,13 @@ class Flatten(Module):
 
 
 class CrossEntropyLoss(Module):
-    """Mean cross-entropy of logits (N, K) against integer labels (N,)."""
+    """Cross-entropy of logits (N, K) against integer labels (N,): their mean, sum, or
+    the (N,) losses (``reduction="mean" | "sum" | "none"``, as PyTorch's)."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        loss.CrossEntropy(reduction)              # a bad reduction fails here, by name
+        self.reduction = reduction
 
     def forward(self, logits, target):
-        return loss.cross_entropy(logits, target)
+        return loss.cross_entropy(logits, target, self.reduction)

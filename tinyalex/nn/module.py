@@ -13,7 +13,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import backend as B
-from ..tensor import Parameter, Tensor, no_grad
+from .. import devices
+from ..tensor import Parameter, Tensor, UninitializedParameter, no_grad
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -137,10 +138,14 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, backend: str):
-        """Move every parameter to ``backend`` ("numpy" or "cupy"), in place."""
-        B.check_backend_name(backend)
+    def to(self, backend):
+        """Move every parameter to ``backend`` ("numpy" or "cupy") or device ("cpu",
+        "cuda", "cuda:0", a ``tinyalex.device``), in place. A lazy layer's parameters,
+        which have no data yet, are made on the device of its first input."""
+        backend = devices.backend_for(backend, f"{type(self).__name__}.to")
         for p in self.parameters():
+            if isinstance(p, UninitializedParameter):
+                continue
             p.data = B.to_backend(p.data, backend)
             if p.grad is not None:
                 p.grad = Tensor(B.to_backend(p.grad.data, backend))
@@ -148,6 +153,8 @@ class Module:
 
     def _cast(self, dtype):
         for p in self.parameters():
+            if isinstance(p, UninitializedParameter):
+                continue
             p.data = p.data.astype(dtype)
             p.grad = None
         return self

@@ -26,13 +26,17 @@ from ..tensor import Function, Tensor
 from ..checks import check_floating
 
 
+REDUCTIONS = ("mean", "sum", "none")
+
+
 # -- [simple version] the readable reference ----------------------------------------------
 
 class CrossEntropyReference:
     name = "log-softmax (reference)"
 
-    def forward(self, logits, target):
-        """The mean of ``-log softmax(logits)[n, target[n]]`` (0-d) and what backward needs."""
+    def forward(self, logits, target, reduction="mean"):
+        """``-log softmax(logits)[n, target[n]]`` per row, then their mean (0-d), sum
+        (0-d) or, with ``reduction="none"``, the (N,) losses; and what backward needs."""
         xp = B.get_array_module(logits)
         N, K = logits.shape
         # one read of both ends: on the GPU each read back waits for the device
@@ -43,33 +47,46 @@ class CrossEntropyReference:
         z = logits - logits.max(axis=1, keepdims=True)           # (N, K), max 0 per row
         log_sum = xp.log(xp.exp(z).sum(axis=1, keepdims=True))    # (N, 1)
         log_p = z - log_sum                                       # (N, K) log-softmax
-        return -log_p[xp.arange(N), target].mean(), (log_p, target)
+        losses = -log_p[xp.arange(N), target]                     # (N,)
+        out = {"mean": losses.mean, "sum": losses.sum}.get(reduction, lambda: losses)()
+        return out, (log_p, target, reduction)
 
     def backward(self, gy, saved):
-        log_p, target = saved
+        log_p, target, reduction = saved
         xp = B.get_array_module(gy)
         N = log_p.shape[0]
         g = xp.exp(log_p)                                         # softmax, (N, K)
         g[xp.arange(N), target] -= 1                              # softmax - one_hot
-        return g * (gy / N)
+        if reduction == "none":
+            return g * gy[:, None]                                # (N, K) * (N, 1)
+        return g * (gy / N if reduction == "mean" else gy)
 
 
 CROSS_ENTROPY_REFERENCE = CrossEntropyReference()
 
 
-def cross_entropy_algorithm(dtype, backend: str):
+def cross_entropy_algorithm(dtype, backend: str, reduction: str = "mean"):
     """The reference above with ``TINYALEX_KERNELS=reference``, dtypes other than
-    float32/64, or on the CPU (where a read back costs nothing); on the GPU the
-    cross-entropy kernels, whose label check is a device flag (module docstring)."""
-    if kernels.get_mode() == "reference" or dtype not in FLOATS or backend != "cupy":
+    float32/64, a ``reduction`` other than the mean, or on the CPU (where a read back
+    costs nothing); on the GPU the cross-entropy kernels, whose label check is a
+    device flag (module docstring)."""
+    if kernels.get_mode() == "reference" or dtype not in FLOATS or backend != "cupy" \
+            or reduction != "mean":
         return CROSS_ENTROPY_REFERENCE
     return elementwise_gpu.for_cupy(elementwise_gpu.CrossEntropyGPU)
 
 
 class CrossEntropy(Function):
-    """Mean over the batch of ``-log softmax(logits)[n, target[n]]``."""
+    """``-log softmax(logits)[n, target[n]]`` per example, then ``reduction``: the mean
+    over the batch (the default), the sum, or ``"none"``: the (N,) losses themselves."""
 
     mixed_dtypes = True  # float logits beside integer labels
+
+    def __init__(self, reduction: str = "mean"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got "
+                             f"{reduction!r}")
+        self.reduction = reduction
 
     def forward(self, logits, target):
         check_floating(logits.dtype, "cross_entropy", "logits")
@@ -88,10 +105,11 @@ class CrossEntropy(Function):
         if target.shape != (N,):
             raise ValueError(f"cross_entropy: target must have shape ({N},) to match "
                              f"logits {tuple(logits.shape)}, got {tuple(target.shape)}")
-        self.algorithm = cross_entropy_algorithm(logits.dtype, B.backend_of(logits))
+        self.algorithm = cross_entropy_algorithm(logits.dtype, B.backend_of(logits),
+                                                 self.reduction)
         self.stats = None
         if self.algorithm is CROSS_ENTROPY_REFERENCE:
-            loss, self.saved = self.algorithm.forward(logits, target)
+            loss, self.saved = self.algorithm.forward(logits, target, self.reduction)
             return loss
         loss, stats = self.algorithm.forward(logits, target)
         self.saved = (logits, target)
@@ -132,7 +150,7 @@ def read_loss(loss: Tensor) -> tuple[float, int | None]:
     return stats.read()
 
 
-def cross_entropy(logits, target):
+def cross_entropy(logits, target, reduction: str = "mean"):
     if not isinstance(target, Tensor):
         try:
             target = Tensor(B.get_array_module(logits.data).asarray(target)
@@ -140,7 +158,7 @@ def cross_entropy(logits, target):
         except (TypeError, ValueError):
             raise TypeError(f"cross_entropy: target must hold integer class labels, got "
                             f"{type(target).__name__} {target!r:.60}") from None
-    fn = CrossEntropy()
+    fn = CrossEntropy(reduction)
     out = fn(logits, target)
     if fn.stats is not None:
         out._device_stats = fn.stats          # read by read_loss and Tensor.item()
