@@ -266,3 +266,34 @@ def test_a_run_says_once_which_algorithm_computes_each_layer(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["algorithms"] == {"layer 0": "direct", "layer 2": "avg-pool loop",
                                      "layer 3": "direct", "layer 5": "avg-pool loop"}
+
+
+def test_an_epoch_through_the_one_call_step_equals_the_plain_loop():
+    """The GPU's path through train_epoch (a cuda_graph.TrainStep, one read back per
+    step) run on the CPU, where the step is eager: the same weights and record as
+    d2l's loop, plus the startup time it keeps apart (none here: no warm-up)."""
+    from tinyalex import nn, optim
+    from tinyalex.cuda_graph import TrainStep
+    from tinyalex.train.epoch import train_epoch
+    images = np.random.default_rng(0).integers(0, 256, (96, 28, 28), dtype=np.uint8)
+    labels = np.arange(96) % 10
+    recipe = dict(train.D2L_RECIPES["lenet"], batch_size=32, epochs=1)
+
+    def epoch(one_call):
+        tinyalex.manual_seed(0)
+        net = tinyalex.models.lenet()
+        flat = nn.FlatParameters(net.parameters())
+        opt = optim.SGD(net.parameters(), lr=0.9, flat=flat)
+        step = TrainStep(net, opt) if one_call else None
+        record = train_epoch(net, opt, images, labels, recipe, "numpy", 0, step=step)
+        if one_call:
+            assert step.counts == {"eager": 3, "warm-up": 0, "capture": 0, "replay": 0}
+        return record, [p.numpy() for p in net.parameters()]
+
+    plain, w_plain = epoch(False)
+    stepped, w_stepped = epoch(True)
+    assert stepped.pop("startup_seconds") == 0.0
+    for key in ("loss", "train_acc", "examples"):
+        assert stepped[key] == plain[key], key
+    for a, b in zip(w_plain, w_stepped):
+        np.testing.assert_array_equal(a, b)

@@ -46,16 +46,24 @@ def _never() -> None:
 
 
 def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoch: int,
-                progress: bool = False, check=_never, group=SOLO) -> dict:
+                progress: bool = False, check=_never, group=SOLO, step=None) -> dict:
     """One pass over the (shuffled) training set; ``epoch`` counts from 0.
 
     With a ``group`` of several processes (``tinyalex/dist/``) each step is the global
     batch's: this process takes its rows, and ``optimizer`` must hold a
-    ``FlatParameters`` (``SGD(..., flat=...)``) whose gradients are summed."""
+    ``FlatParameters`` (``SGD(..., flat=...)``) whose gradients are summed.
+
+    ``step``: a ``tinyalex.cuda_graph.TrainStep`` doing the same step as one call (on
+    the GPU, captured once as a CUDA graph and replayed, with one read back), for a
+    single process. Its warm-up and capture steps (compiling and recording) are not
+    counted in examples/sec; their time is the record's ``startup_seconds``."""
+    if step is not None and group.size > 1:
+        raise ValueError("train_epoch: a TrainStep runs one process's step; several "
+                         "processes sum their gradients in the loop below")
     net.train()
     bs = recipe["batch_size"]
     steps = num_batches(len(images), bs)
-    total_loss, correct, seen, timed = 0.0, 0, 0, 0.0
+    total_loss, correct, seen, timed, startup = 0.0, 0, 0, 0.0, 0.0
     bar = _progress_bar(len(images), f"epoch {epoch + 1}/{recipe['epochs']}", progress)
     try:
         for i, (X_host, y_host) in enumerate(batches(images, labels, bs, shuffle=True,
@@ -65,6 +73,25 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
             n = len(y_host)                         # the (global) batch
             rows = group.rows(n)                    # this process's block of it
             start = time.perf_counter()
+            if step is not None:             # the GPU's one-call step (tinyalex/cuda_graph.py)
+                with translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", n,
+                                   backend, recipe["resize"]):
+                    X = Tensor(to_input(X_host, backend, recipe["resize"]))
+                    y = Tensor(B.xp_of(backend).asarray(y_host))
+                    result = step(X, y)
+                    batch_loss, hits = result.read()     # the step's one read back
+                _check_loss(batch_loss, NUM_CLASSES, recipe, epoch, i + 1, steps)
+                total_loss += batch_loss * n
+                correct += int(hits)
+                elapsed = time.perf_counter() - start
+                if result.mode in ("warm-up", "capture"):
+                    startup += elapsed               # compiling and recording, apart
+                else:
+                    seen += n
+                    timed += elapsed
+                _show(bar, n, total_loss / max(seen, 1), seen / max(timed, 1e-9))
+                check()
+                continue
             with translate_oom(f"in training step {i + 1} of epoch {epoch + 1}",
                                rows.stop - rows.start, backend, recipe["resize"]):
                 optimizer.zero_grad()
@@ -90,8 +117,13 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
         if bar is not None:
             bar.close()
     _check_weights(net, recipe, epoch, steps)
-    return {"loss": total_loss / seen, "train_acc": correct / seen,
-            "examples_per_sec": seen / timed, "train_seconds": timed, "examples": seen}
+    examples = len(images)
+    record = {"loss": total_loss / examples, "train_acc": correct / examples,
+              "examples_per_sec": seen / timed if timed else 0.0, "train_seconds": timed,
+              "examples": seen}
+    if step is not None:
+        record["startup_seconds"] = startup
+    return record
 
 
 def _forward_backward(net, X_host, y_host, n: int, first: int, backend: str, resize):

@@ -65,6 +65,7 @@ from ..dist import make_group
 from ..faults import (OutOfMemory, Signals, Stop, TrainingDiverged, TrainingInterrupted,
                       device_of, is_out_of_memory, reason)
 from ..models import init_weights_xavier
+from ..cuda_graph import TrainStep
 from ..nn.flat import FlatParameters
 from ..optim import SGD
 from ..recipes import build_model, check_input_size, check_recipe
@@ -143,10 +144,14 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
         check_input_size(net, recipe)
         net.apply(init_weights_xavier)
         net.to(backend)
-        # several processes sum their gradients in one buffer (nn/flat.py)
-        flat = FlatParameters(net.parameters()) if group.size > 1 else None
+        # several processes sum their gradients in one buffer (nn/flat.py), and the
+        # GPU updates every parameter in one pass over it
+        flat = FlatParameters(net.parameters()) \
+            if group.size > 1 or backend == "cupy" else None
         optimizer = SGD(net.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                         weight_decay=recipe["weight_decay"], flat=flat)
+        # one process on the GPU: the step as one call, a CUDA graph where it can be
+        step = TrainStep(net, optimizer) if backend == "cupy" and group.size == 1 else None
         algorithms = net.algorithms((1, 1, recipe["resize"], recipe["resize"]),
                                     backend=backend)
     except Exception as exc:
@@ -184,7 +189,7 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
         signals = stack.enter_context(Signals())
         records = _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                          train_images, train_labels, test_images, test_labels, signals,
-                         progress, log, group)
+                         progress, log, group, step)
     if records:
         total_n = sum(r["examples"] for r in records)
         total_t = sum(r["train_seconds"] for r in records)
@@ -232,7 +237,7 @@ def _group_line(group, backend) -> str:
 
 def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
            train_images, train_labels, test_images, test_labels, signals, progress, log,
-           group):
+           group, step=None):
     """The epochs of ``fit``, with its files; returns the epoch records."""
     try:
         for epoch in range(start, recipe["epochs"]):
@@ -240,7 +245,7 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
             record = {"epoch": epoch + 1}
             record.update(train_epoch(net, optimizer, train_images, train_labels,
                                       recipe, backend, epoch, progress,
-                                      signals.check, group))
+                                      signals.check, group, step))
             eval_start = time.perf_counter()
             record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
                                                    recipe["batch_size"], backend,
