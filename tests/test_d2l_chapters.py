@@ -5,8 +5,8 @@ test as IDX files). Every line a script prints is checked: d2l's lines and nothi
 
 LeNet's scripts run as they are (10 epochs on a few thousand images take seconds);
 AlexNet's run 1 epoch, the one line that says 10 epochs changed in a copy of the
-script (the full recipe is a GPU's job): the train_ch6 edition on 1024 training and
-256 test images, the 1.0 edition, which shares its network and loop underneath, on
+script (the full recipe is a GPU's job): the train_ch6 edition on 512 training and
+256 test images (four batches of d2l's 128), the 1.0 edition, which shares its network and loop underneath, on
 256 and 128 (the suite's time on 2 cores)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def lenet_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def alexnet_data(tmp_path_factory):
-    return small_folder(tmp_path_factory.mktemp("alexnet_data"), 1024, 256)
+    return small_folder(tmp_path_factory.mktemp("alexnet_data"), 512, 256)
 
 
 @pytest.fixture(scope="module")
