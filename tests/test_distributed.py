@@ -39,6 +39,7 @@ from tinyalex import random as R
 from tinyalex.checkpoint import load_checkpoint
 from tinyalex.cli import main
 from tinyalex.data import load_fashion_mnist
+from tinyalex.dist.nccl import nccl_unavailable_reason
 from tinyalex.launcher import launch_from_env
 from tinyalex.ops.activation import dropout
 from tinyalex.train import D2L_RECIPES, fit
@@ -441,15 +442,9 @@ def test_sigkill_of_one_process_ends_the_job_and_resume_continues(tmp_path, data
 def require_nccl(gpus: int) -> str:
     """mpiexec, and CuPy with NCCL and at least ``gpus`` GPUs, or a skip saying which
     is missing (CI has no GPU: these never run there)."""
-    reason = tinyalex.backend.cupy_unavailable_reason()
+    reason = nccl_unavailable_reason()
     if reason:
-        pytest.skip(f"NCCL needs the cupy backend, not usable here: {reason}")
-    try:
-        nccl = tinyalex.backend.cupy_submodule("cuda.nccl")
-        if not getattr(nccl, "available", True):
-            raise ImportError("CuPy was built without NCCL")
-    except Exception as exc:
-        pytest.skip(f"CuPy's NCCL is not usable here ({type(exc).__name__}: {exc})")
+        pytest.skip(f"CuPy's NCCL is not usable here: {reason}")
     count = tinyalex.backend.cupy_module().cuda.runtime.getDeviceCount()
     if count < gpus:
         pytest.skip(f"{gpus} GPUs needed (NCCL puts one process on each), {count} here")

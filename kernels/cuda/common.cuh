@@ -9,6 +9,9 @@
 //   * the float/double arithmetic with one rounding per operation (add_rn, mul_rn, ...:
 //     nvcc never contracts these into FMAs, so a result equals NumPy's, which rounds
 //     every operation), exp/log overloads, -inf and NaN;
+//   * DIV_PARAMS / DIV: a divisor as three kernel parameters, and back;
+//   * sum_over_windows: the backward passes' sum over every window that covers one
+//     input position, in the reference's order (col2im, max and average pooling);
 //   * EMULATE_ENTRY(name): nothing under nvcc/NVRTC; under g++ (emulate.h) the C entry
 //     points the CPU tests call.
 //
@@ -78,6 +81,35 @@ __device__ __forceinline__ float exp_t(float v) { return expf(v); }
 __device__ __forceinline__ double exp_t(double v) { return exp(v); }
 __device__ __forceinline__ float log_t(float v) { return logf(v); }
 __device__ __forceinline__ double log_t(double v) { return log(v); }
+
+template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
+
+// a divisor is passed as three parameters (kernels/cuda_plan.py, Divider.args)
+#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
+#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
+
+// The sum, over every window (oh, ow) of a KH x KW, stride (SH, SW) operator whose tap
+// (kh, kw) lands on padded position (hp, wp) = (h + PH, w + PW), of term(oh, ow, kh, kw).
+// The windows that cover row hp are oh = hp/SH, hp/SH - 1, ... with kh = hp - oh*SH
+// growing by SH while it stays below KH: visiting oh (and ow) from the top down visits
+// (kh, kw) in increasing order, the order in which the reference adds them.
+template <typename T, typename I, typename U, typename Term>
+__device__ __forceinline__ T sum_over_windows(I hp, I wp, Div<U> SH, Div<U> SW, I KH, I KW,
+                                              I OH, I OW, Term term) {
+    const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
+    const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
+    T acc = T(0);
+    for (I oh = oh_top; oh >= 0; --oh) {
+        const I kh = hp - oh * (I)SH.d;
+        if (kh >= KH) break;
+        for (I ow = ow_top; ow >= 0; --ow) {
+            const I kw = wp - ow * (I)SW.d;
+            if (kw >= KW) break;
+            acc = add_rn(acc, term(oh, ow, kh, kw));
+        }
+    }
+    return acc;
+}
 
 template <typename T> __device__ __forceinline__ T neg_inf();
 template <> __device__ __forceinline__ float neg_inf<float>() {

@@ -42,9 +42,6 @@
 // (keep_mask), tinyalex/optim.py (SGD), tinyalex/ops/loss.py (CrossEntropy).
 #include "common.cuh"
 
-#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
-#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
-
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
 __device__ __forceinline__ u64 mix64(u64 z) {

@@ -27,12 +27,6 @@
 // checks every kernel here against it.
 #include "common.cuh"
 
-// a divisor is passed as three parameters (kernels/cuda_plan.py, Divider.args)
-#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
-#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
-
-template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
-
 // cols[row, col] = x[n, c, oh*SH - PH + kh, ow*SW - PW + kw] (0 outside the image)
 // row = (n, oh, ow), col = (c, kh, kw); x is (N, C, H, W), cols (N*OH*OW, K = C*KH*KW)
 template <typename T, typename I, typename U>
@@ -76,9 +70,8 @@ __device__ __forceinline__ void im2col_nhwc(const T* __restrict__ x, T* __restri
     }
 }
 
-// The windows that cover padded row hp = h + PH are oh = hp/SH, hp/SH - 1, ... with
-// kernel row kh = hp - oh*SH growing by SH while it stays below KH: visiting oh from
-// the top down visits kh in increasing order, as the reference adds them.
+// col2im adds, for each input element, the columns of every window that covers it
+// (common.cuh, sum_over_windows: in the reference's order).
 
 // gx[n, c, h, w] = sum over (kh, kw) of cols[(n, oh, ow), (c, kh, kw)]
 // gx is (N, C, H, W), cols (N*OH*OW, C*KH*KW)
@@ -94,20 +87,11 @@ __device__ __forceinline__ void col2im_nchw(const T* __restrict__ cols, T* __res
         H.divmod(t, t2, h);
         C.divmod(t2, n, c);
         const I hp = (I)h + PH, wp = (I)w + PW;
-        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
-        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
-        T acc = T(0);
-        for (I oh = oh_top; oh >= 0; --oh) {
-            const I kh = hp - oh * (I)SH.d;
-            if (kh >= KH) break;
-            for (I ow = ow_top; ow >= 0; --ow) {
-                const I kw = wp - ow * (I)SW.d;
-                if (kw >= KW) break;
+        gx[e] = sum_over_windows<T, I, U>(hp, wp, SH, SW, KH, KW, OH, OW,
+            [&](I oh, I ow, I kh, I kw) {
                 const I row = ((I)n * OH + oh) * OW + ow;
-                acc = add_rn(acc, cols[row * K + ((I)c * KH + kh) * KW + kw]);
-            }
-        }
-        gx[e] = acc;
+                return cols[row * K + ((I)c * KH + kh) * KW + kw];
+            });
     }
 }
 
@@ -125,20 +109,11 @@ __device__ __forceinline__ void col2im_nhwc(const T* __restrict__ cols, T* __res
         W.divmod(t, t2, w);
         H.divmod(t2, n, h);
         const I hp = (I)h + PH, wp = (I)w + PW;
-        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
-        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
-        T acc = T(0);
-        for (I oh = oh_top; oh >= 0; --oh) {
-            const I kh = hp - oh * (I)SH.d;
-            if (kh >= KH) break;
-            for (I ow = ow_top; ow >= 0; --ow) {
-                const I kw = wp - ow * (I)SW.d;
-                if (kw >= KW) break;
+        gx[e] = sum_over_windows<T, I, U>(hp, wp, SH, SW, KH, KW, OH, OW,
+            [&](I oh, I ow, I kh, I kw) {
                 const I row = ((I)n * OH + oh) * OW + ow;
-                acc = add_rn(acc, cols[row * K + (kh * KW + kw) * CC + (I)c]);
-            }
-        }
-        gx[e] = acc;
+                return cols[row * K + (kh * KW + kw) * CC + (I)c];
+            });
     }
 }
 

@@ -28,11 +28,6 @@
 // Reference: tinyalex/ops/pool.py (max_pool2d_forward_reference, ...).
 #include "common.cuh"
 
-#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
-#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
-
-template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
-
 // y[n, oh, ow, c] = max over the window of x[n, oh*SH - PH + kh, ow*SW - PW + kw, c]
 template <typename T, typename I, typename U>
 __device__ __forceinline__ void max_pool_forward(const T* __restrict__ x, T* __restrict__ y,
@@ -107,20 +102,12 @@ __device__ __forceinline__ void max_pool_backward(const T* __restrict__ gy,
         W.divmod(t, t2, w);
         H.divmod(t2, n, h);
         const I hp = (I)h + PH, wp = (I)w + PW;
-        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
-        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
-        T acc = T(0);
-        for (I oh = oh_top; oh >= 0; --oh) {        // kh = hp - oh*SH increasing
-            const I kh = hp - oh * (I)SH.d;
-            if (kh >= KH) break;
-            for (I ow = ow_top; ow >= 0; --ow) {
-                const I kw = wp - ow * (I)SW.d;
-                if (kw >= KW) break;
+        gx[e] = sum_over_windows<T, I, U>(hp, wp, SH, SW, KH, KW, OH, OW,
+            [&](I oh, I ow, I kh, I kw) {
                 const I o = (((I)n * OH + oh) * OW + ow) * C + (I)c;
-                if (argmax[o] == (i32)(kh * KW + kw)) acc = add_rn(acc, gy[o]);
-            }
-        }
-        gx[e] = acc;
+                // a window whose maximum sat elsewhere adds +0: the sum stays as it is
+                return argmax[o] == (i32)(kh * KW + kw) ? gy[o] : T(0);
+            });
     }
 }
 
@@ -139,19 +126,10 @@ __device__ __forceinline__ void avg_pool_backward(const T* __restrict__ gy,
         W.divmod(t, t2, w);
         H.divmod(t2, n, h);
         const I hp = (I)h + PH, wp = (I)w + PW;
-        const I oh_top = imin<I>(OH - 1, (I)SH.quotient((U)hp));
-        const I ow_top = imin<I>(OW - 1, (I)SW.quotient((U)wp));
-        T acc = T(0);
-        for (I oh = oh_top; oh >= 0; --oh) {
-            const I kh = hp - oh * (I)SH.d;
-            if (kh >= KH) break;
-            for (I ow = ow_top; ow >= 0; --ow) {
-                const I kw = wp - ow * (I)SW.d;
-                if (kw >= KW) break;
-                acc = add_rn(acc, div_rn(gy[(((I)n * OH + oh) * OW + ow) * C + (I)c], count));
-            }
-        }
-        gx[e] = acc;
+        gx[e] = sum_over_windows<T, I, U>(hp, wp, SH, SW, KH, KW, OH, OW,
+            [&](I oh, I ow, I, I) {
+                return div_rn(gy[(((I)n * OH + oh) * OW + ow) * C + (I)c], count);
+            });
     }
 }
 

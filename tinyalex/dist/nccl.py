@@ -29,6 +29,21 @@ class CollectiveTimeout(RuntimeError):
     """An NCCL collective did not complete in time: a peer died or hangs."""
 
 
+def nccl_unavailable_reason() -> str | None:
+    """Why CuPy's NCCL cannot be used in this process, or None when it can: the cupy
+    backend, then its NCCL bindings (GPUs are the caller's to count)."""
+    reason = B.cupy_unavailable_reason()
+    if reason:
+        return f"the cupy backend is not usable: {reason}"
+    try:
+        nccl = B.cupy_submodule("cuda.nccl")
+    except Exception as exc:                          # ImportError, a missing libnccl
+        return f"{type(exc).__name__}: {exc}"
+    if not getattr(nccl, "available", True):
+        return "CuPy was built without NCCL"
+    return None
+
+
 class NcclGroup(MpiGroup):
     name = "nccl"
 
@@ -36,17 +51,12 @@ class NcclGroup(MpiGroup):
         super().__init__(MPI, backend="cupy")        # MPI, and the GPU of the local rank
         self.timeout_s = float(timeout_s)
         self.cp = B.cupy_module()
-        try:
-            self.nccl = B.cupy_submodule("cuda.nccl")
-            available = getattr(self.nccl, "available", True)
-        except Exception as exc:                      # ImportError, a missing libnccl
-            available, why = False, f"{type(exc).__name__}: {exc}"
-        else:
-            why = "CuPy was built without NCCL"
-        if not available:
+        why = nccl_unavailable_reason()
+        if why:
             raise DistributedError(f"--dist nccl needs NCCL for CuPy, which is not usable here "
                                f"({why}); install it (pip install nvidia-nccl-cu12), or use "
                                "--dist mpi (gradients through host memory)")
+        self.nccl = B.cupy_submodule("cuda.nccl")
         uid = self.nccl.get_unique_id() if self.rank == 0 else None
         uid = self.comm.bcast(uid, root=0)
         self.nccl_comm = self.nccl.NcclCommunicator(self.size, uid, self.rank)
