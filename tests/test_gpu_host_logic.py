@@ -52,10 +52,13 @@ def column_major(address, rows, cols, ld, dtype):
 class FakeCublas:
     """cuBLAS's entry points as Python functions over host memory, with cuBLAS's
     semantics: C (m x n) = alpha op(A) op(B) + beta C, all column-major; ``status``
-    is what every call returns (0: success)."""
+    is what every call returns (0: success). As in cuBLAS, ``cublasSetStream`` resets
+    the workspace to the library's default (``None`` here), and a GEMM records which
+    workspace it ran with (a captured graph must run with the handle's own)."""
 
     def __init__(self, status=0):
         self.status, self.gemms, self.streams, self.workspace = status, [], [], None
+        self.gemm_workspaces = []
 
         def create(ref):
             ref._obj.value = 4321
@@ -63,9 +66,11 @@ class FakeCublas:
 
         def set_stream(handle, stream):
             self.streams.append(stream.value)
+            self.workspace = None                  # back to cuBLAS's default pool
             return 0
 
         def set_workspace(handle, pointer, size):
+            assert pointer.value and size > 0
             self.workspace = size
             return 0
 
@@ -81,6 +86,7 @@ class FakeCublas:
             out = column_major(C.value, m, n, ldc, dtype)
             a, b = alpha._obj.value, beta._obj.value
             out[...] = a * (opA @ opB) + (b * out if b else 0)
+            self.gemm_workspaces.append(self.workspace)
             self.gemms.append((transa, transb, m, n, k, lda, ldb, ldc, compute, b))
             return self.status
 
@@ -136,9 +142,9 @@ def test_cublas_gemm_asks_tf32_only_where_asked_and_available(monkeypatch):
         precision._capable.clear()
         lib = FakeCublas()
         gemm = gemm_gpu.CublasGemm(FakeCupy(cc), lib=lib)
-        assert lib.workspace == gemm_gpu.WORKSPACE_BYTES
         a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
         gemm(a, b, np.empty((3, 2), dtype), tf32=tf32)
+        assert lib.gemm_workspaces == [gemm_gpu.WORKSPACE_BYTES]
         assert lib.gemms[-1][8] == want, (cc, dtype, tf32)
 
 
@@ -150,6 +156,8 @@ def test_cublas_gemm_sets_the_stream_when_it_changes_and_reports_failures(cublas
     gemm.xp.stream = 9                                       # another current stream
     gemm(a, b, out)
     assert lib.streams == [7, 9]
+    # every GEMM ran with the handle's own workspace, set again after each set-stream
+    assert lib.gemm_workspaces == [gemm_gpu.WORKSPACE_BYTES] * 3
     lib.status = 13
     with pytest.raises(RuntimeError, match="cublasGemmEx failed with cuBLAS status 13"):
         gemm(a, b, out)
