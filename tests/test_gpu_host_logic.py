@@ -314,3 +314,83 @@ def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
     assert len(uploads) == 3                              # another dtype, another device
     host = data._resize_matrix(28, 224, np, np.float32)
     assert host is not data._resize_matrix(28, 224, np, np.float32)   # CPU: built each time
+
+
+# -- the GPU backend's install checks (tinyalex/backend.py) ----------------------------------
+
+def fake_installed_cupy(monkeypatch, tmp_path, nvrtc=True, cublas=True, headers=True, gpus=1):
+    """CuPy for CUDA 13 as far as ``backend._load_cupy`` looks: NVRTC loads or not,
+    cuBLAS's module imports or not, cuda_fp16.h lies under the CUDA path or not."""
+    import sys
+    from types import ModuleType
+
+    from tinyalex import backend as B
+
+    def nvrtc_version():
+        if not nvrtc:
+            raise OSError("libnvrtc.so.13: cannot open shared object file")
+        return (13, 5)
+
+    (tmp_path / "include").mkdir(exist_ok=True)
+    if headers:
+        (tmp_path / "include" / "cuda_fp16.h").write_text("")
+    cupy = SimpleNamespace(__version__="14.2.0", cuda=SimpleNamespace(
+        nvrtc=SimpleNamespace(getVersion=nvrtc_version),
+        runtime=SimpleNamespace(runtimeGetVersion=lambda: 13020, getDeviceCount=lambda: gpus),
+        get_cuda_path=lambda: str(tmp_path)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs.cublas",
+                        ModuleType("cublas") if cublas else None)   # None: ImportError
+    monkeypatch.setitem(sys.modules, "cuda", None)       # no cuda-pathfinder: CuPy's path
+    monkeypatch.setattr(B, "_cupy", None)
+    monkeypatch.setattr(B, "_cupy_error", None)
+    return B, cupy
+
+
+def test_the_cupy_backend_names_each_missing_part_and_the_command_that_adds_it(
+        monkeypatch, tmp_path):
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, nvrtc=False, cublas=False,
+                               headers=False)
+    assert not B.cupy_available()
+    why = B.cupy_unavailable_reason()
+    assert "CuPy 14.2.0 (for CUDA 13) is missing NVRTC" in why and "libnvrtc.so.13" in why
+    assert "cuBLAS (ModuleNotFoundError" in why and "the CUDA headers (cuda_fp16.h" in why
+    assert "`pip install 'cuda-toolkit[nvrtc,cudart,cublas]==13.*'` adds them" in why
+    assert "`pip install -e '.[cuda13]'` in the tinyalex checkout" in why
+    with pytest.raises(RuntimeError, match=r"or use backend 'numpy'"):
+        B.cupy_module()
+
+
+@pytest.mark.parametrize("part", ["nvrtc", "cublas", "headers"])
+def test_one_missing_part_is_named_alone(monkeypatch, tmp_path, part):
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, **{part: False})
+    why = B.cupy_unavailable_reason()
+    named = {"nvrtc": "NVRTC", "cublas": "cuBLAS", "headers": "CUDA headers"}
+    assert [p for p, word in named.items() if word in why] == [part], why
+
+
+def test_a_complete_install_with_a_gpu_is_usable_and_without_one_says_so(monkeypatch,
+                                                                          tmp_path):
+    B, cupy = fake_installed_cupy(monkeypatch, tmp_path)
+    assert B.cupy_available() and B.cupy_module() is cupy
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, gpus=0)
+    assert B.cupy_unavailable_reason() == "CuPy found no CUDA device"
+
+
+def test_the_install_hints_name_extras_that_setup_cfg_defines():
+    """Every command the hints print installs something that exists: the extras of
+    setup.cfg, each CuPy 14 for its CUDA with the cuda-toolkit wheels of that CUDA."""
+    import configparser
+    from pathlib import Path
+
+    from tinyalex import backend as B
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = {name: value.split() for name, value in cfg["options.extras_require"].items()}
+    for major, extra in B.CUDA_EXTRAS.items():
+        assert f"'.[{extra}]'" in B.install_hint(major)
+        assert extras[extra] == [f"cupy-cuda{major}x>=14",
+                                 f"cuda-toolkit[nvrtc,cudart,cublas]=={major}.*"]
+        assert f"cuda-toolkit[nvrtc,cudart,cublas]=={major}.*" in B.parts_hint(major)
+    assert "cupy" not in extras           # a bare CuPy cannot compile or multiply
+    assert "'.[cuda13]'" in B.install_hint() and "'.[cuda12]'" not in B.install_hint()
