@@ -184,12 +184,14 @@ class EmulatedKernel:
         try:
             self._run = getattr(lib, f"emu_{name}")
             signature = getattr(lib, f"emu_sig_{name}")
+            source_file = getattr(lib, f"emu_file_{name}")
         except AttributeError:
             raise ValueError(f"the CUDA emulation has no kernel {name!r}") from None
         self._run.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
         self._run.restype = None
-        signature.restype = ctypes.c_char_p
+        signature.restype = source_file.restype = ctypes.c_char_p
         self.name, self.signature = name, signature().decode()
+        self.source = Path(source_file().decode()).stem       # the .cu file defining it
 
     def __call__(self, grid, block, args, shared_mem=0):
         if len(grid) != 1 or len(block) != 1 or shared_mem:
@@ -220,15 +222,26 @@ class EmulatedKernel:
 
 
 class EmulatedModule:
-    """The emulation library with ``cupy.RawModule``'s ``get_function``."""
+    """The emulation library with ``cupy.RawModule``'s ``get_function``: every kernel
+    of every source, or with ``source`` only that source's kernels (a
+    ``cupy.RawModule`` of one source has no other, and says so)."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib, self._kernels = lib, {}
+    def __init__(self, lib: ctypes.CDLL, source: str | None = None):
+        self.lib, self.source, self._kernels = lib, source, {}
 
     def get_function(self, name: str) -> EmulatedKernel:
         if name not in self._kernels:
-            self._kernels[name] = EmulatedKernel(self.lib, name)
+            kernel = EmulatedKernel(self.lib, name)
+            if self.source is not None and kernel.source != self.source:
+                raise ValueError(f"{self.source}.cu defines no kernel {name!r} (it is in "
+                                 f"{kernel.source}.cu); cupy.RawModule would not find it")
+            self._kernels[name] = kernel
         return self._kernels[name]
+
+    def of_source(self, source: str) -> "EmulatedModule":
+        """The kernels of one source alone, as ``cupy.RawModule`` of that file has them."""
+        source_path(source)                     # a ValueError naming the sources if unknown
+        return EmulatedModule(self.lib, source)
 
 
 def emulated_module(tmpdir) -> EmulatedModule:

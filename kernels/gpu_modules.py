@@ -40,16 +40,17 @@ class ModuleProvider:
     name = "modules"
 
     def __init__(self):
-        self._kernels = {}          # kernel name -> callable kernel
+        self._kernels = {}          # (source, kernel name) -> callable kernel
         self.launches = 0
 
     def module(self, source: str):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def kernel(self, plan: Plan):
-        k = self._kernels.get(plan.kernel)
+        key = (plan.source, plan.kernel)
+        k = self._kernels.get(key)
         if k is None:
-            k = self._kernels[plan.kernel] = self.module(plan.source).get_function(plan.kernel)
+            k = self._kernels[key] = self.module(plan.source).get_function(plan.kernel)
         return k
 
     def launch(self, plan: Plan, **arrays) -> None:
@@ -89,12 +90,14 @@ class EmulatedModules(ModuleProvider):
     def __init__(self, emulated_module):
         super().__init__()
         self.emulated = emulated_module
+        self._modules = {}
 
     def module(self, source: str):
-        if source not in cuda_build.SOURCES:
-            raise ValueError(f"no CUDA source {source!r}; the sources are "
-                             f"{cuda_build.SOURCES}")
-        return self.emulated
+        """The kernels ``source`` defines, and no other (a plan naming the wrong source
+        fails here as ``cupy.RawModule.get_function`` fails on the GPU)."""
+        if source not in self._modules:
+            self._modules[source] = self.emulated.of_source(source)
+        return self._modules[source]
 
 
 _cupy_modules = None

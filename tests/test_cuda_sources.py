@@ -167,6 +167,28 @@ def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
     assert emu.get_function("rng_advance").signature == plan.rng_advance().signature
 
 
+def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
+    """One module per source, as cupy.RawModule has: a plan naming the wrong .cu fails
+    on the CPU as it would on the GPU, and every planned kernel is in its own source."""
+    import dataclasses
+    from tinyalex.kernels import gpu_modules
+    modules = gpu_modules.EmulatedModules(emu)
+    for source, names in planned_kernels().items():
+        for name in names:
+            assert emu.get_function(name).source == source, name
+    p = plan.relu_forward(4, np.float32)
+    x = np.arange(-2, 2, dtype=np.float32)
+    wrong = dataclasses.replace(p, source="pool")
+    with pytest.raises(ValueError, match=r"pool.cu defines no kernel 'relu_forward_f32_i32' "
+                                         r"\(it is in elementwise.cu\)"):
+        modules.launch(wrong, x=x, y=np.empty_like(x))
+    y = np.empty_like(x)
+    modules.launch(p, x=x, y=y)                      # the right source: runs
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    with pytest.raises(ValueError, match="no CUDA source 'relu'"):
+        modules.module("relu")
+
+
 def test_emulated_kernels_refuse_arguments_cupy_would_pass_with_the_wrong_size(emu):
     p = plan.relu_forward(4, np.float32)
     x = np.arange(4, dtype=np.float32)
