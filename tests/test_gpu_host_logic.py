@@ -8,8 +8,9 @@
   is given, with cuBLAS's own column-major semantics, and through the GPU convolution;
 * ``precision.gemm_compute_type``: CuPy's compute type set and restored, and the one
   clear warning where CuPy has no per-call compute type and its CUPY_TF32 disagrees;
-* ``gpu_modules.CupyModules``: one ``cupy.RawModule`` per source, built from the code
-  with common.cuh inlined and NVRTC's options, each kernel looked up once.
+* ``gpu_modules.CupyModules``: one NVRTC build per source (the code with common.cuh
+  inlined, NVRTC's options for this GPU), cached on disk, loaded as
+  ``cupy.RawModule(path=...)``, each kernel looked up once.
 
 What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a GPU by
 ``tests/test_gpu_kernels.py``.
@@ -17,6 +18,7 @@ What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a 
 
 import ctypes
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -262,34 +264,91 @@ def test_tf32_is_the_default_for_convolution_gemms():
 
 # -- the RawModule provider ------------------------------------------------------------------
 
-def test_cupy_modules_build_one_raw_module_per_source_and_look_each_kernel_up_once():
+class FakeNvrtc:
+    """CuPy's NVRTC binding as CupyModules calls it; records each compile."""
+
+    def __init__(self, archs=(75, 80, 86, 89, 90, 100, 120)):
+        self.archs, self.compiled = archs, []
+
+    def getVersion(self):
+        return (13, 5)
+
+    def getSupportedArchs(self):
+        return self.archs
+
+    def createProgram(self, code, name, headers, include_names):
+        return [code, name]
+
+    def compileProgram(self, program, options):
+        self.compiled.append((program[1], program[0], tuple(options)))
+
+    def getPTX(self, program):
+        return b".version 9.0 (PTX of " + program[1].encode() + b")\x00"
+
+    def getCUBIN(self, program):
+        return b"CUBIN of " + program[1].encode()
+
+    def getProgramLog(self, program):
+        return ""
+
+    def destroyProgram(self, program):
+        pass
+
+
+def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_path):
+    """One NVRTC build per source (module_code, nvrtc_options for this GPU: IEEE
+    subnormals, not CuPy's -ftz=true), written to the cache folder and loaded with
+    cupy.RawModule(path=...); each kernel looked up once; a second process (a new
+    provider on the same folder) builds nothing."""
     made, looked_up, launched = [], [], []
 
     class RawModule:
-        def __init__(self, *, code, options):
-            made.append((code, options))
+        def __init__(self, *, path):
+            made.append(Path(path))
 
         def get_function(self, name):
             looked_up.append(name)
             return lambda grid, block, args: launched.append((name, grid, block, len(args)))
 
-        def compile(self):
-            pass
-
-    modules = gpu_modules.CupyModules(SimpleNamespace(RawModule=RawModule))
+    nvrtc = FakeNvrtc()
+    cupy = SimpleNamespace(RawModule=RawModule, cuda=SimpleNamespace(
+        nvrtc=nvrtc, Device=lambda: SimpleNamespace(compute_capability="90")))
+    modules = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
     from tinyalex.kernels import cuda_plan as plan
     x, y = np.zeros(5, np.float32), np.zeros(5, np.float32)
     for _ in range(3):
         modules.launch(plan.relu_forward(5, np.float32), x=x, y=y)
     modules.launch(plan.sigmoid_forward(5, np.float32), x=x, y=y)
     assert len(made) == 1 and looked_up == ["relu_forward_f32_i32", "sigmoid_forward_f32_i32"]
-    code, options = made[0]
-    assert code == cuda_build.module_code("elementwise") and options == cuda_build.nvrtc_options()
+    (name, code, options), = nvrtc.compiled
+    assert name == "elementwise.cu" and code == cuda_build.module_code("elementwise")
+    assert options == cuda_build.nvrtc_options("sm_90")
+    assert "--ftz=false" in options and not any("ftz=true" in o for o in options)
     assert '#include "common.cuh"' not in code and "struct Div" in code
+    assert made[0].parent == tmp_path and made[0].name.startswith("elementwise_sm_90_")
+    assert made[0].read_bytes() == b"CUBIN of elementwise.cu"
     assert launched[0] == ("relu_forward_f32_i32", (1,), (256,), 3)
     assert modules.launches == 4
     modules.compile_all()
-    assert len(made) == len(cuda_build.SOURCES)
+    assert len(made) == len(cuda_build.SOURCES) == len(nvrtc.compiled)
+    again = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
+    again.compile_all()                              # found in the cache folder
+    assert len(nvrtc.compiled) == len(cuda_build.SOURCES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in made[:3])
+
+
+def test_a_gpu_newer_than_nvrtc_gets_ptx_of_the_newest_architecture_nvrtc_knows(tmp_path):
+    made = []
+    cupy = SimpleNamespace(RawModule=lambda path: made.append(Path(path)), cuda=SimpleNamespace(
+        nvrtc=FakeNvrtc(archs=(80, 90)), Device=lambda: SimpleNamespace(compute_capability="100")))
+    gpu_modules.CupyModules(cupy, cache_dir=tmp_path).module("pool")
+    assert made[0].name.startswith("pool_compute_90_") and made[0].suffix == ".ptx"
+    assert made[0].read_bytes().startswith(b".version")
+    assert cuda_build.target_arch("80", (80, 90)) == "sm_80"
+    with pytest.raises(RuntimeError, match="cannot build for compute capability 70"):
+        cuda_build.target_arch("70", (80, 90))
+    with pytest.raises(ValueError, match="arch must look like"):
+        cuda_build.nvrtc_options("90")
 
 
 def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
