@@ -11,11 +11,9 @@
   the code (``cupy.RawModule(code=...)``) because CuPy appends ``-ftz=true`` after the
   caller's options, which flushes every float32 subnormal to zero (NVRTC honours the
   last flag given); our options say ``--ftz=false``, so float32 kernels keep IEEE
-  subnormals as the CPU does (``tests/test_cuda_sources.py`` checks the PTX).
-* ``compile_with_nvcc(arch, source)``: compiles one source to a cubin with the CUDA
-  toolkit's nvcc and returns ptxas's report (registers, stack, local-memory spills per
-  kernel); ``tests/test_cuda_sources.py`` checks that no kernel spills on sm_80 and
-  sm_90.
+  subnormals as the CPU does. ``tests/test_cuda_sources.py`` runs it with the real
+  NVRTC wheel for sm_80 and sm_90 (no GPU needed): every planned kernel in the PTX with
+  the parameters the plan packs, no ``.ftz`` in it, and ptxas's registers and spills.
 * ``build_emulation_library(tmpdir)``: the same sources compiled by g++ against
   ``kernels/cuda/emulate.h`` into a shared library, loaded with ctypes;
   ``EmulatedModule`` wraps it in the part of ``cupy.RawModule``'s interface that
@@ -31,7 +29,6 @@ import ctypes
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +87,33 @@ def nvrtc_options(arch: str) -> tuple[str, ...]:
     return (f"-I{CUDA_DIR}", *NVRTC_FLAGS, f"--gpu-architecture={arch}")
 
 
-# -- nvcc: the kernels as the GPU gets them ---------------------------------------------------
+# -- NVRTC: the kernels as tinyalex's GPU path builds them -------------------------------------
+
+@dataclass(frozen=True)
+class NvrtcBuild:
+    source: str
+    arch: str
+    binary: bytes            # a cubin for sm_XX, PTX for compute_XX
+    ptx: str                 # the PTX NVRTC generated (its entry points, parameters)
+    log: str                 # NVRTC's log (ptxas's report with ``report=True``)
+    seconds: float
+
+    @property
+    def suffix(self) -> str:
+        return ".cubin" if self.arch.startswith("sm_") else ".ptx"
+
+    def kernels(self) -> dict:
+        """kernel name -> KernelResources (registers, stack, spills), from ptxas."""
+        return parse_ptxas_report(self.log)
+
+    def spilling(self) -> dict:
+        """The kernels that spill to local memory (none should)."""
+        return {k: r for k, r in self.kernels().items() if r.spill_stores or r.spill_loads}
+
+    def entries(self) -> dict:
+        """kernel name -> its parameters' sizes in bytes, from the PTX."""
+        return parse_ptx_entries(self.ptx)
+
 
 @dataclass(frozen=True)
 class KernelResources:
@@ -98,19 +121,6 @@ class KernelResources:
     stack_bytes: int
     spill_stores: int
     spill_loads: int
-
-
-@dataclass(frozen=True)
-class PtxasReport:
-    source: str
-    arch: str
-    seconds: float
-    kernels: dict            # kernel name -> KernelResources
-    text: str                # ptxas's own words
-
-    def spilling(self) -> dict:
-        """The kernels that spill to local memory (none should)."""
-        return {k: r for k, r in self.kernels.items() if r.spill_stores or r.spill_loads}
 
 
 _PROPERTIES = re.compile(r"Function properties for (\w+)\s*\n(?:ptxas)?[\s.]*(\d+) bytes "
@@ -132,65 +142,6 @@ def parse_ptxas_report(text: str) -> dict:
             kernels[name] = KernelResources(registers[name], int(stack), int(stores),
                                             int(loads))
     return kernels
-
-
-def nvcc_path() -> str | None:
-    return shutil.which("nvcc")
-
-
-def compile_with_nvcc(arch: str, source: str, out_dir=None, inlined=False) -> PtxasReport:
-    """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
-    ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
-    nvcc's output if it fails. ``inlined``: compile ``module_code(source)``, the code
-    NVRTC gets on the GPU, from a file of its own with no include path (so it is shown to
-    need no header)."""
-    if out_dir is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            return compile_with_nvcc(arch, source, tmp, inlined)
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")
-    if not re.fullmatch(r"sm_\d+", arch):
-        raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
-    out = Path(out_dir) / f"{source}_{arch}.cubin"
-    if inlined:
-        code = Path(out_dir) / f"{source}_module.cu"
-        code.write_text(module_code(source))
-        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(out), str(code)]
-    else:
-        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
-               "-o", str(out), str(source_path(source))]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    seconds = time.perf_counter() - start
-    text = done.stdout + done.stderr
-    if done.returncode != 0:
-        raise RuntimeError(f"nvcc failed on {source}.cu for {arch}:\n{text[-4000:]}")
-    return PtxasReport(source, arch, seconds, parse_ptxas_report(text), text)
-
-
-# -- NVRTC: the kernels as tinyalex's GPU path builds them -------------------------------------
-
-@dataclass(frozen=True)
-class NvrtcBuild:
-    source: str
-    arch: str
-    binary: bytes            # a cubin for sm_XX, PTX for compute_XX
-    ptx: str                 # the PTX NVRTC generated (its entry points, parameters)
-    log: str                 # NVRTC's log (ptxas's report with ``report=True``)
-    seconds: float
-
-    @property
-    def suffix(self) -> str:
-        return ".cubin" if self.arch.startswith("sm_") else ".ptx"
-
-    def kernels(self) -> dict:
-        """kernel name -> KernelResources (registers, stack, spills), from ptxas."""
-        return parse_ptxas_report(self.log)
-
-    def entries(self) -> dict:
-        """kernel name -> its parameters' sizes in bytes, from the PTX."""
-        return parse_ptx_entries(self.ptx)
 
 
 _ENTRY = re.compile(r"\.entry\s+(\w+)\s*\(([^)]*)\)", re.S)
