@@ -386,6 +386,35 @@ def test_max_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed, specia
         np.testing.assert_array_equal(to_nchw(gx), gx_ref)
 
 
+def test_float32_subnormals_are_kept_as_ieee_and_the_numpy_reference_keep_them(emu):
+    """The behaviour chosen for the GPU (NVRTC with --ftz=false, checked in the PTX
+    above), run on the emulation: ReLU passes a positive subnormal through, max
+    pooling picks a subnormal over 0 (the reference's index), the bias add and the SGD
+    step compute with subnormals; under -ftz=true each would give 0 or another index."""
+    tiny = np.float32(1e-40)                           # subnormal: below 2**-126
+    assert 0 < tiny < np.finfo(np.float32).tiny
+    x = np.array([tiny, -tiny, 0, 3 * tiny], np.float32)
+    y = np.full_like(x, np.nan)
+    plan.launch(emu, plan.relu_forward(4, np.float32), x=x, y=y)
+    np.testing.assert_array_equal(y, RELU_REFERENCE.forward(x))
+    assert y[0] == tiny and y[3] == 3 * tiny
+    pair = np.array([0, tiny], np.float32).reshape(1, 1, 1, 2)       # one 1x2 window
+    y_ref, arg_ref = max_pool_reference(pair, 1, 2, 1, 2, 0, 0)
+    out, arg = np.full((1, 1, 1, 1), np.nan, np.float32), np.full((1, 1, 1, 1), -1, np.int32)
+    plan.launch(emu, plan.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+                x=pair.reshape(1, 1, 2, 1), y=out, argmax=arg)
+    assert out.item() == y_ref.item() == tiny and arg.item() == arg_ref.item() == 1
+    z = np.array([[tiny, 0]], np.float32)
+    bias = np.array([tiny, tiny], np.float32)
+    biased = np.full_like(z, np.nan)
+    plan.launch(emu, plan.bias_activation(1, 2, np.float32, "add"), y=z, bias=bias,
+                out=biased)
+    np.testing.assert_array_equal(biased, [[2 * tiny, tiny]])
+    param, grad = np.array([3 * tiny], np.float32), np.array([tiny], np.float32)
+    plan.launch(emu, plan.sgd_update(1, np.float32, 1.0), p=param, g=grad, buf=None)
+    assert param.item() == 2 * tiny
+
+
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @FEW

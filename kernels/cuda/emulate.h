@@ -23,8 +23,9 @@
 //   No shared memory, no __syncthreads, no warp functions, no atomics: the kernels
 //   that are built against this header use none (every thread owns its outputs), so
 //   running the threads one after another gives what the GPU computes (bit for bit
-//   but for exp and log, which are the C library's here), and grid-stride loops see
-//   the same (grid, block) they would on the GPU.
+//   but for exp and log, which are the C library's here; float32 subnormals are kept
+//   on both, since NVRTC builds with --ftz=false), and grid-stride loops see the same
+//   (grid, block) they would on the GPU.
 //
 // How it is built: kernels/cuda_build.py, build_emulation_library(), runs
 //   g++ -x c++ -std=c++17 -O1 -shared -fPIC -ffp-contract=off -I kernels/cuda *.cu
