@@ -453,3 +453,11 @@ def test_the_install_hints_name_extras_that_setup_cfg_defines():
         assert f"cuda-toolkit[nvrtc,cudart,cublas]=={major}.*" in B.parts_hint(major)
     assert "cupy" not in extras           # a bare CuPy cannot compile or multiply
     assert "'.[cuda13]'" in B.install_hint() and "'.[cuda12]'" not in B.install_hint()
+
+
+def test_the_nccl_hint_names_the_wheel_of_cupys_cuda():
+    from tinyalex.dist.nccl import nccl_hint
+    for version, wheel in ((13020, "nvidia-nccl-cu13"), (12090, "nvidia-nccl-cu12")):
+        cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(
+            runtimeGetVersion=lambda v=version: v)))
+        assert nccl_hint(cupy) == f"pip install {wheel}"
