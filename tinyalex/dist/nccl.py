@@ -20,13 +20,9 @@ import time
 import numpy as np
 
 from .. import backend as B
-from .mpi import DistributedError, MpiGroup
+from .mpi import CollectiveTimeout, DistributedError, MpiGroup
 
 NCCL_TIMEOUT_S = 600.0     # a collective waits this long for its peers (first steps compile)
-
-
-class CollectiveTimeout(RuntimeError):
-    """An NCCL collective did not complete in time: a peer died or hangs."""
 
 
 def nccl_unavailable_reason() -> str | None:
