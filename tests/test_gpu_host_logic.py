@@ -461,3 +461,17 @@ def test_the_nccl_hint_names_the_wheel_of_cupys_cuda():
         cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(
             runtimeGetVersion=lambda v=version: v)))
         assert nccl_hint(cupy) == f"pip install {wheel}"
+
+
+def test_each_gpu_check_command_fits_a_lent_machines_command_limit():
+    """benchmarks/gpu_check.sh: each of its two commands' stage limits add up to at most
+    450 s, inside the 600 s a lent GPU machine gives one command (with room to start)."""
+    import re
+    import subprocess
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "limits"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    totals = dict(re.findall(r"^(\w+): .* = (\d+) s$", done.stdout, re.M))
+    assert set(totals) == {"first", "recipe"}, done.stdout
+    assert all(int(t) <= 450 for t in totals.values()), totals
