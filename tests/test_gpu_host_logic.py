@@ -436,6 +436,20 @@ def test_a_complete_install_with_a_gpu_is_usable_and_without_one_says_so(monkeyp
     assert B.cupy_unavailable_reason() == "CuPy found no CUDA device"
 
 
+def test_a_driver_too_old_for_cuda_13_gets_the_cuda_12_extra_named(monkeypatch, tmp_path):
+    B, cupy = fake_installed_cupy(monkeypatch, tmp_path)
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is "
+                           "insufficient for CUDA runtime version")
+
+    cupy.cuda.runtime.getDeviceCount = no_driver
+    why = B.cupy_unavailable_reason()
+    assert why.startswith("no usable GPU (RuntimeError: cudaErrorInsufficientDriver")
+    assert "older than CUDA 13 needs (R580)" in why
+    assert "`pip install -e '.[cuda12]'` in the tinyalex checkout" in why
+
+
 def test_the_install_hints_name_extras_that_setup_cfg_defines():
     """Every command the hints print installs something that exists: the extras of
     setup.cfg, each CuPy 14 for its CUDA with the cuda-toolkit wheels of that CUDA."""

@@ -114,7 +114,11 @@ def _load_cupy():
         if n < 1:
             problems.append("CuPy found no CUDA device")
     except Exception as exc:  # noqa: BLE001 - CUDA driver errors, ...
-        problems.append(f"no usable GPU ({_first_line(exc)})")
+        why = f"no usable GPU ({_first_line(exc)})"
+        if "InsufficientDriver" in str(exc) and major == 13:
+            why += ("; no NVIDIA driver, or one older than CUDA 13 needs (R580): with an "
+                    f"R525 or newer driver {install_hint(12)} (CuPy for CUDA 12) works")
+        problems.append(why)
     if problems:
         _cupy_error = "; ".join(problems)
     else:
