@@ -1,5 +1,7 @@
-"""The Python pieces of ``benchmarks/gpu_check.sh`` (one GPU machine, ten minutes, no
-network); each writes JSON into ``--out`` and prints what it found.
+"""The Python pieces of ``benchmarks/gpu_check.sh`` (a GPU machine lent with no network,
+two commands of at most 7.5 minutes); each writes JSON into ``--out`` and prints what
+it found. ``steps`` is not in gpu_check.sh's commands (their time goes to the ratios
+and the recipe); run it by hand where there is time.
 
     python3 benchmarks/gpu_probe.py versions --out DIR    # driver, CUDA, NVRTC, CuPy, GPU
     python3 benchmarks/gpu_probe.py kernels --out DIR     # GPU ms per kernel (CUDA events)
@@ -7,8 +9,9 @@ network); each writes JSON into ``--out`` and prints what it found.
                                                           # host microseconds per launch
     python3 benchmarks/gpu_probe.py steps --out DIR       # timed training steps, eager and
                                                           # graphed (cuda_graph.TrainStep)
-    python3 benchmarks/gpu_probe.py table --out DIR       # everything above and bench_train's
-                                                          # JSON as one table
+    python3 benchmarks/gpu_probe.py table --out DIR       # everything above, bench_train's
+                                                          # JSON and the recipe's metrics
+                                                          # (recipe.json) as one table
 
 ``--emulate`` runs ``kernels`` and ``steps`` without a GPU, to check this script: the
 kernels through the g++ emulation of the CUDA sources at batch 1 (``perf_counter``
@@ -329,6 +332,21 @@ def table(args):
                   f"{r.get('torch_images_per_s', float('nan')):9.1f}: "
                   f"{'-' if ratio is None else f'{ratio:.2f}x'}"
                   f"{'' if ours is None else f', memory {ours:.0f} MB vs {theirs} MB'}")
+
+
+    r = load("recipe.json")
+    if r:
+        rec, done = r["recipe"], r["epochs"]
+        last = done[-1] if done else {}
+        seconds = sum(e.get("seconds", 0.0) for e in done)
+        target = "" if rec["epochs"] < 10 or rec["resize"] != 224 else (
+            ", target test acc >= 0.88 " + ("met" if last.get("test_acc", 0) >= 0.88
+                                           else "NOT met"))
+        print(f"d2l's {rec['model']} recipe on {r['backend']} ({r['device']}): "
+              f"{len(done)}/{rec['epochs']} epochs ({r['status']}), {seconds:.0f} s"
+              + (f", {seconds / len(done):.1f} s/epoch, loss {last['loss']:.3f}, train acc "
+                 f"{last['train_acc']:.3f}, test acc {last['test_acc']:.3f}" if done else "")
+              + target)
 
 
 def main(argv=None):

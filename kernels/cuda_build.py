@@ -1,14 +1,19 @@
 """Building the CUDA C sources of ``kernels/cuda/``: for the GPU, and for the CPU tests.
 
 * ``SOURCES``: one file per op family (im2col, pool, elementwise); ``module_code(name)``
-  and ``nvrtc_options()`` are what ``cupy.RawModule(code=..., options=...)`` takes
-  (``kernels/gpu_modules.py``): the source with ``common.cuh`` written into it, since
-  CuPy's kernel cache keys a binary on the code it is given and not on the headers
-  that code includes (an edited header would otherwise load a stale binary).
-* ``compile_with_nvcc(arch, source)``: compiles one source to a cubin with the CUDA
-  toolkit's nvcc and returns ptxas's report (registers, stack, local-memory spills per
-  kernel); ``tests/test_cuda_sources.py`` checks that no kernel spills on sm_80 and
-  sm_90.
+  is the source with ``common.cuh`` written into it, so that the code alone says
+  everything the binary holds (the kernel cache keys a binary on it).
+* ``compile_with_nvrtc(nvrtc, source, arch)``: NVRTC (CuPy's binding,
+  ``cupy.cuda.nvrtc``, passed in) compiles ``module_code(source)`` with
+  ``nvrtc_options(arch)`` to a cubin (``sm_XX``) or PTX (``compute_XX``), with
+  ptxas's report of registers and spills; ``kernels/gpu_modules.py`` loads the binary
+  with ``cupy.RawModule(path=...)``. We call NVRTC ourselves rather than give CuPy
+  the code (``cupy.RawModule(code=...)``) because CuPy appends ``-ftz=true`` after the
+  caller's options, which flushes every float32 subnormal to zero (NVRTC honours the
+  last flag given); our options say ``--ftz=false``, so float32 kernels keep IEEE
+  subnormals as the CPU does. ``tests/test_cuda_sources.py`` runs it with the real
+  NVRTC wheel for sm_80 and sm_90 (no GPU needed): every planned kernel in the PTX with
+  the parameters the plan packs, no ``.ftz`` in it, and ptxas's registers and spills.
 * ``build_emulation_library(tmpdir)``: the same sources compiled by g++ against
   ``kernels/cuda/emulate.h`` into a shared library, loaded with ctypes;
   ``EmulatedModule`` wraps it in the part of ``cupy.RawModule``'s interface that
@@ -24,7 +29,6 @@ import ctypes
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +52,7 @@ def source_path(name: str) -> Path:
 
 
 def source_text(name: str) -> str:
-    """The code of one source, for ``cupy.RawModule(code=source_text(name), ...)``."""
+    """The code of one source as the file holds it."""
     return source_path(name).read_text()
 
 
@@ -57,9 +61,9 @@ _INCLUDE_COMMON = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"common\.cuh"[ \t]*$',
 
 def module_code(name: str) -> str:
     """The code of one source with ``common.cuh`` in place of its ``#include`` line:
-    what ``cupy.RawModule(code=...)`` compiles, so that the code alone (CuPy's cache
-    key) says everything the binary holds. (common.cuh includes emulate.h only for
-    host compilers; NVRTC skips that branch.)"""
+    what NVRTC compiles (``compile_with_nvrtc``), so that the code alone (the kernel
+    cache's key) says everything the binary holds. (common.cuh includes emulate.h only
+    for host compilers; NVRTC skips that branch.)"""
     text = source_text(name)
     common = (CUDA_DIR / "common.cuh").read_text()
     if len(_INCLUDE_COMMON.findall(text)) != 1:
@@ -68,12 +72,48 @@ def module_code(name: str) -> str:
                                f"// ---- end of common.cuh ----", text, count=1)
 
 
-def nvrtc_options() -> tuple[str, ...]:
-    """NVRTC's options for ``cupy.RawModule``: the include path of common.cuh, C++17."""
-    return (f"-I{CUDA_DIR}", "--std=c++17")
+# IEEE float32 everywhere: subnormals kept (--ftz=false; CuPy's own compile path would
+# append -ftz=true), division and square root correctly rounded. fmad stays on (NVRTC's
+# default, as nvcc's); the kernels use the _rn intrinsics where fusing would change a
+# result the CPU reference computes.
+NVRTC_FLAGS = ("--std=c++17", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
 
-# -- nvcc: the kernels as the GPU gets them ---------------------------------------------------
+def nvrtc_options(arch: str) -> tuple[str, ...]:
+    """NVRTC's options for one target: ``sm_XX`` (a cubin for that GPU) or
+    ``compute_XX`` (PTX, which the driver compiles for a newer GPU)."""
+    if not re.fullmatch(r"(sm|compute)_\d+", arch):
+        raise ValueError(f"arch must look like 'sm_90' or 'compute_90', got {arch!r}")
+    return (f"-I{CUDA_DIR}", *NVRTC_FLAGS, f"--gpu-architecture={arch}")
+
+
+# -- NVRTC: the kernels as tinyalex's GPU path builds them -------------------------------------
+
+@dataclass(frozen=True)
+class NvrtcBuild:
+    source: str
+    arch: str
+    binary: bytes            # a cubin for sm_XX, PTX for compute_XX
+    ptx: str                 # the PTX NVRTC generated (its entry points, parameters)
+    log: str                 # NVRTC's log (ptxas's report with ``report=True``)
+    seconds: float
+
+    @property
+    def suffix(self) -> str:
+        return ".cubin" if self.arch.startswith("sm_") else ".ptx"
+
+    def kernels(self) -> dict:
+        """kernel name -> KernelResources (registers, stack, spills), from ptxas."""
+        return parse_ptxas_report(self.log)
+
+    def spilling(self) -> dict:
+        """The kernels that spill to local memory (none should)."""
+        return {k: r for k, r in self.kernels().items() if r.spill_stores or r.spill_loads}
+
+    def entries(self) -> dict:
+        """kernel name -> its parameters' sizes in bytes, from the PTX."""
+        return parse_ptx_entries(self.ptx)
+
 
 @dataclass(frozen=True)
 class KernelResources:
@@ -83,26 +123,14 @@ class KernelResources:
     spill_loads: int
 
 
-@dataclass(frozen=True)
-class PtxasReport:
-    source: str
-    arch: str
-    seconds: float
-    kernels: dict            # kernel name -> KernelResources
-    text: str                # ptxas's own words
-
-    def spilling(self) -> dict:
-        """The kernels that spill to local memory (none should)."""
-        return {k: r for k, r in self.kernels.items() if r.spill_stores or r.spill_loads}
-
-
-_PROPERTIES = re.compile(r"Function properties for (\w+)\s*\n\s*(\d+) bytes stack frame, "
-                         r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_PROPERTIES = re.compile(r"Function properties for (\w+)\s*\n(?:ptxas)?[\s.]*(\d+) bytes "
+                         r"stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _REGISTERS = re.compile(r"Compiling entry function '(\w+)'.*?Used (\d+) registers", re.S)
 
 
 def parse_ptxas_report(text: str) -> dict:
-    """kernel name -> KernelResources, from ``nvcc -Xptxas -v`` output."""
+    """kernel name -> KernelResources, from ptxas's ``-v`` report (nvcc's or
+    NVRTC's log, which prefixes each line with ``ptxas``)."""
     registers = {}
     for block in text.split("Compiling entry function")[1:]:
         m = _REGISTERS.search("Compiling entry function" + block)
@@ -116,39 +144,58 @@ def parse_ptxas_report(text: str) -> dict:
     return kernels
 
 
-def nvcc_path() -> str | None:
-    return shutil.which("nvcc")
+_ENTRY = re.compile(r"\.entry\s+(\w+)\s*\(([^)]*)\)", re.S)
+_PARAM = re.compile(r"\.param\s+\.(?:align\s+\d+\s+\.)?[busf](8|16|32|64)\s+\w+")
 
 
-def compile_with_nvcc(arch: str, source: str, out_dir=None, inlined=False) -> PtxasReport:
-    """``nvcc -arch=<arch> -cubin -Xptxas -v`` on one source, the cubin written to
-    ``out_dir`` (a temporary folder, removed after, if None); raises RuntimeError with
-    nvcc's output if it fails. ``inlined``: compile ``module_code(source)``, the code
-    cupy.RawModule gets, from a file of its own with no include path (so it is shown to
-    need no header)."""
-    if out_dir is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            return compile_with_nvcc(arch, source, tmp, inlined)
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise RuntimeError("nvcc is not on PATH (the CUDA toolkit is needed to compile)")
-    if not re.fullmatch(r"sm_\d+", arch):
-        raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
-    out = Path(out_dir) / f"{source}_{arch}.cubin"
-    if inlined:
-        code = Path(out_dir) / f"{source}_module.cu"
-        code.write_text(module_code(source))
-        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(out), str(code)]
-    else:
-        cmd = [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-I", str(CUDA_DIR),
-               "-o", str(out), str(source_path(source))]
+def parse_ptx_entries(ptx: str) -> dict:
+    """kernel name -> tuple of its parameters' sizes in bytes (``.param .u64 x`` is 8),
+    for every ``.entry`` of a PTX text."""
+    return {name: tuple(int(bits) // 8 for bits in _PARAM.findall(params))
+            for name, params in _ENTRY.findall(ptx)}
+
+
+def compile_with_nvrtc(nvrtc, source: str, arch: str, report: bool = False) -> NvrtcBuild:
+    """NVRTC compiles ``module_code(source)`` with ``nvrtc_options(arch)``; ``nvrtc`` is
+    CuPy's binding (``cupy.cuda.nvrtc``: createProgram, compileProgram, getCUBIN, getPTX,
+    getProgramLog, destroyProgram). ``report``: ptxas's register and spill report in
+    the log (``sm_XX`` only). RuntimeError with NVRTC's log if it fails."""
+    options = nvrtc_options(arch)
+    if report and arch.startswith("sm_"):
+        options += ("--ptxas-options=-v",)
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    seconds = time.perf_counter() - start
-    text = done.stdout + done.stderr
-    if done.returncode != 0:
-        raise RuntimeError(f"nvcc failed on {source}.cu for {arch}:\n{text[-4000:]}")
-    return PtxasReport(source, arch, seconds, parse_ptxas_report(text), text)
+    program = nvrtc.createProgram(module_code(source), f"{source}.cu", (), ())
+    try:
+        try:
+            nvrtc.compileProgram(program, options)
+        except Exception as exc:             # NVRTCError: the log says why
+            raise RuntimeError(f"NVRTC failed on {source}.cu for {arch} ({exc}):\n"
+                               f"{nvrtc.getProgramLog(program)[-4000:]}") from None
+        ptx = nvrtc.getPTX(program)
+        binary = nvrtc.getCUBIN(program) if arch.startswith("sm_") else ptx
+        log = nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    ptx_text = ptx.decode() if isinstance(ptx, bytes) else ptx
+    binary = binary.encode() if isinstance(binary, str) else binary
+    log = log.decode() if isinstance(log, bytes) else log
+    return NvrtcBuild(source, arch, binary, ptx_text.rstrip("\x00"), log,
+                      time.perf_counter() - start)
+
+
+def target_arch(compute_capability: str, supported) -> str:
+    """What to build for a GPU of ``compute_capability`` (``"90"``) with an NVRTC that
+    knows the ``supported`` architectures (``nvrtc.getSupportedArchs()``): its own cubin
+    where NVRTC knows it, else PTX for the newest architecture below it (the driver
+    compiles that for the GPU)."""
+    cc, known = int(compute_capability), sorted(int(a) for a in supported)
+    if cc in known:
+        return f"sm_{cc}"
+    below = [a for a in known if a < cc]
+    if not below:
+        raise RuntimeError(f"this NVRTC cannot build for compute capability {cc} (it "
+                           f"knows {known}); tinyalex's kernels need sm_{known[0]} or newer")
+    return f"compute_{below[-1]}"
 
 
 # -- g++: the same kernels on the CPU -------------------------------------------------------
@@ -184,12 +231,14 @@ class EmulatedKernel:
         try:
             self._run = getattr(lib, f"emu_{name}")
             signature = getattr(lib, f"emu_sig_{name}")
+            source_file = getattr(lib, f"emu_file_{name}")
         except AttributeError:
             raise ValueError(f"the CUDA emulation has no kernel {name!r}") from None
         self._run.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
         self._run.restype = None
-        signature.restype = ctypes.c_char_p
+        signature.restype = source_file.restype = ctypes.c_char_p
         self.name, self.signature = name, signature().decode()
+        self.source = Path(source_file().decode()).stem       # the .cu file defining it
 
     def __call__(self, grid, block, args, shared_mem=0):
         if len(grid) != 1 or len(block) != 1 or shared_mem:
@@ -220,15 +269,26 @@ class EmulatedKernel:
 
 
 class EmulatedModule:
-    """The emulation library with ``cupy.RawModule``'s ``get_function``."""
+    """The emulation library with ``cupy.RawModule``'s ``get_function``: every kernel
+    of every source, or with ``source`` only that source's kernels (a
+    ``cupy.RawModule`` of one source has no other, and says so)."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib, self._kernels = lib, {}
+    def __init__(self, lib: ctypes.CDLL, source: str | None = None):
+        self.lib, self.source, self._kernels = lib, source, {}
 
     def get_function(self, name: str) -> EmulatedKernel:
         if name not in self._kernels:
-            self._kernels[name] = EmulatedKernel(self.lib, name)
+            kernel = EmulatedKernel(self.lib, name)
+            if self.source is not None and kernel.source != self.source:
+                raise ValueError(f"{self.source}.cu defines no kernel {name!r} (it is in "
+                                 f"{kernel.source}.cu); cupy.RawModule would not find it")
+            self._kernels[name] = kernel
         return self._kernels[name]
+
+    def of_source(self, source: str) -> "EmulatedModule":
+        """The kernels of one source alone, as ``cupy.RawModule`` of that file has them."""
+        source_path(source)                     # a ValueError naming the sources if unknown
+        return EmulatedModule(self.lib, source)
 
 
 def emulated_module(tmpdir) -> EmulatedModule:

@@ -21,9 +21,9 @@ The same plan drives the GPU and the CPU emulation of the same source::
     # = module.get_function(plan.kernel)((plan.grid,), (plan.block,),
     #                                    plan.args(x=x, cols=cols))
 
-where ``module`` is a ``cupy.RawModule`` of ``plan.source`` (kernels/cuda_build.py,
-``source_text`` and ``nvrtc_options``) or the emulated module that g++ builds from the
-same files (``cuda_build.emulated_module``). ``plan.args`` checks every array (name,
+where ``module`` is a ``cupy.RawModule`` of ``plan.source`` (kernels/gpu_modules.py:
+the binary NVRTC builds from ``cuda_build.module_code`` with ``nvrtc_options``) or the
+emulated module that g++ builds from the same files (``cuda_build.emulated_module``). ``plan.args`` checks every array (name,
 dtype, number of elements, C-contiguity) before anything is launched, since a kernel
 does not check bounds. Plans are pure functions of sizes, cached (``lru_cache``), so a
 layer pays for planning once.

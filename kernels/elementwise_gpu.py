@@ -107,8 +107,9 @@ class DeviceRNG:
 
     def seeded(self):
         """The state, seeded from the host generator if it is new (an upload of 16
-        bytes, once per seeding: never inside a captured step). Seeded again, the state
-        keeps its memory, so a captured graph reads the new seed."""
+        bytes, once per seeding; tinyalex/cuda_graph.py's TrainStep calls this before
+        capturing and before each replay, since capture fails on the upload). Seeded
+        again, the state keeps its memory, so a captured graph reads the new seed."""
         generator = R.generator()
         if self.state is None or generator is not self._source:
             fresh = self.xp.asarray(np.array([R.seed_for_device(), 0], dtype=np.uint64))

@@ -4,9 +4,10 @@ each operand C-ordered or a transposed view (any leading dimension), ``out`` a
 C-ordered block of rows. Three implementations, one interface:
 
 * ``CublasGemm``: cuBLAS's ``cublasGemmEx`` called directly (ctypes) on a cuBLAS
-  handle of its own, with a workspace of its own (``cublasSetWorkspace``) and CuPy's
-  current stream. TF32 per call through the compute type
-  (``CUBLAS_COMPUTE_32F_FAST_TF32``, else ``CUBLAS_COMPUTE_32F``: strict FP32).
+  handle of its own, with a workspace of its own (``cublasSetWorkspace``, set again
+  after every ``cublasSetStream``, which resets it) and CuPy's current stream. TF32
+  per call through the compute type (``CUBLAS_COMPUTE_32F_FAST_TF32``, else
+  ``CUBLAS_COMPUTE_32F``: strict FP32).
   ``capturable``: CuPy refuses every cuBLAS call of its own while a stream captures a
   CUDA graph (``cublas.setStream`` raises NotImplementedError), so a training step
   whose GEMMs go through ``cupy.matmul`` cannot be captured; cuBLAS itself supports
@@ -161,12 +162,15 @@ def _loaded_library_path(fragment: str) -> str | None:
 
 def load_cublas(cupy) -> ctypes.CDLL:
     """The cuBLAS library CuPy uses (found in this process once CuPy has made its
-    handle), else one the loader finds; OSError if there is none."""
+    handle), else one the loader finds, the major version CuPy was built for first;
+    OSError if there is none (ImportError where CuPy cannot load cuBLAS itself)."""
     cupy.cuda.device.get_cublas_handle()            # CuPy loads its cuBLAS here
     path = _loaded_library_path("libcublas.so")
+    major = B.cupy_cuda_major(cupy)
+    versions = sorted((13, 12, 11), key=lambda v: v != major)     # CuPy's own first
     candidates = [path] if path else []
-    candidates += [ctypes.util.find_library("cublas"), "libcublas.so.12", "libcublas.so.13",
-                   "libcublas.so.11", "libcublas.so"]
+    candidates += [ctypes.util.find_library("cublas"),
+                   *(f"libcublas.so.{v}" for v in versions), "libcublas.so"]
     errors = []
     for name in candidates:
         if not name:
@@ -203,11 +207,20 @@ class CublasGemm:
         self._status("cublasCreate_v2", L.cublasCreate_v2(c.byref(handle)))
         self.handle = handle
         self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=np.uint8)   # lives with the handle
-        self._status("cublasSetWorkspace_v2", L.cublasSetWorkspace_v2(
-            handle, c.c_void_p(B.data_pointer(self.workspace)), WORKSPACE_BYTES))
-        self._stream = None
+        self._stream = None         # set (with the workspace) before the first GEMM
         self._scalars = {np.dtype(np.float32): (c.c_float(1.0), c.c_float(0.0)),
                          np.dtype(np.float64): (c.c_double(1.0), c.c_double(0.0))}
+
+    def _set_stream(self, stream) -> None:
+        """cuBLAS's stream, then the workspace again: cublasSetStream resets the
+        workspace to cuBLAS's default pool (cuBLAS's documentation), which a captured
+        graph must not use, so every set-stream is followed by cublasSetWorkspace."""
+        c = ctypes
+        self._status("cublasSetStream_v2",
+                     self.lib.cublasSetStream_v2(self.handle, c.c_void_p(stream)))
+        self._status("cublasSetWorkspace_v2", self.lib.cublasSetWorkspace_v2(
+            self.handle, c.c_void_p(B.data_pointer(self.workspace)), WORKSPACE_BYTES))
+        self._stream = stream
 
     @staticmethod
     def _status(what, status):
@@ -232,9 +245,7 @@ class CublasGemm:
                          dtype.itemsize)
         stream = self.xp.cuda.get_current_stream().ptr
         if stream != self._stream:
-            self._status("cublasSetStream_v2",
-                         self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream)))
-            self._stream = stream
+            self._set_stream(stream)
         one, zero = self._scalars[dtype]
         beta = one if accumulate else zero
         self._status("cublasGemmEx", self.lib.cublasGemmEx(
@@ -256,7 +267,7 @@ def for_cupy():
         cp = B.cupy_module()
         try:
             _cupy_gemm = CublasGemm(cp)
-        except (OSError, AttributeError, RuntimeError) as exc:
+        except (ImportError, OSError, AttributeError, RuntimeError) as exc:
             warnings.warn(f"tinyalex: cuBLAS cannot be called directly here ({exc}); the GPU "
                           "GEMMs go through cupy.matmul, and training steps cannot be "
                           "captured as CUDA graphs", RuntimeWarning, stacklevel=2)

@@ -10,12 +10,14 @@ takes a provider in its constructor and launches through it, with a plan from
 
 Two providers, one launch path:
 
-* ``CupyModules(cupy)``: one ``cupy.RawModule`` per source of ``kernels/cuda/``
-  (code ``cuda_build.module_code(source)``, options ``cuda_build.nvrtc_options()``),
-  compiled by NVRTC when a kernel of it is first asked for, once per process; CuPy's
-  kernel cache (``~/.cupy/kernel_cache``) keeps the binaries between processes. Each
-  kernel is looked up once; a launch goes to CuPy's current stream (so it is
-  recorded when that stream captures a CUDA graph).
+* ``CupyModules(cupy)``: one ``cupy.RawModule(path=...)`` per source of
+  ``kernels/cuda/``, the binary NVRTC builds for this GPU when a kernel of it is
+  first asked for (``cuda_build.compile_with_nvrtc``: ``module_code(source)`` with
+  ``nvrtc_options(arch)``, IEEE subnormals kept, which CuPy's ``RawModule(code=...)``
+  would flush), kept between processes in ``<CuPy's cache folder>/tinyalex/`` under
+  a name hashed from the code, options and NVRTC version. Each kernel is looked up
+  once; a launch goes to CuPy's current stream (so it is recorded when that stream
+  captures a CUDA graph).
 * ``EmulatedModules(module)``: the same sources built by g++ against
   ``kernels/cuda/emulate.h`` (``cuda_build.emulated_module``), run thread by thread
   on the CPU over NumPy arrays. The tests give it to the very same algorithm classes,
@@ -27,6 +29,11 @@ launches with it).
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 from . import cuda_build
 from .cuda_plan import Plan
@@ -40,16 +47,17 @@ class ModuleProvider:
     name = "modules"
 
     def __init__(self):
-        self._kernels = {}          # kernel name -> callable kernel
+        self._kernels = {}          # (source, kernel name) -> callable kernel
         self.launches = 0
 
     def module(self, source: str):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def kernel(self, plan: Plan):
-        k = self._kernels.get(plan.kernel)
+        key = (plan.source, plan.kernel)
+        k = self._kernels.get(key)
         if k is None:
-            k = self._kernels[plan.kernel] = self.module(plan.source).get_function(plan.kernel)
+            k = self._kernels[key] = self.module(plan.source).get_function(plan.kernel)
         return k
 
     def launch(self, plan: Plan, **arrays) -> None:
@@ -60,25 +68,61 @@ class ModuleProvider:
 
 
 class CupyModules(ModuleProvider):
-    """The sources as ``cupy.RawModule``\\ s, compiled once per process."""
+    """The sources as ``cupy.RawModule``\\ s of binaries NVRTC built, once per process
+    (and once per machine, through the cache folder)."""
 
     name = "NVRTC (cupy.RawModule)"
 
-    def __init__(self, cupy):
+    def __init__(self, cupy, cache_dir=None):
         super().__init__()
         self.cupy, self._modules = cupy, {}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else kernel_cache_dir()
+        self._arch = None
+
+    @property
+    def arch(self) -> str:
+        """What NVRTC builds for this process's GPU (``cuda_build.target_arch``)."""
+        if self._arch is None:
+            self._arch = cuda_build.target_arch(
+                self.cupy.cuda.Device().compute_capability,
+                self.cupy.cuda.nvrtc.getSupportedArchs())
+        return self._arch
+
+    def binary_path(self, source: str) -> Path:
+        """The cubin (or PTX) of ``source`` for this GPU, built by NVRTC if the cache
+        folder has none for this code, these options and this NVRTC."""
+        nvrtc, arch = self.cupy.cuda.nvrtc, self.arch
+        key = "\0".join([cuda_build.module_code(source), *cuda_build.nvrtc_options(arch),
+                         repr(tuple(nvrtc.getVersion()))])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        suffix = ".cubin" if arch.startswith("sm_") else ".ptx"
+        path = self.cache_dir / f"{source}_{arch}_{digest}{suffix}"
+        if not path.is_file():
+            build = cuda_build.compile_with_nvrtc(nvrtc, source, arch)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{source}_")
+            with os.fdopen(fd, "wb") as out:          # whole or not at all
+                out.write(build.binary)
+            os.replace(tmp, path)
+        return path
 
     def module(self, source: str):
         mod = self._modules.get(source)
         if mod is None:
-            mod = self._modules[source] = self.cupy.RawModule(
-                code=cuda_build.module_code(source), options=cuda_build.nvrtc_options())
+            mod = self._modules[source] = self.cupy.RawModule(path=str(self.binary_path(source)))
         return mod
 
     def compile_all(self) -> None:
-        """Compile every source now (a warm-up before timing or capturing a graph)."""
+        """Build (or find) every source's binary now (before timing or capturing)."""
         for source in cuda_build.SOURCES:
-            self.module(source).compile()
+            self.module(source)
+
+
+def kernel_cache_dir() -> Path:
+    """``tinyalex/`` in CuPy's kernel cache folder (``CUPY_CACHE_DIR``, by default
+    ``~/.cupy/kernel_cache``)."""
+    root = os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache"
+    return Path(root) / "tinyalex"
 
 
 class EmulatedModules(ModuleProvider):
@@ -89,12 +133,14 @@ class EmulatedModules(ModuleProvider):
     def __init__(self, emulated_module):
         super().__init__()
         self.emulated = emulated_module
+        self._modules = {}
 
     def module(self, source: str):
-        if source not in cuda_build.SOURCES:
-            raise ValueError(f"no CUDA source {source!r}; the sources are "
-                             f"{cuda_build.SOURCES}")
-        return self.emulated
+        """The kernels ``source`` defines, and no other (a plan naming the wrong source
+        fails here as ``cupy.RawModule.get_function`` fails on the GPU)."""
+        if source not in self._modules:
+            self._modules[source] = self.emulated.of_source(source)
+        return self._modules[source]
 
 
 _cupy_modules = None

@@ -45,3 +45,5 @@ if [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ] && [ -z "${FASHION_MNIST_DIR:-}" ]
   $sudo apt-get install -y -q dataset-fashion-mnist \
     || { $sudo apt-get update -q && $sudo apt-get install -y -q dataset-fashion-mnist; }
 fi
+
+bash scripts/setup_gpu_wheels.sh      # the real NVRTC for tests/test_cuda_sources.py

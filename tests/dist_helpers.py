@@ -132,7 +132,7 @@ RECIPE = dict(batch_size=64, lr=0.3, momentum=0.5, weight_decay=1e-4, crop_paddi
 # Run alone (no mpiexec, N = 1) it is the single-process run of the same two, and
 # records whether anything imported mpi4py.
 JOB = r"""
-import json, sys
+import json, socket, sys
 from pathlib import Path
 import numpy as np
 import tinyalex
@@ -165,7 +165,8 @@ acc = evaluate_accuracy(mlp, data[2][:100], data[3][:100], 64, "numpy", group=gr
 np.savez(out / f"rank{group.rank}.npz", lenet=lenet, mlp=flat.data.copy(),
          lenet_records=json.dumps(records), mlp_stats=json.dumps(stats), mlp_acc=acc,
          processes=group.size, rng=tinyalex.random.get_rng_state(),
-         mpi4py="mpi4py" in sys.modules)
+         mpi4py="mpi4py" in sys.modules, host=socket.gethostname(),
+         machines=getattr(group, "machines", 1))
 """
 
 
@@ -327,3 +328,141 @@ def pids(lines: list[str]) -> dict:
         if len(words) == 4 and words[0] == "rank" and words[2] == "pid":
             found[int(words[1])] = int(words[3])
     return found
+
+
+# --------------------------------------------------------------------------------------
+# Several machines on this one: network namespaces joined by a veth pair
+# --------------------------------------------------------------------------------------
+
+# hydra's ssh launcher runs "<launcher-exec> -x HOST COMMAND...": this stand-in for ssh
+# enters HOST's namespace (and a hostname of its own) instead of logging in there
+NETNS_LAUNCHER = r"""#!/bin/sh
+[ "$1" = "-x" ] && shift
+host=$1; shift
+case $host in
+{cases}
+  *) echo "netns launcher: no namespace for host $host" >&2; exit 255 ;;
+esac
+exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$0" && exec sh -c "$1"' "$name" "$*"
+"""
+
+
+class NetnsHosts:
+    """``count`` machines on this one, each a network namespace (``tinyalex-<pid>-<i>``)
+    with an interface ``tnet`` at 10.200.0.<i+1>/24, the two joined by a veth pair, and
+    a hostname of its own for its processes (a UTS namespace). ``mpiexec(n, argv)`` is
+    the command that starts ``n`` processes across them from machine 0: MPICH's hydra
+    with a hostfile of the addresses, its ssh launcher pointed at ``ip netns exec``
+    (``NETNS_LAUNCHER``), its control traffic on ``tnet`` (``-iface``), and MPI's on
+    TCP over ``tnet`` too (UCX_TLS=tcp: UCX would otherwise find the other process on
+    the same kernel and use shared memory). Only these private addresses, inside
+    namespaces created here, carry traffic. A context manager: the namespaces (and the
+    veth pair with them) are deleted on the way out, whatever happened, and any left by
+    a test process that died are deleted on the way in."""
+
+    SUBNET = "10.200.0"
+
+    def __init__(self, folder: Path, count: int = 2):
+        if count != 2:
+            raise ValueError("NetnsHosts joins two namespaces (one veth pair)")
+        self.folder, self.count = Path(folder), count
+        pid = os.getpid()
+        self.names = [f"tinyalex-{pid}-{i}" for i in range(count)]
+        self.hostnames = [f"host{i}" for i in range(count)]
+        self.addresses = [f"{self.SUBNET}.{i + 1}" for i in range(count)]
+        self.veth = [f"tx{pid}v{i}" for i in range(count)]     # <= 15 characters
+        self.hostfile = self.folder / "hostfile"
+        self.launcher = self.folder / "netns_launcher.sh"
+
+    @staticmethod
+    def cannot_make() -> str | None:
+        """Why namespaces cannot be made here (None when they can)."""
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        for tool in ("ip", "unshare"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not on PATH"
+        return None
+
+    def _ip(self, *args: str) -> None:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+        if done.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+
+    def __enter__(self) -> "NetnsHosts":
+        self._remove_stale()
+        try:
+            for name in self.names:
+                self._ip("netns", "add", name)
+            self._ip("link", "add", self.veth[0], "type", "veth", "peer", "name", self.veth[1])
+            for name, veth, address in zip(self.names, self.veth, self.addresses):
+                self._ip("link", "set", veth, "netns", name)
+                self._ip("-n", name, "link", "set", veth, "name", "tnet")
+                self._ip("-n", name, "addr", "add", f"{address}/24", "dev", "tnet")
+                self._ip("-n", name, "link", "set", "tnet", "up")
+                self._ip("-n", name, "link", "set", "lo", "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        self.hostfile.write_text("".join(f"{a}:1\n" for a in self.addresses))
+        cases = "\n".join(f"  {a}) ns={n} name={h} ;;" for a, n, h in
+                          zip(self.addresses, self.names, self.hostnames))
+        self.launcher.write_text(NETNS_LAUNCHER.format(cases=cases))
+        self.launcher.chmod(0o755)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in self.names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+
+    @staticmethod
+    def _remove_stale() -> None:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                timeout=20).stdout.split()
+        for name in listed:
+            parts = name.split("-")
+            if len(parts) == 3 and parts[0] == "tinyalex" and parts[1].isdigit() \
+                    and not Path(f"/proc/{parts[1]}").exists():
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+
+    def on_host(self, i: int, cmd: list[str]) -> list[str]:
+        """``cmd`` run on machine ``i`` (its namespace and hostname)."""
+        return ["ip", "netns", "exec", self.names[i], "unshare", "--uts", "sh", "-c",
+                'hostname "$0" && exec "$@"', self.hostnames[i], *cmd]
+
+    def mpiexec(self, mpiexec: str, n: int, argv: list[str]) -> list[str]:
+        return self.on_host(0, [mpiexec, "-launcher", "ssh", "-launcher-exec",
+                                str(self.launcher), "-iface", "tnet", "-f",
+                                str(self.hostfile), "-n", str(n), sys.executable, *argv])
+
+    # what MPI needs to talk TCP over tnet (UCX, the mpich wheel's netmod; OFI's too)
+    ENV = dict(UCX_TLS="tcp", UCX_NET_DEVICES="tnet", FI_PROVIDER="tcp",
+               FI_TCP_IFACE="tnet", MPIR_CVAR_NOLOCAL="1")
+
+    def received_bytes(self, i: int) -> int:
+        """Bytes machine ``i``'s interface has received so far."""
+        stats = Path("/sys/class/net/tnet/statistics/rx_bytes")
+        done = subprocess.run(["ip", "netns", "exec", self.names[i], "cat", str(stats)],
+                              capture_output=True, text=True, timeout=20)
+        return int(done.stdout)
+
+    def link_down(self, i: int) -> None:
+        self._ip("-n", self.names[i], "link", "set", "tnet", "down")
+
+
+def require_netns(folder: Path) -> NetnsHosts:
+    """Two machines as network namespaces; where they cannot be made, the test is
+    skipped saying why on a developer's machine and fails in CI (which runs as root)."""
+    why = NetnsHosts.cannot_make()
+    if why is None:
+        try:
+            (folder / "probe").mkdir(parents=True, exist_ok=True)
+            with NetnsHosts(folder / "probe"):
+                pass
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            why = f"network namespaces cannot be made here ({exc})"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"the several-machine tests must run in CI: {why}", pytrace=False)
+        pytest.skip(f"several machines cannot be made here: {why}")
+    return NetnsHosts(folder)

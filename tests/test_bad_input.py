@@ -210,7 +210,8 @@ def test_mixing_backends_for_real():
 @pytest.mark.skipif(B.cupy_available(), reason="cupy is usable here: no error to see")
 def test_asking_for_cupy_without_it_says_what_to_install():
     with pytest.raises(RuntimeError, match=r"the 'cupy' backend needs CuPy and a CUDA GPU.*"
-                                           r"pip install tinyalex\[cupy\]"):
+                                           r"pip install -e '\.\[cuda13\]'. in the "
+                                           r"tinyalex checkout"):
         zeros(2).to("cupy")
 
 

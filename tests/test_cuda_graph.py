@@ -23,6 +23,7 @@ import pytest
 import tinyalex
 from tinyalex import backend as B, cuda_graph, nn
 from tinyalex.optim import SGD
+from gpu_emulation import CAPTURE, CaptureError
 
 gpu = pytest.mark.skipif(not B.cupy_available(),
                          reason=f"no usable GPU: {B.cupy_unavailable_reason()}")
@@ -54,7 +55,8 @@ class FakeGraphs:
         self.events.append("capture")
         if self.fail:
             raise self.fail
-        return FakeGraph(body), body()
+        with CAPTURE.recording():     # copies to or from the host, CuPy's cuBLAS: refused
+            return FakeGraph(body), body()
 
     def launch(self, graph):
         self.events.append("launch")
@@ -145,6 +147,47 @@ def test_replayed_steps_draw_fresh_dropout_masks(emulated_cupy):
         X, y = batches([4])[0]
         losses.append([step(X, y).read()[0] for _ in range(4)])
     assert losses[0] == losses[1] and len(set(losses[0])) == 4
+
+
+def test_a_new_host_generator_before_the_capture_or_a_replay_is_seeded_outside_it(
+        emulated_cupy):
+    """manual_seed between the warm-up and the capture, and again between replays:
+    the new seed is uploaded before the capture (never inside it, where real capture
+    fails on the copy) and before a replay into the same device memory, so the graph
+    captures and its replays draw the masks eager steps draw."""
+    outcomes = []
+    for graphs in (FakeGraphs(), False):
+        net, opt = net_and_optimizer(dropout=0.5)
+        step = cuda_graph.TrainStep(net, opt, graphs=graphs)
+        data = batches([4] * 5)
+        reads = [step(*data[0]).read()]
+        tinyalex.manual_seed(11)                 # a new generator: a new device seed
+        reads += [step(*d).read() for d in data[1:3]]
+        tinyalex.manual_seed(12)
+        reads += [step(*d).read() for d in data[3:]]
+        outcomes.append((step.counts, reads, [p.numpy() for p in net.parameters()]))
+    (graph_counts, graph_reads, graph_params), (_, eager_reads, eager_params) = outcomes
+    assert graph_counts == {"warm-up": 1, "capture": 1, "replay": 3, "eager": 0}
+    assert graph_reads == eager_reads
+    for a, b in zip(graph_params, eager_params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_capture_stand_in_refuses_what_real_capture_refuses(emulated_cupy):
+    """Copies between host and device and CuPy's own cuBLAS calls raise in capture
+    (tests/gpu_emulation.py); outside it they run."""
+    xp, x = emulated_cupy.xp, tinyalex.Tensor(np.ones((2, 2)))
+    refused = {"upload": lambda: xp.asarray(np.zeros(2)),
+               "to_backend": lambda: B.to_backend(np.zeros(2), "cupy"),
+               "read back": lambda: B.to_numpy(x.data), "item": lambda: x.sum().item(),
+               "numpy": x.numpy, "float": lambda: float(x.sum()),
+               "cupy.matmul": lambda: xp.matmul(x.data, x.data),
+               "cupy.dot": lambda: xp.dot(x.data, x.data)}
+    for name, call in refused.items():
+        call()                                   # eager: fine
+        with CAPTURE.recording(), pytest.raises(CaptureError, match="captures a CUDA graph"):
+            call()
+        assert not CAPTURE.active, name
 
 
 def test_a_change_of_learning_rate_captures_again(emulated_cupy):

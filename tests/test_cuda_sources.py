@@ -1,9 +1,13 @@
 """The CUDA C kernels of ``kernels/cuda/``, tested without a GPU.
 
-(a) Every source, as cupy.RawModule gets it (common.cuh inlined: ``module_code``),
-    compiles with the CUDA toolkit's nvcc for sm_80 and sm_90 with no include path,
-    every kernel the launch planner names is in the cubin, and ptxas reports no spills
-    to local memory (skipped, with the reason, where nvcc is absent).
+(a) Every source compiles with the real NVRTC (the nvidia-cuda-nvrtc wheel, through
+    CuPy's binding and tinyalex's own build path, ``cuda_build.compile_with_nvrtc``,
+    with the project's options) for sm_80 and sm_90, no GPU needed: every kernel a
+    plan launches is an entry of the PTX with the parameters the plan packs (count and
+    sizes), nothing in the PTX flushes subnormals (``.ftz``; CuPy's own path would),
+    ptxas reports no spills and no stack, and the registers and spills per source are
+    printed. CI installs the wheels (scripts/setup_gpu_wheels.sh) and fails without
+    them; elsewhere the test is skipped, saying why.
 (b) The same sources, built by g++ against ``kernels/cuda/emulate.h`` (once per
     session), run on the CPU through ``kernels/cuda_plan.py``'s plans, the very launch
     path the GPU takes, and equal the NumPy references on hypothesis-drawn shapes,
@@ -15,7 +19,9 @@
     2**31 (virtual: nothing is allocated), and the argument checks.
 """
 
+import os
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -63,11 +69,12 @@ def tol(dtype):
     return dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
 
 
-# -- (a) nvcc --------------------------------------------------------------------------------
+# -- (a) NVRTC --------------------------------------------------------------------------------
 
-def planned_kernels() -> dict:
-    """source -> every kernel name a plan can ask for (each family, dtype and index type)."""
-    names = {s: set() for s in cuda_build.SOURCES}
+def planned_plans() -> dict:
+    """source -> {kernel name: a plan of it} for every kernel a plan can ask for (each
+    family, memory order, dtype and index type)."""
+    found = {s: {} for s in cuda_build.SOURCES}
     for dtype in DTYPES:
         for bits in BITS:
             b = dict(index_bits=bits)
@@ -85,40 +92,133 @@ def planned_kernels() -> dict:
                       plan.cross_entropy_forward(2, 3, dtype, **b),
                       plan.cross_entropy_backward(2, 3, dtype, **b)]
             for p in plans:
-                names[p.source].add(p.kernel)
-    names["elementwise"].add(plan.rng_advance().kernel)
-    return names
+                found[p.source][p.kernel] = p
+    advance = plan.rng_advance()
+    found[advance.source][advance.kernel] = advance
+    return found
 
 
-@pytest.mark.skipif(cuda_build.nvcc_path() is None, reason="nvcc (the CUDA toolkit) is not "
-                    "on PATH, so the CUDA sources cannot be compiled here")
+def planned_kernels() -> dict:
+    """source -> every kernel name a plan can ask for."""
+    return {source: set(plans) for source, plans in planned_plans().items()}
+
+
+# bytes of each parameter letter (emulate.h's spelling) as CuPy packs the argument
+LETTER_BYTES = {"p": 8, **{k: np.dtype(v).itemsize for k, v in plan.SCALAR_TYPES.items()}}
+
+# PTX instructions that flush subnormals (".ftz"), by opcode
+FTZ = re.compile(r"^\s*(?:@!?%p\d+\s+)?([\w.]*\.ftz[\w.]*)", re.M)
+# the two the CUDA math library (libdevice) uses inside expf and double division /
+# exp whatever the flag: an approximation on a range-reduced argument, never on a
+# subnormal, refined after; they appear alike with -ftz=true and --ftz=false
+LIBDEVICE_FTZ = {"ex2.approx.ftz.f32", "rcp.approx.ftz.f64"}
+
+
+def ftz_opcodes(ptx: str) -> set:
+    return set(FTZ.findall(ptx))
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    """CuPy's binding of the real NVRTC library (no GPU needed to compile)."""
+    try:
+        import cupy
+        binding = cupy.cuda.nvrtc
+        version = binding.getVersion()
+    except Exception as exc:  # noqa: BLE001 - ImportError, a missing libnvrtc, ...
+        why = (f"the real NVRTC is not usable here ({type(exc).__name__}: "
+               f"{str(exc).splitlines()[0] if str(exc) else ''}); "
+               "bash scripts/setup_gpu_wheels.sh installs it")
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must compile the CUDA sources with NVRTC: {why}")
+        pytest.skip(why)
+    return SimpleNamespace(binding=binding, version=version, builds={})
+
+
+def build(nvrtc, source, arch):
+    """One NVRTC build (with ptxas's report) per source and arch, kept for the module."""
+    key = (source, arch)
+    if key not in nvrtc.builds:
+        nvrtc.builds[key] = cuda_build.compile_with_nvrtc(nvrtc.binding, source, arch,
+                                                          report=True)
+    return nvrtc.builds[key]
+
+
 @pytest.mark.parametrize("arch", cuda_build.ARCHS)
 @pytest.mark.parametrize("source", cuda_build.SOURCES)
-def test_source_compiles_with_nvcc_without_spills(source, arch, tmp_path):
-    """The code cupy.RawModule compiles (common.cuh inlined, no include path)."""
-    report = cuda_build.compile_with_nvcc(arch, source, tmp_path, inlined=True)
-    wanted = planned_kernels()[source]
-    assert wanted <= set(report.kernels), \
-        f"planned kernels missing from the cubin: {sorted(wanted - set(report.kernels))}"
-    assert report.spilling() == {}, report.text[-3000:]
-    assert all(r.stack_bytes == 0 for r in report.kernels.values()), report.text[-3000:]
-    assert all(0 < r.registers <= 64 for r in report.kernels.values())   # common.cuh's bound
+def test_source_compiles_with_the_real_nvrtc_as_the_gpu_path_builds_it(nvrtc, source, arch,
+                                                                       capsys):
+    b = build(nvrtc, source, arch)
+    assert b.binary[:4] == b"\x7fELF"                          # a cubin
+    entries = b.entries()
+    wanted = planned_plans()[source]
+    missing = sorted(set(wanted) - set(entries))
+    assert not missing, f"planned kernels missing from the PTX: {missing}"
+    for name, p in wanted.items():
+        packed = tuple(LETTER_BYTES[letter] for letter in p.signature)
+        assert entries[name] == packed, (name, p.signature, entries[name])
+    assert ftz_opcodes(b.ptx) <= LIBDEVICE_FTZ, "an instruction flushes subnormals"
+    kernels_ = b.kernels()
+    assert set(kernels_) == set(entries), "ptxas reported other kernels than the PTX has"
+    assert b.spilling() == {}, b.log[-3000:]
+    assert all(r.stack_bytes == 0 for r in kernels_.values()), b.log[-3000:]
+    assert all(0 < r.registers <= 64 for r in kernels_.values())   # common.cuh's bound
+    registers = [r.registers for r in kernels_.values()]
+    with capsys.disabled():                       # the report, in CI's log too
+        print(f"\n  NVRTC {'.'.join(map(str, nvrtc.version))} {arch} {source}.cu: "
+              f"{len(kernels_)} kernels, registers {min(registers)}-{max(registers)}, "
+              f"spills 0, stack 0, {b.seconds:.1f} s", end="")
+
+
+def test_cupys_own_compile_flag_would_flush_subnormals(nvrtc):
+    """What the check above guards against: the same source with the -ftz=true that
+    CuPy's RawModule(code=...) appends flushes in its own arithmetic and comparisons
+    (so the check can fail)."""
+    code = cuda_build.module_code("pool")
+    program = nvrtc.binding.createProgram(code, "pool.cu", (), ())
+    try:
+        nvrtc.binding.compileProgram(program, cuda_build.nvrtc_options("compute_90")
+                                     + ("-ftz=true",))
+        ptx = nvrtc.binding.getPTX(program)
+    finally:
+        nvrtc.binding.destroyProgram(program)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert {"setp.gt.ftz.f32", "add.rn.ftz.f32"} <= ftz_opcodes(ptx) - LIBDEVICE_FTZ
+
+
+def test_the_gpu_provider_writes_the_real_cubin_to_its_cache(nvrtc, tmp_path):
+    """gpu_modules.CupyModules with the real NVRTC, only the GPU's compute capability
+    given: the binary it would load with cupy.RawModule(path=...) is NVRTC's cubin."""
+    from tinyalex.kernels import gpu_modules
+    loaded = []
+    cupy = SimpleNamespace(RawModule=lambda path: loaded.append(path), cuda=SimpleNamespace(
+        nvrtc=nvrtc.binding, Device=lambda: SimpleNamespace(compute_capability="90")))
+    gpu_modules.CupyModules(cupy, cache_dir=tmp_path).module("pool")
+    assert len(loaded) == 1 and loaded[0].endswith(".cubin")
+    cubin = open(loaded[0], "rb").read()
+    assert cubin[:4] == b"\x7fELF"                   # the kernels' names in its symbols
+    assert all(name.encode() + b"\x00" in cubin for name in planned_plans()["pool"])
 
 
 def test_ptxas_report_parser_reads_spills():
-    text = ("ptxas info    : Compiling entry function 'k1' for 'sm_80'\n"
+    nvcc = ("ptxas info    : Compiling entry function 'k1' for 'sm_80'\n"
             "ptxas info    : Function properties for k1\n"
             "    8 bytes stack frame, 16 bytes spill stores, 12 bytes spill loads\n"
-            "ptxas info    : Used 32 registers, used 0 barriers, 544 bytes cmem[0]\n"
-            "ptxas info    : Compiling entry function 'k2' for 'sm_80'\n"
-            "ptxas info    : Function properties for k2\n"
-            "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
-            "ptxas info    : Used 20 registers, used 0 barriers, 456 bytes cmem[0]\n")
-    kernels_ = cuda_build.parse_ptxas_report(text)
-    assert kernels_ == {"k1": cuda_build.KernelResources(32, 8, 16, 12),
-                        "k2": cuda_build.KernelResources(20, 0, 0, 0)}
-    report = cuda_build.PtxasReport("x", "sm_80", 0.0, kernels_, text)
-    assert list(report.spilling()) == ["k1"]
+            "ptxas info    : Used 32 registers, used 0 barriers, 544 bytes cmem[0]\n")
+    nvrtc_log = ("ptxas info    : Compiling entry function 'k2' for 'sm_90'\n"
+                 "ptxas info    : Function properties for k2\n"
+                 "ptxas         .     0 bytes stack frame, 0 bytes spill stores, "
+                 "0 bytes spill loads\n"
+                 "ptxas info    : Used 20 registers, used 0 barriers\n")
+    assert cuda_build.parse_ptxas_report(nvcc + nvrtc_log) == {
+        "k1": cuda_build.KernelResources(32, 8, 16, 12),
+        "k2": cuda_build.KernelResources(20, 0, 0, 0)}
+
+
+def test_ptx_entry_parser_reads_parameter_sizes():
+    ptx = (".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1,\n"
+           "\t.param .f64 k_param_2\n)\n{\n}\n.visible .entry none()\n{\n}\n")
+    assert cuda_build.parse_ptx_entries(ptx) == {"k": (8, 4, 8), "none": ()}
 
 
 def test_every_source_opens_with_what_it_holds_and_where_its_reference_is():
@@ -165,6 +265,28 @@ def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
                       plan.bias_activation(4, 3, dtype, "sigmoid", index_bits=bits)):
                 assert emu.get_function(p.kernel).signature == p.signature, p.kernel
     assert emu.get_function("rng_advance").signature == plan.rng_advance().signature
+
+
+def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
+    """One module per source, as cupy.RawModule has: a plan naming the wrong .cu fails
+    on the CPU as it would on the GPU, and every planned kernel is in its own source."""
+    import dataclasses
+    from tinyalex.kernels import gpu_modules
+    modules = gpu_modules.EmulatedModules(emu)
+    for source, names in planned_kernels().items():
+        for name in names:
+            assert emu.get_function(name).source == source, name
+    p = plan.relu_forward(4, np.float32)
+    x = np.arange(-2, 2, dtype=np.float32)
+    wrong = dataclasses.replace(p, source="pool")
+    with pytest.raises(ValueError, match=r"pool.cu defines no kernel 'relu_forward_f32_i32' "
+                                         r"\(it is in elementwise.cu\)"):
+        modules.launch(wrong, x=x, y=np.empty_like(x))
+    y = np.empty_like(x)
+    modules.launch(p, x=x, y=y)                      # the right source: runs
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    with pytest.raises(ValueError, match="no CUDA source 'relu'"):
+        modules.module("relu")
 
 
 def test_emulated_kernels_refuse_arguments_cupy_would_pass_with_the_wrong_size(emu):
@@ -262,6 +384,35 @@ def test_max_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed, specia
         gx = np.full(xi.shape, np.nan, dtype)
         plan.launch(emu, plan.max_pool_backward(*sizes, **opts), gy=gyi, argmax=arg, gx=gx)
         np.testing.assert_array_equal(to_nchw(gx), gx_ref)
+
+
+def test_float32_subnormals_are_kept_as_ieee_and_the_numpy_reference_keep_them(emu):
+    """The behaviour chosen for the GPU (NVRTC with --ftz=false, checked in the PTX
+    above), run on the emulation: ReLU passes a positive subnormal through, max
+    pooling picks a subnormal over 0 (the reference's index), the bias add and the SGD
+    step compute with subnormals; under -ftz=true each would give 0 or another index."""
+    tiny = np.float32(1e-40)                           # subnormal: below 2**-126
+    assert 0 < tiny < np.finfo(np.float32).tiny
+    x = np.array([tiny, -tiny, 0, 3 * tiny], np.float32)
+    y = np.full_like(x, np.nan)
+    plan.launch(emu, plan.relu_forward(4, np.float32), x=x, y=y)
+    np.testing.assert_array_equal(y, RELU_REFERENCE.forward(x))
+    assert y[0] == tiny and y[3] == 3 * tiny
+    pair = np.array([0, tiny], np.float32).reshape(1, 1, 1, 2)       # one 1x2 window
+    y_ref, arg_ref = max_pool_reference(pair, 1, 2, 1, 2, 0, 0)
+    out, arg = np.full((1, 1, 1, 1), np.nan, np.float32), np.full((1, 1, 1, 1), -1, np.int32)
+    plan.launch(emu, plan.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+                x=pair.reshape(1, 1, 2, 1), y=out, argmax=arg)
+    assert out.item() == y_ref.item() == tiny and arg.item() == arg_ref.item() == 1
+    z = np.array([[tiny, 0]], np.float32)
+    bias = np.array([tiny, tiny], np.float32)
+    biased = np.full_like(z, np.nan)
+    plan.launch(emu, plan.bias_activation(1, 2, np.float32, "add"), y=z, bias=bias,
+                out=biased)
+    np.testing.assert_array_equal(biased, [[2 * tiny, tiny]])
+    param, grad = np.array([3 * tiny], np.float32), np.array([tiny], np.float32)
+    plan.launch(emu, plan.sgd_update(1, np.float32, 1.0), p=param, g=grad, buf=None)
+    assert param.item() == 2 * tiny
 
 
 @pytest.mark.parametrize("bits", BITS)

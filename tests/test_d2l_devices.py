@@ -59,7 +59,8 @@ def test_tensor_device_and_to_accept_devices():
 def test_cuda_without_a_gpu_says_what_is_missing(move, spec):
     with pytest.raises(ValueError, match=r"device 'cuda(:\d)?': no usable CUDA GPU here \(.+\);"
                                          r" tinyalex's cuda device is its CuPy backend.*"
-                                         r"pip install tinyalex\[cupy\].*or use 'cpu'"):
+                                         r"pip install -e '\.\[cuda13\]'. in the "
+                                         r"tinyalex checkout.*or use 'cpu'"):
         move(spec)
 
 

@@ -45,7 +45,8 @@ from tinyalex.ops.activation import dropout
 from tinyalex.train import D2L_RECIPES, fit
 
 from dist_helpers import (FAULTY, JOB, RECIPE, REFERENCE, finish, lenet_args, mpi_job,
-                          mpmd, ok, pids, require_mpi, run, start_job, stop, wait_for)
+                          mpmd, ok, pids, require_mpi, require_netns, run, start_job, stop,
+                          wait_for)
 from reliability_helpers import epochs_printed, read_metrics, tiny_dataset
 
 WEIGHTS_RTOL = 1e-5        # relative to each tensor's largest value (module docstring)
@@ -435,6 +436,100 @@ def test_sigkill_of_one_process_ends_the_job_and_resume_continues(tmp_path, data
 
 
 # --------------------------------------------------------------------------------------
+# Two machines: network namespaces on this one, MPI over TCP between them
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def hosts(tmp_path):
+    """Two machines (dist_helpers.NetnsHosts: namespaces, a veth pair, hostnames of
+    their own), deleted after the test whatever happened."""
+    with require_netns(tmp_path) as made:
+        yield made
+
+
+def test_two_machines_over_a_network_train_as_two_local_processes_do(hosts, runs, data,
+                                                                     mpiexec, tmp_path):
+    """JOB started by mpiexec with a hostfile across two machines, one process each,
+    MPI's traffic on TCP over the veth pair: the weights equal the local 2-process
+    run's and the two-shard reference's bit for bit (only the transport differs), so
+    one process's to float32 noise; every process ran on its own machine, and at least
+    every allreduce's bytes crossed the network."""
+    (job := tmp_path / "job.py").write_text(JOB)
+    (out := tmp_path / "two_hosts").mkdir()
+    before = hosts.received_bytes(1)
+    result = run(hosts.mpiexec(mpiexec, 2, [str(job), str(data), str(out),
+                                            json.dumps(RECIPE)]), 120, **hosts.ENV)
+    ok(result)
+    crossed = hosts.received_bytes(1) - before
+    ranks = [dict(np.load(out / f"rank{r}.npz", allow_pickle=False)) for r in (0, 1)]
+    assert [str(r["host"]) for r in ranks] == hosts.hostnames
+    assert int(ranks[0]["machines"]) == 2 and int(ranks[0]["processes"]) == 2
+    for net in ("lenet", "mlp"):
+        np.testing.assert_array_equal(ranks[0][net], runs["rank0"][net], err_msg=net)
+        np.testing.assert_array_equal(ranks[1][net], ranks[0][net], err_msg=net)
+        np.testing.assert_array_equal(ranks[0][net], runs["reference"][net], err_msg=net)
+        diff = np.abs(ranks[0][net] - runs["one"][net]).max() / np.abs(runs["one"][net]).max()
+        assert diff <= WEIGHTS_RTOL, f"{net}: {diff:.2e}"
+    # the gradient allreduces alone: LeNet 3 steps and the MLP 2 epochs of 3, float32
+    gradients = 4 * (3 * ranks[0]["lenet"].size + 6 * ranks[0]["mlp"].size)
+    assert crossed >= gradients, (crossed, gradients)
+
+
+def faulty_job_on_two_hosts(hosts, mpiexec, data, tmp_path, timeout_s):
+    """The FAULTY LeNet run across the two machines, both processes holding in update
+    2; (job, release file)."""
+    (script := tmp_path / "faulty.py").write_text(FAULTY)
+    release, out = tmp_path / "release", tmp_path / "run"
+    proc = start_job(hosts.mpiexec(mpiexec, 2, [str(script),
+                                                *lenet_args(data, out, "--epochs", "2")[1:]]),
+                     FAULT="hold", FAULT_STEP=2, RELEASE=release,
+                     TINYALEX_DIST_TIMEOUT=timeout_s, **hosts.ENV)
+    for rank in (0, 1):
+        wait_for(proc, proc.out_lines, f"rank {rank} step 2: holding", timeout=60)
+    return proc, release
+
+
+def test_a_process_killed_on_one_machine_ends_the_job_with_a_message(hosts, mpiexec, data,
+                                                                     tmp_path):
+    """SIGKILL of the process on machine 1 in the middle of a step: the launcher
+    reports which process, where, and ends the job."""
+    proc, release = faulty_job_on_two_hosts(hosts, mpiexec, data, tmp_path, 10)
+    victim = pids(proc.out_lines)[1]
+    try:
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        release.touch()
+        out, err = finish(proc, 60)
+        took = time.monotonic() - killed
+    finally:
+        stop(proc)
+    assert proc.returncode != 0 and took < 30, (proc.returncode, took, out, err)
+    assert "rank 1: " not in out                       # never reached its exit
+    said = out + err
+    assert "BAD TERMINATION" in said and f"PID {victim} RUNNING AT {hosts.addresses[1]}" \
+        in said, said
+
+
+def test_a_machine_whose_link_goes_down_ends_the_job_with_a_message(hosts, mpiexec, data,
+                                                                   tmp_path):
+    """ip link set tnet down on machine 1 while both processes hold in a step: MPI
+    would wait forever (TCP retransmits for minutes); each collective gives up after
+    TINYALEX_DIST_TIMEOUT (5 s here) with a message, and the job ends."""
+    proc, release = faulty_job_on_two_hosts(hosts, mpiexec, data, tmp_path, 5)
+    try:
+        hosts.link_down(1)
+        down = time.monotonic()
+        release.touch()
+        out, err = finish(proc, 60)
+        took = time.monotonic() - down
+    finally:
+        stop(proc)
+    assert proc.returncode != 0 and took < 30, (proc.returncode, took, out, err)
+    assert "did not complete within 5 s" in err and "network between the machines is " \
+        "down" in err and "ends the whole job" in err, err
+
+
+# --------------------------------------------------------------------------------------
 # NCCL (CuPy backend): run where CuPy, NCCL and GPUs are; the logic they share with
 # the MPI path (blocks of rows, the flat buffer, the sums of metrics) is tested above
 # --------------------------------------------------------------------------------------
@@ -501,3 +596,13 @@ def test_an_nccl_collective_whose_peer_hangs_times_out_and_ends_the_job():
     done = run([mpiexec, "-n", "2", sys.executable, "-c", code], timeout=100)
     assert done.returncode != 0 and done.seconds < 60
     assert "did not complete within 3 s" in done.stderr
+
+
+def test_the_collective_timeout_is_read_from_the_environment_and_checked():
+    from tinyalex.dist.mpi import DEFAULT_TIMEOUT_S, collective_timeout_s
+    assert collective_timeout_s({}) == DEFAULT_TIMEOUT_S == 600
+    assert collective_timeout_s({"TINYALEX_DIST_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match=f"TINYALEX_DIST_TIMEOUT='{bad}': expected the "
+                                             "seconds a collective waits"):
+            collective_timeout_s({"TINYALEX_DIST_TIMEOUT": bad})

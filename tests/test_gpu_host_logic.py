@@ -8,8 +8,9 @@
   is given, with cuBLAS's own column-major semantics, and through the GPU convolution;
 * ``precision.gemm_compute_type``: CuPy's compute type set and restored, and the one
   clear warning where CuPy has no per-call compute type and its CUPY_TF32 disagrees;
-* ``gpu_modules.CupyModules``: one ``cupy.RawModule`` per source, built from the code
-  with common.cuh inlined and NVRTC's options, each kernel looked up once.
+* ``gpu_modules.CupyModules``: one NVRTC build per source (the code with common.cuh
+  inlined, NVRTC's options for this GPU), cached on disk, loaded as
+  ``cupy.RawModule(path=...)``, each kernel looked up once.
 
 What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a GPU by
 ``tests/test_gpu_kernels.py``.
@@ -17,6 +18,7 @@ What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a 
 
 import ctypes
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -52,10 +54,13 @@ def column_major(address, rows, cols, ld, dtype):
 class FakeCublas:
     """cuBLAS's entry points as Python functions over host memory, with cuBLAS's
     semantics: C (m x n) = alpha op(A) op(B) + beta C, all column-major; ``status``
-    is what every call returns (0: success)."""
+    is what every call returns (0: success). As in cuBLAS, ``cublasSetStream`` resets
+    the workspace to the library's default (``None`` here), and a GEMM records which
+    workspace it ran with (a captured graph must run with the handle's own)."""
 
     def __init__(self, status=0):
         self.status, self.gemms, self.streams, self.workspace = status, [], [], None
+        self.gemm_workspaces = []
 
         def create(ref):
             ref._obj.value = 4321
@@ -63,9 +68,11 @@ class FakeCublas:
 
         def set_stream(handle, stream):
             self.streams.append(stream.value)
+            self.workspace = None                  # back to cuBLAS's default pool
             return 0
 
         def set_workspace(handle, pointer, size):
+            assert pointer.value and size > 0
             self.workspace = size
             return 0
 
@@ -81,6 +88,7 @@ class FakeCublas:
             out = column_major(C.value, m, n, ldc, dtype)
             a, b = alpha._obj.value, beta._obj.value
             out[...] = a * (opA @ opB) + (b * out if b else 0)
+            self.gemm_workspaces.append(self.workspace)
             self.gemms.append((transa, transb, m, n, k, lda, ldb, ldc, compute, b))
             return self.status
 
@@ -136,9 +144,9 @@ def test_cublas_gemm_asks_tf32_only_where_asked_and_available(monkeypatch):
         precision._capable.clear()
         lib = FakeCublas()
         gemm = gemm_gpu.CublasGemm(FakeCupy(cc), lib=lib)
-        assert lib.workspace == gemm_gpu.WORKSPACE_BYTES
         a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
         gemm(a, b, np.empty((3, 2), dtype), tf32=tf32)
+        assert lib.gemm_workspaces == [gemm_gpu.WORKSPACE_BYTES]
         assert lib.gemms[-1][8] == want, (cc, dtype, tf32)
 
 
@@ -150,6 +158,8 @@ def test_cublas_gemm_sets_the_stream_when_it_changes_and_reports_failures(cublas
     gemm.xp.stream = 9                                       # another current stream
     gemm(a, b, out)
     assert lib.streams == [7, 9]
+    # every GEMM ran with the handle's own workspace, set again after each set-stream
+    assert lib.gemm_workspaces == [gemm_gpu.WORKSPACE_BYTES] * 3
     lib.status = 13
     with pytest.raises(RuntimeError, match="cublasGemmEx failed with cuBLAS status 13"):
         gemm(a, b, out)
@@ -254,34 +264,91 @@ def test_tf32_is_the_default_for_convolution_gemms():
 
 # -- the RawModule provider ------------------------------------------------------------------
 
-def test_cupy_modules_build_one_raw_module_per_source_and_look_each_kernel_up_once():
+class FakeNvrtc:
+    """CuPy's NVRTC binding as CupyModules calls it; records each compile."""
+
+    def __init__(self, archs=(75, 80, 86, 89, 90, 100, 120)):
+        self.archs, self.compiled = archs, []
+
+    def getVersion(self):
+        return (13, 5)
+
+    def getSupportedArchs(self):
+        return self.archs
+
+    def createProgram(self, code, name, headers, include_names):
+        return [code, name]
+
+    def compileProgram(self, program, options):
+        self.compiled.append((program[1], program[0], tuple(options)))
+
+    def getPTX(self, program):
+        return b".version 9.0 (PTX of " + program[1].encode() + b")\x00"
+
+    def getCUBIN(self, program):
+        return b"CUBIN of " + program[1].encode()
+
+    def getProgramLog(self, program):
+        return ""
+
+    def destroyProgram(self, program):
+        pass
+
+
+def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_path):
+    """One NVRTC build per source (module_code, nvrtc_options for this GPU: IEEE
+    subnormals, not CuPy's -ftz=true), written to the cache folder and loaded with
+    cupy.RawModule(path=...); each kernel looked up once; a second process (a new
+    provider on the same folder) builds nothing."""
     made, looked_up, launched = [], [], []
 
     class RawModule:
-        def __init__(self, *, code, options):
-            made.append((code, options))
+        def __init__(self, *, path):
+            made.append(Path(path))
 
         def get_function(self, name):
             looked_up.append(name)
             return lambda grid, block, args: launched.append((name, grid, block, len(args)))
 
-        def compile(self):
-            pass
-
-    modules = gpu_modules.CupyModules(SimpleNamespace(RawModule=RawModule))
+    nvrtc = FakeNvrtc()
+    cupy = SimpleNamespace(RawModule=RawModule, cuda=SimpleNamespace(
+        nvrtc=nvrtc, Device=lambda: SimpleNamespace(compute_capability="90")))
+    modules = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
     from tinyalex.kernels import cuda_plan as plan
     x, y = np.zeros(5, np.float32), np.zeros(5, np.float32)
     for _ in range(3):
         modules.launch(plan.relu_forward(5, np.float32), x=x, y=y)
     modules.launch(plan.sigmoid_forward(5, np.float32), x=x, y=y)
     assert len(made) == 1 and looked_up == ["relu_forward_f32_i32", "sigmoid_forward_f32_i32"]
-    code, options = made[0]
-    assert code == cuda_build.module_code("elementwise") and options == cuda_build.nvrtc_options()
+    (name, code, options), = nvrtc.compiled
+    assert name == "elementwise.cu" and code == cuda_build.module_code("elementwise")
+    assert options == cuda_build.nvrtc_options("sm_90")
+    assert "--ftz=false" in options and not any("ftz=true" in o for o in options)
     assert '#include "common.cuh"' not in code and "struct Div" in code
+    assert made[0].parent == tmp_path and made[0].name.startswith("elementwise_sm_90_")
+    assert made[0].read_bytes() == b"CUBIN of elementwise.cu"
     assert launched[0] == ("relu_forward_f32_i32", (1,), (256,), 3)
     assert modules.launches == 4
     modules.compile_all()
-    assert len(made) == len(cuda_build.SOURCES)
+    assert len(made) == len(cuda_build.SOURCES) == len(nvrtc.compiled)
+    again = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
+    again.compile_all()                              # found in the cache folder
+    assert len(nvrtc.compiled) == len(cuda_build.SOURCES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in made[:3])
+
+
+def test_a_gpu_newer_than_nvrtc_gets_ptx_of_the_newest_architecture_nvrtc_knows(tmp_path):
+    made = []
+    cupy = SimpleNamespace(RawModule=lambda path: made.append(Path(path)), cuda=SimpleNamespace(
+        nvrtc=FakeNvrtc(archs=(80, 90)), Device=lambda: SimpleNamespace(compute_capability="100")))
+    gpu_modules.CupyModules(cupy, cache_dir=tmp_path).module("pool")
+    assert made[0].name.startswith("pool_compute_90_") and made[0].suffix == ".ptx"
+    assert made[0].read_bytes().startswith(b".version")
+    assert cuda_build.target_arch("80", (80, 90)) == "sm_80"
+    with pytest.raises(RuntimeError, match="cannot build for compute capability 70"):
+        cuda_build.target_arch("70", (80, 90))
+    with pytest.raises(ValueError, match="arch must look like"):
+        cuda_build.nvrtc_options("90")
 
 
 def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
@@ -306,3 +373,119 @@ def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):
     assert len(uploads) == 3                              # another dtype, another device
     host = data._resize_matrix(28, 224, np, np.float32)
     assert host is not data._resize_matrix(28, 224, np, np.float32)   # CPU: built each time
+
+
+# -- the GPU backend's install checks (tinyalex/backend.py) ----------------------------------
+
+def fake_installed_cupy(monkeypatch, tmp_path, nvrtc=True, cublas=True, headers=True, gpus=1):
+    """CuPy for CUDA 13 as far as ``backend._load_cupy`` looks: NVRTC loads or not,
+    cuBLAS's module imports or not, cuda_fp16.h lies under the CUDA path or not."""
+    import sys
+    from types import ModuleType
+
+    from tinyalex import backend as B
+
+    def nvrtc_version():
+        if not nvrtc:
+            raise OSError("libnvrtc.so.13: cannot open shared object file")
+        return (13, 5)
+
+    (tmp_path / "include").mkdir(exist_ok=True)
+    if headers:
+        (tmp_path / "include" / "cuda_fp16.h").write_text("")
+    cupy = SimpleNamespace(__version__="14.2.0", cuda=SimpleNamespace(
+        nvrtc=SimpleNamespace(getVersion=nvrtc_version),
+        runtime=SimpleNamespace(runtimeGetVersion=lambda: 13020, getDeviceCount=lambda: gpus),
+        get_cuda_path=lambda: str(tmp_path)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs.cublas",
+                        ModuleType("cublas") if cublas else None)   # None: ImportError
+    monkeypatch.setitem(sys.modules, "cuda", None)       # no cuda-pathfinder: CuPy's path
+    monkeypatch.setattr(B, "_cupy", None)
+    monkeypatch.setattr(B, "_cupy_error", None)
+    return B, cupy
+
+
+def test_the_cupy_backend_names_each_missing_part_and_the_command_that_adds_it(
+        monkeypatch, tmp_path):
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, nvrtc=False, cublas=False,
+                               headers=False)
+    assert not B.cupy_available()
+    why = B.cupy_unavailable_reason()
+    assert "CuPy 14.2.0 (for CUDA 13) is missing NVRTC" in why and "libnvrtc.so.13" in why
+    assert "cuBLAS (ModuleNotFoundError" in why and "the CUDA headers (cuda_fp16.h" in why
+    assert "`pip install 'cuda-toolkit[nvrtc,cudart,cublas]==13.*'` adds them" in why
+    assert "`pip install -e '.[cuda13]'` in the tinyalex checkout" in why
+    with pytest.raises(RuntimeError, match=r"or use backend 'numpy'"):
+        B.cupy_module()
+
+
+@pytest.mark.parametrize("part", ["nvrtc", "cublas", "headers"])
+def test_one_missing_part_is_named_alone(monkeypatch, tmp_path, part):
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, **{part: False})
+    why = B.cupy_unavailable_reason()
+    named = {"nvrtc": "NVRTC", "cublas": "cuBLAS", "headers": "CUDA headers"}
+    assert [p for p, word in named.items() if word in why] == [part], why
+
+
+def test_a_complete_install_with_a_gpu_is_usable_and_without_one_says_so(monkeypatch,
+                                                                          tmp_path):
+    B, cupy = fake_installed_cupy(monkeypatch, tmp_path)
+    assert B.cupy_available() and B.cupy_module() is cupy
+    B, _ = fake_installed_cupy(monkeypatch, tmp_path, gpus=0)
+    assert B.cupy_unavailable_reason() == "CuPy found no CUDA device"
+
+
+def test_a_driver_too_old_for_cuda_13_gets_the_cuda_12_extra_named(monkeypatch, tmp_path):
+    B, cupy = fake_installed_cupy(monkeypatch, tmp_path)
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is "
+                           "insufficient for CUDA runtime version")
+
+    cupy.cuda.runtime.getDeviceCount = no_driver
+    why = B.cupy_unavailable_reason()
+    assert why.startswith("no usable GPU (RuntimeError: cudaErrorInsufficientDriver")
+    assert "older than CUDA 13 needs (R580)" in why
+    assert "`pip install -e '.[cuda12]'` in the tinyalex checkout" in why
+
+
+def test_the_install_hints_name_extras_that_setup_cfg_defines():
+    """Every command the hints print installs something that exists: the extras of
+    setup.cfg, each CuPy 14 for its CUDA with the cuda-toolkit wheels of that CUDA."""
+    import configparser
+    from pathlib import Path
+
+    from tinyalex import backend as B
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = {name: value.split() for name, value in cfg["options.extras_require"].items()}
+    for major, extra in B.CUDA_EXTRAS.items():
+        assert f"'.[{extra}]'" in B.install_hint(major)
+        assert extras[extra] == [f"cupy-cuda{major}x>=14",
+                                 f"cuda-toolkit[nvrtc,cudart,cublas]=={major}.*"]
+        assert f"cuda-toolkit[nvrtc,cudart,cublas]=={major}.*" in B.parts_hint(major)
+    assert "cupy" not in extras           # a bare CuPy cannot compile or multiply
+    assert "'.[cuda13]'" in B.install_hint() and "'.[cuda12]'" not in B.install_hint()
+
+
+def test_the_nccl_hint_names_the_wheel_of_cupys_cuda():
+    from tinyalex.dist.nccl import nccl_hint
+    for version, wheel in ((13020, "nvidia-nccl-cu13"), (12090, "nvidia-nccl-cu12")):
+        cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(
+            runtimeGetVersion=lambda v=version: v)))
+        assert nccl_hint(cupy) == f"pip install {wheel}"
+
+
+def test_each_gpu_check_command_fits_a_lent_machines_command_limit():
+    """benchmarks/gpu_check.sh: each of its two commands' stage limits add up to at most
+    450 s, inside the 600 s a lent GPU machine gives one command (with room to start)."""
+    import re
+    import subprocess
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "limits"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    totals = dict(re.findall(r"^(\w+): .* = (\d+) s$", done.stdout, re.M))
+    assert set(totals) == {"first", "recipe"}, done.stdout
+    assert all(int(t) <= 450 for t in totals.values()), totals

@@ -20,25 +20,114 @@ BACKENDS = ("numpy", "cupy")
 _cupy = None          # the cupy module once imported successfully
 _cupy_error = None    # why it could not be used, once we tried
 
+# setup.cfg's extras, one per CUDA major version: CuPy for that CUDA with the NVIDIA
+# wheels it needs to compile (NVRTC, and the CUDA headers of cuda-runtime that CuPy's
+# own kernels include) and to multiply (cuBLAS). tinyalex is not on the package index:
+# the extras install from a checkout.
+CUDA_EXTRAS = {12: "cuda12", 13: "cuda13"}
+
+
+def install_hint(major: int | None = None) -> str:
+    """The command that installs the GPU backend, run from a checkout of tinyalex;
+    ``major``: the CUDA major version of an installed CuPy (or of the driver)."""
+    if major in CUDA_EXTRAS:
+        return f"`pip install -e '.[{CUDA_EXTRAS[major]}]'` in the tinyalex checkout"
+    return ("`pip install -e '.[cuda13]'` in the tinyalex checkout (for a CUDA 13 "
+            "driver, R580 or newer; `.[cuda12]` for a CUDA 12 driver)")
+
+
+def parts_hint(major: int) -> str:
+    """The command that adds NVRTC, the CUDA headers and cuBLAS to an installed CuPy
+    for CUDA ``major`` (the wheels CuPy's own ``[ctk]`` extra brings, less the
+    libraries tinyalex does not call)."""
+    return f"`pip install 'cuda-toolkit[nvrtc,cudart,cublas]=={major}.*'`"
+
+
+def cupy_missing_parts(cupy) -> list[str]:
+    """What an imported CuPy lacks to compile tinyalex's kernels and multiply, each
+    as "<part> (<why>)"; empty when nothing is missing. Needs no GPU: NVRTC is loaded
+    (its version asked), cuBLAS's library is loaded, and the CUDA headers CuPy's own
+    kernels include (cuda_fp16.h) are looked for where CuPy looks."""
+    import importlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    missing = []
+    try:
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as exc:  # noqa: BLE001 - DynamicLibNotFoundError, OSError, ...
+        missing.append(f"NVRTC, the CUDA compiler library ({_first_line(exc)})")
+    try:
+        importlib.import_module("cupy_backends.cuda.libs.cublas")
+    except Exception as exc:  # noqa: BLE001 - ImportError naming the missing .so
+        missing.append(f"cuBLAS ({_first_line(exc)})")
+    folders = []
+    try:
+        from cuda import pathfinder  # noqa: PLC0415 - CuPy 14's library finder
+        folders.append(pathfinder.find_nvidia_header_directory("cudart"))
+    except Exception:  # noqa: BLE001 - an older CuPy without cuda-pathfinder
+        pass
+    try:
+        root = cupy.cuda.get_cuda_path()
+        folders.append(os.path.join(root, "include") if root else None)
+    except Exception:  # noqa: BLE001
+        pass
+    if not any(f and os.path.isfile(os.path.join(f, "cuda_fp16.h")) for f in folders):
+        missing.append("the CUDA headers (cuda_fp16.h, from the cuda-runtime wheel or a "
+                       "CUDA toolkit) that CuPy compiles its own kernels with")
+    return missing
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def cupy_cuda_major(cupy) -> int | None:
+    """The CUDA major version CuPy was built for (12 for cupy-cuda12x)."""
+    try:
+        return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:  # noqa: BLE001
+        return None
+
 
 def _load_cupy():
-    """Import CuPy and check that a GPU is usable; remember the outcome."""
+    """Import CuPy, check that it can compile and multiply (NVRTC, the CUDA headers,
+    cuBLAS) and that a GPU is usable; remember the outcome (``_cupy_error`` says every
+    missing part and the command that installs it)."""
     global _cupy, _cupy_error
     if _cupy is not None or _cupy_error is not None:
         return _cupy
     try:
         import cupy  # noqa: PLC0415 - the only import of cupy in tinyalex
+    except Exception as exc:  # noqa: BLE001 - ImportError, a broken install, ...
+        _cupy_error = f"CuPy is not installed ({_first_line(exc)}); {install_hint()}"
+        return None
+    problems = []
+    major = cupy_cuda_major(cupy)
+    missing = cupy_missing_parts(cupy)
+    if missing:
+        fix = parts_hint(major) if major in CUDA_EXTRAS else install_hint()
+        problems.append(f"CuPy {cupy.__version__} (for CUDA {major}) is missing "
+                        f"{'; '.join(missing)}; {fix} adds them (or "
+                        f"{install_hint(major)})")
+    try:
         n = cupy.cuda.runtime.getDeviceCount()
         if n < 1:
-            raise RuntimeError("CuPy found no CUDA device")
+            problems.append("CuPy found no CUDA device")
+    except Exception as exc:  # noqa: BLE001 - CUDA driver errors, ...
+        why = f"no usable GPU ({_first_line(exc)})"
+        if "InsufficientDriver" in str(exc) and major == 13:
+            why += ("; no NVIDIA driver, or one older than CUDA 13 needs (R580): with an "
+                    f"R525 or newer driver {install_hint(12)} (CuPy for CUDA 12) works")
+        problems.append(why)
+    if problems:
+        _cupy_error = "; ".join(problems)
+    else:
         _cupy = cupy
-    except Exception as exc:  # ImportError, CUDA driver errors, ...
-        _cupy_error = f"{type(exc).__name__}: {exc}"
     return _cupy
 
 
 def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA GPU."""
+    """True when CuPy imports, can compile and multiply, and sees a CUDA GPU."""
     return _load_cupy() is not None
 
 
@@ -54,8 +143,8 @@ def cupy_module():
     if cp is None:
         raise RuntimeError(
             "the 'cupy' backend needs CuPy and a CUDA GPU, but it is not usable here "
-            f"({_cupy_error}); install the extra with `pip install tinyalex[cupy]` "
-            "or use backend 'numpy'")
+            f"({_cupy_error}); the GPU backend installs with {install_hint()}; or use "
+            "backend 'numpy'")
     return cp
 
 

@@ -222,6 +222,12 @@ class TrainStep:
         self.counts[mode] += 1
         if self.graphs is not None:
             self.graphs.after_caller()
+        if mode in ("capture", "replay") and self.backend == "cupy":
+            # dropout's seed from a new host generator (manual_seed) is uploaded here,
+            # into the memory the graph reads: never inside the capture, which fails
+            # on a host-to-device copy
+            with self._stream():
+                elementwise_gpu.device_rng().seeded()
         if mode in ("eager", "warm-up"):
             if mode == "warm-up":
                 self._drop_graph_of_shape(self.key(X, y))

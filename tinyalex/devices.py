@@ -130,7 +130,7 @@ def cuda_missing(spec) -> str:
         return (f"device {str(spec)!r}: no usable CUDA GPU here "
                 f"({B.cupy_unavailable_reason()}); tinyalex's cuda device is its CuPy "
                 "backend, which needs an NVIDIA GPU with its driver and CuPy for that "
-                "CUDA version (`pip install tinyalex[cupy]`); or use 'cpu'")
+                f"CUDA version ({B.install_hint()}); or use 'cpu'")
     count = cuda_device_count()
     index = spec.index if spec.index is not None else 0
     if index >= count:

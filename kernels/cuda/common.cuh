@@ -15,8 +15,9 @@
 //   * EMULATE_ENTRY(name): nothing under nvcc/NVRTC; under g++ (emulate.h) the C entry
 //     points the CPU tests call.
 //
-// How it is built: included by each .cu of this folder; nvcc finds it beside them, and
-// NVRTC (cupy.RawModule) through the -I option from kernels/cuda_build.py.
+// How it is built: included by each .cu of this folder; on the GPU
+// kernels/cuda_build.py writes it into each source's code before NVRTC compiles it
+// (module_code), and g++ finds it beside them.
 // No standard header is included on the device side, since NVRTC has none.
 #ifndef TINYALEX_COMMON_CUH
 #define TINYALEX_COMMON_CUH

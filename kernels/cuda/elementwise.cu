@@ -33,9 +33,11 @@
 // step, run before the next rng_advance, recomputes the forward's mask.
 //
 // Every operation whose result must equal NumPy's is written with the one-rounding
-// arithmetic of common.cuh (no fused multiply-add): float32 results then equal the
-// reference's bit for bit; sigmoid and cross-entropy call exp/log, which differ from
-// the C library's by a few ulp.
+// arithmetic of common.cuh (no fused multiply-add), and NVRTC builds it with IEEE
+// subnormals (--ftz=false, kernels/cuda_build.py; CuPy's own compile path would flush
+// them to zero): float32 results then equal the reference's bit for bit, subnormals
+// included; sigmoid and cross-entropy call exp/log, which differ from the C library's
+// by a few ulp.
 //
 // How it is built and launched: as im2col.cu (kernels/cuda_build.py, kernels/cuda_plan.py).
 // References: tinyalex/ops/activation.py (relu, sigmoid, dropout), tinyalex/random.py

@@ -11,18 +11,21 @@
 //   * launch(grid, block, kernel, args...): runs every thread of every block in
 //     order, and launch_packed(grid, block, kernel, void** args): the same with the
 //     arguments given as cuLaunchKernel takes them (an array of pointers to values);
-//   * EMULATE_ENTRY(name): for an extern "C" __global__ kernel, two C entry points a
-//     test calls through ctypes: emu_<name>(grid, block, args) launches it, and
+//   * EMULATE_ENTRY(name): for an extern "C" __global__ kernel, three C entry points a
+//     test calls through ctypes: emu_<name>(grid, block, args) launches it,
 //     emu_sig_<name>() returns its parameter types as a string of letters (p pointer,
 //     i int, l long long, I unsigned int, L unsigned long long, f float, d double),
-//     which the Python side compares with the arguments it packs.
+//     which the Python side compares with the arguments it packs, and
+//     emu_file_<name>() the .cu file that defines it (__FILE__ where the kernel's
+//     macro is used), so that a plan naming the wrong source fails as on the GPU.
 //
 // What it does not do
 //   No shared memory, no __syncthreads, no warp functions, no atomics: the kernels
 //   that are built against this header use none (every thread owns its outputs), so
 //   running the threads one after another gives what the GPU computes (bit for bit
-//   but for exp and log, which are the C library's here), and grid-stride loops see
-//   the same (grid, block) they would on the GPU.
+//   but for exp and log, which are the C library's here; float32 subnormals are kept
+//   on both, since NVRTC builds with --ftz=false), and grid-stride loops see the same
+//   (grid, block) they would on the GPU.
 //
 // How it is built: kernels/cuda_build.py, build_emulation_library(), runs
 //   g++ -x c++ -std=c++17 -O1 -shared -fPIC -ffp-contract=off -I kernels/cuda *.cu
@@ -141,6 +144,7 @@ const char* signature(void (*)(P...)) {
     extern "C" void emu_##NAME(unsigned int grid, unsigned int block, void** args) { \
         emu::launch_packed(dim3(grid), dim3(block), NAME, args);                     \
     }                                                                                \
-    extern "C" const char* emu_sig_##NAME() { return emu::signature(NAME); }
+    extern "C" const char* emu_sig_##NAME() { return emu::signature(NAME); }         \
+    extern "C" const char* emu_file_##NAME() { return __FILE__; }
 
 #endif  // TINYALEX_EMULATE_H

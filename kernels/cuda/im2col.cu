@@ -17,10 +17,13 @@
 // multiply-high and a shift per divisor, the magic numbers computed on the host.
 // col2im is a gather: the thread of input pixel (h, w) visits the windows that cover
 // it in the order of the kernel offsets (kh, kw), the order in which the reference
-// adds them, so float32 sums equal the NumPy reference's bit for bit.
+// adds them, so float32 sums equal the NumPy reference's bit for bit (subnormals
+// included: NVRTC builds with --ftz=false, see below).
 //
-// How it is built: on the GPU by cupy.RawModule (NVRTC) or nvcc, with -I for this
-// folder (kernels/cuda_build.py); on the CPU by g++ against emulate.h, for the tests.
+// How it is built: on the GPU by NVRTC, called by tinyalex with --ftz=false (IEEE
+// subnormals, as the CPU; CuPy's RawModule(code=...) would append -ftz=true) and
+// loaded with cupy.RawModule(path=...) (kernels/cuda_build.py, compile_with_nvrtc;
+// kernels/gpu_modules.py); on the CPU by g++ against emulate.h, for the tests.
 // How it is launched: kernels/cuda_plan.py (im2col, col2im) says the grid, the block,
 // the index type and the arguments in the order of the parameter lists below.
 // Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/test_cuda_sources.py

@@ -19,7 +19,9 @@
 // order (coalesced writes, one thread per element, no atomics). The forwards visit
 // their window; the backwards are gathers: input pixel (h, w) visits the windows that
 // cover it in the order of the kernel offsets (kh, kw), the order in which the
-// reference's col2im adds them, so float32 gradients equal the reference's bit for bit.
+// reference's col2im adds them, so float32 gradients equal the reference's bit for bit
+// (subnormals included, and a max between 0 and a subnormal picks the subnormal, as
+// the reference: NVRTC builds with --ftz=false, see im2col.cu).
 // The average's forward sum runs in (kh, kw) order too, which is NumPy's order for
 // windows of fewer than 8 entries (NumPy sums longer rows pairwise).
 //

@@ -35,8 +35,8 @@ when a group of MPI is asked for.
 from __future__ import annotations
 
 from ..launcher import Launch, launch_from_env
-from .mpi import DistributedError, MpiGroup, abort_job_on
-from .nccl import NCCL_TIMEOUT_S, CollectiveTimeout, NcclGroup
+from .mpi import CollectiveTimeout, DistributedError, MpiGroup, abort_job_on
+from .nccl import NCCL_TIMEOUT_S, NcclGroup
 from .shards import rows
 from .solo import SOLO, Solo
 

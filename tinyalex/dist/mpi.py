@@ -11,6 +11,13 @@ host memory, which needs no CUDA-aware MPI: ``--dist nccl`` is the GPU's fast pa
 bcast, for small things (a recipe, an RNG state) between processes of one job;
 ``abort`` MPI_Abort, which ends every process of the job.
 
+Every sum and broadcast of arrays waits at most ``timeout_s`` (``TINYALEX_DIST_TIMEOUT``
+seconds, default 600): it is started non-blocking (MPI_Iallreduce, MPI_Ibcast) and
+polled, and past the deadline it raises ``CollectiveTimeout`` naming the collective,
+the process and its machine, which ends the job (MPI_Abort through the excepthook
+below) where a peer died or the network between the machines went down, instead of
+waiting in the collective forever (MPI itself never gives up on a silent peer).
+
 A fault on one process must end the whole job, or the others wait for it in their
 next collective forever: a group of more than one process makes an exception that
 nobody catches call MPI_Abort (``sys.excepthook``, as ``python -m mpi4py`` does), and
@@ -42,12 +49,38 @@ class DistributedError(RuntimeError):
     which flag contradicts what)."""
 
 
+class CollectiveTimeout(RuntimeError):
+    """A collective did not complete in time: a peer died or hangs, or the network
+    between the machines is down."""
+
+
+TIMEOUT_VARIABLE = "TINYALEX_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0   # a collective waits this long for its peers
+
+
+def collective_timeout_s(environ=None) -> float:
+    """Seconds a collective waits for its peers: ``TINYALEX_DIST_TIMEOUT``, else 600."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{TIMEOUT_VARIABLE}={value!r}: expected the seconds a collective "
+                         f"waits for its peers, a number > 0 (default {DEFAULT_TIMEOUT_S:g})")
+    return seconds
+
+
 class MpiGroup:
     name = "mpi"
 
-    def __init__(self, MPI, backend: str = "numpy"):
+    def __init__(self, MPI, backend: str = "numpy", timeout_s: float | None = None):
         comm = MPI.COMM_WORLD
         self.MPI, self.comm, self.backend = MPI, comm, backend
+        self.timeout_s = collective_timeout_s() if timeout_s is None else float(timeout_s)
         self.size, self.rank = comm.Get_size(), comm.Get_rank()
         if self.size > 1:
             abort_on_uncaught(self)
@@ -86,27 +119,52 @@ class MpiGroup:
         everywhere, C-contiguous)."""
         if B.is_cupy_array(array):         # through host memory: no CUDA-aware MPI needed
             host = B.to_numpy(array)
-            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            self._sum(host, "allreduce")
             array[...] = B.get_array_module(array).asarray(host)
             return
         _check_buffer(array, "sum_in_place")
-        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        self._sum(array, "allreduce")
 
     def sum_host(self, values) -> np.ndarray:
         """The sums over every process of a few host numbers (float64)."""
         buffer = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        self._sum(buffer, "allreduce of the metrics")
         return buffer
 
     def broadcast_in_place(self, array) -> None:
         """Every process's ``array`` becomes rank 0's."""
         if B.is_cupy_array(array):
             host = B.to_numpy(array)
-            self.comm.Bcast(host, root=0)
+            self._wait(self.comm.Ibcast(host, root=0), f"broadcast of {host.size} numbers")
             array[...] = B.get_array_module(array).asarray(host)
             return
         _check_buffer(array, "broadcast_in_place")
-        self.comm.Bcast(array, root=0)
+        self._wait(self.comm.Ibcast(array, root=0), f"broadcast of {array.size} numbers")
+
+    def _sum(self, array, what: str) -> None:
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        self._wait(request, f"{what} of {array.size} numbers")
+
+    def _wait(self, request, what: str) -> None:
+        """Wait for a non-blocking collective, at most ``timeout_s``: polled (each
+        MPI_Test also moves MPI's progress on), briefly spinning, then sleeping up to
+        a millisecond between polls."""
+        if request.Test():
+            return
+        deadline = time.monotonic() + self.timeout_s
+        spin_until = time.monotonic() + 2e-3
+        pause = 1e-5
+        while not request.Test():
+            now = time.monotonic()
+            if now > deadline:
+                raise CollectiveTimeout(
+                    f"MPI {what} did not complete within {self.timeout_s:g} s on process "
+                    f"{self.rank} of {self.size} ({self.host}): another process of the job "
+                    f"has stopped or hangs, or the network between the machines is down "
+                    f"({TIMEOUT_VARIABLE} sets this limit)")
+            if now > spin_until:
+                time.sleep(pause)
+                pause = min(2 * pause, 1e-3)
 
     def broadcast_object(self, obj):
         """Rank 0's ``obj`` on every process (pickled by mpi4py: small objects only)."""

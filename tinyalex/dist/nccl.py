@@ -20,13 +20,9 @@ import time
 import numpy as np
 
 from .. import backend as B
-from .mpi import DistributedError, MpiGroup
+from .mpi import CollectiveTimeout, DistributedError, MpiGroup
 
 NCCL_TIMEOUT_S = 600.0     # a collective waits this long for its peers (first steps compile)
-
-
-class CollectiveTimeout(RuntimeError):
-    """An NCCL collective did not complete in time: a peer died or hangs."""
 
 
 def nccl_unavailable_reason() -> str | None:
@@ -44,6 +40,13 @@ def nccl_unavailable_reason() -> str | None:
     return None
 
 
+def nccl_hint(cupy) -> str:
+    """The command that installs NCCL for the CUDA major version CuPy was built for
+    (nvidia-nccl-cu12 or -cu13: CuPy for CUDA 13 cannot load NCCL for CUDA 12)."""
+    major = B.cupy_cuda_major(cupy)
+    return f"pip install nvidia-nccl-cu{major if major in B.CUDA_EXTRAS else 13}"
+
+
 class NcclGroup(MpiGroup):
     name = "nccl"
 
@@ -54,7 +57,7 @@ class NcclGroup(MpiGroup):
         why = nccl_unavailable_reason()
         if why:
             raise DistributedError(f"--dist nccl needs NCCL for CuPy, which is not usable here "
-                               f"({why}); install it (pip install nvidia-nccl-cu12), or use "
+                               f"({why}); install it ({nccl_hint(self.cp)}), or use "
                                "--dist mpi (gradients through host memory)")
         self.nccl = B.cupy_submodule("cuda.nccl")
         uid = self.nccl.get_unique_id() if self.rank == 0 else None
