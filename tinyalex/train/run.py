@@ -227,9 +227,17 @@ def _group_line(group, backend) -> str:
         line += f"; {threads} CPU thread{'s' if threads != 1 else ''} per process"
         cores = os.cpu_count() or 1
         if threads * group.local_size > cores:
+            fit = max(1, cores // group.local_size)
+            if threads > fit:
+                how = f"set TINYALEX_CPU_THREADS={fit}" + (
+                    f" (it is {os.environ['TINYALEX_CPU_THREADS']} now)"
+                    if "TINYALEX_CPU_THREADS" in os.environ else "")
+            else:                  # one thread each is already too many
+                how = (f"start at most {cores} processes on {group.host} (mpiexec -n "
+                       f"{cores}), or spread them over machines (-hosts, a hostfile)")
             line += (f" (warning: {group.local_size} processes on {group.host} x "
-                     f"{threads} threads > {cores} cores; set TINYALEX_CPU_THREADS="
-                     f"{max(1, cores // group.local_size)})")
+                     f"{threads} thread{'s' if threads != 1 else ''} > {cores} cores; "
+                     f"{how})")
     elif group.gpu is not None:
         line += f"; each process on the GPU of its local rank (rank 0: GPU {group.gpu})"
     return line
