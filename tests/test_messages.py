@@ -260,3 +260,19 @@ def test_a_kill_right_after_the_rename_leaves_a_checkpoint_that_loads(tmp_path):
     for name, value in net.state_dict().items():
         np.testing.assert_array_equal(ckpt.params[name], value.numpy())
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+def test_curves_after_one_epoch_show_a_point_per_curve(tmp_path, monkeypatch):
+    """A run's curves.png after one epoch: each curve is one point, drawn with a marker
+    (a line without markers draws nothing for a single point)."""
+    from tinyalex.study import plots
+    drawn = {}
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (drawn.setdefault("fig", fig),
+                                                           real_save(fig, path))[1])
+    record = {"epoch": 1, "loss": 2.1, "train_acc": 0.3, "test_acc": 0.35, "seconds": 1.0}
+    plots.plot_curves([record], tmp_path / "curves.png")
+    lines = drawn["fig"].axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["train loss", "train acc", "test acc"]
+    assert all(len(ln.get_xdata()) == 1 and ln.get_marker() not in (None, "", "None")
+               for ln in lines)

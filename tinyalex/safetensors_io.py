@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -90,11 +91,18 @@ def save(state_dict, path) -> None:
 def _not_safetensors(head: bytes, path) -> str:
     """Why a file whose header length makes no sense is not safetensors, in words."""
     if head.startswith(b"PK\x03\x04"):
-        return ("it is a zip archive: a tinyalex training checkpoint (.npz: export its "
-                "weights with python examples/export.py CHECKPOINT OUT.safetensors), "
-                "PyTorch's torch.save format (a pickle inside: in PyTorch write a "
-                "safetensors file with safetensors.torch.save_file(net.state_dict(), "
-                "path)), or another NumPy .npz")
+        try:                           # the archive's table of contents: names only
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if "recipe.npy" in names and any(n.startswith("param/") for n in names):
+            return ("it is a tinyalex training checkpoint (.npz); export its weights with "
+                    "python examples/export.py CHECKPOINT OUT.safetensors, or load the "
+                    "network with tinyalex.checkpoint.load_model(CHECKPOINT)")
+        return ("it is a zip archive (PyTorch's torch.save format, a pickle inside, or "
+                "NumPy's .npz); in PyTorch write a safetensors file with "
+                "safetensors.torch.save_file(net.state_dict(), path)")
     if is_pickle(path):
         return ("it is a Python pickle, which tinyalex never loads; in PyTorch write a "
                 "safetensors file with safetensors.torch.save_file(net.state_dict(), path)")
