@@ -14,7 +14,8 @@ development machine is in README.md, "Measured results"):
 * AlexNet at 224x224 with d2l's hyper-parameters on a subset (CPU_ALEXNET below:
   the first 8000 training images, 4 epochs, batch 32, tested on the first 2000
   test images), since d2l's full AlexNet recipe (10 epochs of 60000 images) takes
-  hours on a CPU (README.md, "Measured results": the time per 60000-image epoch).
+  hours on a CPU (the run record behind README.md's "Measured results", its
+  comparison.json: the time per 60000-image epoch).
 
 Then it prints the comparison: parameters, FLOPs per image, epoch time and
 accuracy. Each run's checkpoint.npz, metrics.json and curves.png go under --out

@@ -9,7 +9,7 @@ memory (the message says what to change); 3 training diverged (the loss became
 non-finite or exploded; the last good checkpoint is kept); 130 / 143 stopped by
 SIGINT / SIGTERM (the last complete epoch is kept; ``--resume`` continues).
 
-Under ``mpiexec`` (``--dist``, README "Training on several machines") every process
+Under ``mpiexec`` (``--dist``, docs/training.md "Several processes and machines") every process
 runs the script: rank 0 alone prints and reads and writes ``--out``; a failure of one
 process ends the job with that failure's status (MPI_Abort).
 """
