@@ -38,7 +38,7 @@ try:                                   # Ctrl-C while Python imports NumPy, Numb
     import tinyalex
     from tinyalex import backend as B
     from tinyalex.atomic import atomic_write
-    from tinyalex.checkpoint import load_checkpoint
+    from tinyalex.checkpoint import check_records, load_checkpoint
     from tinyalex.data import load_fashion_mnist
     from tinyalex.devices import device_name
     from tinyalex.exits import BAD_INPUT, DONE, FAILURES, exit_status
@@ -95,12 +95,14 @@ def run(name: str, recipe: dict, data, backend: str, out: Path, progress: bool,
     print(f"\n=== {name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()
                                           if k != "model") + f" on {backend}")
     ckpt = None if overwrite else existing_run(name, recipe, out)
+    started = time.perf_counter()
     if ckpt is not None and ckpt.epoch >= recipe["epochs"]:
         print(f"{out / CHECKPOINT} holds all {ckpt.epoch} epochs of this recipe: not "
               "trained again (--overwrite trains afresh)")
-    started = time.perf_counter()
-    _, records = fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
-                     progress=progress)
+        records = check_records(ckpt, ckpt.epoch)      # its metrics, as it measured them
+    else:
+        _, records = fit(recipe, data, backend=backend, out_dir=out, resume=ckpt,
+                         progress=progress)
     wall = time.perf_counter() - started
     last = records[-1]
     n_train = records[0]["examples"]

@@ -17,13 +17,14 @@ import pytest
 from reliability_helpers import ROOT, child_env, epochs_printed, tiny_dataset
 from tinyalex import backend as B
 from tinyalex.checkpoint import load_checkpoint
+from tinyalex.recipes import D2L_RECIPES
 
 MAIN = str(ROOT / "examples" / "main.py")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("data"), n_train=16, n_test=8)
+    return tiny_dataset(tmp_path_factory.mktemp("data"), n_train=8, n_test=4)
 
 
 def main_cmd(tiny, out, *extra):
@@ -71,10 +72,22 @@ def test_rerunning_continues_after_ctrl_c_and_leaves_a_complete_run_alone(tiny, 
     assert epochs_printed(third.stdout) == []
     assert third.stdout.count("not trained again (--overwrite trains afresh)") == 2
 
-    other = run(main_cmd(tiny, out)[:2] + main_cmd(tiny, out)[3:] + ["--full"])
-    assert other.returncode == 2, other.stderr       # --full: AlexNet's recipe differs
-    assert "alexnet/checkpoint.npz was trained with another recipe" in other.stderr
-    assert "--overwrite" in other.stderr and "Traceback" not in other.stderr
+    # another recipe into the same folder (--full's AlexNet) is refused, naming the way out
+    main = example_main()
+    full = dict(D2L_RECIPES["alexnet"])
+    with pytest.raises(ValueError, match=r"alexnet/checkpoint\.npz was trained with another "
+                                         r"recipe \(batch_size 16 \(now 128\).*--overwrite"):
+        main.existing_run("alexnet", full, out / "alexnet")
+    quick = dict(D2L_RECIPES["alexnet"], **main.QUICK["alexnet"])
+    assert main.existing_run("alexnet", quick, out / "alexnet").epoch == 2
+
+
+def example_main():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("main_script", MAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("after", ["spawn", "first line"])
