@@ -76,6 +76,14 @@ def exclusive_folder(folder):
         os.close(fd)
 
 
+class WriteFailed(OSError):
+    """A file could not be written: ``errno`` is the system's reason, and the text is
+    the sentence alone (naming the path and what is wrong), without "[Errno N]"."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk and
     rename it to ``path``; on any failure the temporary file is removed and ``path``
@@ -84,21 +92,21 @@ def atomic_write(path, write) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; "
-                                "give the path of a file")
+        raise WriteFailed(errno.EISDIR, f"cannot write {path}: it is a folder; give the "
+                          "path of a file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: {folder} is a "
-                                 "file, not a folder") from None
+        raise WriteFailed(errno.ENOTDIR, f"cannot write {path}: {folder} is a file, not "
+                          "a folder") from None
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot create the folder {folder} for {path}: "
-                        f"{exc.strerror or exc}") from None
+        raise WriteFailed(exc.errno, f"cannot create the folder {folder} for {path}: "
+                          f"{exc.strerror or exc}") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror or exc} (in "
-                        f"{folder})") from None
+        raise WriteFailed(exc.errno, f"cannot write {path}: {exc.strerror or exc} (in "
+                          f"{folder})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):         # mkstemp makes 0600; give the usual mode
@@ -113,7 +121,7 @@ def atomic_write(path, write) -> None:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError) and exc.errno is not None:
-            raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror or exc}") \
+            raise WriteFailed(exc.errno, f"cannot write {path}: {exc.strerror or exc}") \
                 from None
         raise
     try:  # make the rename itself durable

@@ -189,7 +189,8 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     net.to(device)
     sgd = optim.SGD(net.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
+    # one epoch (TINYALEX_D2L_EPOCHS=1) would give matplotlib an empty x range
+    animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
                         legend=["train loss", "train acc", "test acc"])
     steps = len(train_iter)
     plot_every = max(1, steps // 5)

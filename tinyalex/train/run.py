@@ -56,7 +56,7 @@ from tinyalex.kernels import cpu_threads
 
 from .. import backend as B
 from .. import random as R
-from ..atomic import atomic_write, exclusive_folder, remove_stale_temps
+from ..atomic import WriteFailed, atomic_write, exclusive_folder, remove_stale_temps
 from ..checkpoint import (check_records, load_checkpoint, load_optimizer, load_weights,
                           save_checkpoint)
 from ..data import num_batches
@@ -276,8 +276,9 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                     except OSError as exc:        # disk full, permissions, ...
                         kept = (f"the checkpoint of epoch {saved} is kept" if saved else
                                 "no checkpoint was written")
-                        raise OSError(exc.errno, f"cannot write the files of epoch {epoch + 1} "
-                                      f"in {out} ({exc.strerror or exc}); {kept}") from None
+                        raise WriteFailed(exc.errno, f"cannot write the files of epoch "
+                                          f"{epoch + 1} in {out} ({exc.strerror or exc}); "
+                                          f"{kept}") from None
             if group.size > 1:           # all wait for rank 0's files, then stop together
                 _, stop = totals_and_stop(group, signals.check)
                 if stop:
