@@ -278,3 +278,11 @@ def test_curves_after_one_epoch_show_a_point_per_curve(tmp_path, monkeypatch):
     assert [ln.get_label() for ln in lines] == ["train loss", "train acc", "test acc"]
     assert all(len(ln.get_xdata()) == 1 and ln.get_marker() not in (None, "", "None")
                for ln in lines)
+
+
+def test_export_refuses_a_missing_checkpoint_with_one_line(tmp_path, capsys):
+    missing = tmp_path / "runs" / "checkpoint.npz"
+    assert example("export").main([str(missing), str(tmp_path / "w.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w.safetensors").exists()
