@@ -23,7 +23,7 @@ from tinyalex import backend as B
 from tinyalex.checkpoint import load_model
 from tinyalex.data import CLASS_NAMES, load_fashion_mnist
 from tinyalex.exits import DONE, FAILURES, exit_status
-from tinyalex.recipes import D2L_RECIPES
+from tinyalex.recipes import D2L_RECIPES, epochs_word
 from tinyalex.safetensors_io import model_from_file
 from tinyalex.study.plots import plot_confusion
 from tinyalex.train import predict
@@ -56,7 +56,7 @@ def load(path, backend):
         net, name = model_from_file(path, backend)
         return net, dict(D2L_RECIPES[name]), "weights"
     net, ckpt = load_model(path, backend=backend)
-    return net, ckpt.recipe, f"after {ckpt.epoch} epochs"
+    return net, ckpt.recipe, f"after {epochs_word(ckpt.epoch)}"
 
 
 def main(argv=None) -> int:

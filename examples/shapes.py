@@ -30,7 +30,9 @@ def main(argv=None):
     if args.batch < 1:
         parser.error(f"--batch must be a positive int, got {args.batch}")
     if args.backend == "cupy" and not tinyalex.cupy_available():
-        parser.error("--backend cupy: " + tinyalex.backend.cupy_unavailable_reason())
+        parser.error(f"--backend cupy needs CuPy and a CUDA GPU, not usable here "
+                     f"({tinyalex.backend.cupy_unavailable_reason()}); use --backend numpy, "
+                     "or install CuPy on a GPU machine (pip install 'tinyalex[cupy]')")
     net, size = (tinyalex.models.lenet(), 28) if args.lenet else (tinyalex.models.alexnet(), 224)
 
     X = tinyalex.randn(1, 1, size, size)

@@ -49,6 +49,9 @@ def parse(argv):
         p.error(f"--channels must be at least 1, got {args.channels}")
     if args.index < 0:
         p.error(f"--index must be a test image index (0 or more), got {args.index}")
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file; --out takes a folder for the PNGs (made if "
+                "missing)")
     return args
 
 

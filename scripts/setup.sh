@@ -9,7 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# one line per stage, as it starts, with the time it took; the total at the end
+started=$SECONDS
+stage_start=$SECONDS
+stage() { echo "setup [$1/5] $2" >&2; stage_start=$SECONDS; }
+stage_done() { echo "setup       ... $1 ($((SECONDS - stage_start)) s)" >&2; }
+
+stage 1 "tinyalex (editable) with numpy, numba, matplotlib, safetensors and the test tools: pip install -e '.[test]'"
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+stage_done "done"
+
+stage 2 "mpi4py and the mpich wheel, for training on several processes: pip install -e '.[mpi]'"
 
 if ! python3 -c "from mpi4py import MPI" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check -e '.[mpi]' || true
@@ -25,6 +36,9 @@ if ! python3 -c "from mpi4py import MPI" 2>/dev/null; then
   fi
 fi
 
+stage_done "$(python3 -c "from mpi4py import MPI; print('mpi4py', MPI.Get_library_version().splitlines()[0])" 2>/dev/null || echo 'not installed')"
+
+stage 3 "PyTorch's CPU build (torch==2.13.0, about 1 GB), the reference the tests and benchmarks compare against (tinyalex never imports it)"
 if ! python3 -c "import torch" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check torch==2.13.0 || true
   if ! python3 -c "import torch" 2>/dev/null; then
@@ -39,11 +53,18 @@ if ! python3 -c "import torch" 2>/dev/null; then
   fi
 fi
 
+stage_done "$(python3 -c "import torch; print('torch', torch.__version__)" 2>/dev/null || echo 'not installed')"
+
 data=/usr/share/datasets/fashion-mnist
+stage 4 "the Fashion-MNIST files: ${FASHION_MNIST_DIR:-$data} (Debian's dataset-fashion-mnist, installed with apt-get when missing)"
 if [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get install -y -q dataset-fashion-mnist \
     || { $sudo apt-get update -q && $sudo apt-get install -y -q dataset-fashion-mnist; }
 fi
+stage_done "$(ls "${FASHION_MNIST_DIR:-$data}" 2>/dev/null | grep -c ubyte) IDX files in ${FASHION_MNIST_DIR:-$data}"
+stage 5 "CuPy for CUDA 13 with the NVRTC wheel (no GPU needed), so that the tests compile kernels/cuda/ with the real NVRTC"
+bash scripts/setup_gpu_wheels.sh
+stage_done "$(python3 -c 'import cupy; v = cupy.cuda.nvrtc.getVersion(); print("CuPy", cupy.__version__, "NVRTC %d.%d" % v)' 2>/dev/null || echo 'not installed')"
 
-bash scripts/setup_gpu_wheels.sh      # the real NVRTC for tests/test_cuda_sources.py
+echo "setup: done in $((SECONDS - started)) s" >&2

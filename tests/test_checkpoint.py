@@ -80,7 +80,7 @@ def test_wrong_architecture_names_the_keys(tmp_path):
     with pytest.raises(ValueError) as err:
         C.load_weights(models.alexnet(), ck)
     msg = str(err.value)
-    assert "ck.npz" in msg and "lenet" in msg
+    assert "ck.npz" in msg and "a LeNet" in msg
     assert "0.weight: shape (6, 1, 5, 5)" in msg and "missing key 14.weight" in msg
     assert "unexpected key 11.weight" in msg
     # a checkpoint whose recipe says alexnet but holds LeNet weights

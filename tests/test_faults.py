@@ -584,7 +584,7 @@ def test_another_architecture_and_a_newer_version_through_the_scripts(good_check
     run.mkdir()
     (run / "checkpoint.npz").write_bytes(good_checkpoint.read_bytes())
     assert cli.main("alexnet", ["--out", str(run), "--resume", "--backend", "numpy"]) == 2
-    assert "holds a lenet checkpoint, this script trains alexnet" in capsys.readouterr().err
+    assert "holds a LeNet checkpoint, this script trains an AlexNet" in capsys.readouterr().err
     rewrite(good_checkpoint, run / "checkpoint.npz",
             lambda a: a.update(format_version=np.array("2")))
     assert cli.main("lenet", ["--out", str(run), "--resume", "--backend", "numpy"]) == 2

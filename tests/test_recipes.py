@@ -16,8 +16,10 @@ def test_each_model_takes_its_input_size_and_only_sizes_that_fit(name):
     recipe = recipes.check_recipe({"model": name})
     recipes.check_input_size(net, recipe)               # fits: no error
     assert net.training                                 # the check leaves the mode as it was
+    fits = {"alexnet": "193-224", "lenet": "28-31"}[name]       # the sizes that work
     with pytest.raises(ValueError, match=f"recipe: {name} cannot take 20x20 inputs "
-                                         f"\\(d2l's recipe uses {S}x{S}\\): .*layer"):
+                                         f"\\(d2l's recipe uses {S}x{S}; the sizes it takes "
+                                         f"\\(--resize\\): {fits}\\): .*layer"):
         recipes.check_input_size(net, dict(recipe, resize=20))
     assert net.training
 

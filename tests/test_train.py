@@ -160,7 +160,7 @@ def test_cli_resume_rules(fashion, tmp_path, capsys):
     assert "--lr 0.1 (checkpoint: 0.9)" in capsys.readouterr().err
     # AlexNet's script refuses LeNet's checkpoint, naming what it holds
     assert run_cli("alexnet", "--out", out, "--resume") == 2
-    assert "holds a lenet checkpoint" in capsys.readouterr().err
+    assert "holds a LeNet checkpoint" in capsys.readouterr().err
     # the flags come from the checkpoint; --epochs may grow
     assert run_cli("lenet", "--out", out, "--resume", "--epochs", "2", "--no-progress") == 0
     text = capsys.readouterr().out

@@ -15,6 +15,7 @@ each write to check all of this.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -75,14 +76,37 @@ def exclusive_folder(folder):
         os.close(fd)
 
 
+class WriteFailed(OSError):
+    """A file could not be written: ``errno`` is the system's reason, and the text is
+    the sentence alone (naming the path and what is wrong), without "[Errno N]"."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 def atomic_write(path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk and
     rename it to ``path``; on any failure the temporary file is removed and ``path``
-    is left as it was."""
+    is left as it was. A failure of the file system is an OSError naming ``path`` (not
+    the temporary file) and saying what is wrong with it."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
+    if path.is_dir():
+        raise WriteFailed(errno.EISDIR, f"cannot write {path}: it is a folder; give the "
+                          "path of a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WriteFailed(errno.ENOTDIR, f"cannot write {path}: {folder} is a file, not "
+                          "a folder") from None
+    except OSError as exc:
+        raise WriteFailed(exc.errno, f"cannot create the folder {folder} for {path}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise WriteFailed(exc.errno, f"cannot write {path}: {exc.strerror or exc} (in "
+                          f"{folder})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):         # mkstemp makes 0600; give the usual mode
@@ -91,11 +115,14 @@ def atomic_write(path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise WriteFailed(exc.errno, f"cannot write {path}: {exc.strerror or exc}") \
+                from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)

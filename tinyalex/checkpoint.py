@@ -46,7 +46,7 @@ from . import backend as B
 from . import random as R
 from .atomic import atomic_write
 from .npz import read_entries
-from .recipes import D2L_RECIPES, MODEL_NAMES, build_model, check_recipe
+from .recipes import D2L_RECIPES, MODEL_NAMES, a_model, build_model, check_recipe
 
 FORMAT_VERSION = 1
 _JSON_KEYS = ("format_version", "epoch", "recipe", "optimizer", "rng_state", "data_order",
@@ -329,7 +329,7 @@ def load_weights(model, checkpoint: Checkpoint) -> None:
     try:
         model.load_state_dict(checkpoint.params)
     except ValueError as exc:
-        raise ValueError(f"checkpoint {checkpoint.path} (a {checkpoint.model_name}) does "
+        raise ValueError(f"checkpoint {checkpoint.path} ({a_model(checkpoint.model_name)}) does "
                          f"not fit this model: {exc}") from None
 
 

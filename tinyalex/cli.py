@@ -9,7 +9,7 @@ memory (the message says what to change); 3 training diverged (the loss became
 non-finite or exploded; the last good checkpoint is kept); 130 / 143 stopped by
 SIGINT / SIGTERM (the last complete epoch is kept; ``--resume`` continues).
 
-Under ``mpiexec`` (``--dist``, README "Training on several machines") every process
+Under ``mpiexec`` (``--dist``, docs/training.md "Several processes and machines") every process
 runs the script: rank 0 alone prints and reads and writes ``--out``; a failure of one
 process ends the job with that failure's status (MPI_Abort).
 """
@@ -28,7 +28,7 @@ from .dist import make_group
 from .exits import DONE, FAILURES, exit_status
 from .faults import TrainingDiverged, TrainingInterrupted
 from .launcher import launch_from_env
-from .recipes import D2L_RECIPES
+from .recipes import D2L_RECIPES, a_model, epochs_word
 from .train import CHECKPOINT, fit
 
 # flag name -> recipe key
@@ -207,12 +207,13 @@ def _look_at_out(model: str, args, out: Path):
         raise ValueError(f"--resume: {ckpt_path} does not exist; nothing to resume")
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.model_name != model:
-        raise ValueError(f"--resume: {ckpt_path} holds a {ckpt.model_name} checkpoint, "
-                         f"this script trains {model}")
+        raise ValueError(f"--resume: {ckpt_path} holds {a_model(ckpt.model_name)} checkpoint, "
+                         f"this script trains {a_model(model)}; give --out the folder of "
+                         f"{a_model(model)} run")
     recipe = recipe_from_args(model, args, ckpt.recipe)
     done = None
     if ckpt.epoch >= recipe["epochs"]:
-        done = (f"{ckpt_path} already holds {ckpt.epoch} epochs (recipe: "
+        done = (f"{ckpt_path} already holds {epochs_word(ckpt.epoch)} (recipe: "
                 f"{recipe['epochs']}); nothing to do (raise --epochs to train longer)")
     return recipe, ckpt, done
 

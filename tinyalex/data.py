@@ -230,6 +230,45 @@ def load_fashion_mnist(data_dir=None):
 # Batches
 # --------------------------------------------------------------------------------------
 
+# A student tries the book's code in a minute: d2l's loaders (tinyalex.d2l) take the
+# first N images of each split, its trainers train E epochs, when these are set.
+D2L_LIMIT, D2L_EPOCHS = "TINYALEX_D2L_LIMIT", "TINYALEX_D2L_EPOCHS"
+
+
+def _env_count(name: str) -> int | None:
+    """The positive int in environment variable ``name``; None when unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}={text!r}: expected a positive whole number (for example "
+                         f"{name}=1024), or unset it")
+    return int(text)
+
+
+def d2l_subset(train_X, train_y, test_X, test_y, where: str):
+    """The four arrays, cut to their first ``$TINYALEX_D2L_LIMIT`` examples when it is
+    set (saying so once per call); unchanged otherwise."""
+    n = _env_count(D2L_LIMIT)
+    if n is None:
+        return train_X, train_y, test_X, test_y
+    print(f"{where}: {D2L_LIMIT}={n}: the first {min(n, len(train_X))} of "
+          f"{len(train_X)} training and {min(n, len(test_X))} of {len(test_X)} test images "
+          f"(unset it for all)")
+    return train_X[:n], train_y[:n], test_X[:n], test_y[:n]
+
+
+def d2l_epochs(epochs: int, where: str) -> int:
+    """``$TINYALEX_D2L_EPOCHS`` in place of the book's ``epochs`` when it is set (saying
+    so); ``epochs`` otherwise."""
+    n = _env_count(D2L_EPOCHS)
+    if n is None:
+        return epochs
+    print(f"{where}: {D2L_EPOCHS}={n}: {n} epoch{'s' if n != 1 else ''} instead of "
+          f"{epochs} (unset it for the book's)")
+    return n
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training order of epoch ``epoch``: a permutation drawn from a generator
     seeded with ``(seed, epoch)``, so that any epoch can be replayed on resume

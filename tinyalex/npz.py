@@ -10,6 +10,8 @@ claiming 10**12 floats cannot make NumPy allocate them). The data is then read w
 
 from __future__ import annotations
 
+import io
+import pickletools
 import zipfile
 
 import numpy as np
@@ -31,13 +33,38 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ENTRY_KINDS = "fiubU"
 
 
+def is_pickle(path, limit: int = 1 << 20) -> bool:
+    """Whether the file is a Python pickle, read as the pickle protocol's opcodes by
+    ``pickletools`` (which decodes them and never runs anything): the first ``limit``
+    bytes must be a sequence of valid opcodes that keeps the pickle machine's stack
+    consistent and ends with STOP, or, for a longer file, a protocol 2-5 pickle whose
+    opcodes are valid up to ``limit``. Text or random bytes that merely start like a
+    pickle (``(``, ``]``, ``}``, ``c``, 0x80) are not one."""
+    with open(path, "rb") as f:
+        data = f.read(limit)
+    try:
+        pickletools.dis(data, out=io.StringIO())
+        return True
+    except Exception:     # noqa: BLE001 -- any complaint of the decoder: not a whole pickle
+        pass
+    if len(data) < limit or data[:1] != b"\x80" or data[1:2] not in (b"\x02", b"\x03",
+                                                                   b"\x04", b"\x05"):
+        return False
+    try:                  # a large pickle cut at ``limit``: its opcodes up to there
+        for _ in pickletools.genops(data):
+            pass
+    except ValueError as exc:
+        return any(w in str(exc) for w in ("exhausted", "not enough data", "remain"))
+    return True
+
+
 def _not_a_zip(path) -> None:
     """Say what a file that is not a zip archive is, and refuse it."""
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(_NPY_MAGIC):
         _refuse(path, "holds a single array (.npy), not a tinyalex checkpoint (.npz archive)")
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
+    if is_pickle(path):
         _refuse(path, "is a Python pickle; checkpoints are plain arrays and tinyalex never "
                     "unpickles anything (refused, nothing was executed)")
     _refuse(path, "not a readable .npz file (not a zip archive); it may be truncated or "

@@ -67,6 +67,17 @@ def d2l_lr(recipe: dict):
     return model.recipe["lr"] if model is not None else None
 
 
+def a_model(name: str) -> str:
+    """The model's name with its article, for sentences: "an AlexNet", "a LeNet"."""
+    t = title(name)
+    return ("an " if t[:1].upper() in "AEIOU" else "a ") + t
+
+
+def epochs_word(n: int) -> str:
+    """"1 epoch", "4 epochs"."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def build_model(name: str):
     """A freshly built network of the named architecture."""
     if name not in MODELS:
@@ -101,6 +112,53 @@ def check_recipe(recipe: dict) -> dict:
     return full
 
 
+def _side(x) -> int:
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def sizes_that_fit(net, limit: int = MAX_RESIZE) -> list:
+    """The input sides S (1..``limit``) for which (1, 1, S, S) images reach the
+    network's first Linear layer with the features it takes, worked out from the
+    layers' own kernel sizes, strides and paddings (no forward pass). Empty when the
+    network has a layer this arithmetic does not know (then nothing is claimed)."""
+    from .nn import layers as L       # noqa: PLC0415 -- models import nn; keep it local
+    layers = list(net)
+    fits = []
+    for S in range(1, limit + 1):
+        C, H, ok = 1, S, False
+        for i, layer in enumerate(layers):
+            if isinstance(layer, (L.Conv2d, L._Pool)):
+                K, P = _side(layer.kernel_size), _side(layer.padding)
+                T = _side(layer.stride if layer.stride is not None else layer.kernel_size)
+                if H + 2 * P < K:
+                    break
+                H = (H + 2 * P - K) // T + 1
+                C = layer.out_channels if isinstance(layer, L.Conv2d) else C
+            elif isinstance(layer, L.Flatten):
+                nxt = layers[i + 1] if i + 1 < len(layers) else None
+                if not isinstance(nxt, L.Linear):
+                    return []
+                ok = C * H * H == nxt.in_features
+                break
+            elif type(layer).__module__.startswith("tinyalex.nn") and not list(layer.parameters()):
+                continue                  # activations, dropout: the shape stays
+            else:
+                return []
+        if ok:
+            fits.append(S)
+    return fits
+
+
+def describe_sizes(sizes: list) -> str:
+    """``[193, 194, ..., 224]`` as "193-224" (runs of consecutive sides)."""
+    runs, first = [], sizes[0] if sizes else None
+    for prev, cur in zip(sizes, sizes[1:] + [None]):
+        if cur != prev + 1:
+            runs.append(f"{first}-{prev}" if first != prev else f"{first}")
+            first = cur
+    return ", ".join(runs)
+
+
 def check_input_size(net, recipe: dict) -> None:
     """Fail before any training when ``net`` cannot take ``recipe["resize"]`` images:
     one zero image (1, 1, S, S) goes through it in eval mode without a graph, and a
@@ -113,7 +171,9 @@ def check_input_size(net, recipe: dict) -> None:
             net(Tensor(np.zeros((1, 1, S, S), np.float32)))
     except (ValueError, TypeError) as exc:
         need = input_size(recipe["model"])
+        fits = sizes_that_fit(net)
+        works = (f"; the sizes it takes (--resize): {describe_sizes(fits)}" if fits else "")
         raise ValueError(f"recipe: {recipe['model']} cannot take {S}x{S} inputs (d2l's "
-                         f"recipe uses {need}x{need}): {exc}") from None
+                         f"recipe uses {need}x{need}{works}): {exc}") from None
     finally:
         net.train(was_training)

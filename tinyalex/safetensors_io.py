@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from . import backend as B
 from .atomic import atomic_write
+from .npz import is_pickle
 from .tensor import Tensor
 
 # safetensors dtype names and the NumPy types tinyalex tensors can hold
@@ -86,13 +88,22 @@ def save(state_dict, path) -> None:
 # Loading
 # --------------------------------------------------------------------------------------
 
-def _not_safetensors(head: bytes) -> str:
+def _not_safetensors(head: bytes, path) -> str:
     """Why a file whose header length makes no sense is not safetensors, in words."""
     if head.startswith(b"PK\x03\x04"):
+        try:                           # the archive's table of contents: names only
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if "recipe.npy" in names and any(n.startswith("param/") for n in names):
+            return ("it is a tinyalex training checkpoint (.npz); export its weights with "
+                    "python examples/export.py CHECKPOINT OUT.safetensors, or load the "
+                    "network with tinyalex.checkpoint.load_model(CHECKPOINT)")
         return ("it is a zip archive (PyTorch's torch.save format, a pickle inside, or "
                 "NumPy's .npz); in PyTorch write a safetensors file with "
                 "safetensors.torch.save_file(net.state_dict(), path)")
-    if head[:1] == b"\x80":
+    if is_pickle(path):
         return ("it is a Python pickle, which tinyalex never loads; in PyTorch write a "
                 "safetensors file with safetensors.torch.save_file(net.state_dict(), path)")
     if head.startswith(b"\x93NUMPY"):
@@ -112,7 +123,7 @@ def read_header(path) -> "OrderedDict[str, dict]":
                              "8 that give the header's length")
         n = int.from_bytes(head, "little")
         if n < 2 or n > min(MAX_HEADER, size - 8):
-            why = _not_safetensors(head) or (
+            why = _not_safetensors(head, path) or (
                 f"its first 8 bytes give a header of {n} bytes, but the file holds "
                 f"{size - 8} after them (and a header holds at most {MAX_HEADER})")
             raise ValueError(f"{path}: not a safetensors file: {why}")

@@ -13,7 +13,10 @@ way the book writes it on PyTorch's. Where it differs from d2l, and why:
   find them (``$FASHION_MNIST_DIR``, Debian's ``/usr/share/datasets/fashion-mnist``,
   a torchvision-style ``../data/FashionMNIST/raw``; ``tinyalex.data.find_files``) and
   downloads nothing: a missing data set is a FileNotFoundError saying where it
-  looked and how to get the files. ``resize=0`` is an error here (d2l treats it as
+  looked and how to get the files. ``TINYALEX_D2L_LIMIT=N`` cuts both splits to their
+  first N images and ``TINYALEX_D2L_EPOCHS=E`` makes ``train_ch6`` train E epochs
+  (``tinyalex/data.py``), so that a chapter runs in a minute on a CPU; each says so
+  when in effect. ``resize=0`` is an error here (d2l treats it as
   None); resizing and batching are ``tinyalex.dataloader``'s (its docstring says how
   they differ from torchvision's).
 * ``train_ch6`` adds a point to the Animator every ``max(1, num_batches // 5)``
@@ -31,7 +34,7 @@ import time
 import numpy as np
 
 from .. import cuda, devices, nn, optim
-from ..data import CLASS_NAMES, load_fashion_mnist
+from ..data import CLASS_NAMES, d2l_epochs, d2l_subset, load_fashion_mnist
 from ..dataloader import DataLoader, ImageDataset, check_resize
 from ..checks import check_int
 from ..tensor import no_grad
@@ -153,7 +156,7 @@ def load_data_fashion_mnist(batch_size, resize=None):
     where = "load_data_fashion_mnist"
     batch_size = check_int(batch_size, "batch_size", where, 1)
     resize = check_resize(resize, where)
-    train_X, train_y, test_X, test_y = load_fashion_mnist()
+    train_X, train_y, test_X, test_y = d2l_subset(*load_fashion_mnist(), where)
     workers = get_dataloader_workers()
     return (DataLoader(ImageDataset(train_X, train_y, resize, where), batch_size,
                        shuffle=True, num_workers=workers),
@@ -180,12 +183,14 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     accuracies, and examples/sec over every measured step.
     """
     check_int(num_epochs, "num_epochs", "train_ch6", 1)
+    num_epochs = d2l_epochs(num_epochs, "train_ch6")
     net.apply(_xavier_conv_and_linear)
     print("training on", device)
     net.to(device)
     sgd = optim.SGD(net.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
+    # one epoch (TINYALEX_D2L_EPOCHS=1) would give matplotlib an empty x range
+    animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
                         legend=["train loss", "train acc", "test acc"])
     steps = len(train_iter)
     plot_every = max(1, steps // 5)

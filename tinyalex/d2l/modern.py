@@ -23,6 +23,9 @@ Where it differs from d2l, and why:
   ``tinyalex.dataloader.ImageDataset`` objects (``len()``, ``[i]`` gives
   ``(X, label)``), not torchvision data sets. ``DataModule.get_tensorloader``
   (synthetic regression data, other chapters) is not provided.
+* ``TINYALEX_D2L_LIMIT=N`` and ``TINYALEX_D2L_EPOCHS=E`` cut ``FashionMNIST`` to the
+  first N images of each split and make the Trainer train E epochs, saying so (a
+  chapter in a minute on a CPU; ``tinyalex/data.py``).
 * ``ProgressBoard.draw`` averages at least one point: d2l's never draws a curve
   whose ``every_n`` rounds down to 0 (fewer batches than points per epoch).
 """
@@ -36,7 +39,7 @@ import numpy as np
 
 from .. import nn, optim
 from .. import backend as B
-from ..data import CLASS_NAMES, load_fashion_mnist
+from ..data import CLASS_NAMES, d2l_epochs, d2l_subset, load_fashion_mnist
 from ..dataloader import DataLoader, ImageDataset
 from ..checks import check_int
 from ..ops.loss import cross_entropy
@@ -162,7 +165,8 @@ class FashionMNIST(DataModule):
         self.save_hyperparameters()
         check_int(batch_size, "batch_size", "FashionMNIST", 1)
         data_dir = None if self.root == "../data" else self.root
-        train_X, train_y, val_X, val_y = load_fashion_mnist(data_dir)
+        train_X, train_y, val_X, val_y = d2l_subset(*load_fashion_mnist(data_dir),
+                                                    "FashionMNIST")
         self.train = ImageDataset(train_X, train_y, resize, "FashionMNIST")
         self.val = ImageDataset(val_X, val_y, resize, "FashionMNIST")
 
@@ -181,6 +185,7 @@ class Trainer(HyperParameters):
     def __init__(self, max_epochs, num_gpus=0, gradient_clip_val=0):
         self.save_hyperparameters()
         check_int(max_epochs, "max_epochs", "Trainer", 0)
+        self.max_epochs = d2l_epochs(max_epochs, "Trainer")     # TINYALEX_D2L_EPOCHS
         check_int(num_gpus, "num_gpus", "Trainer", 0)
         if isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val,
                                                                  numbers.Real) \

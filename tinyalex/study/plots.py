@@ -284,10 +284,13 @@ def _plot_d2l_curves(records, path, title: str) -> str:
     fig = _figure(*D2L_CURVES_SIZE)
     ax = fig.add_subplot(1, 1, 1)
     epochs = [r["epoch"] for r in records]
-    for key, style, color, label in (("loss", "-", "tab:blue", "train loss"),
-                                     ("train_acc", "--", "tab:purple", "train acc"),
-                                     ("test_acc", "-.", "tab:green", "test acc")):
-        ax.plot(epochs, [r[key] for r in records], style, color=color, label=label)
+    # markers: after one epoch each curve is a single point, which a line alone hides
+    for key, style, marker, color, label in (
+            ("loss", "-", "o", "tab:blue", "train loss"),
+            ("train_acc", "--", "s", "tab:purple", "train acc"),
+            ("test_acc", "-.", "^", "tab:green", "test acc")):
+        ax.plot(epochs, [r[key] for r in records], style, marker=marker, color=color,
+                label=label)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if epochs:

@@ -56,7 +56,7 @@ from tinyalex.kernels import cpu_threads
 
 from .. import backend as B
 from .. import random as R
-from ..atomic import atomic_write, exclusive_folder, remove_stale_temps
+from ..atomic import WriteFailed, atomic_write, exclusive_folder, remove_stale_temps
 from ..checkpoint import (check_records, load_checkpoint, load_optimizer, load_weights,
                           save_checkpoint)
 from ..data import num_batches
@@ -227,9 +227,17 @@ def _group_line(group, backend) -> str:
         line += f"; {threads} CPU thread{'s' if threads != 1 else ''} per process"
         cores = os.cpu_count() or 1
         if threads * group.local_size > cores:
+            fit = max(1, cores // group.local_size)
+            if threads > fit:
+                how = f"set TINYALEX_CPU_THREADS={fit}" + (
+                    f" (it is {os.environ['TINYALEX_CPU_THREADS']} now)"
+                    if "TINYALEX_CPU_THREADS" in os.environ else "")
+            else:                  # one thread each is already too many
+                how = (f"start at most {cores} processes on {group.host} (mpiexec -n "
+                       f"{cores}), or spread them over machines (-hosts, a hostfile)")
             line += (f" (warning: {group.local_size} processes on {group.host} x "
-                     f"{threads} threads > {cores} cores; set TINYALEX_CPU_THREADS="
-                     f"{max(1, cores // group.local_size)})")
+                     f"{threads} thread{'s' if threads != 1 else ''} > {cores} cores; "
+                     f"{how})")
     elif group.gpu is not None:
         line += f"; each process on the GPU of its local rank (rank 0: GPU {group.gpu})"
     return line
@@ -268,8 +276,9 @@ def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
                     except OSError as exc:        # disk full, permissions, ...
                         kept = (f"the checkpoint of epoch {saved} is kept" if saved else
                                 "no checkpoint was written")
-                        raise OSError(exc.errno, f"cannot write the files of epoch {epoch + 1} "
-                                      f"in {out} ({exc.strerror or exc}); {kept}") from None
+                        raise WriteFailed(exc.errno, f"cannot write the files of epoch "
+                                          f"{epoch + 1} in {out} ({exc.strerror or exc}); "
+                                          f"{kept}") from None
             if group.size > 1:           # all wait for rank 0's files, then stop together
                 _, stop = totals_and_stop(group, signals.check)
                 if stop:
