@@ -1,0 +1,222 @@
+"""The four sections that teach convolution (conv-layer, padding-and-strides, channels,
+pooling) run as the book writes them, and print what PyTorch prints.
+
+Each script of examples/d2l/ (the book's PyTorch listings, imports changed) runs twice:
+
+* on tinyalex, as a user runs it: ``python examples/d2l/<name>.py`` in a subprocess;
+* on real PyTorch: the same file with its imports changed back (``import torch``,
+  ``from torch import nn``) and ``import d2l_torch_standin as d2l`` for the few d2l names
+  the sections call (tests/d2l_torch_standin.py), all in one subprocess, which saves
+  PyTorch's import time per script.
+
+Then every line the tinyalex run prints must be the line PyTorch prints, in order, with
+these allowed differences and no others:
+
+* numbers printed with decimals (``0.9687``, ``4.082``) may differ by one unit in their
+  last printed digit (float32 rounding of sums taken in another order can carry a value
+  across a rounding edge); integers and integral floats (``8``, ``25.``) must be equal;
+  the text around the numbers, spacing included, must be the same;
+* SIZE_NAMES: a shape prints as ``torch.Size([8, 8])`` in PyTorch and under its own
+  module's name in tinyalex.
+
+The one random cell, learning the kernel [1, -1] in conv-layer, starts from a random
+kernel, so its five loss lines and the learned kernel differ from run to run. It is
+checked twice: unchanged, by its structure and by what the book says it shows (the loss
+falls every two epochs and the kernel comes out near [1, -1], bounds that hold for any
+start the default initialisation can draw); and from one fixed start, set by a line the
+test inserts in a copy of the script in both runs, line for line against PyTorch.
+channels' last cell is random too but prints nothing: its assert runs in both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import require_torch
+from reliability_helpers import ROOT, child_env
+
+require_torch()
+
+EXAMPLES = ROOT / "examples" / "d2l"
+SCRIPTS = ["conv_layer_ch6", "conv_layer_v1", "padding_strides_ch6", "padding_strides_v1",
+           "channels", "pooling"]
+TO_TORCH = {"import tinyalex as torch": "import torch",
+            "from tinyalex import nn": "from torch import nn",
+            "from tinyalex import d2l": "import d2l_torch_standin as d2l"}
+# A fixed start for the learning cell: materialise the (lazy) layer, then set its kernel.
+START = "Y = Y.reshape((1, 1, 6, 7))\n"
+FIXED_START = START + "conv2d(X)\nconv2d.weight.data[:] = d2l.tensor([[[[0.25, 0.5]]]])\n"
+SIZE_NAMES = {"tinyalex.Size(": "torch.Size("}
+LEARNING = [r"epoch (2|4|6|8|10), loss (\d+\.\d{3})"] * 5 + [
+    r"tensor\(\[\[ ?(-?\d\.\d{4}), ?(-?\d\.\d{4})\]\]\)"]
+
+# Runs every script on PyTorch in one process; prints {name: stdout} as JSON.
+TORCH_DRIVER = """
+import contextlib, io, json, runpy, sys
+out = {}
+for path in sys.argv[1:]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        runpy.run_path(path, run_name="__main__")
+    out[path] = buffer.getvalue()
+print(json.dumps(out))
+"""
+
+
+def variants(folder):
+    """{name: script path}: the six scripts, and the two conv-layer scripts with the
+    fixed start inserted (named ``<script>_fixed``), copied into ``folder``."""
+    paths = {}
+    for name in SCRIPTS:
+        paths[name] = EXAMPLES / f"{name}.py"
+        if name.startswith("conv_layer"):
+            source = paths[name].read_text()
+            assert source.count(START) == 1, f"{name}.py should hold {START!r} once"
+            paths[f"{name}_fixed"] = folder / f"{name}_fixed.py"
+            paths[f"{name}_fixed"].write_text(source.replace(START, FIXED_START))
+    return paths
+
+
+def torch_copy(path, folder):
+    """The script with the three imports changed back to PyTorch and d2l's stand-in."""
+    source = path.read_text()
+    for ours, theirs in TO_TORCH.items():
+        source = re.sub(rf"^{re.escape(ours)}$", theirs, source, flags=re.M)
+    assert "tinyalex" not in source.replace('"""', "").split("import torch", 1)[1], path
+    copy = folder / f"torch_{path.name}"
+    copy.write_text(source)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{name: (tinyalex's run, PyTorch's lines)} for every script and variant; a run is
+    its lines, or the error it stopped with (checked by the test that reads it)."""
+    folder = tmp_path_factory.mktemp("conv_chapters")
+    paths = variants(folder)
+    ours = {}
+    for name, path in paths.items():
+        out = subprocess.run([sys.executable, str(path)], cwd=folder, env=child_env(),
+                             capture_output=True, text=True, timeout=120)
+        ours[name] = (out.stdout.splitlines() if out.returncode == 0 else
+                      RuntimeError(f"{name}.py stopped on tinyalex after printing "
+                                   f"{out.stdout!r}:\n{out.stderr[-3000:]}"))
+    copies = {name: torch_copy(path, folder) for name, path in paths.items()}
+    env = dict(child_env(), PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", TORCH_DRIVER, *map(str, copies.values())],
+                         cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"PyTorch side:\n{out.stderr[-3000:]}"
+    printed = json.loads(out.stdout)
+    return {name: (ours[name], printed[str(copies[name])].splitlines()) for name in paths}
+
+
+def both(runs, name):
+    """The lines tinyalex and PyTorch printed; a tinyalex run that stopped fails here."""
+    ours, theirs = runs[name]
+    if isinstance(ours, Exception):
+        pytest.fail(str(ours), pytrace=False)
+    return ours, theirs
+
+
+NUMBER = re.compile(r"-?\d+\.\d*(?:e[+-]\d+)?|-?\d+")
+
+
+def decimals(number):
+    return len(number.split("e")[0].split(".")[1]) if "." in number else 0
+
+
+def same_line(ours, theirs):
+    """Whether tinyalex's line says what PyTorch's says: the same text around the
+    numbers, each number within one unit of its last printed digit."""
+    for name, torch_name in SIZE_NAMES.items():
+        ours = ours.replace(name, torch_name)
+    if ours == theirs:
+        return True
+    if NUMBER.split(ours) != NUMBER.split(theirs):
+        return False
+    for a, b in zip(NUMBER.findall(ours), NUMBER.findall(theirs)):
+        places = max(decimals(a), decimals(b))
+        if a != b and (places == 0 or abs(float(a) - float(b)) > 1.0001 * 10.0 ** -places):
+            return False
+    return True
+
+
+def assert_same_lines(ours, theirs, name):
+    assert len(ours) == len(theirs), (
+        f"{name}: tinyalex printed {len(ours)} lines, PyTorch {len(theirs)}:\n"
+        + "\n".join(ours) + "\n---\n" + "\n".join(theirs))
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        assert same_line(a, b), f"{name}, line {k + 1}:\n  tinyalex: {a!r}\n  PyTorch:  {b!r}"
+
+
+def test_line_comparison_is_strict():
+    """The comparison the tests below rely on lets through what it says and no more."""
+    assert same_line("tensor([[ 0.9687, -1.0157]])", "tensor([[ 0.9687, -1.0158]])")
+    assert same_line("epoch 2, loss 4.082", "epoch 2, loss 4.083")
+    assert same_line("tinyalex.Size([8, 8])", "torch.Size([8, 8])")
+    assert not same_line("epoch 2, loss 4.082", "epoch 2, loss 4.084")
+    assert not same_line("tensor([[19., 25.]])", "tensor([[19., 26.]])")
+    assert not same_line("tensor([[19., 25.]])", "tensor([[19.,  25.]])")
+    assert not same_line("array([[19., 25.]])", "tensor([[19., 25.]])")
+    assert not same_line("(8, 8)", "torch.Size([8, 8])")
+    assert not same_line("tensor([[19., 25.]], requires_grad=True)", "tensor([[19., 25.]])")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_deterministic_cell_prints_what_pytorch_prints(runs, name):
+    ours, theirs = both(runs, name)
+    if name.startswith("conv_layer"):          # the learning cell: the tests below
+        ours, theirs = ours[:-6], theirs[:-6]
+    assert_same_lines(ours, theirs, name)
+
+
+def worst_start():
+    """The largest loss after 10 steps and the largest distance of the learned kernel
+    from [1, -1], over every start U(-1/sqrt(2), 1/sqrt(2))^2 can draw (PyTorch's
+    default initialisation of a 1x2 kernel, and tinyalex's). Both are convex in the
+    start, so the worst is at a corner of the box. The loss is e^T A e in the error
+    e = w - [1, -1], A = [[18, 12], [12, 18]] (the image's window sums); one step is
+    e <- (I - 2 * lr * A) e, whose factors -0.8 and 0.64 (eigenvalues 30 and 6) both
+    shrink the loss, so every printed loss is at most the one before."""
+    A = np.array([[18.0, 12.0], [12.0, 18.0]])
+    step = np.eye(2) - 2 * 3e-2 * A
+    worst_loss = worst_w = 0.0
+    for corner in itertools.product((-1 / np.sqrt(2), 1 / np.sqrt(2)), repeat=2):
+        e = np.array(corner) - [1.0, -1.0]
+        for _ in range(9):
+            e = step @ e
+        worst_loss = max(worst_loss, e @ A @ e)             # the loss printed at epoch 10
+        worst_w = max(worst_w, np.abs(step @ e).max())      # the kernel after the update
+    return worst_loss, worst_w
+
+
+@pytest.mark.parametrize("name", ["conv_layer_ch6", "conv_layer_v1"])
+def test_learning_the_edge_kernel_converges_as_in_the_book(runs, name):
+    """From the script's own random start: the loss falls every two epochs and ends no
+    higher, the kernel no farther from [1, -1], than the worst start allows."""
+    worst_loss, worst_w = worst_start()
+    assert worst_loss < 0.55 and worst_w < 0.09         # what the bounds below rest on
+    for side, lines in zip(("tinyalex", "PyTorch"), both(runs, name)):
+        found = [re.fullmatch(p, line) for p, line in zip(LEARNING, lines[-6:])]
+        assert all(found), f"{side}: {lines[-6:]}"
+        assert [int(m[1]) for m in found[:5]] == [2, 4, 6, 8, 10], side
+        losses = [float(m[2]) for m in found[:5]]
+        assert losses == sorted(losses, reverse=True) and losses[0] > losses[-1], (side, losses)
+        assert losses[-1] <= 0.55, (side, losses)
+        w = [float(found[5][1]), float(found[5][2])]
+        assert abs(w[0] - 1) <= 0.09 and abs(w[1] + 1) <= 0.09, (side, w)
+
+
+@pytest.mark.parametrize("name", ["conv_layer_ch6", "conv_layer_v1"])
+def test_learning_the_edge_kernel_from_one_start_matches_pytorch(runs, name):
+    ours, theirs = both(runs, f"{name}_fixed")
+    assert_same_lines(ours, theirs, f"{name}_fixed")
