@@ -51,7 +51,7 @@ def test_detach_cuts_the_graph_and_shares_data(backend):
     x = arr([1.0, 2.0], backend)
     y = x * 3
     d = y.detach()
-    assert not d.requires_grad and d.is_leaf and d.data is y.data
+    assert not d.requires_grad and d.is_leaf and d.array is y.array
 
 
 def test_to_same_backend_is_identity(backend):
@@ -357,7 +357,7 @@ def test_graph_does_not_keep_unsaved_activations_alive():
     # that no backward saved is freed once the caller drops it, before backward.
     x = tinyalex.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     a = x * 2.0                      # Mul saves its inputs (x and 2), not its output
-    watch = weakref.ref(a.data)
+    watch = weakref.ref(a.array)
     s = a.sum()                      # Sum saves only the input's shape
     del a
     gc.collect()

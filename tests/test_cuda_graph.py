@@ -187,7 +187,7 @@ def test_on_the_cpu_every_step_is_eager_with_train_ch6s_numbers():
         loss = nn.CrossEntropyLoss()(logits, y)
         loss.backward()
         opt2.step()
-        want.append((float(loss.item()), int((logits.data.argmax(axis=1) == y.data).sum())))
+        want.append((float(loss.item()), int((logits.array.argmax(axis=1) == y.array).sum())))
     assert reads == want and step.counts["eager"] == len(SIZES)
 
 

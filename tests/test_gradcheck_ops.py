@@ -58,7 +58,7 @@ def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
     y = F.conv2d(x, w, b, stride=(2, 1), padding=1)
     node = y._creator                                  # the Conv2d Function recorded
     assert node.needs_input_grad == wanted
-    grads = node.backward(y.xp.ones_like(y.data))
+    grads = node.backward(y.xp.ones_like(y.array))
     assert len(grads) == 3
     for name, need, g, t in zip("xwb", wanted, grads, (x, w, b)):
         if need:
@@ -201,7 +201,7 @@ unary_ops = {
     "reshape_flat": (lambda x: x.reshape(-1), "any"),
     "getitem_slice": (lambda x: x[::2], "any"),
     "getitem_repeats": (lambda x: x[np.array([0, 0, -1])], "any"),   # scatter-add
-    "getitem_bool": (lambda x: x[x.data > 0], "any"),
+    "getitem_bool": (lambda x: x[x.array > 0], "any"),
     "self_product": (lambda x: x * x * x, "any"),                 # one input used twice
 }
 

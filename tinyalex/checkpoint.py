@@ -114,7 +114,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
     arrays = OrderedDict()
     names = {}
     for name, p in model.named_parameters():
-        arrays[f"param/{name}"] = B.to_numpy(p.data)
+        arrays[f"param/{name}"] = B.to_numpy(p.array)
         names[id(p)] = name
     optimizer_json = None
     if optimizer is not None:

@@ -78,7 +78,7 @@ class SGD:
     def _flat_ready(self) -> bool:
         f = self.flat
         return f is not None and f.views_intact() and all(
-            p.grad is not None and p.grad.data is p._grad_buffer for p in self.params) \
+            p.grad is not None and p.grad.array is p._grad_buffer for p in self.params) \
             and (not self.momentum or self._flat_momentum is not None
                  or all(b is None for b in self.momentum_buffers))
 
@@ -126,9 +126,9 @@ class SGD:
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
-                d = p.grad.data
+                d = p.grad.array
                 if self.weight_decay:
-                    d = d + self.weight_decay * p.data
+                    d = d + self.weight_decay * p.array
                 if self.momentum:
                     buf = self.momentum_buffers[i]
                     if buf is None:
@@ -138,7 +138,7 @@ class SGD:
                         buf += d
                     d = buf
                 # in place, one pass, no temporary the size of p
-                sgd_update_algorithm(p.data, d)(p.data, d, self.lr)
+                sgd_update_algorithm(p.array, d)(p.array, d, self.lr)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:

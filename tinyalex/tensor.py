@@ -94,7 +94,7 @@ class Function:
         self._check_inputs(tensors)
         record = _grad_enabled and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        out = self.forward(*(t.data for t in tensors))
+        out = self.forward(*(t.array for t in tensors))
         if record:
             # The graph keeps one edge per input, never the input tensors themselves:
             # the Function that made it, or the leaf whose .grad receives its gradient
@@ -102,7 +102,7 @@ class Function:
             # freed as soon as the caller drops it.
             self.edges = tuple(t._creator if t._creator is not None
                                else (t if t.requires_grad else None) for t in tensors)
-            self.input_shapes = tuple(t.data.shape for t in tensors)
+            self.input_shapes = tuple(t.array.shape for t in tensors)
             return Tensor(out, requires_grad=True, _creator=self)
         return Tensor(out)
 
@@ -160,15 +160,18 @@ def as_tensor_like(value, peers) -> "Tensor":
 class Tensor:
     """An n-dimensional array on a backend, with an optional gradient.
 
-    ``data`` is the backend array (numpy.ndarray or cupy.ndarray). ``grad`` is a
-    Tensor holding the accumulated gradient of a leaf that ``requires_grad``.
+    ``array`` is the backend array (numpy.ndarray or cupy.ndarray) itself, shared, no
+    copy: what the ops and kernels compute on. ``data`` is PyTorch's: the same memory
+    as a Tensor outside the graph (``p.data = t`` replaces the values, as in PyTorch);
+    ``numpy()`` is a host copy. ``grad`` is a Tensor holding the accumulated gradient of
+    a leaf that ``requires_grad``.
     """
 
     __array_priority__ = 100  # so that ndarray * Tensor calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False, _creator: Function | None = None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         elif not (isinstance(data, np.ndarray) or B.is_cupy_array(data)):
             data = np.asarray(data)
         if data.dtype.kind not in NUMERIC_KINDS:
@@ -177,27 +180,43 @@ class Tensor:
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype "
                             f"{data.dtype}")
-        self.data = data
+        self.array = data
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self._creator = _creator
 
+    @property
+    def data(self) -> "Tensor":
+        """This tensor's memory as a tensor outside the graph (PyTorch's ``.data``):
+        writing into it (``p.data[:] = 0``, ``p.data.normal_(0, 0.01)``) writes into this
+        tensor, without autograd seeing it."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, value) -> None:
+        if isinstance(value, Tensor):
+            value = value.array
+        elif not (isinstance(value, np.ndarray) or B.is_cupy_array(value)):
+            raise TypeError(f"Tensor.data must be set to a Tensor (or a NumPy/CuPy array), "
+                            f"got {type(value).__name__}")
+        self.array = value
+
     # -- description ---------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def size(self) -> int:
-        return int(self.data.size)
+        return int(self.array.size)
 
     def numel(self) -> int:
         return self.size
@@ -212,7 +231,7 @@ class Tensor:
 
     @property
     def backend(self) -> str:
-        return B.backend_of(self.data)
+        return B.backend_of(self.array)
 
     @property
     def device(self) -> "devices.device":
@@ -222,7 +241,7 @@ class Tensor:
 
     @property
     def xp(self):
-        return B.get_array_module(self.data)
+        return B.get_array_module(self.array)
 
     @property
     def creator(self) -> Function | None:
@@ -244,7 +263,7 @@ class Tensor:
     # -- conversion ----------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host NumPy copy of the data (a view is never handed out for device data)."""
-        return B.to_numpy(self.data).copy()
+        return B.to_numpy(self.array).copy()
 
     def item(self):
         if self.size != 1:
@@ -252,7 +271,7 @@ class Tensor:
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
             return stats.read()[0]                    # check come back in one copy
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def __bool__(self):
         # As PyTorch: without this every tensor is truthy, so `if t == 0:` and
@@ -274,14 +293,14 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same data, cut from the graph."""
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def to(self, backend) -> "Tensor":
         """This tensor on another backend ("numpy" or "cupy") or device (``"cpu"``,
         ``"cuda"``, ``"cuda:0"``, a ``tinyalex.device``); a leaf stays a leaf."""
         backend = devices.backend_for(backend, "Tensor.to")
-        data = B.to_backend(self.data, backend)
-        if data is self.data:
+        data = B.to_backend(self.array, backend)
+        if data is self.array:
             return self
         if self._creator is not None:
             return _Move(backend)(self)
@@ -294,7 +313,7 @@ class Tensor:
             return self
         if dtype.kind == "f" and self.dtype.kind == "f":
             return _Cast(dtype)(self)
-        return Tensor(self.data.astype(dtype))
+        return Tensor(self.array.astype(dtype))
 
     type = astype
 
@@ -321,10 +340,10 @@ class Tensor:
             if self.size != 1:
                 raise RuntimeError(f"backward() without an explicit grad needs a tensor with "
                                    f"one element; this one has shape {self.shape}")
-            grad = self.xp.ones_like(self.data)
+            grad = self.xp.ones_like(self.array)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else self.xp.asarray(grad)
-            if grad.shape != self.data.shape:
+            grad = grad.array if isinstance(grad, Tensor) else self.xp.asarray(grad)
+            if grad.shape != self.array.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected "
                                  f"the tensor's shape {self.shape}")
             grad = grad.astype(self.dtype, copy=False)
@@ -341,14 +360,14 @@ class Tensor:
     # -- comparisons and reductions without gradients ------------------------------
     def argmax(self, axis=None, dim=None):
         axis = dim if axis is None else axis
-        return Tensor(self.data.argmax(axis=axis))
+        return Tensor(self.array.argmax(axis=axis))
 
     def max(self, axis=None):
-        return Tensor(self.data.max(axis=axis))
+        return Tensor(self.array.max(axis=axis))
 
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor(op(self.array, other))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -369,7 +388,7 @@ class Parameter(Tensor):
     """A leaf tensor that a Module registers as one of its parameters."""
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else data,
+        super().__init__(data.array if isinstance(data, Tensor) else data,
                          requires_grad=requires_grad)
 
     def __repr__(self):
@@ -391,21 +410,23 @@ class UninitializedParameter(Parameter):
         object.__setattr__(self, "owner", f"{owner}: {name}")
 
     @property
-    def data(self):
+    def array(self):
         raise ValueError(f"{self.owner} is not materialised yet: a lazy layer takes its "
                          "input size from its first forward; call the network once on a "
                          "batch first (d2l: model.apply_init([X]) or "
                          "model.layer_summary(shape))")
 
-    @data.setter
-    def data(self, value):
+    @array.setter
+    def array(self, value):
         raise ValueError(f"{self.owner} is not materialised yet; use materialize(array)")
+
+    data = property(array.fget, array.fset)
 
     def materialize(self, array) -> None:
         """Become a Parameter holding ``array`` (a backend array), in place."""
         del self.owner
         self.__class__ = Parameter
-        self.data = array
+        self.array = array
 
     def __repr__(self):
         return f"<UninitializedParameter {self.owner}>"
@@ -446,7 +467,7 @@ class _Cast(Function):
 
 def _accumulate_leaf(t: Tensor, g) -> None:
     buffer = t.__dict__.get("_grad_buffer")       # nn/flat.py: the leaf's view of one buffer
-    if buffer is not None and (t.grad is None or t.grad.data is buffer):
+    if buffer is not None and (t.grad is None or t.grad.array is buffer):
         if t.grad is None:
             buffer[...] = g                        # a copy: g stays the caller's
             t.grad = Tensor(buffer)
@@ -458,7 +479,7 @@ def _accumulate_leaf(t: Tensor, g) -> None:
     if t.grad is None:
         t.grad = Tensor(g)
     else:
-        t.grad = Tensor(t.grad.data + g)
+        t.grad = Tensor(t.grad.array + g)
 
 
 def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
@@ -535,7 +556,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
     floats become float32 and ints int64, as in PyTorch. ``backend`` moves the data.
     """
     if isinstance(data, Tensor):
-        arr = data.data.copy()
+        arr = data.array.copy()
     elif isinstance(data, np.ndarray) or B.is_cupy_array(data):
         arr = data.copy()
     else:

@@ -65,7 +65,7 @@ class _LazyMixin:
         self.reset_parameters()                       # drawn on the host, then moved
         for p in (weight, bias):
             if p is not None:
-                p.data = B.to_backend(p.data, x.backend)
+                p.array = B.to_backend(p.array, x.backend)
 
 
 class LazyConv2d(_LazyMixin, Conv2d):
