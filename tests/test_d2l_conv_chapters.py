@@ -220,3 +220,37 @@ def test_learning_the_edge_kernel_converges_as_in_the_book(runs, name):
 def test_learning_the_edge_kernel_from_one_start_matches_pytorch(runs, name):
     ours, theirs = both(runs, f"{name}_fixed")
     assert_same_lines(ours, theirs, f"{name}_fixed")
+
+
+# -- docs/convolution.md's opening: corr2d, im2col + GEMM, the algorithms -----------------
+
+DOC = ROOT / "docs" / "convolution.md"
+
+
+def doc_opening():
+    """The page up to the training-step tour: the part that starts where the book does."""
+    text = DOC.read_text()
+    return text[:text.index("## The loop")]
+
+
+def test_doc_quotes_the_loops_that_run():
+    """The loops the page shows are d2l.corr2d's own lines (tinyalex/d2l/convolution.py)."""
+    from tinyalex import d2l
+    quoted = re.search(r"```python\n(    Y = zeros.*?)```", doc_opening(), re.S)
+    assert quoted, "the page should quote corr2d's loops"
+    source = (ROOT / "tinyalex" / "d2l" / "convolution.py").read_text()
+    assert quoted[1] in source
+    assert d2l.corr2d.__module__ == "tinyalex.d2l.convolution"
+
+
+def test_doc_examples_print_what_the_page_says():
+    """Every ``>>>`` example of the opening runs, in order, and prints exactly the
+    output the page shows under it (doctest, no option that loosens the match)."""
+    import doctest
+    test = doctest.DocTestParser().get_doctest(doc_opening(), {}, "docs/convolution.md",
+                                               str(DOC), 0)
+    assert len(test.examples) >= 20
+    report = []
+    runner = doctest.DocTestRunner(optionflags=0)
+    runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)

@@ -16,6 +16,8 @@ Both editions of the book:
   ``HyperParameters`` and ``add_to_class`` (``hyperparameters.py``);
 * plots, ``plotting.py``: ``Animator``, ``ProgressBoard``, ``use_svg_display``,
   ``set_figsize``, ``set_axes``, ``plt`` (live in Jupyter, PNG files in a script);
+* the convolution sections' saved function, ``corr2d`` (the cross-correlation as
+  d2l's two loops), ``convolution.py``;
 * the short names (``size``, ``argmax``, ``astype``, ``reduce_sum``, ``reshape``,
   ``randn``, ...), ``aliases.py``.
 
@@ -29,13 +31,14 @@ from .classic import (Accumulator, Timer, accuracy, cpu, evaluate_accuracy_gpu,
                       get_dataloader_workers, get_fashion_mnist_labels,
                       load_data_fashion_mnist, num_gpus, gpu, train_ch6, try_all_gpus,
                       try_gpu)
+from .convolution import corr2d
 from .hyperparameters import HyperParameters, add_to_class
 from .modern import Classifier, DataModule, FashionMNIST, Module, Trainer, init_cnn
 from .plotting import Animator, ProgressBoard, plt, set_axes, set_figsize, use_svg_display
 
 __all__ = ["Accumulator", "Animator", "Classifier", "DataModule", "FashionMNIST",
            "HyperParameters", "Module", "ProgressBoard", "Timer", "Trainer", "accuracy",
-           "add_to_class", "argmax", "astype", "cpu", "evaluate_accuracy_gpu", "exp",
+           "add_to_class", "argmax", "astype", "corr2d", "cpu", "evaluate_accuracy_gpu", "exp",
            "float32", "get_dataloader_workers", "get_fashion_mnist_labels", "gpu",
            "init_cnn", "int32", "int64", "load_data_fashion_mnist", "log", "matmul",
            "num_gpus", "numpy", "ones", "plt", "rand", "randn", "reduce_mean", "reduce_sum",
