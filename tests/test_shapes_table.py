@@ -172,7 +172,7 @@ def test_alexnet_options_change_first_and_last_layers():
 # -- the printed tables, parsed row by row ----------------------------------------------
 
 SUMMARY_ROW = re.compile(r"^\s*(\d+)\s+(\w+)\s+(\([\d, ]+\))\s+([\d,]+)\s+([\d,]+)\s+\S")
-LOOP_ROW = re.compile(r"^(\w+)\s+output shape:\t(\([\d, ]+\))$")
+LOOP_ROW = re.compile(r"^(\w+)\s+output shape:\ttorch\.Size\((\[[\d, ]+\])\)$")   # as the book
 
 
 def number(text):
@@ -198,8 +198,8 @@ def summary_rows(text):
 
 def loop_rows(text):
     """(layer, output shape) of each line d2l's loop prints, in order."""
-    return [(m[1], ast.literal_eval(m[2])) for m in map(LOOP_ROW.match, text.splitlines())
-            if m]
+    return [(m[1], tuple(ast.literal_eval(m[2])))
+            for m in map(LOOP_ROW.match, text.splitlines()) if m]
 
 
 @pytest.mark.parametrize("build, size, table, total", [

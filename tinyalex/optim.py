@@ -52,7 +52,7 @@ class SGD:
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, flat=None):
-        if not hasattr(params, "__iter__"):
+        if not hasattr(params, "__iter__") or isinstance(params, Tensor):
             raise TypeError(f"SGD: params must be an iterable of Tensors (e.g. "
                             f"net.parameters()), got {type(params).__name__}")
         self.params = list(params)
@@ -155,7 +155,7 @@ class SGD:
         for i, (p, b) in enumerate(zip(self.params, buffers)):
             if b is not None and tuple(b.shape) != p.shape:
                 raise ValueError(f"SGD.load_state_dict: momentum buffer {i} has shape "
-                                 f"{tuple(b.shape)}, parameter has {p.shape}")
+                                 f"{tuple(b.shape)}, parameter has {tuple(p.shape)}")
         self.lr = check_number(state.get("lr", self.lr), "lr", "SGD", positive=True)
         self.momentum = check_number(state.get("momentum", self.momentum), "momentum", "SGD")
         self.weight_decay = check_number(state.get("weight_decay", self.weight_decay),

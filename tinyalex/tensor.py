@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 
 from . import backend as B
-from . import devices
+from . import devices, printing
 from .checks import NUMERIC_KINDS, check_dtype
 
 # --------------------------------------------------------------------------------------
@@ -116,6 +116,14 @@ class Function:
     def name(self) -> str:
         return type(self).__name__
 
+    #: the name PyTorch gives the backward of the same op, where it is not
+    #: ``<name>Backward0`` (shown by a tensor's repr: ``grad_fn=<MmBackward0>``)
+    torch_name: str | None = None
+
+    @property
+    def grad_fn_name(self) -> str:
+        return self.torch_name or f"{self.name}Backward0"
+
     def _check_inputs(self, tensors):
         where = getattr(self, "where", self.name)   # e.g. "Conv2d layer '3'" for layers
         backends = {t.backend for t in tensors}
@@ -154,8 +162,32 @@ def as_tensor_like(value, peers) -> "Tensor":
 
 
 # --------------------------------------------------------------------------------------
-# Tensor
+# Size and Tensor
 # --------------------------------------------------------------------------------------
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints that prints as PyTorch's ``torch.Size([1, 6])``
+    (``tinyalex/printing.py`` says why that name). Slicing it or adding a tuple to it
+    gives a Size; anything a tuple does, it does."""
+
+    def __repr__(self) -> str:
+        return printing.size_repr(self)
+
+    __str__ = __repr__
+
+    def __getitem__(self, index):
+        item = tuple.__getitem__(self, index)
+        return Size(item) if isinstance(index, slice) else item
+
+    def __add__(self, other):
+        return Size(tuple.__add__(self, tuple(other)))
+
+    def numel(self) -> int:
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
 
 class Tensor:
     """An n-dimensional array on a backend, with an optional gradient.
@@ -203,8 +235,8 @@ class Tensor:
 
     # -- description ---------------------------------------------------------------
     @property
-    def shape(self) -> tuple:
-        return tuple(self.array.shape)
+    def shape(self) -> "Size":
+        return Size(self.array.shape)
 
     @property
     def dtype(self):
@@ -252,22 +284,54 @@ class Tensor:
     def is_leaf(self) -> bool:
         return self._creator is None
 
+    @property
+    def grad_fn(self) -> Function | None:
+        """PyTorch's name for :attr:`creator`."""
+        return self._creator
+
     def __repr__(self) -> str:
-        body = np.array2string(self.numpy(), precision=4, threshold=20, edgeitems=2,
-                               separator=", ", prefix="tensor(")
-        extra = "" if self.dtype == DEFAULT_FLOAT else f", dtype={self.dtype}"
-        extra += "" if self.backend == "numpy" else f", backend='{self.backend}'"
-        extra += ", requires_grad=True" if self.requires_grad else ""
-        return f"tensor({body}{extra})"
+        """As PyTorch prints a tensor (``tinyalex/printing.py`` has the rules)."""
+        creator = self._creator
+        return printing.tensor_repr(
+            B.to_numpy(self.array), device=None if self.backend == "numpy" else "cuda:0",
+            grad_fn=creator.grad_fn_name if creator is not None else None,
+            requires_grad=self.requires_grad)
+
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.3f}"``: a 0-d tensor formats as its number (as in PyTorch); any
+        other tensor only with an empty spec."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} passed to "
+                            f"Tensor.__format__: only a 0-d tensor formats as a number, "
+                            f"this one has shape {tuple(self.shape)}; format t.item() of a "
+                            "one-element tensor, or reduce it first (t.sum())")
+        return repr(self)
+
+    def __iter__(self):
+        """The sub-tensors along dimension 0 (``for row in X``, ``zip(X, K)``), each
+        an ``X[i]`` in the graph."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self)))
 
     # -- conversion ----------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host NumPy copy of the data (a view is never handed out for device data)."""
         return B.to_numpy(self.array).copy()
 
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)`` (matplotlib, NumPy functions) for a tensor on the numpy
+        backend; a tensor on the GPU must be copied explicitly with ``.numpy()``."""
+        if self.backend != "numpy":
+            raise TypeError("can't convert a cuda:0 tensor to a NumPy array implicitly; "
+                            "use t.numpy() (or t.cpu()) to copy it to the host first")
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
+
     def item(self):
         if self.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+            raise ValueError(f"item() needs a tensor with one element, got shape {tuple(self.shape)}")
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
             return stats.read()[0]                    # check come back in one copy
@@ -278,7 +342,7 @@ class Tensor:
         # `t in [a, b]` would silently answer True.
         if self.size != 1:
             raise ValueError(f"the truth value of a tensor with more than one element is "
-                             f"ambiguous (shape {self.shape}); reduce it first, e.g. "
+                             f"ambiguous (shape {tuple(self.shape)}); reduce it first, e.g. "
                              "(t == 0).numpy().all()")
         return bool(self.item())
 
@@ -306,6 +370,23 @@ class Tensor:
             return _Move(backend)(self)
         out = Tensor(data, requires_grad=self.requires_grad)
         return out
+
+    def cpu(self) -> "Tensor":
+        return self.to("numpy")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Start (or stop) recording operations on this leaf, in place, as PyTorch."""
+        if self._creator is not None and not requires_grad:
+            raise RuntimeError("requires_grad_(False) on a tensor an op made: use "
+                               "detach() to cut it from the graph")
+        if requires_grad and self.dtype.kind != "f":
+            raise RuntimeError(f"only floating-point tensors can require gradients, got "
+                               f"dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad) or self._creator is not None
+        return self
 
     def astype(self, dtype) -> "Tensor":
         dtype = check_dtype(dtype, "astype")
@@ -339,13 +420,13 @@ class Tensor:
         if grad is None:
             if self.size != 1:
                 raise RuntimeError(f"backward() without an explicit grad needs a tensor with "
-                                   f"one element; this one has shape {self.shape}")
+                                   f"one element; this one has shape {tuple(self.shape)}")
             grad = self.xp.ones_like(self.array)
         else:
             grad = grad.array if isinstance(grad, Tensor) else self.xp.asarray(grad)
             if grad.shape != self.array.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected "
-                                 f"the tensor's shape {self.shape}")
+                                 f"the tensor's shape {tuple(self.shape)}")
             grad = grad.astype(self.dtype, copy=False)
         if self._creator is None:
             _accumulate_leaf(self, grad)
@@ -357,14 +438,7 @@ class Tensor:
     #    __mul__, __truediv__ (and their reflections), __neg__, __pow__, __matmul__,
     #    __getitem__, sum, mean, reshape/view, exp, log, relu.
 
-    # -- comparisons and reductions without gradients ------------------------------
-    def argmax(self, axis=None, dim=None):
-        axis = dim if axis is None else axis
-        return Tensor(self.array.argmax(axis=axis))
-
-    def max(self, axis=None):
-        return Tensor(self.array.max(axis=axis))
-
+    # -- comparisons, without gradients ----------------------------------------------
     def _compare(self, other, op):
         other = other.array if isinstance(other, Tensor) else other
         return Tensor(op(self.array, other))
@@ -380,6 +454,12 @@ class Tensor:
 
     def __gt__(self, other):
         return self._compare(other, lambda a, b: a > b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
 
     __hash__ = object.__hash__
 

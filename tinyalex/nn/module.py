@@ -196,11 +196,11 @@ class Module:
                 problems.append(f"  {name}: dtype {value.dtype} is not numeric")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"  {name}: shape {tuple(value.shape)} in the state dict, "
-                                f"{p.shape} in the model")
+                                f"{tuple(p.shape)} in the model")
             else:
                 values[name] = value
         if strict:
-            problems += [f"  missing key {k} (model expects shape {own[k].shape})"
+            problems += [f"  missing key {k} (model expects shape {tuple(own[k].shape)})"
                          for k in missing]
             problems += [f"  unexpected key {k}" for k in unexpected]
         if problems:

@@ -72,7 +72,7 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     try:
         with no_grad():
             for i, layer in enumerate(net):
-                in_shape = x.shape
+                in_shape = tuple(x.shape)
                 try:
                     x = layer(x)
                 except (ValueError, TypeError) as exc:
@@ -82,9 +82,9 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
                 rows.append({"index": i, "name": type(layer).__name__,
-                             "output_shape": x.shape, "algorithm": algorithm,
+                             "output_shape": tuple(x.shape), "algorithm": algorithm,
                              "parameters": sum(p.size for p in layer.parameters()),
-                             "macs": layer_macs(layer, in_shape, x.shape),
+                             "macs": layer_macs(layer, in_shape, tuple(x.shape)),
                              "activation_bytes": int(x.array.nbytes)})
     finally:
         net.train(was_training)
