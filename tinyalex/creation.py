@@ -149,9 +149,12 @@ def linspace(start, end, steps, *, dtype=None, backend="numpy", device=None,
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise RuntimeError(f"linspace(): steps must be an int >= 0, got {steps!r}")
     dtype = check_dtype(dtype or DEFAULT_FLOAT, "linspace")
-    step = (end - start) / (steps - 1) if steps > 1 else 0.0
+    # PyTorch's way: the step in the output's dtype; the first half counted from start,
+    # the second back from end, each value rounded once (a fused multiply-add)
+    start, end = dtype.type(start), dtype.type(end)
+    step = (end - start) / dtype.type(steps - 1) if steps > 1 else dtype.type(0)
     i = np.arange(steps, dtype=np.float64)
-    # PyTorch's way: the first half counted from start, the second back from end
+    start, end, step = float(start), float(end), float(step)
     host = np.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i))
     return tensor(host.astype(dtype), requires_grad=requires_grad,
                   backend=_backend(backend, device, "linspace"))

@@ -334,7 +334,7 @@ def assign(target, index, value):
     except IndexError as exc:
         raise _index_error(exc, index, target.shape) from None
     except ValueError as exc:
-        if "broadcast" not in str(exc):
+        if "broadcast" not in str(exc) and "cannot assign" not in str(exc):
             raise
         part = target[index].shape
         raise RuntimeError(f"shape mismatch: value of shape {tuple(value.shape)} cannot be "
