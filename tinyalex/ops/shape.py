@@ -66,7 +66,7 @@ def _join_dtype(arrays):
     """PyTorch's promotion for joined tensors: the widest float among the floating
     ones, else NumPy's rule for the integers and bools."""
     floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
-    return np.result_type(*floats) if floats else np.result_type(*arrays)
+    return np.result_type(*floats) if floats else np.result_type(*(a.dtype for a in arrays))
 
 
 class Cat(Function):
