@@ -19,6 +19,13 @@ records it as the *creator* of its output, which is how the graph is built::
 work list (no recursion, so graphs of any depth work), sums the gradients of a
 tensor used by several ops, and releases each node's saved arrays as soon as its
 backward has run.
+
+Writing into a tensor (``x[i, j] = v``, ``tinyalex/ops/basic.py: setitem``) is
+PyTorch's in-place ``index_put_``. Where no gradient is recorded the values go into
+x's memory. Where one is, x gets a new *version*: its array becomes a copy with the
+part replaced and its creator a ``SetItem`` node whose inputs are the old version and
+v, so the ops that used the old x keep the old values and their gradients stay right
+(where PyTorch counts versions and refuses a backward through a modified tensor).
 """
 
 from __future__ import annotations
