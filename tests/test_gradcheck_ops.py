@@ -229,6 +229,19 @@ def test_matmul_gradients(backend, M, K, N, seed):
     check(ops.matmul, randn(rng, (M, K), backend), randn(rng, (K, N), backend))
 
 
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((5, 2, 3), (3, 4)), ((2, 3), (2, 3, 4)),
+    ((2, 1, 2, 3), (3, 3, 2))])
+def test_matmul_1d_and_batched_gradients(backend, a_shape, b_shape):
+    """torch.matmul's other cases: 1-D operands promoted and dropped, batch dims
+    broadcast (the gradient summed back over them)."""
+    rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
+    a, b = randn(rng, a_shape, backend), randn(rng, b_shape, backend)
+    np.testing.assert_allclose(host(ops.matmul(a, b)), np.matmul(host(a), host(b)),
+                               rtol=1e-12)
+    check(ops.matmul, a, b)
+
+
 @settings(max_examples=EXAMPLES)
 @given(shape=st.lists(st.integers(1, 3), min_size=2, max_size=4).map(tuple),
        seed=st.integers(0, 2**16), data=st.data())

@@ -210,3 +210,50 @@ def test_creation_functions_dtypes_and_sharing():
     assert X.clone().tolist() == X.tolist() and X.detach().array is X.array
     assert X.unsqueeze(0).shape == (1, 2, 2) and X.unsqueeze(0).squeeze().shape == (2, 2)
     assert X.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+# -- in-place operators -------------------------------------------------------------
+
+def test_in_place_operators_write_into_the_tensor():
+    """d2l's from-scratch SGD: ``param -= lr * param.grad; param.grad.zero_()`` under
+    no_grad() changes the parameter itself; two leaves whose gradients came from one
+    array (add's backward) are zeroed independently."""
+    w = tinyalex.ones(3, requires_grad=True)
+    b = tinyalex.ones(3, requires_grad=True)
+    (w + b).sum().backward()
+    params = [w, b]
+    with tinyalex.no_grad():
+        for param in params:
+            param -= 0.5 * param.grad
+            param.grad.zero_()
+    assert w.tolist() == b.tolist() == [0.5] * 3 and w.is_leaf and w.requires_grad
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w += 1.0
+    x = tinyalex.zeros(2, 2)
+    alias = x
+    x += 1.0
+    x *= 3.0
+    x /= 2.0
+    x.sub_(0.5).add_(1.0).mul_(2.0).div_(4.0)
+    assert alias is x and x.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    x.data.fill_(2.0)
+    assert x.tolist() == [[2.0] * 2] * 2
+    x.copy_(tinyalex.eye(2))
+    assert x.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    tinyalex.manual_seed(0)
+    x.normal_(0.0, 0.01)
+    assert 0 < float(x.abs().max()) < 0.1
+    x.uniform_(2.0, 3.0)
+    assert 2.0 <= float(x.min()) and float(x.max()) < 3.0
+
+
+def test_in_place_in_the_graph_gradcheck():
+    rng = np.random.default_rng(1)
+    x, y = arr(rng.standard_normal((2, 3))), arr(rng.standard_normal((2, 3)))
+
+    def fn(x, y):
+        z = x * 1.0
+        z += y * y
+        z *= x
+        return z
+    check(fn, x, y)

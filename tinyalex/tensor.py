@@ -597,6 +597,7 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
 
     # 2. Run each node once all its consumers are done, summing gradients that meet.
     grads = {root: grad}
+    handed = set()                    # the arrays (by owner) given to leaves so far
     ready = [root]
     while ready:
         node = ready.pop()
@@ -618,6 +619,15 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
                                        f"{tuple(gx.shape)} for an input of shape "
                                        f"{tuple(shape)}")
                 if isinstance(edge, Tensor):
+                    # A backward may hand one array (or views of it) to several inputs
+                    # (add's does): a leaf's .grad gets its own copy of an array another
+                    # leaf already took, so that zeroing one in place (grad.zero_())
+                    # leaves the other alone.
+                    owner = id(gx if gx.base is None else gx.base)
+                    if owner in handed:
+                        gx = gx.copy()
+                    else:
+                        handed.add(owner)
                     _accumulate_leaf(edge, gx)
                 elif edge in grads:
                     grads[edge] = grads[edge] + gx

@@ -1,6 +1,7 @@
 """The differentiable ops, each a Function with a lowercase wrapper; importing this
 package binds Tensor's operators and methods to them (``bind_tensor_operators``)."""
 
+from .. import random
 from .activation import dropout, relu, sigmoid
 from .basic import (abs, add, check_dim, clone, div, exp, getitem, log, matmul, mean, mul,
                     neg, normalize_dims, power, reshape, setitem, sqrt, sub, sum)
@@ -79,6 +80,29 @@ def bind_tensor_operators(Tensor) -> None:
     Tensor.flatten = lambda self, start_dim=0, end_dim=-1: flatten(self, start_dim, end_dim)
     Tensor.unsqueeze = lambda self, dim: reshape(self, _unsqueezed(self, dim))
     Tensor.squeeze = lambda self, dim=None: reshape(self, _squeezed(self, dim))
+    # In place, as PyTorch: ``x += y`` and ``x.add_(y)`` write into x (through
+    # setitem, so a recorded graph sees a new version of x and a leaf that requires
+    # grad is refused outside no_grad(), as in d2l's ``param -= lr * param.grad``).
+    Tensor.__iadd__ = Tensor.add_ = _in_place(add)
+    Tensor.__isub__ = Tensor.sub_ = _in_place(sub)
+    Tensor.__imul__ = Tensor.mul_ = _in_place(mul)
+    Tensor.__itruediv__ = Tensor.div_ = _in_place(div)
+    Tensor.copy_ = _in_place(lambda x, src: src)
+    Tensor.fill_ = _in_place(lambda x, value: value)
+    Tensor.zero_ = lambda self: _write(self, 0)
+    Tensor.normal_ = lambda self, mean=0.0, std=1.0: _write(
+        self, random.generator().normal(mean, std, self.shape))
+    Tensor.uniform_ = lambda self, a=0.0, b=1.0: _write(
+        self, random.generator().uniform(a, b, self.shape))
+
+
+def _write(x, value):
+    setitem(x, Ellipsis, value)
+    return x
+
+
+def _in_place(op):
+    return lambda self, other: _write(self, op(self, other))
 
 
 def _unsqueezed(x, dim):

@@ -155,6 +155,40 @@ class MatMul(Function):
         return ga, gb
 
 
+class BatchedMatMul(Function):
+    """``torch.matmul``'s other cases, as NumPy's ``matmul``: a 1-D operand is a row
+    (on the left) or a column (on the right) that the result drops again, and leading
+    (batch) dims broadcast. Backward: the 2-D rule on the promoted shapes, summed over
+    the batch dims an operand was broadcast along."""
+
+    torch_name = "MatmulBackward0"
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot "
+                             "be multiplied: the last dim of the first must equal the "
+                             "second-to-last (or only) dim of the second")
+        self.a_shape, self.b_shape = a.shape, b.shape
+        self.a = a[None, :] if a.ndim == 1 else a                 # (..., M, K)
+        self.b = b[:, None] if b.ndim == 1 else b                 # (..., K, N)
+        _broadcast_shape("matmul", self.a[..., :0, :0], self.b[..., :0, :0])
+        y = self.a @ self.b                                       # (..., M, N)
+        self.y_shape = y.shape
+        if a.ndim == 1:
+            y = y[..., 0, :]
+        return y[..., 0] if b.ndim == 1 else y
+
+    def backward(self, gy):
+        xp = B.get_array_module(gy)
+        gy = gy.reshape(self.y_shape)                             # (..., M, N)
+        ga = gb = None
+        if self.needs_input_grad[0]:                              # (..., M, K)
+            ga = sum_to(gy @ xp.swapaxes(self.b, -1, -2), self.a.shape).reshape(self.a_shape)
+        if self.needs_input_grad[1]:                              # (..., K, N)
+            gb = sum_to(xp.swapaxes(self.a, -1, -2) @ gy, self.b.shape).reshape(self.b_shape)
+        return ga, gb
+
+
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
@@ -417,7 +451,11 @@ def log(x):
 
 
 def matmul(a, b):
-    return MatMul()(a, b)
+    """``torch.matmul``: the matrix product (2-D @ 2-D), or with 1-D and batched
+    operands as NumPy's matmul."""
+    a_nd = a.ndim if isinstance(a, Tensor) else np.ndim(a)
+    b_nd = b.ndim if isinstance(b, Tensor) else np.ndim(b)
+    return (MatMul() if a_nd == b_nd == 2 else BatchedMatMul())(a, b)
 
 
 def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
