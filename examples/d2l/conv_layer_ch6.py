@@ -11,9 +11,9 @@ of an image with the kernel [1, -1]; learning that kernel back from the image an
 edges with a Conv2d layer (random start, so the losses differ from run to run).
 """
 
+from tinyalex import d2l
 import tinyalex as torch
 from tinyalex import nn
-from tinyalex import d2l
 
 
 def corr2d(X, K):  #@save

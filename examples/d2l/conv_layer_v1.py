@@ -10,9 +10,9 @@ image and its edges with a lazy Conv2d layer (random start, so the losses differ
 run to run). The only difference from the train_ch6 edition's code is the lazy layer.
 """
 
+from tinyalex import d2l
 import tinyalex as torch
 from tinyalex import nn
-from tinyalex import d2l
 
 
 def corr2d(X, K):  #@save
