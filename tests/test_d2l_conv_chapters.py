@@ -256,3 +256,71 @@ def test_doc_examples_print_what_the_page_says():
     runner = doctest.DocTestRunner(optionflags=0)
     runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
+
+
+# -- d2l.corr2d itself ---------------------------------------------------------------------
+
+def test_corr2d_values_and_gradients_match_pytorch():
+    """d2l.corr2d on a random 5x6 image and 2x3 kernel: the values of PyTorch's conv2d
+    and, through the loops' item assignments, the gradients PyTorch's corr2d gives X and
+    K (the conv-layer section's Conv2D layer trains its weight this way)."""
+    import tinyalex
+    from tinyalex import d2l
+    import d2l_torch_standin as torch_d2l
+    torch = require_torch()
+    rng = np.random.default_rng(0)
+    X, K, gY = (rng.standard_normal(s).astype(np.float32) for s in ((5, 6), (2, 3), (4, 4)))
+    ours_X, ours_K = (tinyalex.tensor(a, requires_grad=True) for a in (X, K))
+    ours = d2l.corr2d(ours_X, ours_K)
+    (ours * tinyalex.tensor(gY)).sum().backward()
+    ref_X, ref_K = (torch.tensor(a, requires_grad=True) for a in (X, K))
+    ref = torch_d2l.corr2d(ref_X, ref_K)
+    (ref * torch.tensor(gY)).sum().backward()
+    conv = torch.nn.functional.conv2d(ref_X[None, None], ref_K[None, None])[0, 0]
+    np.testing.assert_allclose(ours.detach().numpy(), conv.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(ours_X.grad.numpy(), ref_X.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours_K.grad.numpy(), ref_K.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert ours.dtype == np.float32 and ours.shape == (4, 4)
+
+
+@pytest.mark.parametrize("X_shape, K_shape, message", [
+    ((2, 3, 3), (2, 2), r"X must be a 2-D tensor .* got shape \(2, 3, 3\)"),
+    ((3, 3), (1, 2, 2), r"K must be a 2-D tensor .* got shape \(1, 2, 2\)"),
+    ((3, 3), (4, 2), r"kernel K \(4, 2\) is larger than the image X \(3, 3\)")])
+def test_corr2d_says_what_is_wrong(X_shape, K_shape, message):
+    import tinyalex
+    from tinyalex import d2l
+    with pytest.raises(ValueError, match=message):
+        d2l.corr2d(tinyalex.ones(X_shape), tinyalex.ones(K_shape))
+    with pytest.raises(ValueError, match=r"X must be a 2-D tensor .* got list"):
+        d2l.corr2d([[1.0]], tinyalex.ones((1, 1)))
+
+
+def test_the_d2l_names_the_sections_call_are_pytorchs():
+    """Each d2l alias the scripts call gives what d2l's own alias gives on PyTorch: the
+    same values, shape and dtype (normal: shape and dtype, its numbers are random)."""
+    import tinyalex
+    from tinyalex import d2l
+    import d2l_torch_standin as torch_d2l
+    torch = require_torch()
+    A = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    B = np.arange(8, dtype=np.float32).reshape(4, 2)
+    calls = {"zeros": lambda m, t: m.zeros((2, 3)), "ones": lambda m, t: m.ones((2, 3)),
+             "tensor": lambda m, t: m.tensor([[0.0, 1.0], [2.0, 3.0]]),
+             "arange": lambda m, t: m.arange(16, dtype=m.float32),
+             "reshape": lambda m, t: m.reshape(t(A), (2, 6)),
+             "transpose": lambda m, t: m.transpose(t(A)),
+             "reduce_sum": lambda m, t: m.reduce_sum(t(A)),
+             "abs": lambda m, t: m.abs(t(A)),
+             "matmul": lambda m, t: m.matmul(t(A), t(B)),
+             "stack": lambda m, t: m.stack((t(A), t(A) + 1, t(A) + 2), 0),
+             "concat": lambda m, t: m.concat((t(A), t(A) + 1), 1),
+             "normal": lambda m, t: m.normal(0, 1, (3, 3, 3))}
+    for name, call in calls.items():
+        ours = call(d2l, tinyalex.tensor)
+        ref = call(torch_d2l, torch.tensor)
+        assert (tuple(ours.shape), str(ours.dtype)) == (tuple(ref.shape),
+                                                        str(ref.dtype).split(".")[1]), name
+        if name != "normal":
+            np.testing.assert_array_equal(ours.numpy(), ref.numpy(), err_msg=name)
