@@ -295,3 +295,23 @@ def test_tensor_api_errors_are_torchs(case):
         call(torch)
     with pytest.raises(error):
         call(tinyalex)
+
+
+CREATED = {
+    "arange int": lambda t: t.arange(7), "arange step": lambda t: t.arange(2, 9, 3),
+    "arange 0.1": lambda t: t.arange(0, 1, 0.1),
+    "arange negative": lambda t: t.arange(-1.5, 2.0, 0.25),
+    "arange dtype": lambda t: t.arange(16, dtype=t.float32),
+    "linspace 7": lambda t: t.linspace(-1, 1, 7), "linspace 11": lambda t: t.linspace(0, 10, 11),
+    "linspace down": lambda t: t.linspace(3.0, -2.0, 6), "eye": lambda t: t.eye(3, 2),
+    "full": lambda t: t.full((2, 2), 1.5),
+    "zeros_like": lambda t: t.zeros_like(t.ones(2, 3, dtype=t.int64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CREATED))
+def test_creation_functions_match_torch(name):
+    """The same values and dtypes, bit for bit."""
+    a, b = CREATED[name](tinyalex).numpy(), CREATED[name](torch).numpy()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
