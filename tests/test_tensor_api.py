@@ -257,3 +257,22 @@ def test_in_place_in_the_graph_gradcheck():
         z *= x
         return z
     check(fn, x, y)
+
+
+def test_repr_on_the_gpu_names_the_device():
+    """The cupy backend prints as PyTorch prints a cuda tensor (checked here on the
+    printing function, which takes the host copy, so that it runs without a GPU)."""
+    from tinyalex.printing import tensor_repr
+    text = tensor_repr(np.array([1.0, 2.5], np.float32), device="cuda:0", grad_fn=None,
+                       requires_grad=True)
+    assert text == "tensor([1.0000, 2.5000], device='cuda:0', requires_grad=True)"
+
+
+def test_numpy_interop():
+    x = tinyalex.arange(3.0)
+    assert np.asarray(x).tolist() == [0.0, 1.0, 2.0]
+    assert np.shares_memory(np.asarray(x), x.array)      # as torch's, no copy on the CPU
+    assert np.asarray(x, dtype=np.float64).dtype == np.float64
+    n = x.numpy()
+    n[0] = 5.0
+    assert x[0].item() == 0.0               # numpy() is a host copy (documented)
