@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_tensor_construction_and_description(backend):
     t = tinyalex.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend)
     assert t.dtype == np.float32                      # float32 by default, as PyTorch
-    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.shape == (2, 3) and t.ndim == 2 and t.numel() == 6 and t.size() == (2, 3) and t.size(-1) == 3 and len(t) == 2
     assert t.backend == backend and not t.requires_grad and t.grad is None
     assert tinyalex.tensor([1, 2]).dtype == np.int64
     assert tinyalex.tensor([1, 2], dtype=tinyalex.float64).dtype == np.float64

@@ -47,9 +47,9 @@ def test_gradients_land_in_the_flat_buffer():
     for p, start in zip(flat.params, flat.offsets):
         assert p.grad.array is p._grad_buffer
         assert np.shares_memory(p.array, flat.data) and np.shares_memory(p.grad.array, flat.grad)
-        np.testing.assert_array_equal(flat.grad[start:start + p.size], p.grad.numpy().ravel())
-        np.testing.assert_array_equal(flat.data[start:start + p.size], p.numpy().ravel())
-    assert flat.size == sum(p.size for p in net.parameters()) == 61706
+        np.testing.assert_array_equal(flat.grad[start:start + p.numel()], p.grad.numpy().ravel())
+        np.testing.assert_array_equal(flat.data[start:start + p.numel()], p.numpy().ravel())
+    assert flat.size == sum(p.numel() for p in net.parameters()) == 61706
 
 
 def test_a_second_backward_adds_and_missing_gradients_are_zeroed():

@@ -139,7 +139,7 @@ def test_d2l_alexnet_code_runs_and_gives_the_table_row_by_row():
         for i, (layer, (name, shape, params)) in enumerate(zip(net, ALEXNET_TABLE)):
             X = layer(X)                                 # d2l's loop
             assert (i, type(layer).__name__, X.shape) == (i, name, shape)
-            assert sum(p.size for p in layer.parameters()) == params, f"row {i} ({name})"
+            assert sum(p.numel() for p in layer.parameters()) == params, f"row {i} ({name})"
     assert net.num_parameters() == 46_764_746
 
 

@@ -107,7 +107,7 @@ class SGD:
     def _new_flat_momentum(self, buffer) -> None:
         """The flat momentum buffer (total,), and each parameter's view of it."""
         self._flat_momentum = buffer
-        self.momentum_buffers = [buffer[o:o + p.size].reshape(p.shape)
+        self.momentum_buffers = [buffer[o:o + p.numel()].reshape(p.shape)
                                  for p, o in zip(self.params, self.flat.offsets)]
 
     def step(self) -> None:
@@ -167,5 +167,5 @@ class SGD:
         if self.flat is not None and all(b is not None for b in self.momentum_buffers):
             xp = self.params[0].xp       # one flat momentum buffer again, as _step_flat keeps
             self._flat_momentum = xp.concatenate([b.reshape(-1) for b in self.momentum_buffers])
-            self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+            self.momentum_buffers = [self._flat_momentum[o:o + p.numel()].reshape(p.shape)
                                      for p, o in zip(self.params, self.flat.offsets)]

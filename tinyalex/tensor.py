@@ -253,12 +253,22 @@ class Tensor:
     def ndim(self) -> int:
         return self.array.ndim
 
-    @property
-    def size(self) -> int:
-        return int(self.array.size)
+    def size(self, dim=None):
+        """PyTorch's: the shape (a Size), or the size of dimension ``dim``. The
+        number of elements is ``numel()``."""
+        if dim is None:
+            return self.shape
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+            raise TypeError(f"size(dim): dim must be an int, got {dim!r}")
+        n = max(self.ndim, 1)
+        if not -n <= dim < n or self.ndim == 0:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, "
+                             f"{n - 1}], but got {dim}) for a tensor of shape "
+                             f"{tuple(self.shape)}")
+        return self.array.shape[dim]
 
     def numel(self) -> int:
-        return self.size
+        return int(self.array.size)
 
     def dim(self) -> int:
         return self.ndim
@@ -337,7 +347,7 @@ class Tensor:
         return self.array if dtype is None else self.array.astype(dtype, copy=False)
 
     def item(self):
-        if self.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {tuple(self.shape)}")
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
@@ -347,7 +357,7 @@ class Tensor:
     def __bool__(self):
         # As PyTorch: without this every tensor is truthy, so `if t == 0:` and
         # `t in [a, b]` would silently answer True.
-        if self.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"the truth value of a tensor with more than one element is "
                              f"ambiguous (shape {tuple(self.shape)}); reduce it first, e.g. "
                              "(t == 0).numpy().all()")
@@ -425,7 +435,7 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad (was it "
                                "computed under no_grad(), or from inputs that need none?)")
         if grad is None:
-            if self.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(f"backward() without an explicit grad needs a tensor with "
                                    f"one element; this one has shape {tuple(self.shape)}")
             grad = self.xp.ones_like(self.array)

@@ -7,7 +7,7 @@ whole step's gradients lie in one array: one allreduce of that array sums them o
 processes (distributed training), and one pass over ``data`` and ``grad`` updates
 every parameter (``optim.SGD``). The layout follows the order of ``params``::
 
-    data[offsets[i] : offsets[i] + params[i].size] is params[i].array.reshape(-1)
+    data[offsets[i] : offsets[i] + params[i].numel()] is params[i].array.reshape(-1)
 
 A parameter that received no gradient in a step has ``.grad is None`` and stale
 numbers in its view; ``zero_missing_gradients()`` zeroes those views, so the whole
@@ -42,16 +42,16 @@ class FlatParameters:
         self.offsets, self.sizes, total = [], [], 0
         for p in self.params:
             self.offsets.append(total)
-            self.sizes.append(p.size)
-            total += p.size
+            self.sizes.append(p.numel())
+            total += p.numel()
         self.size = total
         self.data = xp.empty(total, dtype=dtype)             # (total,)
         self.grad = xp.zeros(total, dtype=dtype)             # (total,)
         for p, start in zip(self.params, self.offsets):
-            view = self.data[start:start + p.size].reshape(p.shape)
+            view = self.data[start:start + p.numel()].reshape(p.shape)
             view[...] = p.array
             p.array = view
-            p._grad_buffer = self.grad[start:start + p.size].reshape(p.shape)
+            p._grad_buffer = self.grad[start:start + p.numel()].reshape(p.shape)
             if p.grad is not None:
                 p._grad_buffer[...] = p.grad.array
                 p.grad = Tensor(p._grad_buffer)

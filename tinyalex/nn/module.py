@@ -116,7 +116,7 @@ class Module:
             yield p
 
     def num_parameters(self) -> int:
-        return sum(p.size for p in self.parameters())
+        return sum(p.numel() for p in self.parameters())
 
     def apply(self, fn):
         """Call ``fn(module)`` on every sub-module and then on this one (as PyTorch)."""

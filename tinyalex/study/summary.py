@@ -83,7 +83,7 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                     if hasattr(layer, "algorithm") else ""
                 rows.append({"index": i, "name": type(layer).__name__,
                              "output_shape": tuple(x.shape), "algorithm": algorithm,
-                             "parameters": sum(p.size for p in layer.parameters()),
+                             "parameters": sum(p.numel() for p in layer.parameters()),
                              "macs": layer_macs(layer, in_shape, tuple(x.shape)),
                              "activation_bytes": int(x.array.nbytes)})
     finally:
