@@ -102,7 +102,7 @@ def worker(model: str, batch: int, steps: int, warmup: int, allreduces: int) -> 
     train_epoch(net, optimizer, images[:warmup * batch], labels[:warmup * batch], recipe,
                 "numpy", 0, group=group)
     timed = train_epoch(net, optimizer, images, labels, recipe, "numpy", 1, group=group)
-    parameters = sum(p.size for p in net.parameters())
+    parameters = sum(p.numel() for p in net.parameters())
     result = {"model": model, "batch": batch, "processes": group.size,
               "threads_per_process": cpu_threads.THREADS, "steps": steps,
               "step_s": timed["train_seconds"] / steps,

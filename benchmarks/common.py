@@ -117,7 +117,7 @@ def torch_net(model: str, weights_from=None):
             nn.Linear(84, 10))
     if weights_from is not None:
         from tinyalex import backend as B
-        state = {k: torch.from_numpy(B.to_numpy(v.data).copy())
+        state = {k: torch.from_numpy(B.to_numpy(v.array).copy())
                  for k, v in weights_from.named_parameters()}
         net.load_state_dict(state)
     return net

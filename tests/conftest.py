@@ -168,8 +168,8 @@ def spot_check(loss_fn, tensor, indices, eps=EPS, atol=ATOL, rtol=RTOL):
     Returns the analytic values, so that a test can insist they are not 0."""
     assert tensor.dtype == np.float64
     analytic = host(tensor.grad)
-    flat = tensor.data.reshape(-1)
-    assert np.shares_memory(flat, tensor.data) if tensor.backend == "numpy" else True
+    flat = tensor.array.reshape(-1)
+    assert np.shares_memory(flat, tensor.array) if tensor.backend == "numpy" else True
     checked = []
     for index in indices:
         j = int(np.ravel_multi_index(index, tensor.shape))

@@ -149,7 +149,7 @@ data = load_fashion_mnist(data_dir)
 recipe = dict(D2L_RECIPES["lenet"], epochs=1, **recipe)
 group = make_group("auto", "numpy")
 net, records = fit(recipe, data, backend="numpy", log=lambda *a: None, dist=group)
-lenet = np.concatenate([p.data.reshape(-1) for p in net.parameters()])
+lenet = np.concatenate([p.array.reshape(-1) for p in net.parameters()])
 
 tinyalex.manual_seed(1)
 mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.5),

@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_tensor_construction_and_description(backend):
     t = tinyalex.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], backend=backend)
     assert t.dtype == np.float32                      # float32 by default, as PyTorch
-    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.shape == (2, 3) and t.ndim == 2 and t.numel() == 6 and t.size() == (2, 3) and t.size(-1) == 3 and len(t) == 2
     assert t.backend == backend and not t.requires_grad and t.grad is None
     assert tinyalex.tensor([1, 2]).dtype == np.int64
     assert tinyalex.tensor([1, 2], dtype=tinyalex.float64).dtype == np.float64
@@ -51,7 +51,7 @@ def test_detach_cuts_the_graph_and_shares_data(backend):
     x = arr([1.0, 2.0], backend)
     y = x * 3
     d = y.detach()
-    assert not d.requires_grad and d.is_leaf and d.data is y.data
+    assert not d.requires_grad and d.is_leaf and d.array is y.array
 
 
 def test_to_same_backend_is_identity(backend):
@@ -357,7 +357,7 @@ def test_graph_does_not_keep_unsaved_activations_alive():
     # that no backward saved is freed once the caller drops it, before backward.
     x = tinyalex.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     a = x * 2.0                      # Mul saves its inputs (x and 2), not its output
-    watch = weakref.ref(a.data)
+    watch = weakref.ref(a.array)
     s = a.sum()                      # Sum saves only the input's shape
     del a
     gc.collect()

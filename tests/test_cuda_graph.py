@@ -179,10 +179,10 @@ def test_the_capture_stand_in_refuses_what_real_capture_refuses(emulated_cupy):
     xp, x = emulated_cupy.xp, tinyalex.Tensor(np.ones((2, 2)))
     refused = {"upload": lambda: xp.asarray(np.zeros(2)),
                "to_backend": lambda: B.to_backend(np.zeros(2), "cupy"),
-               "read back": lambda: B.to_numpy(x.data), "item": lambda: x.sum().item(),
+               "read back": lambda: B.to_numpy(x.array), "item": lambda: x.sum().item(),
                "numpy": x.numpy, "float": lambda: float(x.sum()),
-               "cupy.matmul": lambda: xp.matmul(x.data, x.data),
-               "cupy.dot": lambda: xp.dot(x.data, x.data)}
+               "cupy.matmul": lambda: xp.matmul(x.array, x.array),
+               "cupy.dot": lambda: xp.dot(x.array, x.array)}
     for name, call in refused.items():
         call()                                   # eager: fine
         with CAPTURE.recording(), pytest.raises(CaptureError, match="captures a CUDA graph"):
@@ -230,7 +230,7 @@ def test_on_the_cpu_every_step_is_eager_with_train_ch6s_numbers():
         loss = nn.CrossEntropyLoss()(logits, y)
         loss.backward()
         opt2.step()
-        want.append((float(loss.item()), int((logits.data.argmax(axis=1) == y.data).sum())))
+        want.append((float(loss.item()), int((logits.array.argmax(axis=1) == y.array).sum())))
     assert reads == want and step.counts["eager"] == len(SIZES)
 
 

@@ -547,7 +547,7 @@ def test_sgd_update_over_one_flat_buffer_equals_optim_sgd(emu, dtype, bits, mome
                                    index_bits=bits, max_blocks=1)
             plan.launch(emu, step, p=flat, g=np.concatenate([g.reshape(-1) for g in gs]),
                         buf=buf)
-    np.testing.assert_array_equal(flat, np.concatenate([t.data.reshape(-1) for t in params]))
+    np.testing.assert_array_equal(flat, np.concatenate([t.array.reshape(-1) for t in params]))
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -567,14 +567,14 @@ def test_cross_entropy_pieces_equal_the_reference(emu, dtype, bits, N, K, blocks
     plan.launch(emu, plan.cross_entropy_forward(N, K, dtype, **opts), logits=logits,
                 labels=labels, row_loss=row_loss, row_hit=row_hit, bad=bad)
     assert bad[0] == 0
-    np.testing.assert_allclose(row_loss.mean(), loss.data, rtol=1e-5 if dtype == np.float32
+    np.testing.assert_allclose(row_loss.mean(), loss.array, rtol=1e-5 if dtype == np.float32
                                else 1e-12)
     np.testing.assert_array_equal(row_hit, (logits.argmax(axis=1) == labels).astype(dtype))
     g = np.full_like(logits, np.nan)
     gy = np.ones(1, dtype)                                 # d loss / d loss, on the device
     plan.launch(emu, plan.cross_entropy_backward(N, K, dtype, **opts), logits=logits,
                 labels=labels, gy=gy, g=g)
-    np.testing.assert_allclose(g, x.grad.data, rtol=1e-5 if dtype == np.float32 else 1e-12,
+    np.testing.assert_allclose(g, x.grad.array, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-7 if dtype == np.float32 else 1e-15)
 
 

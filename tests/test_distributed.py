@@ -174,7 +174,7 @@ def test_dropout_of_a_block_of_rows_is_those_rows_of_the_batch(backend, kernel_m
         with R.batch_rows(first_row):
             y = dropout(t, 0.5)
         y.backward(tinyalex.tensor(gy[rows], backend=backend))
-        return tinyalex.backend.to_numpy(y.data), tinyalex.backend.to_numpy(t.grad.data)
+        return tinyalex.backend.to_numpy(y.array), tinyalex.backend.to_numpy(t.grad.array)
 
     y_all, g_all = forward_backward(slice(None), 0)
     y_part, g_part = forward_backward(slice(first, None), first)

@@ -347,7 +347,7 @@ def test_weights_that_become_nan_on_the_last_step_are_never_saved(tiny, tmp_path
         real(self)
         calls[0] += 1
         if calls[0] == 12:                              # the last step of epoch 2
-            self.params[0].data[...] = np.inf
+            self.params[0].array[...] = np.inf
     monkeypatch.setattr(optim.SGD, "step", step)
     out = tmp_path / "run"
     with pytest.raises(train.TrainingDiverged, match=r"epoch 2, step 6 of 6: after the last "

@@ -45,11 +45,11 @@ def test_flat_steps_equal_per_parameter_steps_bit_for_bit(momentum, weight_decay
 def test_gradients_land_in_the_flat_buffer():
     net, opt, flat = lenet_steps(True, steps=1)
     for p, start in zip(flat.params, flat.offsets):
-        assert p.grad.data is p._grad_buffer
-        assert np.shares_memory(p.data, flat.data) and np.shares_memory(p.grad.data, flat.grad)
-        np.testing.assert_array_equal(flat.grad[start:start + p.size], p.grad.numpy().ravel())
-        np.testing.assert_array_equal(flat.data[start:start + p.size], p.numpy().ravel())
-    assert flat.size == sum(p.size for p in net.parameters()) == 61706
+        assert p.grad.array is p._grad_buffer
+        assert np.shares_memory(p.array, flat.data) and np.shares_memory(p.grad.array, flat.grad)
+        np.testing.assert_array_equal(flat.grad[start:start + p.numel()], p.grad.numpy().ravel())
+        np.testing.assert_array_equal(flat.data[start:start + p.numel()], p.numpy().ravel())
+    assert flat.size == sum(p.numel() for p in net.parameters()) == 61706
 
 
 def test_a_second_backward_adds_and_missing_gradients_are_zeroed():
@@ -72,7 +72,7 @@ def test_load_state_dict_keeps_the_views_and_moving_breaks_them():
     assert flat.views_intact()
     for a, b in zip(net.parameters(), other.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    next(net.parameters()).data = np.zeros((6, 1, 5, 5), np.float32)
+    next(net.parameters()).data = tinyalex.zeros(6, 1, 5, 5)    # as d2l's init code does
     assert not flat.views_intact() and not opt._flat_ready()
 
 

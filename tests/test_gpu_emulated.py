@@ -267,7 +267,7 @@ def test_sgd_updates_equal_optim_sgds_arithmetic(gpu, dtype, momentum, weight_de
             opt.step()
             gpu.sgd.flat_step(flat, np.concatenate([g.reshape(-1) for g in grads]), buf,
                               0.1, momentum, weight_decay, first=i == 0)
-    np.testing.assert_array_equal(flat, np.concatenate([t.data.reshape(-1) for t in params]))
+    np.testing.assert_array_equal(flat, np.concatenate([t.array.reshape(-1) for t in params]))
     p, g = start[2].copy(), rng.standard_normal(shapes[2]).astype(dtype)
     np.testing.assert_array_equal(gpu.sgd(p.copy(), g.T.copy().T, 0.25),
                                   sgd_update_reference(p, g, 0.25))

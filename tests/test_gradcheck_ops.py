@@ -58,7 +58,7 @@ def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
     y = F.conv2d(x, w, b, stride=(2, 1), padding=1)
     node = y._creator                                  # the Conv2d Function recorded
     assert node.needs_input_grad == wanted
-    grads = node.backward(y.xp.ones_like(y.data))
+    grads = node.backward(y.xp.ones_like(y.array))
     assert len(grads) == 3
     for name, need, g, t in zip("xwb", wanted, grads, (x, w, b)):
         if need:
@@ -201,7 +201,7 @@ unary_ops = {
     "reshape_flat": (lambda x: x.reshape(-1), "any"),
     "getitem_slice": (lambda x: x[::2], "any"),
     "getitem_repeats": (lambda x: x[np.array([0, 0, -1])], "any"),   # scatter-add
-    "getitem_bool": (lambda x: x[x.data > 0], "any"),
+    "getitem_bool": (lambda x: x[x.array > 0], "any"),
     "self_product": (lambda x: x * x * x, "any"),                 # one input used twice
 }
 
@@ -229,6 +229,19 @@ def test_matmul_gradients(backend, M, K, N, seed):
     check(ops.matmul, randn(rng, (M, K), backend), randn(rng, (K, N), backend))
 
 
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((5, 2, 3), (3, 4)), ((2, 3), (2, 3, 4)),
+    ((2, 1, 2, 3), (3, 3, 2))])
+def test_matmul_1d_and_batched_gradients(backend, a_shape, b_shape):
+    """torch.matmul's other cases: 1-D operands promoted and dropped, batch dims
+    broadcast (the gradient summed back over them)."""
+    rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
+    a, b = randn(rng, a_shape, backend), randn(rng, b_shape, backend)
+    np.testing.assert_allclose(host(ops.matmul(a, b)), np.matmul(host(a), host(b)),
+                               rtol=1e-12)
+    check(ops.matmul, a, b)
+
+
 @settings(max_examples=EXAMPLES)
 @given(shape=st.lists(st.integers(1, 3), min_size=2, max_size=4).map(tuple),
        seed=st.integers(0, 2**16), data=st.data())
@@ -243,6 +256,97 @@ def test_sum_over_several_axes_gradients(backend, shape, seed, data):
                                rtol=1e-12)
     check(lambda x: x.sum(axis=axes, keepdims=keepdims), x)
     check(lambda x: x.mean(axis=(0, -1), keepdims=keepdims), x)
+
+
+# -- the torch tensor API of d2l's convolution chapters (ops/shape.py, ops/reduce.py) ---
+
+def _dims_of(data, nd):
+    return data.draw(st.integers(-nd, nd - 1))
+
+
+api_ops = {
+    # name: (fn(x, d) with d a dim drawn per example, domain)
+    "abs": (lambda x, d: x.abs(), "away"),
+    "sqrt": (lambda x, d: x.sqrt(), "positive"),
+    "pow_3": (lambda x, d: x.pow(3), "any"),
+    "clone": (lambda x, d: x.clone() * x, "any"),
+    "T": (lambda x, d: x.T * 1.0, "any"),
+    "permute_reversed": (lambda x, d: x.permute(*reversed(range(x.ndim))), "any"),
+    "transpose_d_0": (lambda x, d: x.transpose(d, 0), "any"),
+    "sum_dim_keepdim": (lambda x, d: x.sum(dim=d, keepdim=True), "any"),
+    "mean_dim": (lambda x, d: x.mean(dim=d), "any"),
+    "max_all": (lambda x, d: x.max(), "distinct"),
+    "min_dim": (lambda x, d: x.min(dim=d).values, "distinct"),
+    "max_dim_keepdim": (lambda x, d: x.max(d, keepdim=True)[0], "distinct"),
+    "prod_all": (lambda x, d: x.prod(), "any"),
+    "prod_dim": (lambda x, d: x.prod(dim=d), "any"),
+    "var_dim": (lambda x, d: x.var(dim=d, correction=0), "any"),
+    "var_all": (lambda x, d: x.var(), "many"),
+    "std_dim_keepdim": (lambda x, d: x.std(d, keepdim=True), "many"),
+    "softmax": (lambda x, d: x.softmax(dim=d), "any"),
+    "log_softmax": (lambda x, d: x.log_softmax(d), "any"),
+    "cat_self": (lambda x, d: tinyalex.cat([x, x * 2.0, x], dim=d), "any"),
+    "stack_self": (lambda x, d: tinyalex.stack((x, x.exp()), dim=d), "any"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(api_ops))
+@settings(max_examples=6)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_tensor_api_gradients(backend, op, shape, seed, data):
+    fn, domain = api_ops[op]
+    rng = np.random.default_rng(seed)
+    if domain == "many":                            # std of one element has no derivative
+        shape = (2,) + shape[1:]
+    values = {"positive": lambda: rng.uniform(0.5, 2.0, shape),
+              "away": lambda: away_from_zero(rng, shape),
+              "distinct": lambda: distinct(rng, shape, gap=0.1)}.get(
+        domain, lambda: rng.standard_normal(shape))()
+    d = _dims_of(data, len(shape))
+    check(lambda x: fn(x, d), arr(values, backend))
+
+
+@settings(max_examples=EXAMPLES)
+@given(sizes=st.lists(st.integers(1, 3), min_size=1, max_size=3), rest=st.integers(1, 3),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_cat_and_stack_gradients_of_several_inputs(backend, sizes, rest, seed, data):
+    """Inputs of different sizes along the joined dim, each its own gradient."""
+    rng = np.random.default_rng(seed)
+    d = data.draw(st.sampled_from([0, 1, -1]))
+    xs = [randn(rng, (n, rest) if d == 0 else (rest, n), backend) for n in sizes]
+    check(lambda *xs: tinyalex.cat(xs, dim=d), *xs)
+    same = [randn(rng, (2, rest), backend) for _ in sizes]
+    check(lambda *xs: tinyalex.stack(xs, dim=d), *same)
+
+
+@settings(max_examples=EXAMPLES)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_setitem_gradients(backend, shape, seed, data):
+    """x[index] = value recorded in the graph (SetItem, PyTorch's CopySlices): the
+    value gets the gradient of the part it filled, summed where it was broadcast; the
+    overwritten part of the old x gets none. Index kinds: int, slice, tuple, mask,
+    integer array."""
+    rng = np.random.default_rng(seed)
+    kind = data.draw(st.sampled_from(["int", "slice", "tuple", "mask", "array"]))
+    n = shape[0]
+    index = {"int": data.draw(st.integers(-n, n - 1)),
+             "slice": slice(data.draw(st.integers(0, n - 1)), None,
+                            data.draw(st.integers(1, 2))),
+             "tuple": (data.draw(st.integers(0, n - 1)),) + (slice(None),) * (len(shape) - 1),
+             "mask": rng.random(shape) > 0.5,
+             "array": rng.permutation(n)[:data.draw(st.integers(1, n))]}[kind]
+    part = np.zeros(shape)[index].shape
+    broadcast = data.draw(st.booleans()) and len(part) > 0
+    value_shape = (1,) + part[1:] if broadcast else part
+    x, v = randn(rng, shape, backend), randn(rng, value_shape, backend)
+
+    def fn(x, v):
+        y = x * 1.0
+        y[index] = v * 2.0
+        return y * y
+    check(fn, x, v)
 
 
 # -- the casts and moves of tensor.py ---------------------------------------------------

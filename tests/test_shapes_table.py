@@ -139,7 +139,7 @@ def test_d2l_alexnet_code_runs_and_gives_the_table_row_by_row():
         for i, (layer, (name, shape, params)) in enumerate(zip(net, ALEXNET_TABLE)):
             X = layer(X)                                 # d2l's loop
             assert (i, type(layer).__name__, X.shape) == (i, name, shape)
-            assert sum(p.size for p in layer.parameters()) == params, f"row {i} ({name})"
+            assert sum(p.numel() for p in layer.parameters()) == params, f"row {i} ({name})"
     assert net.num_parameters() == 46_764_746
 
 
@@ -172,7 +172,7 @@ def test_alexnet_options_change_first_and_last_layers():
 # -- the printed tables, parsed row by row ----------------------------------------------
 
 SUMMARY_ROW = re.compile(r"^\s*(\d+)\s+(\w+)\s+(\([\d, ]+\))\s+([\d,]+)\s+([\d,]+)\s+\S")
-LOOP_ROW = re.compile(r"^(\w+)\s+output shape:\t(\([\d, ]+\))$")
+LOOP_ROW = re.compile(r"^(\w+)\s+output shape:\ttorch\.Size\((\[[\d, ]+\])\)$")   # as the book
 
 
 def number(text):
@@ -198,8 +198,8 @@ def summary_rows(text):
 
 def loop_rows(text):
     """(layer, output shape) of each line d2l's loop prints, in order."""
-    return [(m[1], ast.literal_eval(m[2])) for m in map(LOOP_ROW.match, text.splitlines())
-            if m]
+    return [(m[1], tuple(ast.literal_eval(m[2])))
+            for m in map(LOOP_ROW.match, text.splitlines()) if m]
 
 
 @pytest.mark.parametrize("build, size, table, total", [

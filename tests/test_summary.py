@@ -75,7 +75,7 @@ def test_alexnet_totals():
 
 def test_time_adds_measured_forward_and_backward_per_layer():
     net = tinyalex.models.lenet()
-    before = [p.data.copy() for p in net.parameters()]
+    before = [p.array.copy() for p in net.parameters()]
     state = tinyalex.random.get_rng_state()
     lines = []
     rows = tinyalex.summary(net, (8, 1, 28, 28), time=True, repeats=2,
@@ -88,7 +88,7 @@ def test_time_adds_measured_forward_and_backward_per_layer():
     total_line = [ln for ln in text.splitlines() if ln.strip().startswith("total")][0]
     assert f"{sum(r['forward_ms'] for r in rows):.3f}" in total_line
     # the network is left as it was: weights, gradients, mode, random stream
-    assert all(np.array_equal(a, p.data) for a, p in zip(before, net.parameters()))
+    assert all(np.array_equal(a, p.array) for a, p in zip(before, net.parameters()))
     assert all(p.grad is None for p in net.parameters())
     assert net.training
     assert tinyalex.random.get_rng_state() == state

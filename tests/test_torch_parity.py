@@ -18,6 +18,7 @@ import tinyalex
 import tinyalex.nn.functional as F
 from strategies import window_geometry
 from conftest import require_torch
+from test_bad_args import TENSOR_API_ERRORS
 
 torch = require_torch()
 TF = torch.nn.functional
@@ -164,3 +165,153 @@ def test_network_with_torch_weights_matches_torch(ours, theirs, size, batch):
     theirs_grads = dict(ref.named_parameters())
     for name, p in net.named_parameters():
         close(p.grad, theirs_grads[name].grad)
+
+
+# -- the tensor API of d2l's convolution chapters -------------------------------------
+
+REDUCTIONS = {
+    # name: (ours(x, d), theirs(x, d)); d is a dim drawn per example
+    "sum_dims_keepdim": (lambda x, d: x.sum(dim=(0, d) if d % x.ndim else 0, keepdim=True),
+                         lambda x, d: x.sum(dim=(0, d) if d % x.ndim else 0, keepdim=True)),
+    "mean_dim": (lambda x, d: x.mean(dim=d), lambda x, d: x.mean(dim=d)),
+    "max_all": (lambda x, d: x.max(), lambda x, d: x.max()),
+    "max_dim": (lambda x, d: x.max(dim=d).values, lambda x, d: x.max(dim=d).values),
+    "min_dim_keepdim": (lambda x, d: x.min(d, True)[0], lambda x, d: x.min(d, True)[0]),
+    "prod_dim": (lambda x, d: x.prod(d), lambda x, d: x.prod(d)),
+    "var": (lambda x, d: x.var(), lambda x, d: x.var()),
+    "std_dim_biased": (lambda x, d: x.std(d, unbiased=False), lambda x, d: x.std(d, unbiased=False)),
+    "softmax": (lambda x, d: x.softmax(dim=d), lambda x, d: x.softmax(dim=d)),
+    "log_softmax": (lambda x, d: x.log_softmax(d), lambda x, d: x.log_softmax(d)),
+    "permute_transpose": (lambda x, d: x.transpose(0, d).abs().sqrt(),
+                          lambda x, d: x.transpose(0, d).abs().sqrt()),
+    "cat_stack": (lambda x, d: tinyalex.stack([tinyalex.cat([x, x * 2], d),
+                                               tinyalex.cat([x.pow(2), x], d)], d),
+                  lambda x, d: torch.stack([torch.cat([x, x * 2], d),
+                                            torch.cat([x.pow(2), x], d)], d)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+@settings(max_examples=6)
+@given(shape=st.lists(st.integers(2, 4), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_tensor_api_matches_torch(name, shape, seed, data):
+    ours, theirs = REDUCTIONS[name]
+    d = data.draw(st.integers(-len(shape), len(shape) - 1))
+    rng = np.random.default_rng(seed)
+    x = (rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 + 0.5).astype(np.float32)
+    pair_of(lambda x: ours(x, d), lambda x: theirs(x, d), [x], seed)
+
+
+def test_argmax_argmin_and_indices_match_torch():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (3, 4, 5)).astype(np.float32)          # many ties
+    ours, theirs = tinyalex.tensor(x), torch.tensor(x)
+    for d in (None, 0, 1, -1):
+        for k in (False, True):
+            if d is None and k:
+                continue
+            assert np.array_equal(ours.argmax(d, k).numpy(), theirs.argmax(d, k).numpy())
+            assert np.array_equal(ours.argmin(d, k).numpy(), theirs.argmin(d, k).numpy())
+    for d in (0, 1, 2):
+        assert np.array_equal(ours.max(d).indices.numpy(), theirs.max(d).indices.numpy())
+
+
+def test_setitem_gradients_match_torch():
+    """The same writes into a non-leaf, both ways: values and gradients."""
+    rng = np.random.default_rng(0)
+    arrays = [f32(rng, (3, 4)), f32(rng, (2,)), f32(rng, (4,))]
+
+    def program(lib):
+        def fn(a, v, w):
+            x = a * 2
+            x[1:, 2] = v                                      # a slice of a column
+            x[0] = w.exp()                                    # a whole row
+            x[x > 1.5] = 0.0                                  # a mask, value a number
+            x[[2, 0], [0, 1]] = v * 3                         # integer arrays
+            return x * a
+        return fn
+    pair_of(program(tinyalex), program(torch), arrays)
+
+
+def as_torch_prints(values, **kwargs):
+    ours = repr(tinyalex.tensor(values, **kwargs))
+    theirs = repr(torch.tensor(values, **kwargs))
+    assert ours == theirs, f"\nours:   {ours}\ntheirs: {theirs}"
+
+
+@pytest.mark.parametrize("values", [
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], [[19.0, 25.0], [37.0, 43.0]], [[0.9687, -1.0157]],
+    [1e-5, 1.0, 1000.0], [1e9, -2.0], [0.0, -0.0, float("nan"), float("inf")], 3.14159,
+    -7.0, [], [[1, 2], [3, 400]], [True, False], [[[[5.0, 7.0], [13.0, 15.0]]]],
+    [123456.789, 0.001], [-1.5, 2.25e-3],
+], ids=repr)
+def test_repr_matches_torch(values):
+    as_torch_prints(values)
+
+
+@settings(max_examples=25)
+@given(shape=st.lists(st.integers(1, 12), min_size=1, max_size=4).map(tuple),
+       scale=st.sampled_from([1e-6, 1e-2, 1.0, 10.0, 1e5, 1e9]), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["float32", "float64", "int64", "int32", "integral"]))
+def test_repr_of_drawn_tensors_matches_torch(shape, scale, seed, kind):
+    """Every width, precision and scientific-notation rule, summarised tensors (over
+    1000 elements), line wrapping at 80 columns and the dtype suffix."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(shape) * scale
+    values = {"float32": values.astype(np.float32), "float64": values,
+              "int64": values.astype(np.int64),
+              "int32": values.clip(-2**31, 2**31 - 1).astype(np.int32),
+              "integral": np.round(values).astype(np.float32)}[kind]
+    ours, theirs = repr(tinyalex.tensor(values)), repr(torch.tensor(values))
+    assert ours == theirs, f"\nours:   {ours}\ntheirs: {theirs}"
+
+
+def test_repr_suffixes_and_shapes_match_torch():
+    pairs = []
+    for lib in (tinyalex, torch):
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        k = lib.tensor([[1.0, -1.0]])
+        pairs.append([x, x + 1, x * k, x.sum(), x.mean(), x.exp(), x - k, x / 2, -x,
+                      x.t(), x.permute(1, 0), x.abs(), x.sqrt(), x.pow(2), x.clone(),
+                      x @ x, x.softmax(dim=1), lib.cat([x, x]), lib.stack([x, x]),
+                      x.reshape(4), x.max(), x.data, x.detach(),
+                      lib.zeros(2, 3, dtype=lib.float64), lib.zeros(0, 3),
+                      lib.arange(5), lib.arange(1, 2, 0.25), lib.linspace(-1, 1, 7),
+                      lib.eye(3), lib.zeros(1, 1, 6, 8).shape, lib.zeros(0).shape])
+    for ours, theirs in zip(*pairs):
+        assert repr(ours) == repr(theirs)
+    p = tinyalex.nn.Parameter(tinyalex.ones(2))
+    assert repr(p) == repr(torch.nn.Parameter(torch.ones(2)))
+    assert f"{tinyalex.tensor(2.5):.3f}" == f"{torch.tensor(2.5):.3f}"
+    assert repr(tinyalex.tensor([[1.0, 5.0]]).max(1)) == repr(torch.tensor([[1.0, 5.0]]).max(1))
+
+
+@pytest.mark.parametrize("case", sorted(TENSOR_API_ERRORS))
+def test_tensor_api_errors_are_torchs(case):
+    """The same bad call raises the same exception type in tinyalex and in torch."""
+    call, error, _ = TENSOR_API_ERRORS[case]
+    with pytest.raises(error):
+        call(torch)
+    with pytest.raises(error):
+        call(tinyalex)
+
+
+CREATED = {
+    "arange int": lambda t: t.arange(7), "arange step": lambda t: t.arange(2, 9, 3),
+    "arange 0.1": lambda t: t.arange(0, 1, 0.1),
+    "arange negative": lambda t: t.arange(-1.5, 2.0, 0.25),
+    "arange dtype": lambda t: t.arange(16, dtype=t.float32),
+    "linspace 7": lambda t: t.linspace(-1, 1, 7), "linspace 11": lambda t: t.linspace(0, 10, 11),
+    "linspace down": lambda t: t.linspace(3.0, -2.0, 6), "eye": lambda t: t.eye(3, 2),
+    "full": lambda t: t.full((2, 2), 1.5),
+    "zeros_like": lambda t: t.zeros_like(t.ones(2, 3, dtype=t.int64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CREATED))
+def test_creation_functions_match_torch(name):
+    """The same values and dtypes, bit for bit."""
+    a, b = CREATED[name](tinyalex).numpy(), CREATED[name](torch).numpy()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)

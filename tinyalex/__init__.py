@@ -52,56 +52,79 @@ from . import backend, random
 from .backend import cupy_available, default_backend
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
-from .tensor import (Function, Parameter, Tensor, enable_grad, is_grad_enabled, no_grad,
-                     set_grad_enabled, tensor)
-from .checks import check_shape as _check_shape
+from .tensor import (Function, Parameter, Size, Tensor, enable_grad, is_grad_enabled,
+                     no_grad, set_grad_enabled, tensor)
+from .printing import set_printoptions
 from . import ops, nn, optim, models  # noqa: E402  (built on the names above)
 from . import cuda
+from .creation import (arange, as_tensor, eye, from_numpy, full, linspace, normal, ones,
+                       ones_like, rand, randn, zeros, zeros_like)
 from .devices import device
+from .ops import (abs, cat, clone, exp, log, log_softmax, matmul, mean, permute, prod,
+                  reshape, softmax, sqrt, stack, sum, transpose)
+from .ops import power as pow
+from .ops.reduce import arg_extreme as _arg_extreme, extreme as _extreme, \
+    variance as _variance
 from .safetensors_io import load, save
 from .study.summary import summary
 
 __version__ = "0.1.0"
 
+float16 = _np.float16
 float32 = _np.float32
 float64 = _np.float64
+double = _np.float64
+int32 = _np.int32
 int64 = _np.int64
+long = _np.int64
+uint8 = _np.uint8
+concat = cat              # torch.concat is torch.cat
 
 
-def _shape(shape, size=None):
-    """The sizes given as ints, one tuple or list, or PyTorch's keyword ``size=``."""
-    if size is not None:
-        if shape:
-            raise TypeError(f"zeros/ones/rand/randn: sizes given twice, as {shape!r} and "
-                            f"size={size!r}; give one")
-        shape = (size,)
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return _check_shape(shape, "zeros/ones/rand/randn")    # ints >= 0 that fit in memory
+def t(input):
+    return input.t()
 
 
-def zeros(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
-    return Tensor(globals()["backend"].xp_of(backend).zeros(_shape(shape, size), dtype=dtype),
-                  requires_grad=requires_grad)
+def numel(input) -> int:
+    return input.numel()
 
 
-def ones(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
-    return Tensor(globals()["backend"].xp_of(backend).ones(_shape(shape, size), dtype=dtype),
-                  requires_grad=requires_grad)
+def max(input, dim=None, keepdim=False):  # noqa: A001 - torch.max
+    return _extreme(input, dim, keepdim, None, None, True)
 
 
-def randn(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
-    """Standard normal numbers from tinyalex's seeded generator."""
-    host = random.generator().standard_normal(_shape(shape, size)).astype(dtype)
-    return tensor(host, requires_grad=requires_grad, backend=backend)
+def min(input, dim=None, keepdim=False):  # noqa: A001 - torch.min
+    return _extreme(input, dim, keepdim, None, None, False)
 
 
-def rand(*shape, size=None, dtype=float32, backend="numpy", requires_grad=False):
-    host = random.generator().random(_shape(shape, size)).astype(dtype)
-    return tensor(host, requires_grad=requires_grad, backend=backend)
+def argmax(input, dim=None, keepdim=False):
+    return _arg_extreme(input, dim, keepdim, None, None, True)
 
 
-__all__ = ["Function", "GradcheckError", "Parameter", "Tensor", "backend", "cuda",
-           "cupy_available", "default_backend", "device", "enable_grad", "float32",
-           "float64", "gradcheck", "is_grad_enabled", "load", "manual_seed", "models", "nn",
-           "no_grad", "ops", "optim", "rand", "randn", "random", "save", "set_grad_enabled",
-           "summary", "tensor", "zeros", "ones"]
+def argmin(input, dim=None, keepdim=False):
+    return _arg_extreme(input, dim, keepdim, None, None, False)
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _variance(input, dim, unbiased, keepdim, correction, None, None, False)
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _variance(input, dim, unbiased, keepdim, correction, None, None, True)
+
+
+def detach(input):
+    return input.detach()
+
+
+__all__ = ["Function", "GradcheckError", "Parameter", "Size", "Tensor", "abs", "arange",
+           "argmax", "argmin", "as_tensor", "backend", "cat", "clone", "concat", "cuda",
+           "cupy_available", "default_backend", "detach", "device", "double",
+           "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
+           "full", "gradcheck", "int32", "int64", "is_grad_enabled", "linspace", "load",
+           "log", "log_softmax", "long", "manual_seed", "matmul", "max", "mean", "min",
+           "models", "nn", "no_grad", "normal", "numel", "ones", "ones_like", "ops",
+           "optim", "permute", "pow", "prod", "rand", "randn", "random", "reshape", "save",
+           "set_grad_enabled", "set_printoptions", "softmax", "sqrt", "stack", "std",
+           "sum", "summary", "t", "tensor", "transpose", "uint8", "var", "zeros",
+           "zeros_like"]

@@ -114,7 +114,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
     arrays = OrderedDict()
     names = {}
     for name, p in model.named_parameters():
-        arrays[f"param/{name}"] = B.to_numpy(p.data)
+        arrays[f"param/{name}"] = B.to_numpy(p.array)
         names[id(p)] = name
     optimizer_json = None
     if optimizer is not None:
@@ -302,7 +302,7 @@ def load_checkpoint(path) -> Checkpoint:
                 b = arrays[key]
                 if b.shape != params[name].shape:
                     _fail(path, f"momentum buffer of {name!r} has shape {b.shape}, "
-                                f"the parameter {params[name].shape}")
+                                f"the parameter {tuple(params[name].shape)}")
                 if b.dtype.kind != "f" or not np.isfinite(b).all():
                     _fail(path, f"momentum buffer of {name!r} must hold finite floats, got "
                                 f"dtype {b.dtype}" + ("" if b.dtype.kind != "f"

@@ -136,7 +136,7 @@ class StepResult:
             return DeviceLossStats(self._stats, self._N, self._K).read()
         value, correct = read_loss(self._loss)
         if correct is None:      # a host loss: d2l's accuracy from the logits
-            correct = int((self._logits.data.argmax(axis=1) == self._y.data).sum())
+            correct = int((self._logits.array.argmax(axis=1) == self._y.array).sum())
         return value, correct
 
 
@@ -149,7 +149,7 @@ class TrainStep:
     def __init__(self, net, optimizer, graphs=None, loss_fn=cross_entropy):
         self.net, self.optimizer, self.loss_fn = net, optimizer, loss_fn
         params = list(net.parameters())
-        self.backend = B.backend_of(params[0].data) if params else "numpy"
+        self.backend = B.backend_of(params[0].array) if params else "numpy"
         self.graphs, self.why_eager = self._graphs(graphs)
         self.captured: CapturedStep | None = None
         self._warmed = set()
@@ -211,7 +211,7 @@ class TrainStep:
         return loss, logits
 
     def _stats_buffer(self, X):
-        xp = B.get_array_module(X.data)
+        xp = B.get_array_module(X.array)
         return xp.zeros(4, dtype=next(iter(self.net.parameters())).dtype)
 
     def _stream(self):
@@ -246,8 +246,8 @@ class TrainStep:
         else:
             c = self.captured
             with self._stream():          # the batch into the graph's static inputs
-                c.x[...] = X.data
-                c.y[...] = y.data
+                c.x[...] = X.array
+                c.y[...] = y.array
         c = self.captured
         self.graphs.launch(c.graph)
         return StepResult(self, mode, stats=c.stats, N=c.N, K=c.K)
@@ -273,11 +273,11 @@ class TrainStep:
         """Static inputs holding this batch, then the step recorded (not run) into a
         graph whose buffers come from a pool of its own; the caller launches it."""
         key = self.key(X, y)
-        xp = B.get_array_module(X.data)
+        xp = B.get_array_module(X.array)
         with self._stream():
-            x_static, y_static = xp.empty_like(X.data), xp.empty_like(y.data)
-            x_static[...] = X.data
-            y_static[...] = y.data
+            x_static, y_static = xp.empty_like(X.array), xp.empty_like(y.array)
+            x_static[...] = X.array
+            y_static[...] = y.array
             stats = self._stats_buffer(X)
         tx, ty = Tensor(x_static), Tensor(y_static)
         pool = self.graphs.new_pool()

@@ -58,7 +58,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
         gy_host = rng.standard_normal(y.shape)
         gy = B.to_backend(gy_host.astype(y.dtype), y.backend)
         y.backward(gy)
-        analytic = {i: (B.to_numpy(inputs[i].grad.data) if inputs[i].grad is not None
+        analytic = {i: (B.to_numpy(inputs[i].grad.array) if inputs[i].grad is not None
                         else np.zeros(inputs[i].shape)) for i in checked}
     finally:
         for x, g in zip(inputs, saved_grads):
@@ -68,12 +68,12 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
     def f():
         with no_grad():
             out = _output(fn, inputs)
-        return float((B.to_numpy(out.data).astype(np.float64) * gy_host).sum())
+        return float((B.to_numpy(out.array).astype(np.float64) * gy_host).sum())
 
     for i in checked:
-        if not inputs[i].data.flags.c_contiguous:
-            inputs[i].data = inputs[i].xp.ascontiguousarray(inputs[i].data)
-        x = inputs[i].data
+        if not inputs[i].array.flags.c_contiguous:
+            inputs[i].array = inputs[i].xp.ascontiguousarray(inputs[i].array)
+        x = inputs[i].array
         flat = x.reshape(-1)               # a view: writing flat[j] perturbs x
         numeric = np.empty(x.size)
         for j in range(x.size):

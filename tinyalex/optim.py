@@ -52,7 +52,7 @@ class SGD:
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, flat=None):
-        if not hasattr(params, "__iter__"):
+        if not hasattr(params, "__iter__") or isinstance(params, Tensor):
             raise TypeError(f"SGD: params must be an iterable of Tensors (e.g. "
                             f"net.parameters()), got {type(params).__name__}")
         self.params = list(params)
@@ -78,7 +78,7 @@ class SGD:
     def _flat_ready(self) -> bool:
         f = self.flat
         return f is not None and f.views_intact() and all(
-            p.grad is not None and p.grad.data is p._grad_buffer for p in self.params) \
+            p.grad is not None and p.grad.array is p._grad_buffer for p in self.params) \
             and (not self.momentum or self._flat_momentum is not None
                  or all(b is None for b in self.momentum_buffers))
 
@@ -107,7 +107,7 @@ class SGD:
     def _new_flat_momentum(self, buffer) -> None:
         """The flat momentum buffer (total,), and each parameter's view of it."""
         self._flat_momentum = buffer
-        self.momentum_buffers = [buffer[o:o + p.size].reshape(p.shape)
+        self.momentum_buffers = [buffer[o:o + p.numel()].reshape(p.shape)
                                  for p, o in zip(self.params, self.flat.offsets)]
 
     def step(self) -> None:
@@ -126,9 +126,9 @@ class SGD:
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
-                d = p.grad.data
+                d = p.grad.array
                 if self.weight_decay:
-                    d = d + self.weight_decay * p.data
+                    d = d + self.weight_decay * p.array
                 if self.momentum:
                     buf = self.momentum_buffers[i]
                     if buf is None:
@@ -138,7 +138,7 @@ class SGD:
                         buf += d
                     d = buf
                 # in place, one pass, no temporary the size of p
-                sgd_update_algorithm(p.data, d)(p.data, d, self.lr)
+                sgd_update_algorithm(p.array, d)(p.array, d, self.lr)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -155,7 +155,7 @@ class SGD:
         for i, (p, b) in enumerate(zip(self.params, buffers)):
             if b is not None and tuple(b.shape) != p.shape:
                 raise ValueError(f"SGD.load_state_dict: momentum buffer {i} has shape "
-                                 f"{tuple(b.shape)}, parameter has {p.shape}")
+                                 f"{tuple(b.shape)}, parameter has {tuple(p.shape)}")
         self.lr = check_number(state.get("lr", self.lr), "lr", "SGD", positive=True)
         self.momentum = check_number(state.get("momentum", self.momentum), "momentum", "SGD")
         self.weight_decay = check_number(state.get("weight_decay", self.weight_decay),
@@ -167,5 +167,5 @@ class SGD:
         if self.flat is not None and all(b is not None for b in self.momentum_buffers):
             xp = self.params[0].xp       # one flat momentum buffer again, as _step_flat keeps
             self._flat_momentum = xp.concatenate([b.reshape(-1) for b in self.momentum_buffers])
-            self.momentum_buffers = [self._flat_momentum[o:o + p.size].reshape(p.shape)
+            self.momentum_buffers = [self._flat_momentum[o:o + p.numel()].reshape(p.shape)
                                      for p, o in zip(self.params, self.flat.offsets)]

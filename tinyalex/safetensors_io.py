@@ -54,7 +54,7 @@ def _check_path(path, where: str) -> Path:
 def _host_array(name, value) -> np.ndarray:
     if isinstance(value, Tensor):
         try:
-            value = value.data
+            value = value.array
         except ValueError as exc:        # a lazy layer's parameter before its first forward
             raise ValueError(f"tinyalex.save: entry {name!r}: {exc}") from None
     if not (isinstance(value, np.ndarray) or B.is_cupy_array(value)):

@@ -19,6 +19,13 @@ records it as the *creator* of its output, which is how the graph is built::
 work list (no recursion, so graphs of any depth work), sums the gradients of a
 tensor used by several ops, and releases each node's saved arrays as soon as its
 backward has run.
+
+Writing into a tensor (``x[i, j] = v``, ``tinyalex/ops/basic.py: setitem``) is
+PyTorch's in-place ``index_put_``. Where no gradient is recorded the values go into
+x's memory. Where one is, x gets a new *version*: its array becomes a copy with the
+part replaced and its creator a ``SetItem`` node whose inputs are the old version and
+v, so the ops that used the old x keep the old values and their gradients stay right
+(where PyTorch counts versions and refuses a backward through a modified tensor).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numbers
 import numpy as np
 
 from . import backend as B
-from . import devices
+from . import devices, printing
 from .checks import NUMERIC_KINDS, check_dtype
 
 # --------------------------------------------------------------------------------------
@@ -94,7 +101,7 @@ class Function:
         self._check_inputs(tensors)
         record = _grad_enabled and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        out = self.forward(*(t.data for t in tensors))
+        out = self.forward(*(t.array for t in tensors))
         if record:
             # The graph keeps one edge per input, never the input tensors themselves:
             # the Function that made it, or the leaf whose .grad receives its gradient
@@ -102,7 +109,7 @@ class Function:
             # freed as soon as the caller drops it.
             self.edges = tuple(t._creator if t._creator is not None
                                else (t if t.requires_grad else None) for t in tensors)
-            self.input_shapes = tuple(t.data.shape for t in tensors)
+            self.input_shapes = tuple(t.array.shape for t in tensors)
             return Tensor(out, requires_grad=True, _creator=self)
         return Tensor(out)
 
@@ -115,6 +122,14 @@ class Function:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    #: the name PyTorch gives the backward of the same op, where it is not
+    #: ``<name>Backward0`` (shown by a tensor's repr: ``grad_fn=<MmBackward0>``)
+    torch_name: str | None = None
+
+    @property
+    def grad_fn_name(self) -> str:
+        return self.torch_name or f"{self.name}Backward0"
 
     def _check_inputs(self, tensors):
         where = getattr(self, "where", self.name)   # e.g. "Conv2d layer '3'" for layers
@@ -154,21 +169,48 @@ def as_tensor_like(value, peers) -> "Tensor":
 
 
 # --------------------------------------------------------------------------------------
-# Tensor
+# Size and Tensor
 # --------------------------------------------------------------------------------------
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints that prints as PyTorch's ``torch.Size([1, 6])``
+    (``tinyalex/printing.py`` says why that name). Slicing it or adding a tuple to it
+    gives a Size; anything a tuple does, it does."""
+
+    def __repr__(self) -> str:
+        return printing.size_repr(self)
+
+    __str__ = __repr__
+
+    def __getitem__(self, index):
+        item = tuple.__getitem__(self, index)
+        return Size(item) if isinstance(index, slice) else item
+
+    def __add__(self, other):
+        return Size(tuple.__add__(self, tuple(other)))
+
+    def numel(self) -> int:
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
 
 class Tensor:
     """An n-dimensional array on a backend, with an optional gradient.
 
-    ``data`` is the backend array (numpy.ndarray or cupy.ndarray). ``grad`` is a
-    Tensor holding the accumulated gradient of a leaf that ``requires_grad``.
+    ``array`` is the backend array (numpy.ndarray or cupy.ndarray) itself, shared, no
+    copy: what the ops and kernels compute on. ``data`` is PyTorch's: the same memory
+    as a Tensor outside the graph (``p.data = t`` replaces the values, as in PyTorch);
+    ``numpy()`` is a host copy. ``grad`` is a Tensor holding the accumulated gradient of
+    a leaf that ``requires_grad``.
     """
 
     __array_priority__ = 100  # so that ndarray * Tensor calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False, _creator: Function | None = None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         elif not (isinstance(data, np.ndarray) or B.is_cupy_array(data)):
             data = np.asarray(data)
         if data.dtype.kind not in NUMERIC_KINDS:
@@ -177,30 +219,56 @@ class Tensor:
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype "
                             f"{data.dtype}")
-        self.data = data
+        self.array = data
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self._creator = _creator
 
+    @property
+    def data(self) -> "Tensor":
+        """This tensor's memory as a tensor outside the graph (PyTorch's ``.data``):
+        writing into it (``p.data[:] = 0``, ``p.data.normal_(0, 0.01)``) writes into this
+        tensor, without autograd seeing it."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, value) -> None:
+        if isinstance(value, Tensor):
+            value = value.array
+        elif not (isinstance(value, np.ndarray) or B.is_cupy_array(value)):
+            raise TypeError(f"Tensor.data must be set to a Tensor (or a NumPy/CuPy array), "
+                            f"got {type(value).__name__}")
+        self.array = value
+
     # -- description ---------------------------------------------------------------
     @property
-    def shape(self) -> tuple:
-        return tuple(self.data.shape)
+    def shape(self) -> "Size":
+        return Size(self.array.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
-    @property
-    def size(self) -> int:
-        return int(self.data.size)
+    def size(self, dim=None):
+        """PyTorch's: the shape (a Size), or the size of dimension ``dim``. The
+        number of elements is ``numel()``."""
+        if dim is None:
+            return self.shape
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+            raise TypeError(f"size(dim): dim must be an int, got {dim!r}")
+        n = max(self.ndim, 1)
+        if not -n <= dim < n or self.ndim == 0:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, "
+                             f"{n - 1}], but got {dim}) for a tensor of shape "
+                             f"{tuple(self.shape)}")
+        return self.array.shape[dim]
 
     def numel(self) -> int:
-        return self.size
+        return int(self.array.size)
 
     def dim(self) -> int:
         return self.ndim
@@ -212,7 +280,7 @@ class Tensor:
 
     @property
     def backend(self) -> str:
-        return B.backend_of(self.data)
+        return B.backend_of(self.array)
 
     @property
     def device(self) -> "devices.device":
@@ -222,7 +290,7 @@ class Tensor:
 
     @property
     def xp(self):
-        return B.get_array_module(self.data)
+        return B.get_array_module(self.array)
 
     @property
     def creator(self) -> Function | None:
@@ -233,33 +301,65 @@ class Tensor:
     def is_leaf(self) -> bool:
         return self._creator is None
 
+    @property
+    def grad_fn(self) -> Function | None:
+        """PyTorch's name for :attr:`creator`."""
+        return self._creator
+
     def __repr__(self) -> str:
-        body = np.array2string(self.numpy(), precision=4, threshold=20, edgeitems=2,
-                               separator=", ", prefix="tensor(")
-        extra = "" if self.dtype == DEFAULT_FLOAT else f", dtype={self.dtype}"
-        extra += "" if self.backend == "numpy" else f", backend='{self.backend}'"
-        extra += ", requires_grad=True" if self.requires_grad else ""
-        return f"tensor({body}{extra})"
+        """As PyTorch prints a tensor (``tinyalex/printing.py`` has the rules)."""
+        creator = self._creator
+        return printing.tensor_repr(
+            B.to_numpy(self.array), device=None if self.backend == "numpy" else "cuda:0",
+            grad_fn=creator.grad_fn_name if creator is not None else None,
+            requires_grad=self.requires_grad)
+
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.3f}"``: a 0-d tensor formats as its number (as in PyTorch); any
+        other tensor only with an empty spec."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} passed to "
+                            f"Tensor.__format__: only a 0-d tensor formats as a number, "
+                            f"this one has shape {tuple(self.shape)}; format t.item() of a "
+                            "one-element tensor, or reduce it first (t.sum())")
+        return repr(self)
+
+    def __iter__(self):
+        """The sub-tensors along dimension 0 (``for row in X``, ``zip(X, K)``), each
+        an ``X[i]`` in the graph."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self)))
 
     # -- conversion ----------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host NumPy copy of the data (a view is never handed out for device data)."""
-        return B.to_numpy(self.data).copy()
+        return B.to_numpy(self.array).copy()
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)`` (matplotlib, NumPy functions) for a tensor on the numpy
+        backend; a tensor on the GPU must be copied explicitly with ``.numpy()``."""
+        if self.backend != "numpy":
+            raise TypeError("can't convert a cuda:0 tensor to a NumPy array implicitly; "
+                            "use t.numpy() (or t.cpu()) to copy it to the host first")
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
 
     def item(self):
-        if self.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        if self.array.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {tuple(self.shape)}")
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
             return stats.read()[0]                    # check come back in one copy
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def __bool__(self):
         # As PyTorch: without this every tensor is truthy, so `if t == 0:` and
         # `t in [a, b]` would silently answer True.
-        if self.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"the truth value of a tensor with more than one element is "
-                             f"ambiguous (shape {self.shape}); reduce it first, e.g. "
+                             f"ambiguous (shape {tuple(self.shape)}); reduce it first, e.g. "
                              "(t == 0).numpy().all()")
         return bool(self.item())
 
@@ -274,19 +374,36 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same data, cut from the graph."""
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def to(self, backend) -> "Tensor":
         """This tensor on another backend ("numpy" or "cupy") or device (``"cpu"``,
         ``"cuda"``, ``"cuda:0"``, a ``tinyalex.device``); a leaf stays a leaf."""
         backend = devices.backend_for(backend, "Tensor.to")
-        data = B.to_backend(self.data, backend)
-        if data is self.data:
+        data = B.to_backend(self.array, backend)
+        if data is self.array:
             return self
         if self._creator is not None:
             return _Move(backend)(self)
         out = Tensor(data, requires_grad=self.requires_grad)
         return out
+
+    def cpu(self) -> "Tensor":
+        return self.to("numpy")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Start (or stop) recording operations on this leaf, in place, as PyTorch."""
+        if self._creator is not None and not requires_grad:
+            raise RuntimeError("requires_grad_(False) on a tensor an op made: use "
+                               "detach() to cut it from the graph")
+        if requires_grad and self.dtype.kind != "f":
+            raise RuntimeError(f"only floating-point tensors can require gradients, got "
+                               f"dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad) or self._creator is not None
+        return self
 
     def astype(self, dtype) -> "Tensor":
         dtype = check_dtype(dtype, "astype")
@@ -294,7 +411,7 @@ class Tensor:
             return self
         if dtype.kind == "f" and self.dtype.kind == "f":
             return _Cast(dtype)(self)
-        return Tensor(self.data.astype(dtype))
+        return Tensor(self.array.astype(dtype))
 
     type = astype
 
@@ -318,15 +435,15 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad (was it "
                                "computed under no_grad(), or from inputs that need none?)")
         if grad is None:
-            if self.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(f"backward() without an explicit grad needs a tensor with "
-                                   f"one element; this one has shape {self.shape}")
-            grad = self.xp.ones_like(self.data)
+                                   f"one element; this one has shape {tuple(self.shape)}")
+            grad = self.xp.ones_like(self.array)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else self.xp.asarray(grad)
-            if grad.shape != self.data.shape:
+            grad = grad.array if isinstance(grad, Tensor) else self.xp.asarray(grad)
+            if grad.shape != self.array.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected "
-                                 f"the tensor's shape {self.shape}")
+                                 f"the tensor's shape {tuple(self.shape)}")
             grad = grad.astype(self.dtype, copy=False)
         if self._creator is None:
             _accumulate_leaf(self, grad)
@@ -338,17 +455,10 @@ class Tensor:
     #    __mul__, __truediv__ (and their reflections), __neg__, __pow__, __matmul__,
     #    __getitem__, sum, mean, reshape/view, exp, log, relu.
 
-    # -- comparisons and reductions without gradients ------------------------------
-    def argmax(self, axis=None, dim=None):
-        axis = dim if axis is None else axis
-        return Tensor(self.data.argmax(axis=axis))
-
-    def max(self, axis=None):
-        return Tensor(self.data.max(axis=axis))
-
+    # -- comparisons, without gradients ----------------------------------------------
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor(op(self.array, other))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -362,6 +472,12 @@ class Tensor:
     def __gt__(self, other):
         return self._compare(other, lambda a, b: a > b)
 
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
     __hash__ = object.__hash__
 
 
@@ -369,7 +485,7 @@ class Parameter(Tensor):
     """A leaf tensor that a Module registers as one of its parameters."""
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else data,
+        super().__init__(data.array if isinstance(data, Tensor) else data,
                          requires_grad=requires_grad)
 
     def __repr__(self):
@@ -391,21 +507,23 @@ class UninitializedParameter(Parameter):
         object.__setattr__(self, "owner", f"{owner}: {name}")
 
     @property
-    def data(self):
+    def array(self):
         raise ValueError(f"{self.owner} is not materialised yet: a lazy layer takes its "
                          "input size from its first forward; call the network once on a "
                          "batch first (d2l: model.apply_init([X]) or "
                          "model.layer_summary(shape))")
 
-    @data.setter
-    def data(self, value):
+    @array.setter
+    def array(self, value):
         raise ValueError(f"{self.owner} is not materialised yet; use materialize(array)")
+
+    data = property(array.fget, array.fset)
 
     def materialize(self, array) -> None:
         """Become a Parameter holding ``array`` (a backend array), in place."""
         del self.owner
         self.__class__ = Parameter
-        self.data = array
+        self.array = array
 
     def __repr__(self):
         return f"<UninitializedParameter {self.owner}>"
@@ -446,7 +564,7 @@ class _Cast(Function):
 
 def _accumulate_leaf(t: Tensor, g) -> None:
     buffer = t.__dict__.get("_grad_buffer")       # nn/flat.py: the leaf's view of one buffer
-    if buffer is not None and (t.grad is None or t.grad.data is buffer):
+    if buffer is not None and (t.grad is None or t.grad.array is buffer):
         if t.grad is None:
             buffer[...] = g                        # a copy: g stays the caller's
             t.grad = Tensor(buffer)
@@ -458,7 +576,7 @@ def _accumulate_leaf(t: Tensor, g) -> None:
     if t.grad is None:
         t.grad = Tensor(g)
     else:
-        t.grad = Tensor(t.grad.data + g)
+        t.grad = Tensor(t.grad.array + g)
 
 
 def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
@@ -489,6 +607,7 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
 
     # 2. Run each node once all its consumers are done, summing gradients that meet.
     grads = {root: grad}
+    handed = set()                    # the arrays (by owner) given to leaves so far
     ready = [root]
     while ready:
         node = ready.pop()
@@ -510,6 +629,15 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
                                        f"{tuple(gx.shape)} for an input of shape "
                                        f"{tuple(shape)}")
                 if isinstance(edge, Tensor):
+                    # A backward may hand one array (or views of it) to several inputs
+                    # (add's does): a leaf's .grad gets its own copy of an array another
+                    # leaf already took, so that zeroing one in place (grad.zero_())
+                    # leaves the other alone.
+                    owner = id(gx if gx.base is None else gx.base)
+                    if owner in handed:
+                        gx = gx.copy()
+                    else:
+                        handed.add(owner)
                     _accumulate_leaf(edge, gx)
                 elif edge in grads:
                     grads[edge] = grads[edge] + gx
@@ -535,7 +663,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = 
     floats become float32 and ints int64, as in PyTorch. ``backend`` moves the data.
     """
     if isinstance(data, Tensor):
-        arr = data.data.copy()
+        arr = data.array.copy()
     elif isinstance(data, np.ndarray) or B.is_cupy_array(data):
         arr = data.copy()
     else:

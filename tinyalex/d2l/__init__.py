@@ -16,28 +16,36 @@ Both editions of the book:
   ``HyperParameters`` and ``add_to_class`` (``hyperparameters.py``);
 * plots, ``plotting.py``: ``Animator``, ``ProgressBoard``, ``use_svg_display``,
   ``set_figsize``, ``set_axes``, ``plt`` (live in Jupyter, PNG files in a script);
-* the short names (``size``, ``argmax``, ``astype``, ``reduce_sum``, ``reshape``,
-  ``randn``, ...), ``aliases.py``.
+* the convolution sections' saved function, ``corr2d`` (the cross-correlation as
+  d2l's two loops), ``convolution.py``;
+* the short names of d2l's alias lists (``size``, ``argmax``, ``reduce_sum``,
+  ``reshape``, ``transpose``, ``stack``, ``concat``, ``arange``, ``normal``, ``abs``,
+  ...), ``aliases.py``.
 
 Each module's docstring says where it differs from d2l and why. The code is
 tinyalex's own, written from d2l's documented behaviour.
 """
 
-from .aliases import (argmax, astype, exp, float32, int32, int64, log, matmul, numpy, ones,
-                      rand, randn, reduce_mean, reduce_sum, reshape, size, tensor, to, zeros)
+from .aliases import (abs, arange, argmax, astype, concat, exp, eye, float32, int32,  # noqa: A004
+                      int64, linspace, log, matmul, normal, numpy, ones, ones_like, rand,
+                      randn, reduce_mean, reduce_sum, reshape, sigmoid, size, stack, tensor,
+                      to, transpose, zeros, zeros_like)
 from .classic import (Accumulator, Timer, accuracy, cpu, evaluate_accuracy_gpu,
                       get_dataloader_workers, get_fashion_mnist_labels,
                       load_data_fashion_mnist, num_gpus, gpu, train_ch6, try_all_gpus,
                       try_gpu)
+from .convolution import corr2d
 from .hyperparameters import HyperParameters, add_to_class
 from .modern import Classifier, DataModule, FashionMNIST, Module, Trainer, init_cnn
 from .plotting import Animator, ProgressBoard, plt, set_axes, set_figsize, use_svg_display
 
 __all__ = ["Accumulator", "Animator", "Classifier", "DataModule", "FashionMNIST",
-           "HyperParameters", "Module", "ProgressBoard", "Timer", "Trainer", "accuracy",
-           "add_to_class", "argmax", "astype", "cpu", "evaluate_accuracy_gpu", "exp",
-           "float32", "get_dataloader_workers", "get_fashion_mnist_labels", "gpu",
-           "init_cnn", "int32", "int64", "load_data_fashion_mnist", "log", "matmul",
-           "num_gpus", "numpy", "ones", "plt", "rand", "randn", "reduce_mean", "reduce_sum",
-           "reshape", "set_axes", "set_figsize", "size", "tensor", "to", "train_ch6",
-           "try_all_gpus", "try_gpu", "use_svg_display", "zeros"]
+           "HyperParameters", "Module", "ProgressBoard", "Timer", "Trainer", "abs",
+           "accuracy", "add_to_class", "arange", "argmax", "astype", "concat", "corr2d",
+           "cpu", "evaluate_accuracy_gpu", "exp", "eye", "float32",
+           "get_dataloader_workers", "get_fashion_mnist_labels", "gpu", "init_cnn",
+           "int32", "int64", "linspace", "load_data_fashion_mnist", "log", "matmul",
+           "normal", "num_gpus", "numpy", "ones", "ones_like", "plt", "rand", "randn",
+           "reduce_mean", "reduce_sum", "reshape", "set_axes", "set_figsize", "sigmoid",
+           "size", "stack", "tensor", "to", "train_ch6", "transpose", "try_all_gpus",
+           "try_gpu", "use_svg_display", "zeros", "zeros_like"]

@@ -248,10 +248,10 @@ class Trainer(HyperParameters):
         params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
         if not params:
             return
-        xp = B.get_array_module(*(p.grad.data for p in params))
-        norm = float(xp.sqrt(sum((p.grad.data.astype(np.float64) ** 2).sum()
+        xp = B.get_array_module(*(p.grad.array for p in params))
+        norm = float(xp.sqrt(sum((p.grad.array.astype(np.float64) ** 2).sum()
                                  for p in params)))
         if norm > grad_clip_val:
             scale = grad_clip_val / norm
             for p in params:        # new arrays: a gradient array may be shared
-                p.grad = Tensor(p.grad.data * p.grad.data.dtype.type(scale))
+                p.grad = Tensor(p.grad.array * p.grad.array.dtype.type(scale))

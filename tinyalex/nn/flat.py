@@ -7,7 +7,7 @@ whole step's gradients lie in one array: one allreduce of that array sums them o
 processes (distributed training), and one pass over ``data`` and ``grad`` updates
 every parameter (``optim.SGD``). The layout follows the order of ``params``::
 
-    data[offsets[i] : offsets[i] + params[i].size] is params[i].data.reshape(-1)
+    data[offsets[i] : offsets[i] + params[i].numel()] is params[i].array.reshape(-1)
 
 A parameter that received no gradient in a step has ``.grad is None`` and stale
 numbers in its view; ``zero_missing_gradients()`` zeroes those views, so the whole
@@ -42,18 +42,18 @@ class FlatParameters:
         self.offsets, self.sizes, total = [], [], 0
         for p in self.params:
             self.offsets.append(total)
-            self.sizes.append(p.size)
-            total += p.size
+            self.sizes.append(p.numel())
+            total += p.numel()
         self.size = total
         self.data = xp.empty(total, dtype=dtype)             # (total,)
         self.grad = xp.zeros(total, dtype=dtype)             # (total,)
         for p, start in zip(self.params, self.offsets):
-            view = self.data[start:start + p.size].reshape(p.shape)
-            view[...] = p.data
-            p.data = view
-            p._grad_buffer = self.grad[start:start + p.size].reshape(p.shape)
+            view = self.data[start:start + p.numel()].reshape(p.shape)
+            view[...] = p.array
+            p.array = view
+            p._grad_buffer = self.grad[start:start + p.numel()].reshape(p.shape)
             if p.grad is not None:
-                p._grad_buffer[...] = p.grad.data
+                p._grad_buffer[...] = p.grad.array
                 p.grad = Tensor(p._grad_buffer)
 
     @property
@@ -67,9 +67,9 @@ class FlatParameters:
         sort the addresses of every element and read the answer back)."""
         backend, base = self.backend, B.data_pointer(self.data)
         item = self.data.dtype.itemsize
-        return all(B.backend_of(p.data) == backend and p.data.dtype == self.data.dtype
-                   and p.data.flags.c_contiguous and p.data.size == size
-                   and B.data_pointer(p.data) == base + start * item
+        return all(B.backend_of(p.array) == backend and p.array.dtype == self.data.dtype
+                   and p.array.flags.c_contiguous and p.array.size == size
+                   and B.data_pointer(p.array) == base + start * item
                    for p, start, size in zip(self.params, self.offsets, self.sizes))
 
     def zero_missing_gradients(self) -> None:
@@ -83,7 +83,7 @@ class FlatParameters:
     def release(self) -> None:
         """Give every parameter memory of its own again (the buffers are dropped)."""
         for p in self.params:
-            p.data = p.data.copy()
+            p.array = p.array.copy()
             p.__dict__.pop("_grad_buffer", None)
             if p.grad is not None:
-                p.grad = Tensor(p.grad.data.copy())
+                p.grad = Tensor(p.grad.array.copy())

@@ -5,6 +5,7 @@ from ..ops.conv import conv2d
 from ..ops.dense import flatten, linear
 from ..ops.loss import cross_entropy
 from ..ops.pool import avg_pool2d, max_pool2d
+from ..ops.reduce import log_softmax, softmax
 
 __all__ = ["avg_pool2d", "conv2d", "cross_entropy", "dropout", "flatten", "linear",
-           "max_pool2d", "relu", "sigmoid"]
+           "log_softmax", "max_pool2d", "relu", "sigmoid", "softmax"]

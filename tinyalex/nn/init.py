@@ -40,7 +40,7 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
 
 
 def _fill(tensor, host_values):
-    tensor.data = B.to_backend(np.asarray(host_values, dtype=tensor.dtype), tensor.backend)
+    tensor.array = B.to_backend(np.asarray(host_values, dtype=tensor.dtype), tensor.backend)
     return tensor
 
 

@@ -65,7 +65,7 @@ class _LazyMixin:
         self.reset_parameters()                       # drawn on the host, then moved
         for p in (weight, bias):
             if p is not None:
-                p.data = B.to_backend(p.data, x.backend)
+                p.array = B.to_backend(p.array, x.backend)
 
 
 class LazyConv2d(_LazyMixin, Conv2d):
@@ -87,7 +87,7 @@ class LazyConv2d(_LazyMixin, Conv2d):
         x = x if isinstance(x, Tensor) else Tensor(x)
         if x.ndim != 4:
             raise ValueError(f"{self.where}: expected a 4-D input (N, C, H, W) to read C "
-                             f"from, got shape {x.shape}")
+                             f"from, got shape {tuple(x.shape)}")
         C = check_int(x.shape[1], "the input's channels", self.where, 1)
         KH, KW = self.kernel_size
         self.in_channels = C
@@ -111,7 +111,7 @@ class LazyLinear(_LazyMixin, Linear):
         x = x if isinstance(x, Tensor) else Tensor(x)
         if x.ndim < 1 or x.shape[-1] < 1:
             raise ValueError(f"{self.where}: expected an input (N, features) to read the "
-                             f"features from, got shape {x.shape}")
+                             f"features from, got shape {tuple(x.shape)}")
         self.in_features = int(x.shape[-1])
         self._become((self.out_features, self.in_features), x)
         return self.forward(x)                    # now Linear.forward

@@ -116,7 +116,7 @@ class Module:
             yield p
 
     def num_parameters(self) -> int:
-        return sum(p.size for p in self.parameters())
+        return sum(p.numel() for p in self.parameters())
 
     def apply(self, fn):
         """Call ``fn(module)`` on every sub-module and then on this one (as PyTorch)."""
@@ -146,16 +146,16 @@ class Module:
         for p in self.parameters():
             if isinstance(p, UninitializedParameter):
                 continue
-            p.data = B.to_backend(p.data, backend)
+            p.array = B.to_backend(p.array, backend)
             if p.grad is not None:
-                p.grad = Tensor(B.to_backend(p.grad.data, backend))
+                p.grad = Tensor(B.to_backend(p.grad.array, backend))
         return self
 
     def _cast(self, dtype):
         for p in self.parameters():
             if isinstance(p, UninitializedParameter):
                 continue
-            p.data = p.data.astype(dtype)
+            p.array = p.array.astype(dtype)
             p.grad = None
         return self
 
@@ -189,18 +189,18 @@ class Module:
             if name not in state_dict:
                 continue
             value = state_dict[name]
-            value = value.data if isinstance(value, Tensor) else value
+            value = value.array if isinstance(value, Tensor) else value
             if not (isinstance(value, np.ndarray) or B.is_cupy_array(value)):
                 value = np.asarray(value)
             if value.dtype.kind not in "fiu":
                 problems.append(f"  {name}: dtype {value.dtype} is not numeric")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"  {name}: shape {tuple(value.shape)} in the state dict, "
-                                f"{p.shape} in the model")
+                                f"{tuple(p.shape)} in the model")
             else:
                 values[name] = value
         if strict:
-            problems += [f"  missing key {k} (model expects shape {own[k].shape})"
+            problems += [f"  missing key {k} (model expects shape {tuple(own[k].shape)})"
                          for k in missing]
             problems += [f"  unexpected key {k}" for k in unexpected]
         if problems:
@@ -210,7 +210,7 @@ class Module:
             p = own[name]
             # copied into the parameter's own memory, as PyTorch's param.copy_(value):
             # views of it (nn/flat.py's one buffer of all parameters) stay valid
-            p.data[...] = B.to_backend(value, p.backend).astype(p.dtype, copy=False)
+            p.array[...] = B.to_backend(value, p.backend).astype(p.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # -- calling --------------------------------------------------------------------

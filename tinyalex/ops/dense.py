@@ -125,7 +125,7 @@ def flatten(x, start_dim=1, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one (default: all but the batch)."""
     check_int(start_dim, "start_dim", "flatten")
     check_int(end_dim, "end_dim", "flatten")
-    shape = x.shape
+    shape = tuple(x.shape)
     nd = len(shape)
     # as PyTorch: dims in [-nd, nd), a 0-d tensor counts as one dimension
     if not all(-max(nd, 1) <= d < max(nd, 1) for d in (start_dim, end_dim)):

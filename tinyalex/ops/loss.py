@@ -153,7 +153,7 @@ def read_loss(loss: Tensor) -> tuple[float, int | None]:
 def cross_entropy(logits, target, reduction: str = "mean"):
     if not isinstance(target, Tensor):
         try:
-            target = Tensor(B.get_array_module(logits.data).asarray(target)
+            target = Tensor(B.get_array_module(logits.array).asarray(target)
                             if isinstance(logits, Tensor) else target)
         except (TypeError, ValueError):
             raise TypeError(f"cross_entropy: target must hold integer class labels, got "

@@ -35,7 +35,7 @@ def first_conv(net) -> nn.Conv2d:
 
 def filters(net) -> np.ndarray:
     """The first layer's weights on the host: (OC, C, KH, KW)."""
-    return B.to_numpy(first_conv(net).weight.data).astype(np.float32)
+    return B.to_numpy(first_conv(net).weight.array).astype(np.float32)
 
 
 def feature_maps(net, x):
@@ -54,10 +54,10 @@ def feature_maps(net, x):
             for i, layer in enumerate(net):
                 t = layer(t)
                 if isinstance(layer, SHOWN_LAYERS):
-                    maps.append((f"{i}: {type(layer).__name__}", B.to_numpy(t.data[0])))
+                    maps.append((f"{i}: {type(layer).__name__}", B.to_numpy(t.array[0])))
     finally:
         net.train(was_training)
-    logits = B.to_numpy(t.data[0]).astype(np.float64)
+    logits = B.to_numpy(t.array[0]).astype(np.float64)
     p = np.exp(logits - logits.max())
     return maps, p / p.sum()
 

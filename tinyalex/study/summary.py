@@ -72,7 +72,7 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     try:
         with no_grad():
             for i, layer in enumerate(net):
-                in_shape = x.shape
+                in_shape = tuple(x.shape)
                 try:
                     x = layer(x)
                 except (ValueError, TypeError) as exc:
@@ -82,10 +82,10 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
                 rows.append({"index": i, "name": type(layer).__name__,
-                             "output_shape": x.shape, "algorithm": algorithm,
-                             "parameters": sum(p.size for p in layer.parameters()),
-                             "macs": layer_macs(layer, in_shape, x.shape),
-                             "activation_bytes": int(x.data.nbytes)})
+                             "output_shape": tuple(x.shape), "algorithm": algorithm,
+                             "parameters": sum(p.numel() for p in layer.parameters()),
+                             "macs": layer_macs(layer, in_shape, tuple(x.shape)),
+                             "activation_bytes": int(x.array.nbytes)})
     finally:
         net.train(was_training)
     return rows
@@ -144,7 +144,7 @@ def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
                 for p in layer.parameters():
                     p.grad = None
             times.append((float(np.median(fwd)), float(np.median(bwd)) if bwd else None))
-            x = y.data            # the next layer's input: this layer's (training) output
+            x = y.array            # the next layer's input: this layer's (training) output
             input_needs_grad = input_needs_grad or any(p.requires_grad
                                                        for p in layer.parameters())
     finally:

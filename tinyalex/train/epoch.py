@@ -99,8 +99,8 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
                                                     rows.start, backend, recipe["resize"])
                 _sum_gradients(group, optimizer)
                 optimizer.step()
-                loss_sum = float(loss.item()) * len(y.data) if loss is not None else 0.0
-                hits = _count_correct(logits.data, y.data) if loss is not None else 0
+                loss_sum = float(loss.item()) * len(y.array) if loss is not None else 0.0
+                hits = _count_correct(logits.array, y.array) if loss is not None else 0
             if n < group.size:       # a process without rows drew no dropout seeds: resync
                 R.set_rng_state(group.broadcast_object(R.get_rng_state()))
             (loss_sum, hits), stop = totals_and_stop(group, check, loss_sum, hits)
@@ -194,7 +194,7 @@ def predict(net, images, batch_size: int, backend: str, resize=None,
                                                     batch_size)):
                 with translate_oom(f"in evaluation (batch {i + 1})", len(X_host), backend,
                                    resize or X_host.shape[-1]):
-                    logits = net(Tensor(to_input(X_host, backend, resize))).data
+                    logits = net(Tensor(to_input(X_host, backend, resize))).array
                     out.append(B.to_numpy(logits.argmax(axis=1)).astype(np.int64))
                 check()
     finally:
@@ -253,7 +253,7 @@ def _check_loss(batch_loss: float, classes: int, recipe, epoch: int, step: int,
 def _check_weights(net, recipe, epoch: int, steps: int) -> None:
     """Raise ``TrainingDiverged`` when the epoch left NaN or infinite weights."""
     bad = [name for name, p in net.named_parameters()
-           if not bool(B.get_array_module(p.data).isfinite(p.data).all())]
+           if not bool(B.get_array_module(p.array).isfinite(p.array).all())]
     if bad:
         raise TrainingDiverged(
             divergence_message(recipe, d2l_lr(recipe), epoch, steps, steps,

@@ -56,14 +56,14 @@ def share_start(group, optimizer, start: int, records: list):
         if group.rank == 0:
             for p, o, b in zip(flat.params, flat.offsets, optimizer.momentum_buffers):
                 if b is not None:
-                    moments[o:o + p.size] = b.reshape(-1)        # (p.size,) = p.shape
+                    moments[o:o + p.numel()] = b.reshape(-1)     # (p.numel(),) = p.shape
         group.broadcast_in_place(moments)
         if group.rank != 0:
             optimizer.load_state_dict({
                 "lr": shared["lr"], "momentum": shared["momentum"],
                 "weight_decay": shared["weight_decay"],
                 # each parameter's span of (total,) as p.shape, as FlatParameters lays it
-                "momentum_buffers": [moments[o:o + p.size].reshape(p.shape) if here else None
+                "momentum_buffers": [moments[o:o + p.numel()].reshape(p.shape) if here else None
                                      for p, o, here in zip(flat.params, flat.offsets,
                                                            shared["present"])]})
     R.set_rng_state(shared["rng_state"])
