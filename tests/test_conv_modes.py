@@ -129,6 +129,7 @@ def test_the_choosers_docstring_is_its_rules(monkeypatch):
     assert conv.rules_table(conv.CONV_RULES) in conv.conv2d_algorithm.__doc__
     f43 = conv_winograd_cpu.WINOGRAD_F43
     assert f">= {conv_winograd_cpu.MIN_CHANNELS} channels" in conv.conv2d_algorithm.__doc__
-    monkeypatch.setattr(f43, "min_channels", 7)
     rule = next(r for r in conv.CONV_RULES if r.then == f43.name)
-    assert ">= 7 channels" in rule.when
+    assert rule.when == f43.condition
+    monkeypatch.setattr(f43, "min_channels", 7)
+    assert ">= 7 channels" in f43.condition

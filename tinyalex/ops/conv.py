@@ -113,7 +113,10 @@ class Im2colReference:
                     im2col(s.x[n0:n1], g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)  # built again
                 # (OC, C*KH*KW) = (OC, nb*OH*OW) @ (nb*OH*OW, C*KH*KW)
                 part = g_chunk.T @ cols
-                gw = part if gw is None else gw + part
+                if gw is None:
+                    gw = part                                 # a fresh array: ours to add to
+                else:
+                    gw += part
             if need_x:
                 gcols = g_chunk @ s.w_mat  # (nb*OH*OW, C*KH*KW) = (nb*OH*OW, OC) @ (OC, C*KH*KW)
                 # col2im is the adjoint of im2col: every window's gradient added back onto its pixels
