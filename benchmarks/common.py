@@ -230,9 +230,9 @@ def return_free_memory() -> bool:
     resident size counts live data only; False where there is no glibc. (tinyalex keeps
     freed memory for the next step: ``kernels/cpu_process.py``.)"""
     import ctypes
-    elementwise = sys.modules.get("tinyalex.kernels.elementwise_cpu")
-    if elementwise is not None:
-        elementwise.RESULTS.clear()
+    dense = sys.modules.get("tinyalex.kernels.dense_cpu")
+    if dense is not None:
+        dense.RESULTS.clear()
     try:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (OSError, AttributeError):

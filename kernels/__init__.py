@@ -17,8 +17,9 @@ and ``backward``. The files, by algorithm and device:
                              ``numba_winograd_f25.py``)
 ``conv_direct_cpu.py``       the direct convolution of stride-1 layers (``numba_direct.py``)
 ``pool_cpu.py``              max and average pooling (``numba_pool.py``)
-``elementwise_cpu.py``       ReLU, sigmoid, dropout, the SGD update, the fully connected
-                             GEMM (``numba_elementwise.py``)
+``elementwise_cpu.py``       ReLU, sigmoid, dropout (``numba_elementwise.py``)
+``dense_cpu.py``             the fully connected layers' GEMM
+``sgd_cpu.py``               the SGD update (``numba_elementwise.py``)
 ``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
 ``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
 ``elementwise_gpu.py``       ``cuda/*.cu``, launched with ``cuda_plan.py``'s plans
@@ -40,9 +41,10 @@ Python:
 * ``TINYALEX_KERNELS`` = ``fast`` (default) or ``reference``: ``reference`` runs the
   readable NumPy/CuPy code of ``tinyalex/ops`` only. ``set_mode``, ``use`` (a block).
 * ``TINYALEX_CONV`` = ``auto`` (default) or ``im2col``: with ``im2col`` every
-  convolution runs as im2col + one GEMM with the fast kernels, columns in the
-  (c, kh, kw) order ``tinyalex/ops/im2col.py`` teaches; ``auto`` lets the chooser take
-  Winograd or the direct convolution where they are faster. ``set_conv_mode``,
+  convolution runs as im2col + one GEMM with the functions ``tinyalex/ops/im2col.py``
+  teaches (on the CPU; the GPU runs its kernels with the same (c, kh, kw) columns), and
+  pooling with ``tinyalex/ops/pool.py``'s references; ``auto`` lets the chooser take
+  Winograd, the direct convolution or the compiled im2col loops. ``set_conv_mode``,
   ``use_conv``.
 * ``TINYALEX_TF32`` (``precision.py``), ``TINYALEX_CPU_THREADS`` (``cpu_threads.py``),
   ``TINYALEX_MALLOC`` (``cpu_process.py``).
@@ -119,7 +121,7 @@ def get_conv_mode() -> str:
 
 def set_conv_mode(mode: str) -> None:
     """``"auto"``: each convolution takes its fastest algorithm; ``"im2col"``: every
-    convolution runs as im2col + one GEMM (the fast kernels)."""
+    convolution runs as im2col + one GEMM (``tinyalex/ops/im2col.py``'s functions)."""
     global _conv_mode
     if mode not in CONV_MODES:
         raise ValueError(f"unknown convolution mode {mode!r}; expected one of {CONV_MODES}")

@@ -50,6 +50,8 @@ class DirectCPU:
         """Stride 1, padding below the kernel size."""
         return g.SH == 1 and g.SW == 1 and g.PH < g.KH and g.PW < g.KW
 
+    condition = "stride 1, padding < kernel"     # ``takes`` in words (ops/conv.py's table)
+
     def _parts(self, g):
         """Disjoint (n0, n1) ranges covering the batch, one per thread that pays."""
         macs = g.N * g.OC * g.C * g.KH * g.KW * g.OH * g.OW

@@ -1,6 +1,8 @@
-"""Convolution as im2col + one GEMM on the CPU: the algorithm of
+"""Convolution as im2col + one GEMM on the CPU with compiled loops: the algorithm of
 ``tinyalex/ops/conv.py``'s reference, a few images at a time (letters as in the
-Notation of ``tinyalex/ops/im2col.py``; loops in ``numba_im2col.py``).
+Notation of ``tinyalex/ops/im2col.py``; loops in ``numba_im2col.py``). It runs in the
+default mode where no faster algorithm takes a layer (AlexNet's first);
+``TINYALEX_CONV=im2col`` runs the reference's own functions instead.
 
 The reference lays out the whole batch as one (N*OH*OW, C*KH*KW) matrix and keeps it
 for backward: 208 MB for AlexNet's second layer at batch 32, rewritten to fresh

@@ -50,16 +50,16 @@ MIN_CHANNELS = 96            # below, the direct convolution is faster: Winograd
                              # are too thin (benchmarks/README.md)
 
 # F(2, 5): A^T (2x6), G (6x5), B^T (6x6)
-AT5 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=float)
-G5 = np.array([[1 / 4, 0, 0, 0, 0],
+AT25 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=float)
+G25 = np.array([[1 / 4, 0, 0, 0, 0],
                [-1 / 6, -1 / 6, -1 / 6, -1 / 6, -1 / 6],
                [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
                [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
                [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
                [0, 0, 0, 0, 1]])
-BT5 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+BT25 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
-# F(4, 3): A^T (4x6), G (6x3), B^T (6x6) = BT5. Row i of A^T holds the points to the
+# F(4, 3): A^T (4x6), G (6x3), B^T (6x6) = BT25. Row i of A^T holds the points to the
 # power i (and 1 at infinity for the last); the rows of G are the filter's polynomial
 # at each point, scaled by 1 / prod_j (p_i - p_j) over the other finite points.
 AT43 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
@@ -70,7 +70,7 @@ G43 = np.array([[1 / 4, 0, 0],
                 [1 / 24, 1 / 12, 1 / 6],
                 [1 / 24, -1 / 12, 1 / 6],
                 [0, 0, 1]])
-BT43 = BT5
+BT43 = BT25
 
 
 @dataclass
@@ -99,6 +99,12 @@ class WinogradCPU:
         r = self.r
         return g.KH == r and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r \
             and g.PW < r and min(g.C, g.OC) >= self.min_channels
+
+    @property
+    def condition(self) -> str:
+        """``takes`` in words, for the chooser's table (ops/conv.py)."""
+        r = self.r
+        return f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
 
     # -- the filter transforms: one GEMM each ------------------------------------------
     def filter_transform(self, w, dtype, turn=False):
@@ -226,4 +232,4 @@ class WinogradCPU:
 
 
 WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
-WINOGRAD_F25 = WinogradCPU(2, 5, AT5, G5, BT5, numba_winograd_f25)
+WINOGRAD_F25 = WinogradCPU(2, 5, AT25, G25, BT25, numba_winograd_f25)

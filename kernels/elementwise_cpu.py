@@ -1,4 +1,4 @@
-"""The elementwise ops and the fully connected layers' GEMM on the CPU: checked calls of
+"""The elementwise ops on the CPU: checked calls of
 the loops in ``numba_elementwise.py``, on the memory as it lies (whatever its axis
 order), cut into ranges for threads (``cpu_threads.ranges``).
 
@@ -9,10 +9,8 @@ order), cut into ranges for threads (``cpu_threads.ranges``).
   ``gy * y * (1 - y)`` in y's dtype.
 * Dropout: ``x / (1-p)`` where SplitMix64(seed, i) keeps element i (in C order),
   else 0; backward is the same call on the gradient.
-* The SGD update ``param -= lr * grad`` in place, with no temporary the size of param.
-* ``matmul(a, b)``: ``a @ b`` into a fresh array, cut into GEMMs for threads
-  (``cpu_threads.gemm``); results too large for malloc's heap are recycled once freed
-  (``recycle.py``).
+
+The fully connected layers' GEMM is in ``dense_cpu.py``, the SGD update in ``sgd_cpu.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ import numpy as np
 from tinyalex import random as R
 
 from . import cpu_threads, numba_elementwise as loops
-from .cpu_process import MMAP_THRESHOLD
 from .layout import dense_view, undo_order
-from .recycle import Recycler
 
 
 def _unary(loop, x):
@@ -101,33 +97,4 @@ class DropoutCPU:
     backward = forward                 # the same mask and scale on the gradient
 
 
-def sgd_update(param, grad, lr):
-    """In place: ``param -= lr * grad``, one pass, cut into ranges for threads."""
-    if param.shape != grad.shape or not param.flags.c_contiguous or param.dtype != grad.dtype:
-        raise ValueError(f"sgd_update: parameter {param.shape} ({param.dtype}, contiguous: "
-                         f"{param.flags.c_contiguous}) and gradient {grad.shape} "
-                         f"({grad.dtype}) do not match")
-    g = np.ascontiguousarray(grad).reshape(-1)
-    p, rate = param.reshape(-1), param.dtype.type(lr)
-    cpu_threads.parallel([lambda i0=i0, i1=i1: loops.sgd_update(p, g, rate, i0, i1)
-                          for i0, i1 in cpu_threads.ranges(p.size)])
-    return param
-
-
-RESULTS = Recycler(min_bytes=MMAP_THRESHOLD, max_free_bytes=512 << 20)
-
-
-class MatmulCPU:
-    name = "GEMM in pieces"
-
-    def __call__(self, a, b):
-        """a (M, K) @ b (K, N) (any memory order): a fresh (M, N) array."""
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
-            raise ValueError(f"matmul: expected (M, K) @ (K, N) of one dtype, got "
-                             f"{a.shape} ({a.dtype}) @ {b.shape} ({b.dtype})")
-        out = RESULTS.empty((a.shape[0], b.shape[1]), dtype=a.dtype)   # (M, N)
-        cpu_threads.gemm(a, b, out)                                     # (M, K) @ (K, N)
-        return out
-
-
-RELU, SIGMOID, DROPOUT, MATMUL = ReluCPU(), SigmoidCPU(), DropoutCPU(), MatmulCPU()
+RELU, SIGMOID, DROPOUT = ReluCPU(), SigmoidCPU(), DropoutCPU()

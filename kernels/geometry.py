@@ -8,14 +8,17 @@ before any compiled loop sees it (letters as in the Notation of
                                           OH = (H + 2*PH - KH) // SH + 1
 
 Compiled loops do not check bounds: every kernel wrapper builds its geometry here, so
-a bad call raises ValueError and never reaches a loop.
+a bad call raises ValueError and never reaches a loop. This is the one place that
+validates a window op's shapes and sizes (the ops call ``conv_geometry`` and
+``pool_geometry`` and nothing else for them), the one output-size formula
+(``output_size``) and the one "window does not fit" error (``window_output``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinyalex.checks import check_int
+from tinyalex.checks import check_int, check_nonempty, check_rank
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -76,30 +79,32 @@ def window_output(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple:
         check_int(v, name, where, lo, type_error=ValueError)
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     if OH < 1 or OW < 1:
-        raise ValueError(f"{where}: a {KH}x{KW} window does not fit an input of "
-                         f"{H}x{W} padded by {PH}x{PW}")
+        raise ValueError(f"{where}: input of size {H}x{W} (padded to {H + 2 * PH}x"
+                         f"{W + 2 * PW}) is smaller than the kernel {KH}x{KW} (the window "
+                         "does not fit); use a larger input or a smaller kernel")
     return OH, OW
 
 
 def conv_geometry(x_shape, w_shape, SH, SW, PH, PW, where="conv2d") -> ConvGeometry:
-    """The geometry of x (N, C, H, W) convolved with weight (OC, C, KH, KW)."""
-    if len(x_shape) != 4 or len(w_shape) != 4 or 0 in x_shape or 0 in w_shape:
-        raise ValueError(f"{where}: expected a non-empty input (N, C, H, W) and weight "
-                         f"(OC, C, KH, KW), got {tuple(x_shape)} and {tuple(w_shape)}")
+    """The geometry of x (N, C, H, W) convolved with weight (OC, C, KH, KW), every
+    size checked: ranks, no empty dimension, channels that match, a window that fits."""
+    check_rank(x_shape, 4, where, "(N, C, H, W)")
+    check_rank(w_shape, 4, where + " weight", "(OC, C, KH, KW)")
+    check_nonempty(x_shape, where)
+    check_nonempty(w_shape, where + " weight")
     N, C, H, W = (int(s) for s in x_shape)
     OC, C2, KH, KW = (int(s) for s in w_shape)
     if C2 != C:
-        raise ValueError(f"{where}: input {tuple(x_shape)} and weight {tuple(w_shape)} "
-                         "do not match in channels")
+        raise ValueError(f"{where}: expected input with {C2} channels (N, {C2}, H, W), got "
+                         f"shape {tuple(x_shape)}")
     OH, OW = window_output(where, H, W, KH, KW, SH, SW, PH, PW)
     return ConvGeometry(N, C, H, W, OC, KH, KW, int(SH), int(SW), int(PH), int(PW), OH, OW)
 
 
 def pool_geometry(x_shape, KH, KW, SH, SW, PH, PW, where="pool2d") -> PoolGeometry:
-    """The geometry of pooling x (N, C, H, W) with a KH x KW window."""
-    if len(x_shape) != 4 or 0 in x_shape:
-        raise ValueError(f"{where}: expected a non-empty 4-D input (N, C, H, W), got "
-                         f"{tuple(x_shape)}")
+    """The geometry of pooling x (N, C, H, W) with a KH x KW window, every size checked."""
+    check_rank(x_shape, 4, where, "(N, C, H, W)")
+    check_nonempty(x_shape, where)
     N, C, H, W = (int(s) for s in x_shape)
     OH, OW = window_output(where, H, W, KH, KW, SH, SW, PH, PW)
     return PoolGeometry(N, C, H, W, int(KH), int(KW), int(SH), int(SW), int(PH), int(PW),

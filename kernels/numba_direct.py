@@ -1,5 +1,5 @@
 """Numba loops of the direct convolution for layers with few channels (stride 1), on
-plain (N, C, H, W) memory; ``direct.py`` checks the arguments and calls them
+plain (N, C, H, W) memory; ``conv_direct_cpu.py`` checks the arguments and calls them
 (letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 For LeNet's layers (1 -> 6 and 6 -> 16 channels, 5x5) im2col + GEMM is a poor fit:
@@ -8,12 +8,13 @@ BLAS's peak. Here the convolution is computed in place from one padded image at 
 time, with no column matrix.
 
 The flat-row trick. Image n's channel c is copied into a zero-padded plane of Hp x Wp
-pixels (Hp = H + 2*PH, Wp = W + 2*PW) stored row after row, ``xp[c*S + h*Wp + w]``.
-For stride 1, output (oh, ow) of filter tap (kh, kw) reads ``xp[c*S + p + kh*Wp + kw]``
+pixels (Hp = H + 2*PH, Wp = W + 2*PW) stored row after row, ``x_pad[c*S + h*Wp + w]``.
+For stride 1, output (oh, ow) of filter tap (kh, kw) reads ``x_pad[c*S + p + kh*Wp + kw]``
 with ``p = oh*Wp + ow``: one *constant offset* per tap. So, over the flat index p, a
 whole output plane is a sum of shifted copies of the input plane::
 
-    acc[oc, p] = b[oc] + sum over taps (c, kh, kw) of  w[oc, c, kh, kw] * xp[c*S + kh*Wp + kw + p]
+    acc[oc, p] = b[oc] + sum over taps (c, kh, kw) of
+                 w[oc, c, kh, kw] * x_pad[c*S + kh*Wp + kw + p]
 
 a loop over p with unit stride that the compiler turns into SIMD code. The columns
 ow >= OW of each output row (p = oh*Wp + ow) read past the row's end: they are
@@ -29,7 +30,7 @@ input never meet a padded zero weight).
 
 The backward pass uses the same planes:
 
-* ``weight_gradient``: ``gW[oc, tap] = sum over images and p of g[oc, p] * xp[tap + p]``,
+* ``weight_gradient``: ``gW[oc, tap] = sum over images and p of g[oc, p] * x_pad[tap + p]``,
   with g the output gradient laid out on the (OH, Wp) grid, zero in the thrown-away
   columns; 4x4 blocks of dot products. It also sums ``gb[oc]``.
 * ``input_gradient``: the adjoint of the forward (as col2im is of im2col): every
@@ -38,9 +39,9 @@ The backward pass uses the same planes:
 
 Thrown-away columns multiply zeros of g by real pixels, so a non-finite pixel (inf or
 NaN) could leak a NaN into ``gW``: ``weight_gradient`` returns False when it saw one,
-and ``direct.py`` then computes that gradient by im2col instead.
+and ``conv_direct_cpu.py`` then computes that gradient by im2col instead.
 
-Every loop covers images n0..n1-1 and releases the GIL, so that ``direct.py`` can run
+Every loop covers images n0..n1-1 and releases the GIL, so that ``conv_direct_cpu.py`` can run
 disjoint parts of the batch in several threads; gradients of the weights are *added*
 to the caller's (per-thread) arrays. Compiled for float32 and float64.
 """
@@ -63,13 +64,13 @@ def _plan(OH, OW, KH, KW):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pad_image(x, n, PH, PW, Wp, S, xp):
-    """Copy image n of x (N, C, H, W) into the zero-padded planes of xp (borders
+def _pad_image(x, n, PH, PW, Wp, S, x_pad):
+    """Copy image n of x (N, C, H, W) into the zero-padded planes of x_pad (borders
     untouched: they stay zero)."""
     _, C, H, W = x.shape
     for c in range(C):
         for h in range(H):
-            dst = xp[c * S + (h + PH) * Wp + PW:]
+            dst = x_pad[c * S + (h + PH) * Wp + PW:]
             src = x[n, c, h]
             for j in range(W):
                 dst[j] = src[j]
@@ -102,18 +103,18 @@ def forward(x, w, b, PH, PW, y, n0, n1):
     wm[:OC, :K] = w.reshape(OC, K)
     bb = np.zeros(O4, x.dtype)
     bb[:OC] = b
-    xp = np.zeros(C * S + L, x.dtype)               # C padded planes, then L zeros
+    x_pad = np.zeros(C * S + L, x.dtype)               # C padded planes, then L zeros
     acc = np.empty((O4, L), x.dtype)                # output planes on the (OH, Wp) grid
     for n in range(n0, n1):
-        _pad_image(x, n, PH, PW, Wp, S, xp)
+        _pad_image(x, n, PH, PW, Wp, S, x_pad)
         for oc in range(0, O4, BLOCK):
             a0, a1, a2, a3 = acc[oc], acc[oc + 1], acc[oc + 2], acc[oc + 3]
             b0, b1, b2, b3 = bb[oc], bb[oc + 1], bb[oc + 2], bb[oc + 3]
             for p in range(L):
                 a0[p], a1[p], a2[p], a3[p] = b0, b1, b2, b3
             for k in range(0, K4, BLOCK):
-                x0, x1 = xp[offs[k]:], xp[offs[k + 1]:]
-                x2, x3 = xp[offs[k + 2]:], xp[offs[k + 3]:]
+                x0, x1 = x_pad[offs[k]:], x_pad[offs[k + 1]:]
+                x2, x3 = x_pad[offs[k + 2]:], x_pad[offs[k + 3]:]
                 u = wm[oc:oc + BLOCK, k:k + BLOCK]
                 u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
                 u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
@@ -147,11 +148,11 @@ def weight_gradient(x, gy, PH, PW, gw, gb, zero, n0, n1):
     K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
     offs = _tap_offsets(C, KH, KW, Wp, S, K4)
     finite = True
-    xp = np.zeros(C * S + L, x.dtype)
+    x_pad = np.zeros(C * S + L, x.dtype)
     g = np.zeros((O4, L), x.dtype)                  # gy[n] on the (OH, Wp) grid, zeros around
     acc = np.zeros((O4, K4), x.dtype)
     for n in range(n0, n1):
-        _pad_image(x, n, PH, PW, Wp, S, xp)
+        _pad_image(x, n, PH, PW, Wp, S, x_pad)
         for c in range(C):                          # v - v is 0 unless v is inf or NaN
             plane = x[n, c]
             s = zero
@@ -171,8 +172,8 @@ def weight_gradient(x, gy, PH, PW, gw, gb, zero, n0, n1):
         for oc in range(0, O4, BLOCK):
             g0, g1, g2, g3 = g[oc], g[oc + 1], g[oc + 2], g[oc + 3]
             for k in range(0, K4, BLOCK):
-                x0, x1 = xp[offs[k]:], xp[offs[k + 1]:]
-                x2, x3 = xp[offs[k + 2]:], xp[offs[k + 3]:]
+                x0, x1 = x_pad[offs[k]:], x_pad[offs[k + 1]:]
+                x2, x3 = x_pad[offs[k + 2]:], x_pad[offs[k + 3]:]
                 s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
                 s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
                 for p in range(L):

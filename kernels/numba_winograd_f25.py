@@ -1,5 +1,5 @@
 """Numba loops of the Winograd F(2x2, 5x5) convolution (``conv_winograd_cpu.py``, which
-holds the matrices ``AT5`` and ``BT5`` and checks the arguments), written out for
+holds the matrices ``AT25`` and ``BT25`` and checks the arguments), written out for
 those matrices. Images are channels-last and flattened to 2-D, ``x2`` (N*H, W*C), row
 (n, h), column (w, c); transformed tiles are stored (36, T, C), plane ``6*a + b``
 holding element (a, b) of every tile's 6x6 transform, so each plane is one GEMM
@@ -137,10 +137,10 @@ def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
-    """G[6a+b, t, oc] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t (zero
+def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, gM, zero, t0, t1):
+    """gM[6a+b, t, oc] = (A g A^T)[a, b] for the 2x2 output gradient g of tile t (zero
     where the tile runs past the output)."""
-    tmp = np.empty((12, OC), dtype=G.dtype)              # tmp[2a + j] = (A g)[a, j]
+    tmp = np.empty((12, OC), dtype=gM.dtype)              # tmp[2a + j] = (A g)[a, j]
     for t in range(t0, t1):
         n = t // (TH * TW)
         oh, ow = 2 * ((t // TW) % TH), 2 * (t % TW)
@@ -157,8 +157,8 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
                                                               g1[c] if keep1 else zero)
         for a in range(6):                               # then along each row a
             p, q = tmp[2 * a], tmp[2 * a + 1]
-            v0, v1, v2, v3, v4, v5 = G[6 * a, t], G[6 * a + 1, t], G[6 * a + 2, t], \
-                G[6 * a + 3, t], G[6 * a + 4, t], G[6 * a + 5, t]
+            v0, v1, v2, v3, v4, v5 = gM[6 * a, t], gM[6 * a + 1, t], gM[6 * a + 2, t], \
+                gM[6 * a + 3, t], gM[6 * a + 4, t], gM[6 * a + 5, t]
             for c in range(OC):
                 v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _a(p[c], q[c])
-    return G
+    return gM

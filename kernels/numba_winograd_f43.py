@@ -92,11 +92,11 @@ def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
-    """G[6a+b, t, oc] = (A g A^T)[a, b] for the 4x4 output gradient g of tile t (zero
+def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, gM, zero, t0, t1):
+    """gM[6a+b, t, oc] = (A g A^T)[a, b] for the 4x4 output gradient g of tile t (zero
     where the tile runs past the output)."""
-    tmp = np.empty((24, OC), dtype=G.dtype)              # tmp[4a + j] = (A g)[a, j]
-    zeros = np.full(OC, zero, dtype=G.dtype)
+    tmp = np.empty((24, OC), dtype=gM.dtype)              # tmp[4a + j] = (A g)[a, j]
+    zeros = np.full(OC, zero, dtype=gM.dtype)
     for t in range(t0, t1):
         n = t // (TH * TW)
         oh, ow = 4 * ((t // TW) % TH), 4 * (t % TW)
@@ -113,8 +113,8 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, G, zero, t0, t1):
                 u0[c], u1[c], u2[c], u3[c], u4[c], u5[c] = _a(g0[c], g1[c], g2[c], g3[c])
         for a in range(6):                               # then along each row a
             p0, p1, p2, p3 = tmp[4 * a], tmp[4 * a + 1], tmp[4 * a + 2], tmp[4 * a + 3]
-            v0, v1, v2, v3, v4, v5 = G[6 * a, t], G[6 * a + 1, t], G[6 * a + 2, t], \
-                G[6 * a + 3, t], G[6 * a + 4, t], G[6 * a + 5, t]
+            v0, v1, v2, v3, v4, v5 = gM[6 * a, t], gM[6 * a + 1, t], gM[6 * a + 2, t], \
+                gM[6 * a + 3, t], gM[6 * a + 4, t], gM[6 * a + 5, t]
             for c in range(OC):
                 v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _a(p0[c], p1[c], p2[c], p3[c])
-    return G
+    return gM

@@ -1,4 +1,4 @@
-"""Large results of the CPU's fully connected GEMM (``elementwise_cpu.MATMUL``),
+"""Large results of the CPU's fully connected GEMM (``dense_cpu.MATMUL``),
 recycled from step to step once nothing refers to them any more.
 
 Blocks above glibc's largest heap threshold (32 MB, ``cpu_process.py``) are mapped

@@ -785,10 +785,13 @@ CONV_PATHS = {
 def force_path(path, g, monkeypatch):
     """Change the geometry ``g`` (and the choosers' thresholds) so that the convolution
     takes ``path``; returns the (possibly changed) geometry."""
-    from tinyalex.kernels import conv_im2col_cpu, conv_winograd_cpu
+    from tinyalex.kernels import conv_direct_cpu, conv_im2col_cpu, conv_winograd_cpu
     g = dict(g)
     if path.startswith("im2col"):
-        kernels.set_conv_mode("im2col")
+        # the fast im2col + GEMM loops: auto mode's last rule, once direct declines
+        # (TINYALEX_CONV=im2col runs ops/im2col.py's reference instead)
+        kernels.set_conv_mode("auto")
+        monkeypatch.setattr(conv_direct_cpu.DIRECT, "takes", lambda g: False)
         monkeypatch.setattr(conv_im2col_cpu, "SHORT_ROW", 10**9 if "transposed" in path else 0)
     elif path == "direct":
         g.update(SH=1, SW=1, PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KW"] - 1))

@@ -2,6 +2,9 @@
 trains d2l's networks as the default mode does: the algorithms compute the same
 convolution, rounded differently, so a few steps agree to float32 noise."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -45,7 +48,88 @@ def _conv_inputs(net, batch, side):
 def test_im2col_mode_trains_as_the_default_mode(model, steps, batch, side, lr, tol):
     auto_losses, auto_w, auto_names = train_steps(model, "auto", steps, batch, side, lr)
     im2col_losses, im2col_w, im2col_names = train_steps(model, "im2col", steps, batch, side, lr)
-    assert im2col_names == {"im2col+GEMM"} and auto_names != im2col_names
+    assert im2col_names == {"im2col+GEMM (reference)"} and auto_names != im2col_names
     np.testing.assert_allclose(im2col_losses, auto_losses, rtol=tol)
     for a, b in zip(auto_w, im2col_w):
         np.testing.assert_allclose(b, a, rtol=tol * 10, atol=tol * np.abs(a).max())
+
+
+def traced_step(model, batch, side):
+    """The (file, function) of every Python call one training step makes."""
+    tinyalex.manual_seed(0)
+    net = getattr(tinyalex.models, model)()
+    opt = optim.SGD(net.parameters(), lr=0.01)
+    rng = np.random.default_rng(0)
+    x = tinyalex.tensor(rng.random((batch, 1, side, side), np.float32))
+    y = tinyalex.tensor(rng.integers(0, 10, batch))
+    calls = set()
+
+    def profile(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            calls.add((os.path.basename(code.co_filename), code.co_qualname))
+
+    net(x)                     # builds any lazy state outside the trace
+    sys.setprofile(profile)
+    try:
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(net(x), y).backward()
+        opt.step()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("model, batch, side", [("alexnet", 2, 224), ("lenet", 4, 28)])
+def test_im2col_mode_runs_the_reference_functions(model, batch, side):
+    """The teaching path runs: under TINYALEX_CONV=im2col one traced step calls
+    ops/im2col.py's im2col and col2im (through the reference convolution and pooling),
+    and none of the compiled im2col, Winograd, direct or pooling loops' wrappers."""
+    with kernels.use_conv("im2col"):
+        calls = traced_step(model, batch, side)
+    files = {f for f, _ in calls}
+    assert {("im2col.py", "im2col"), ("im2col.py", "col2im")} <= calls
+    assert {("conv.py", "Im2colReference.forward"), ("conv.py", "Im2colReference.backward")} <= calls
+    pool = "MaxPoolReference" if model == "alexnet" else "AvgPoolReference"
+    assert {("pool.py", f"{pool}.forward"), ("pool.py", f"{pool}.backward")} <= calls
+    fast = {"conv_im2col_cpu.py", "numba_im2col.py", "conv_winograd_cpu.py",
+            "conv_direct_cpu.py", "numba_direct.py", "pool_cpu.py", "numba_pool.py"}
+    assert not files & fast, files & fast
+    with kernels.use_conv("auto"):                  # the trace can fail: auto runs loops
+        assert {"pool_cpu.py", "conv_direct_cpu.py"} & {f for f, _ in
+                                                         traced_step(model, batch, side)}
+
+
+def test_the_reference_in_chunks_equals_it_whole():
+    """Where the batch's columns would not fit, the reference takes a few images at a
+    time (one GEMM each, the columns built again in backward): the same numbers."""
+    from tinyalex.kernels.geometry import conv_geometry
+    from tinyalex.ops.conv import Im2colReference
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((5, 3, 9, 8)), rng.standard_normal((4, 3, 3, 2)), \
+        rng.standard_normal(4)
+    g = conv_geometry(x.shape, w.shape, 2, 1, 1, 0)
+    gy = rng.standard_normal((g.N, g.OC, g.OH, g.OW))
+    whole, chunked = Im2colReference(), Im2colReference(chunk_bytes=1)
+    assert len(whole.chunks(g, 8)) == 1 and len(chunked.chunks(g, 8)) == g.N
+    (y1, s1), (y2, s2) = (a.forward(x, w, b, g, True) for a in (whole, chunked))
+    assert s1.cols is not None and s2.cols is None       # chunked: columns built again
+    np.testing.assert_allclose(y2, y1, rtol=1e-12, atol=1e-12)
+    for r1, r2 in zip(whole.backward(gy, s1, True, True, True),
+                      chunked.backward(gy, s2, True, True, True)):
+        np.testing.assert_allclose(r2, r1, rtol=1e-12, atol=1e-12)
+
+
+def test_the_choosers_docstring_is_its_rules(monkeypatch):
+    """conv2d_algorithm walks CONV_RULES; its docstring's table is generated from them,
+    and a threshold (Winograd's MIN_CHANNELS) lives in one place: the rule's words
+    follow the algorithm's own attribute."""
+    from tinyalex.kernels import conv_winograd_cpu
+    from tinyalex.ops import conv
+    assert conv.rules_table(conv.CONV_RULES) in conv.conv2d_algorithm.__doc__
+    f43 = conv_winograd_cpu.WINOGRAD_F43
+    assert f">= {conv_winograd_cpu.MIN_CHANNELS} channels" in conv.conv2d_algorithm.__doc__
+    rule = next(r for r in conv.CONV_RULES if r.then == f43.name)
+    assert rule.when == f43.condition
+    monkeypatch.setattr(f43, "min_channels", 7)
+    assert ">= 7 channels" in f43.condition

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import backend as B, nn
-from tinyalex.kernels import elementwise_cpu
+from tinyalex.kernels import dense_cpu
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, pool
 from tinyalex.ops.im2col import im2col
@@ -169,7 +169,7 @@ def test_freshness_check_on_the_cpu_kernel_set():
     rng = np.random.default_rng(3)
     a = rng.standard_normal((64, 512)).astype(np.float32)
     b = rng.standard_normal((512, 96)).astype(np.float32)
-    got = check_matmul_is_fresh(elementwise_cpu.MATMUL, np.ascontiguousarray, a, b)
+    got = check_matmul_is_fresh(dense_cpu.MATMUL, np.ascontiguousarray, a, b)
     np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64),
                                rtol=1e-4, atol=1e-4)
     workspace = np.empty((64, 96), np.float32)

@@ -22,7 +22,8 @@ import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import nn
 from tinyalex.kernels import (conv_direct_cpu, conv_im2col_cpu, conv_winograd_cpu,
-                              cpu_threads, elementwise_cpu, pool_cpu)
+                              cpu_threads, dense_cpu, elementwise_cpu, pool_cpu,
+                              sgd_cpu)
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, pool
 from tinyalex.ops.im2col import col2im, im2col
@@ -253,7 +254,7 @@ def test_each_layer_of_alexnet_and_lenet_takes_its_algorithm():
         assert algorithm_of(x, w, s, p) == name, (x, w)
         assert algorithm_of(x, w, s, p, dtype=np.float16) == "im2col+GEMM (reference)"
         with kernels.use_conv("im2col"):
-            assert algorithm_of(x, w, s, p) == "im2col+GEMM"
+            assert algorithm_of(x, w, s, p) == "im2col+GEMM (reference)"
         with kernels.use("reference"):
             assert algorithm_of(x, w, s, p) == "im2col+GEMM (reference)"
 
@@ -291,7 +292,7 @@ def test_every_op_chooses_reference_or_fast():
             activation.activation_algorithm("dropout", f32, "numpy"),
             dense.matmul_algorithm(f32, "numpy")]
     assert fast == [pool_cpu.MAX_POOL, pool_cpu.AVG_POOL, elementwise_cpu.RELU,
-                    elementwise_cpu.SIGMOID, elementwise_cpu.DROPOUT, elementwise_cpu.MATMUL]
+                    elementwise_cpu.SIGMOID, elementwise_cpu.DROPOUT, dense_cpu.MATMUL]
     with kernels.use("reference"):
         names = [pool.pool2d_algorithm("max", g, f32, "numpy").name,
                  activation.activation_algorithm("relu", f32, "numpy").name,
@@ -346,7 +347,7 @@ def test_bad_arguments_are_refused_before_compiled_code():
     with pytest.raises(ValueError, match="elementwise backward: gradient"):
         elementwise_cpu.RELU.backward(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
     with pytest.raises(ValueError, match="matmul: expected"):
-        elementwise_cpu.MATMUL(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+        dense_cpu.MATMUL(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
 
 
 # -- pooling ---------------------------------------------------------------------------
@@ -440,7 +441,7 @@ def test_sgd_update_is_in_place_and_matches_the_reference():
         p = rng.standard_normal((7, 5)).astype(dtype)
         g = rng.standard_normal((5, 7)).astype(dtype).T          # any memory order
         want = sgd_update_reference(p.copy(), g, 0.1)
-        out = elementwise_cpu.sgd_update(p, g, 0.1)
+        out = sgd_cpu.sgd_update(p, g, 0.1)
         assert out is p
         np.testing.assert_allclose(p, want, rtol=1e-6)
 
@@ -572,7 +573,7 @@ def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
                                        pool.AVG_REFERENCE.backward(gp, pg), **tol(dtype))
         p = np.ascontiguousarray(x)
         want = sgd_update_reference(p.copy(), gy, 0.3)
-        assert elementwise_cpu.sgd_update(p, gy, 0.3) is p
+        assert sgd_cpu.sgd_update(p, gy, 0.3) is p
         np.testing.assert_array_equal(p, want)
 
 
@@ -589,7 +590,7 @@ def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, s
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
     b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
     a, b = (a.T if ta else a), (b.T if tb else b)
-    got = elementwise_cpu.MATMUL(a, b)
+    got = dense_cpu.MATMUL(a, b)
     assert got.shape == (M, N) and got.dtype == dtype and got.flags.c_contiguous
     assert not np.shares_memory(got, a) and not np.shares_memory(got, b)
     np.testing.assert_allclose(got, a @ b, **tol(dtype))
@@ -637,8 +638,8 @@ def test_recycler_reuses_only_what_nobody_holds():
 def test_recycled_results_never_alias_live_ones(monkeypatch):
     """With every matmul result recycled (threshold lowered to 1 byte), results agree with
     the reference and no live result shares memory with another."""
-    monkeypatch.setattr(elementwise_cpu.RESULTS, "min_bytes", 1)
-    elementwise_cpu.RESULTS.clear()
+    monkeypatch.setattr(dense_cpu.RESULTS, "min_bytes", 1)
+    dense_cpu.RESULTS.clear()
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 4, 9, 9)).astype(np.float32)
     w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
@@ -649,7 +650,7 @@ def test_recycled_results_never_alias_live_ones(monkeypatch):
         y, s = algorithm.forward(x, w, None, g, True)
         r = elementwise_cpu.RELU.forward(y)
         p, _ = pool_cpu.MAX_POOL.forward(r, pool_geometry(r.shape, 2, 2, 2, 2, 0, 0))
-        m = elementwise_cpu.MATMUL(p.reshape(3, -1),
+        m = dense_cpu.MATMUL(p.reshape(3, -1),
                                    rng.standard_normal((p[0].size, 7)).astype(np.float32))
         gx, gw, _ = algorithm.backward(np.ones_like(y), s, True, True, False)
         live += [y, r, p, m, gx, gw]
@@ -659,4 +660,4 @@ def test_recycled_results_never_alias_live_ones(monkeypatch):
                             False)
         np.testing.assert_allclose(gx, want[0], rtol=1e-4, atol=1e-4)
         live = live[-6:] if stride == 2 else live        # drop some: their memory recycles
-    assert elementwise_cpu.RESULTS.free_bytes() > 0
+    assert dense_cpu.RESULTS.free_bytes() > 0

@@ -197,3 +197,67 @@ print('ok', k.__file__)
         pytest.skip(reason)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ")
+
+
+# -- the pages name only what exists ---------------------------------------------------
+
+# what a run or a benchmark writes, not files of the repository: the pages name them as
+# outputs
+RUN_OUTPUTS = ("runs/", "data/", "./data", "../data", "FashionMNIST/", "checkpoint.npz",
+               "metrics.json", "results/dist_numpy.json")
+
+
+def doc_pointers(text: str):
+    """(kind, text) for every relative link and every backticked path or identifier of
+    a Markdown page (code blocks left out: the doctests run those)."""
+    import re
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if not re.match(r"[a-z]+:|#", target):
+            yield "link", target.split("#")[0]
+    for tok in re.findall(r"`([^`\n]+)`", text):
+        if re.fullmatch(r"[\w.-]+(/[\w.-]*)+|[\w-]+\.(py|md|cu|cuh|h|json|sh|cfg)", tok):
+            yield "path", tok
+        elif re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(\(\))?", tok) and (
+                "_" in tok or "." in tok):
+            yield "name", tok.rstrip("()")
+
+
+def missing_pointers(text: str, where: Path, names: set, files: set) -> list:
+    found = []
+    for kind, t in doc_pointers(text):
+        if t.startswith(RUN_OUTPUTS) or t in RUN_OUTPUTS:
+            continue
+        if kind == "name":
+            ok = t.split(".")[-1] in names
+        elif "/" in t.rstrip("/"):
+            ok = any((base / t).exists() for base in (ROOT, where, ROOT / "tinyalex"))
+        else:
+            ok = t.rstrip("/") in files
+        if not ok:
+            found.append(f"{kind} {t}")
+    return found
+
+
+def test_the_pages_name_only_paths_and_names_that_exist():
+    """Every path, link and identifier README.md, docs/*.md and benchmarks/README.md
+    name exists: a path in the repository (from its root, the page's folder or
+    tinyalex/), a file name somewhere in it, an identifier somewhere in its code."""
+    import re
+    code = [p for top in ("tinyalex", "kernels", "examples", "benchmarks", "tests", "scripts")
+            for p in (ROOT / top).rglob("*") if p.suffix in (".py", ".cu", ".cuh", ".h", ".sh")
+            and p.resolve() != Path(__file__).resolve()]      # this file names the bad ones
+    names = set(re.findall(r"\w+", "\n".join(p.read_text(errors="replace") for p in code)))
+    files = {p.name for p in ROOT.rglob("*") if ".git" not in p.parts}
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
+    stale = {str(page.relative_to(ROOT)): missing_pointers(page.read_text(), page.parent,
+                                                           names, files)
+             for page in pages}
+    assert not any(stale.values()), {k: v for k, v in stale.items() if v}
+    # the check can fail: a page naming what does not exist
+    bad = ("`tinyalex/ops/checks.py`, `numba_winograd4.py`, `WINOGRAD_MIN_CHANNELS`, "
+           "[a](../kernels/allocator.py)")
+    assert sorted(missing_pointers(bad, ROOT / "docs", names, files)) == [
+        "link ../kernels/allocator.py", "name WINOGRAD_MIN_CHANNELS",
+        "path numba_winograd4.py", "path tinyalex/ops/checks.py"]

@@ -125,14 +125,6 @@ def check_nonempty(shape, where: str) -> None:
         raise ValueError(f"{where}: input has an empty dimension, shape {tuple(shape)}")
 
 
-def check_window(where: str, H: int, W: int, KH: int, KW: int, PH: int, PW: int) -> None:
-    """The padded input must hold at least one window."""
-    if H + 2 * PH < KH or W + 2 * PW < KW:
-        raise ValueError(
-            f"{where}: input of size {H}x{W} (padded to {H + 2 * PH}x{W + 2 * PW}) is "
-            f"smaller than the kernel {KH}x{KW}; use a larger input or a smaller kernel")
-
-
 def check_dtype(dtype, where: str) -> np.dtype:
     """``dtype`` as a NumPy dtype of numbers (bool, int or float), or a TypeError."""
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tinyalex.kernels as kernels
-from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels import elementwise_gpu, sgd_cpu
 from tinyalex.kernels.layout import fast_dtypes
 
 from . import backend as B
@@ -20,14 +20,14 @@ def sgd_update_reference(param, grad, lr):
 def sgd_update_algorithm(param, grad):
     """The in-place update ``param -= lr * grad``: the reference above with
     ``TINYALEX_KERNELS=reference`` or dtypes other than float32/64, else one pass with
-    no temporary the size of the parameter (``kernels/elementwise_cpu.py`` cut into
+    no temporary the size of the parameter (``kernels/sgd_cpu.py`` cut into
     ranges for threads, or a CUDA kernel)."""
     if kernels.get_mode() == "reference" or not fast_dtypes(param, grad) \
             or not param.flags.c_contiguous or param.shape != grad.shape:
         return sgd_update_reference
     if B.backend_of(param) == "cupy":
         return elementwise_gpu.for_cupy(elementwise_gpu.SgdUpdateGPU)
-    return elementwise_cpu.sgd_update
+    return sgd_cpu.sgd_update
 
 
 def sgd_flat_algorithm(data, grad):

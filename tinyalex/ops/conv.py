@@ -14,16 +14,22 @@ Backward, with gy the gradient of y laid out as (N*OH*OW, OC)::
     gx    = col2im(gcols)                              # (N, C, H, W)
 
 Only ``cols`` and ``W`` are kept for backward. The input gradient is skipped when no
-one needs it (the first layer of a network: its input is the data).
+one needs it (the first layer of a network: its input is the data). Where the whole
+batch's columns would take more than ``COLUMN_BYTES``, the batch goes a few images at a
+time, one GEMM each, and backward builds the columns again. Under
+``TINYALEX_KERNELS=reference`` and ``TINYALEX_CONV=im2col`` every convolution runs this
+code.
 
 Then the real op: ``Conv2d`` asks ``conv2d_algorithm`` which algorithm computes this
-layer and calls it; its rules are the table in that function's docstring, and
+layer and calls it; its rules are ``CONV_RULES``, a list it walks (its docstring's table
+is generated from them); every algorithm offers ``ConvAlgorithm``'s interface, and
 ``tinyalex.summary`` prints the choice for every layer of a network.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import tinyalex.kernels as kernels
 from tinyalex.kernels import conv_direct_cpu, conv_im2col_cpu, conv_im2col_gpu, \
@@ -32,7 +38,7 @@ from tinyalex.kernels.geometry import ConvGeometry, conv_geometry
 from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
-from ..checks import check_bytes, check_floating, check_rank, check_window, pair
+from ..checks import check_bytes, check_floating, pair
 from ..tensor import Function
 from .activation import activation_algorithm
 from .im2col import col2im, im2col
@@ -40,66 +46,163 @@ from .im2col import col2im, im2col
 
 # -- [simple version] im2col + one GEMM, the readable reference ---------------------------
 
+COLUMN_BYTES = 64 << 20   # the reference's columns per GEMM, at most (a few images' worth)
+
+
 @dataclass
 class ReferenceSaved:
-    cols: object          # (N*OH*OW, C*KH*KW)
+    cols: object          # (N*OH*OW, C*KH*KW) when the whole batch was one chunk, else None
+    x: object             # (N, C, H, W) when it was not: backward builds the columns again
     w_mat: object         # (OC, C*KH*KW)
     g: ConvGeometry
 
 
 class Im2colReference:
-    """The reference convolution: NumPy (or CuPy) array code, no compiled loop."""
+    """The reference convolution: ``im2col`` and ``col2im`` of ``ops/im2col.py`` and one
+    GEMM, NumPy (or CuPy) array code with no compiled loop. The batch goes a few images
+    at a time, one GEMM each, where the whole batch's columns would take more than
+    ``chunk_bytes``."""
 
     name = "im2col+GEMM (reference)"
 
+    def __init__(self, chunk_bytes: int = COLUMN_BYTES):
+        self.chunk_bytes = chunk_bytes
+
+    def chunks(self, g: ConvGeometry, itemsize: int) -> list:
+        """(n0, n1) ranges of images covering the batch: one range when the columns fit."""
+        nb = max(1, min(g.N, self.chunk_bytes // max(1, g.P * g.K * itemsize)))
+        return [(n0, min(g.N, n0 + nb)) for n0 in range(0, g.N, nb)]
+
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW) and what backward needs (None unless ``keep``)."""
-        N, OC, OH, OW = g.N, g.OC, g.OH, g.OW
-        cols = im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)    # (N*OH*OW, C*KH*KW)
+        xp = B.get_array_module(x)
+        N, OC, OH, OW, P = g.N, g.OC, g.OH, g.OW, g.P
         w_mat = weight.reshape(OC, g.K)                         # (OC, C*KH*KW)
-        y = cols @ w_mat.T           # (N*OH*OW, OC) = (N*OH*OW, C*KH*KW) @ (C*KH*KW, OC)
+        chunks = self.chunks(g, x.dtype.itemsize)
+        y = xp.empty((N * P, OC), dtype=x.dtype)                # (N*OH*OW, OC)
+        for n0, n1 in chunks:
+            cols = im2col(x[n0:n1], g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)  # (nb*OH*OW, C*KH*KW)
+            # (nb*OH*OW, OC) = (nb*OH*OW, C*KH*KW) @ (C*KH*KW, OC): the one GEMM
+            xp.matmul(cols, w_mat.T, out=y[n0 * P:n1 * P])
         if bias is not None:
             y += bias                                           # (N*OH*OW, OC) + (OC,)
         # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW), C-contiguous
         y = y.reshape(N, OH, OW, OC).transpose(0, 3, 1, 2)
         y = y if y.flags.c_contiguous else y.copy()
-        return y, (ReferenceSaved(cols, w_mat, g) if keep else None)
+        if not keep:
+            return y, None
+        whole = len(chunks) == 1
+        return y, ReferenceSaved(cols if whole else None, None if whole else x, w_mat, g)
 
     def backward(self, gy, s: ReferenceSaved, need_x, need_w, need_b):
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
         g = s.g
+        xp = B.get_array_module(gy)
+        P = g.P
         gy_mat = gy.transpose(0, 2, 3, 1).reshape(-1, g.OC)   # (N, OC, OH, OW) -> (N*OH*OW, OC)
         gx = gw = gb = None
-        if need_w:
-            # (OC, C*KH*KW) = (OC, N*OH*OW) @ (N*OH*OW, C*KH*KW)
-            gw = (gy_mat.T @ s.cols).reshape(g.OC, g.C, g.KH, g.KW)
         if need_b:
             gb = gy_mat.sum(axis=0)                           # (OC,)
-        if need_x:
-            gcols = gy_mat @ s.w_mat  # (N*OH*OW, C*KH*KW) = (N*OH*OW, OC) @ (OC, C*KH*KW)
-            # col2im is the adjoint of im2col: every window's gradient added back onto its pixels
-            gx = col2im(gcols, (g.N, g.C, g.H, g.W), g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
+        chunks = self.chunks(g, gy.dtype.itemsize) if s.cols is None else [(0, g.N)]
+        if need_x and len(chunks) > 1:
+            gx = xp.empty((g.N, g.C, g.H, g.W), dtype=gy.dtype)
+        for n0, n1 in chunks:
+            g_chunk = gy_mat[n0 * P:n1 * P]                   # (nb*OH*OW, OC)
+            if need_w:
+                cols = s.cols if s.cols is not None else \
+                    im2col(s.x[n0:n1], g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)  # built again
+                # (OC, C*KH*KW) = (OC, nb*OH*OW) @ (nb*OH*OW, C*KH*KW)
+                part = g_chunk.T @ cols
+                if gw is None:
+                    gw = part                                 # a fresh array: ours to add to
+                else:
+                    gw += part
+            if need_x:
+                gcols = g_chunk @ s.w_mat  # (nb*OH*OW, C*KH*KW) = (nb*OH*OW, OC) @ (OC, C*KH*KW)
+                # col2im is the adjoint of im2col: every window's gradient added back onto its pixels
+                part = col2im(gcols, (n1 - n0, g.C, g.H, g.W), g.KH, g.KW, g.SH, g.SW, g.PH,
+                              g.PW)                           # (nb, C, H, W)
+                if gx is None:
+                    gx = part
+                else:
+                    gx[n0:n1] = part
+        if need_w:
+            gw = gw.reshape(g.OC, g.C, g.KH, g.KW)            # columns are (c, kh, kw)
         return gx, gw, gb
 
 
-REFERENCE = Im2colReference()
+REFERENCE = Im2colReference()    # TINYALEX_KERNELS=reference, and TINYALEX_CONV=im2col
 
 
 # -- the one place that chooses the algorithm ---------------------------------------------
 
-def conv2d_algorithm(g: ConvGeometry, dtype, backend: str):
-    """The algorithm that computes a convolution of geometry ``g``: the first row of
-    this table that matches (mode: ``tinyalex.kernels``' switches)::
+class ConvAlgorithm(Protocol):
+    """What every convolution algorithm offers: the reference above and each fast one of
+    ``tinyalex.kernels`` (``conv_im2col_cpu``, ``conv_winograd_cpu``, ``conv_direct_cpu``,
+    ``conv_im2col_gpu``). ``conv2d_algorithm`` returns one; ``Conv2d`` calls it."""
 
-        TINYALEX_KERNELS=reference, or dtype not float32/64  im2col+GEMM (reference), above
-        backend cupy, TINYALEX_CONV=im2col                   im2col+GEMM, (c, kh, kw) columns
-        backend cupy                                         im2col+GEMM (kh,kw,c):
-                                                             channels-last columns
-        TINYALEX_CONV=im2col                                 im2col+GEMM
-        3x3, stride 1, padding < 3, >= 96 channels in/out    winograd F(4,3)
-        5x5, stride 1, padding < 5, >= 96 channels in/out    winograd F(2,5)
-        stride 1, padding < kernel                           direct
-        anything else                                        im2col+GEMM
+    name: str
+
+    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool) -> tuple:
+        """``(y, saved)``: y (N, OC, OH, OW) in any memory order, and what backward needs
+        (None unless ``keep``)."""
+
+    def backward(self, gy, saved, need_x: bool, need_w: bool, need_b: bool) -> tuple:
+        """``(gx, gW, gb)`` for gy (N, OC, OH, OW); None where not needed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the chooser's table: when ``applies(g, dtype, backend)``, the
+    algorithm ``pick()`` returns (``then`` names it in the docstring)."""
+    when: str
+    then: str
+    applies: Callable[[ConvGeometry, object, str], bool]
+    pick: Callable[[], ConvAlgorithm]
+
+
+def _reference_mode(g, dtype, backend) -> bool:
+    return kernels.get_mode() == "reference" or dtype not in FLOATS
+
+
+def _im2col_mode(g, dtype, backend) -> bool:
+    return kernels.get_conv_mode() == "im2col"
+
+
+_F43, _F25 = conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25
+_DIRECT, _IM2COL_GEMM = conv_direct_cpu.DIRECT, conv_im2col_cpu.IM2COL_GEMM
+
+CONV_RULES = (
+    Rule("TINYALEX_KERNELS=reference, or dtype not float32/64", REFERENCE.name + ", above",
+         _reference_mode, lambda: REFERENCE),
+    Rule("backend cupy, TINYALEX_CONV=im2col", "im2col+GEMM: GPU kernels, (c, kh, kw) columns",
+         lambda g, dtype, backend: backend == "cupy" and _im2col_mode(g, dtype, backend),
+         lambda: conv_im2col_gpu.for_cupy("c,kh,kw")),
+    Rule("backend cupy", "im2col+GEMM (kh,kw,c): channels-last columns",
+         lambda g, dtype, backend: backend == "cupy",
+         lambda: conv_im2col_gpu.for_cupy("kh,kw,c")),
+    Rule("TINYALEX_CONV=im2col", REFERENCE.name + ", above", _im2col_mode, lambda: REFERENCE),
+    Rule(_F43.condition, _F43.name, lambda g, dtype, backend: _F43.takes(g), lambda: _F43),
+    Rule(_F25.condition, _F25.name, lambda g, dtype, backend: _F25.takes(g), lambda: _F25),
+    Rule(_DIRECT.condition, _DIRECT.name, lambda g, dtype, backend: _DIRECT.takes(g),
+         lambda: _DIRECT),
+    Rule("anything else", _IM2COL_GEMM.name, lambda g, dtype, backend: True,
+         lambda: _IM2COL_GEMM),
+)
+
+
+def rules_table(rules) -> str:
+    """The rules as the two-column table the chooser's docstring prints."""
+    width = max(len(r.when) for r in rules) + 2
+    return "\n".join(f"        {r.when:{width}}{r.then}" for r in rules)
+
+
+def conv2d_algorithm(g: ConvGeometry, dtype, backend: str) -> ConvAlgorithm:
+    """The algorithm that computes a convolution of geometry ``g``: the first rule of
+    ``CONV_RULES`` that matches (mode: ``tinyalex.kernels``' switches; this table is
+    generated from those rules)::
+
+{rules}
 
     Why: im2col + GEMM does C*KH*KW multiply-adds per output through one large GEMM,
     near the BLAS's peak when C and OC are large. Winograd F(4x4, 3x3) needs 36
@@ -110,19 +213,13 @@ def conv2d_algorithm(g: ConvGeometry, dtype, backend: str):
     times) and suits the few-channel layers whose GEMM would have 6 or 16 columns.
     docs/convolution.md shows AlexNet's and LeNet's choices.
     """
-    if kernels.get_mode() == "reference" or dtype not in FLOATS:
-        return REFERENCE
-    im2col_only = kernels.get_conv_mode() == "im2col"
-    if backend == "cupy":
-        return conv_im2col_gpu.for_cupy("c,kh,kw" if im2col_only else "kh,kw,c")
-    if im2col_only:
-        return conv_im2col_cpu.IM2COL_GEMM
-    for winograd in (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25):
-        if winograd.takes(g):
-            return winograd
-    if conv_direct_cpu.DIRECT.takes(g):
-        return conv_direct_cpu.DIRECT
-    return conv_im2col_cpu.IM2COL_GEMM
+    for rule in CONV_RULES:
+        if rule.applies(g, dtype, backend):
+            return rule.pick()
+    raise AssertionError("the last rule matches every convolution")
+
+
+conv2d_algorithm.__doc__ = conv2d_algorithm.__doc__.format(rules=rules_table(CONV_RULES))
 
 
 # -- the op -----------------------------------------------------------------------------
@@ -134,12 +231,13 @@ class Conv2d(Function):
         self.PH, self.PW = pair(padding, "padding", where, 0)
 
     def geometry(self, x_shape, w_shape, b_shape=None) -> ConvGeometry:
-        """The layer's geometry for these operand shapes, every size checked."""
-        check_conv_shapes(self.where, x_shape, w_shape, b_shape)
-        check_window(self.where, x_shape[2], x_shape[3], w_shape[2], w_shape[3], self.PH,
-                     self.PW)
-        return conv_geometry(x_shape, w_shape, self.SH, self.SW, self.PH, self.PW,
-                             self.where)
+        """The layer's geometry for these operand shapes, every size checked (once, by
+        ``conv_geometry``; the algorithms below trust it)."""
+        g = conv_geometry(x_shape, w_shape, self.SH, self.SW, self.PH, self.PW, self.where)
+        if b_shape is not None and tuple(b_shape) != (g.OC,):
+            raise ValueError(f"{self.where}: bias must have shape ({g.OC},), got "
+                             f"{tuple(b_shape)}")
+        return g
 
     def _prepare(self, x, weight, bias) -> ConvGeometry:
         """Check the operands, choose the algorithm; the geometry."""
@@ -148,9 +246,8 @@ class Conv2d(Function):
         check_floating(weight.dtype, self.where, "weight")
         if bias is not None:
             check_floating(bias.dtype, self.where, "bias")
-        self.algorithm = conv2d_algorithm(g, x.dtype, B.backend_of(x))
-        check_conv_memory(self.where, g, x.dtype.itemsize,
-                          whole_batch_columns=self.algorithm is REFERENCE)
+        self.algorithm: ConvAlgorithm = conv2d_algorithm(g, x.dtype, B.backend_of(x))
+        check_conv_memory(self.where, g, x.dtype.itemsize)
         return g
 
     def forward(self, x, weight, bias=None):
@@ -193,29 +290,14 @@ class Conv2dReLU(Conv2d):
         return super().backward(self.relu.backward(gy, self.y))
 
 
-def check_conv_shapes(where, x_shape, w_shape, b_shape=None):
-    """Ranks and channel counts of a convolution's operands, named in the error."""
-    check_rank(x_shape, 4, where, "(N, C, H, W)")
-    check_rank(w_shape, 4, where + " weight", "(OC, C, KH, KW)")
-    if any(s == 0 for s in x_shape):
-        raise ValueError(f"{where}: input has an empty dimension, shape {tuple(x_shape)}")
-    if x_shape[1] != w_shape[1]:
-        raise ValueError(f"{where}: expected input with {w_shape[1]} channels (N, "
-                         f"{w_shape[1]}, H, W), got shape {tuple(x_shape)}")
-    if b_shape is not None and tuple(b_shape) != (w_shape[0],):
-        raise ValueError(f"{where}: bias must have shape ({w_shape[0]},), got "
-                         f"{tuple(b_shape)}")
-
-
-def check_conv_memory(where, g: ConvGeometry, itemsize, whole_batch_columns: bool) -> None:
-    """The output of a convolution and its im2col columns must fit in memory (the whole
-    batch's columns with the reference, one image's with the fast algorithms)."""
+def check_conv_memory(where, g: ConvGeometry, itemsize) -> None:
+    """The output of a convolution and one image's im2col columns must fit in memory
+    (every algorithm takes a batch a few images at a time)."""
     hint = "check kernel_size, stride and padding"
     check_bytes(where, "the output", (g.N, g.OC, g.OH, g.OW), itemsize, hint)
     check_bytes(where, "the padded input", (g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW),
                 itemsize, hint)
-    rows = g.N * g.P if whole_batch_columns else g.P
-    check_bytes(where, "the im2col matrix", (rows, g.K), itemsize, hint)
+    check_bytes(where, "the im2col matrix", (g.P, g.K), itemsize, hint)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):

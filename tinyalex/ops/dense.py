@@ -2,7 +2,7 @@
 
 The layer's three GEMMs go through the matrix product ``matmul_algorithm`` chooses:
 NumPy's or CuPy's ``a @ b`` (the reference), or on the CPU the same product cut into
-one GEMM per thread (``kernels/elementwise_cpu.py``, ``cpu_threads.gemm``).
+one GEMM per thread (``kernels/dense_cpu.py``, ``cpu_threads.gemm``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import tinyalex.kernels as kernels
-from tinyalex.kernels import elementwise_cpu, elementwise_gpu
+from tinyalex.kernels import dense_cpu, elementwise_gpu
 from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
@@ -39,7 +39,7 @@ def matmul_algorithm(dtype, backend: str):
         return MATMUL_REFERENCE
     if backend == "cupy":
         return elementwise_gpu.for_cupy(elementwise_gpu.MatmulGPU)
-    return elementwise_cpu.MATMUL
+    return dense_cpu.MATMUL
 
 
 class Linear(Function):

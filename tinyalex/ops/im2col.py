@@ -45,16 +45,9 @@ on NumPy and CuPy arrays.
 
 from __future__ import annotations
 
+from tinyalex.kernels.geometry import output_size
+
 from .. import backend as B
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output length along one axis: ``(size + 2*pad - kernel) // stride + 1``.
-
-    The invariant (Chainer's): ``(out - 1)*stride + kernel <= size + 2*pad <
-    out*stride + kernel``, i.e. the last window fits and one more would not.
-    """
-    return (size + 2 * pad - kernel) // stride + 1
 
 
 def im2col(x, KH: int, KW: int, SH: int = 1, SW: int = 1, PH: int = 0, PW: int = 0,
@@ -66,8 +59,8 @@ def im2col(x, KH: int, KW: int, SH: int = 1, SW: int = 1, PH: int = 0, PW: int =
     """
     xp = B.get_array_module(x)
     N, C, H, W = x.shape
-    OH = conv_output_size(H, KH, SH, PH)
-    OW = conv_output_size(W, KW, SW, PW)
+    OH = output_size(H, KH, SH, PH)
+    OW = output_size(W, KW, SW, PW)
 
     # (N, C, H + 2*PH, W + 2*PW)
     x_padded = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)),
@@ -92,8 +85,8 @@ def col2im(cols, x_shape, KH: int, KW: int, SH: int = 1, SW: int = 1, PH: int = 
     """
     xp = B.get_array_module(cols)
     N, C, H, W = x_shape
-    OH = conv_output_size(H, KH, SH, PH)
-    OW = conv_output_size(W, KW, SW, PW)
+    OH = output_size(H, KH, SH, PH)
+    OW = output_size(W, KW, SW, PW)
 
     # (N*OH*OW, C*KH*KW) -> (N, OH, OW, C, KH, KW) -> (N, C, KH, KW, OH, OW)
     cols = cols.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2)

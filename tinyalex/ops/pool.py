@@ -22,8 +22,7 @@ from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
 from ..tensor import Function
-from ..checks import (check_bytes, check_floating, check_nonempty, check_rank,
-                      check_window, pair)
+from ..checks import check_bytes, check_floating, pair
 from .im2col import col2im, im2col
 
 
@@ -82,8 +81,8 @@ def pool2d_algorithm(kind: str, g: PoolGeometry, dtype, backend: str):
     """The algorithm that computes max (``kind="max"``) or average pooling of geometry
     ``g``: the first row that matches::
 
-        TINYALEX_KERNELS=reference, or dtype not float32/64   im2col+max / im2col+mean
-                                                              (reference), above
+        TINYALEX_KERNELS=reference, TINYALEX_CONV=im2col,     im2col+max / im2col+mean
+        or dtype not float32/64                               (reference), above
         backend cupy                                          max-pool / avg-pool kernel
         otherwise                                             max-pool / avg-pool loop
 
@@ -92,7 +91,8 @@ def pool2d_algorithm(kind: str, g: PoolGeometry, dtype, backend: str):
     """
     if kind not in ("max", "avg"):
         raise ValueError(f"pool2d_algorithm: kind must be 'max' or 'avg', got {kind!r}")
-    if kernels.get_mode() == "reference" or dtype not in FLOATS:
+    if kernels.get_mode() == "reference" or kernels.get_conv_mode() == "im2col" \
+            or dtype not in FLOATS:
         return MAX_REFERENCE if kind == "max" else AVG_REFERENCE
     if backend == "cupy":
         return pool_gpu.for_cupy(pool_gpu.MaxPoolGPU if kind == "max" else pool_gpu.AvgPoolGPU)
@@ -116,9 +116,6 @@ class _Pool2d(Function):
 
     def geometry(self, x_shape) -> PoolGeometry:
         """The pooling geometry of an input shape, every size checked."""
-        check_rank(x_shape, 4, self.where, "(N, C, H, W)")
-        check_nonempty(x_shape, self.where)
-        check_window(self.where, x_shape[2], x_shape[3], self.KH, self.KW, self.PH, self.PW)
         return pool_geometry(x_shape, self.KH, self.KW, self.SH, self.SW, self.PH, self.PW,
                              self.where)
 

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyalex.kernels.geometry import output_size
+
 from ..checks import pair
 from ..nn.functional import conv2d
-from ..ops.im2col import col2im, conv_output_size, im2col
+from ..ops.im2col import col2im, im2col
 from ..tensor import tensor
 
 
@@ -70,7 +72,7 @@ class ConvWalk:
         OC, _, KH, KW = self.weight.shape
         (SH, SW), (PH, PW) = self.stride, self.padding
         return dict(N=N, C=C, H=H, W=W, OC=OC, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
-                    OH=conv_output_size(H, KH, SH, PH), OW=conv_output_size(W, KW, SW, PW))
+                    OH=output_size(H, KH, SH, PH), OW=output_size(W, KW, SW, PW))
 
     def ok(self, tol: float = 1e-9) -> bool:
         """True when every check agreed to within ``tol``."""
@@ -108,7 +110,7 @@ def walk_through(x, weight, bias=None, stride=1, padding=0, gy=None) -> ConvWalk
                          f"channels, x {x.shape} has {C}")
     SH, SW = pair(stride, "stride", "walk_through", 1)
     PH, PW = pair(padding, "padding", "walk_through", 0)
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     if OH < 1 or OW < 1:
         raise ValueError(f"walk_through: a {KH}x{KW} kernel does not fit the {H}x{W} "
                          f"input with padding ({PH}, {PW})")
@@ -187,7 +189,7 @@ def tiny_example(stride=1, padding=1, N=1, C=2, H=4, W=4, OC=2, K=3, seed=0) -> 
     bias = rng.integers(-2, 3, size=OC)
     (SH, SW), (PH, PW) = pair(stride, "stride", "tiny_example", 1), \
         pair(padding, "padding", "tiny_example", 0)
-    OH, OW = conv_output_size(H, K, SH, PH), conv_output_size(W, K, SW, PW)
+    OH, OW = output_size(H, K, SH, PH), output_size(W, K, SW, PW)
     gy = rng.integers(-2, 3, size=(N, OC, OH, OW))
     return walk_through(x, weight, bias, stride, padding, gy)
 
