@@ -315,3 +315,37 @@ def test_creation_functions_match_torch(name):
     a, b = CREATED[name](tinyalex).numpy(), CREATED[name](torch).numpy()
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
+
+
+def test_cross_correlation_by_item_assignment_learns_as_torch():
+    """A kernel learned through a cross-correlation written with two loops and item
+    assignment (conv-layer's hand-made layer): every step's loss and gradients equal
+    PyTorch's, so the graph through x[i, j] = ... is PyTorch's."""
+    def run(lib):
+        X = lib.ones((6, 8))
+        X[:, 2:6] = 0
+        Y = lib.zeros((6, 7))
+        Y[:, 1], Y[:, 5] = 1.0, -1.0
+        K = lib.tensor([[0.3, -0.2]], requires_grad=True)
+        b = lib.zeros(1, requires_grad=True)
+        losses, grads = [], []
+        for _ in range(3):
+            out = lib.zeros((6, 7))
+            for i in range(6):
+                for j in range(7):
+                    out[i, j] = (X[i:i + 1, j:j + 2] * K).sum()
+            loss = ((out + b - Y) ** 2).sum()
+            K.grad = b.grad = None
+            loss.backward()
+            losses.append(loss.item())
+            grads.append((K.grad.numpy().copy(), b.grad.numpy().copy()))
+            with lib.no_grad():
+                K -= 0.03 * K.grad
+                b -= 0.03 * b.grad
+        return losses, grads, K.detach().numpy()
+    ours, theirs = run(tinyalex), run(torch)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+    for (gk, gb), (tk, tb) in zip(ours[1], theirs[1]):
+        np.testing.assert_allclose(gk, tk, rtol=1e-5)
+        np.testing.assert_allclose(gb, tb, rtol=1e-5)
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-6)

@@ -423,6 +423,15 @@ class Tensor:
     def double(self) -> "Tensor":
         return self.astype(np.float64)
 
+    def long(self) -> "Tensor":
+        return self.astype(np.int64)
+
+    def int(self) -> "Tensor":
+        return self.astype(np.int32)
+
+    def bool(self) -> "Tensor":
+        return self.astype(np.bool_)
+
     # -- autograd ------------------------------------------------------------------
     def zero_grad_(self):
         self.grad = None
