@@ -147,6 +147,7 @@ def test_iteration_and_python_sum():
     assert sum(x.sum() for x in X).item() == 28.0
     with pytest.raises(TypeError, match="0-d"):
         iter(tinyalex.tensor(1.0))
+    assert 5.0 in X and 9.0 not in X and tinyalex.tensor(7.0) in X
 
 
 # -- reductions: what they return ---------------------------------------------------

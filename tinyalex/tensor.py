@@ -335,6 +335,11 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self)))
 
+    def __contains__(self, element) -> bool:
+        """``v in t``: whether any element equals v (PyTorch's rule)."""
+        other = element.array if isinstance(element, Tensor) else element
+        return bool((self.array == other).any())
+
     # -- conversion ----------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host NumPy copy of the data (a view is never handed out for device data)."""
