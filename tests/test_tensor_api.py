@@ -277,3 +277,18 @@ def test_numpy_interop():
     n = x.numpy()
     n[0] = 5.0
     assert x[0].item() == 0.0               # numpy() is a host copy (documented)
+
+
+def test_the_rest_of_d2ls_aliases():
+    """The names d2l's library binds for PyTorch beyond these chapters (its aliases
+    list): they exist under PyTorch's names and behave as its."""
+    x = tinyalex.arange(3.0)
+    gi, gj = tinyalex.meshgrid(x, tinyalex.arange(2.0))
+    assert gi.shape == gj.shape == (3, 2) and gi[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert tinyalex.bmm(tinyalex.ones(2, 1, 3), tinyalex.ones(2, 3, 4)).shape == (2, 1, 4)
+    with pytest.raises(RuntimeError, match=r"bmm: .*\(2, 3\) and \(3, 4\)"):
+        tinyalex.bmm(tinyalex.ones(2, 3), tinyalex.ones(3, 4))
+    assert tinyalex.swapaxes(tinyalex.zeros(2, 3), 0, 1).shape == (3, 2)
+    assert tinyalex.sigmoid(tinyalex.zeros(1)).item() == 0.5
+    for name in ("sin", "cos", "tanh", "sinh", "cosh", "relu"):
+        assert getattr(tinyalex, name)(x).shape == (3,)
