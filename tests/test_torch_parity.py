@@ -184,6 +184,8 @@ REDUCTIONS = {
     "log_softmax": (lambda x, d: x.log_softmax(d), lambda x, d: x.log_softmax(d)),
     "permute_transpose": (lambda x, d: x.transpose(0, d).abs().sqrt(),
                           lambda x, d: x.transpose(0, d).abs().sqrt()),
+    "repeat": (lambda x, d: x.repeat(2, *([1] * (x.ndim - 1)), 3),
+               lambda x, d: x.repeat(2, *([1] * (x.ndim - 1)), 3)),
     "elementwise": (lambda x, d: x.sin() * x.cos() + x.tanh() + x.sinh() / x.cosh(),
                     lambda x, d: x.sin() * x.cos() + x.tanh() + x.sinh() / x.cosh()),
     "cat_stack": (lambda x, d: tinyalex.stack([tinyalex.cat([x, x * 2], d),

@@ -11,12 +11,12 @@ from .elementwise import cos, cosh, sin, sinh, tanh
 from .loss import cross_entropy
 from .pool import avg_pool2d, max_pool2d
 from .reduce import arg_extreme, extreme, log_softmax, prod, softmax, variance
-from .shape import T, cat, permute, stack, t, transpose
+from .shape import T, cat, permute, repeat, stack, t, transpose
 
 __all__ = ["abs", "add", "avg_pool2d", "cat", "clone", "conv2d", "cos", "cosh",
            "cross_entropy", "div", "dropout", "exp", "flatten", "linear", "log",
            "log_softmax", "matmul", "max_pool2d", "mean", "mul", "neg", "permute", "power",
-           "prod", "relu", "reshape", "setitem", "sigmoid", "sin", "sinh", "softmax", "sqrt",
+           "prod", "relu", "repeat", "reshape", "setitem", "sigmoid", "sin", "sinh", "softmax", "sqrt",
            "stack", "sub", "sum", "t", "tanh", "transpose"]
 
 
@@ -55,6 +55,7 @@ def bind_tensor_operators(Tensor) -> None:
     Tensor.sigmoid = sigmoid
     Tensor.sin, Tensor.cos, Tensor.tanh, Tensor.sinh, Tensor.cosh = sin, cos, tanh, sinh, cosh
     Tensor.swapaxes = Tensor.swapdims = transpose
+    Tensor.repeat = repeat
     Tensor.abs = abs
     Tensor.sqrt = sqrt
     Tensor.pow = power
