@@ -355,7 +355,8 @@ class Tensor:
 
     def item(self):
         if self.array.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {tuple(self.shape)}")
+            raise ValueError(f"item() needs a tensor with one element, got shape "
+                             f"{tuple(self.shape)}")
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
             return stats.read()[0]                    # check come back in one copy

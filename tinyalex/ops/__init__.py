@@ -15,9 +15,9 @@ from .shape import T, cat, permute, repeat, stack, t, transpose
 
 __all__ = ["abs", "add", "avg_pool2d", "cat", "clone", "conv2d", "cos", "cosh",
            "cross_entropy", "div", "dropout", "exp", "flatten", "linear", "log",
-           "log_softmax", "matmul", "max_pool2d", "mean", "mul", "neg", "permute", "power",
-           "prod", "relu", "repeat", "reshape", "setitem", "sigmoid", "sin", "sinh", "softmax", "sqrt",
-           "stack", "sub", "sum", "t", "tanh", "transpose"]
+           "log_softmax", "matmul", "max_pool2d", "mean", "mul", "neg", "permute",
+           "power", "prod", "relu", "repeat", "reshape", "setitem", "sigmoid", "sin",
+           "sinh", "softmax", "sqrt", "stack", "sub", "sum", "t", "tanh", "transpose"]
 
 
 def _shape_args(shape):
