@@ -324,3 +324,14 @@ def test_the_d2l_names_the_sections_call_are_pytorchs():
                                                         str(ref.dtype).split(".")[1]), name
         if name != "normal":
             np.testing.assert_array_equal(ours.numpy(), ref.numpy(), err_msg=name)
+
+
+def test_every_alias_of_d2ls_lists_is_there():
+    """The names the three editions' d2l/torch.py bind to PyTorch at their end (1.0's
+    list holds 0.17's and d2l-zh's)."""
+    from tinyalex import d2l
+    names = ("ones_like ones zeros_like zeros tensor arange meshgrid sin sinh cos cosh tanh "
+             "linspace exp log normal rand randn matmul int32 int64 float32 concat stack abs "
+             "eye sigmoid batch_matmul numpy size reshape to reduce_sum argmax astype "
+             "transpose reduce_mean expand_dims swapaxes repeat").split()
+    assert [n for n in names if not hasattr(d2l, n)] == []
