@@ -201,6 +201,8 @@ def test_creation_functions_dtypes_and_sharing():
     assert t.tolist() == [1.0, 0.0, 0.0] and t.dtype == np.float64
     assert tinyalex.as_tensor(t) is t and tinyalex.as_tensor([1, 2]).dtype == np.int64
     assert tinyalex.concat is tinyalex.cat
+    assert tinyalex.tensor([1.0], device="cpu").backend == "numpy"
+    assert tinyalex.zeros(2, device=tinyalex.device("cpu")).backend == "numpy"
     X = tinyalex.arange(4.0).reshape(2, 2)
     assert tinyalex.transpose(X, 0, 1).tolist() == X.T.tolist() == X.t().tolist() \
         == [[0.0, 2.0], [1.0, 3.0]]

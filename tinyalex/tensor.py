@@ -673,12 +673,18 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
 # Construction
 # --------------------------------------------------------------------------------------
 
-def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = None) -> Tensor:
+def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = None,
+           device=None) -> Tensor:
     """Build a Tensor from array-like ``data``.
 
     NumPy/CuPy arrays keep their dtype and backend (the data is copied); Python
-    floats become float32 and ints int64, as in PyTorch. ``backend`` moves the data.
+    floats become float32 and ints int64, as in PyTorch. ``backend`` (or PyTorch's
+    ``device``: "cpu", "cuda", a ``tinyalex.device``) moves the data.
     """
+    if device is not None:
+        if backend is not None:
+            raise TypeError("tensor(): give backend= or device=, not both")
+        backend = devices.backend_for(device, "tensor")
     if isinstance(data, Tensor):
         arr = data.array.copy()
     elif isinstance(data, np.ndarray) or B.is_cupy_array(data):
