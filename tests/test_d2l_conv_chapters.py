@@ -114,7 +114,7 @@ def runs(tmp_path_factory):
                                    f"{out.stdout!r}:\n{out.stderr[-3000:]}"))
     copies = {name: torch_copy(path, folder) for name, path in paths.items()}
     env = dict(child_env(), PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+        [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     out = subprocess.run([sys.executable, "-c", TORCH_DRIVER, *map(str, copies.values())],
                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"PyTorch side:\n{out.stderr[-3000:]}"
