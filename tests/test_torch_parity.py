@@ -354,3 +354,17 @@ def test_cross_correlation_by_item_assignment_learns_as_torch():
         np.testing.assert_allclose(gk, tk, rtol=1e-5)
         np.testing.assert_allclose(gb, tb, rtol=1e-5)
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(precision=2), dict(sci_mode=True),
+                                     dict(sci_mode=False), dict(threshold=5, edgeitems=1),
+                                     dict(linewidth=30), dict(profile="short")], ids=repr)
+def test_print_options_match_torch(options):
+    values = np.array([[1e-5, 123.456, -7.0, 0.5, 2.0, 3.0]] * 4, np.float32)
+    try:
+        for lib in (tinyalex, torch):
+            lib.set_printoptions(**options)
+        assert repr(tinyalex.tensor(values)) == repr(torch.tensor(values))
+    finally:
+        for lib in (tinyalex, torch):
+            lib.set_printoptions(profile="default", sci_mode=None)
