@@ -183,13 +183,19 @@ def test_every_deterministic_cell_prints_what_pytorch_prints(runs, name):
 def worst_start():
     """The largest loss after 10 steps and the largest distance of the learned kernel
     from [1, -1], over every start U(-1/sqrt(2), 1/sqrt(2))^2 can draw (PyTorch's
-    default initialisation of a 1x2 kernel, and tinyalex's). Both are convex in the
-    start, so the worst is at a corner of the box. The loss is e^T A e in the error
-    e = w - [1, -1], A = [[18, 12], [12, 18]] (the image's window sums); one step is
-    e <- (I - 2 * lr * A) e, whose factors -0.8 and 0.64 (eigenvalues 30 and 6) both
-    shrink the loss, so every printed loss is at most the one before."""
-    A = np.array([[18.0, 12.0], [12.0, 18.0]])
+    default initialisation of a 1x2 kernel, and tinyalex's). Y is X cross-correlated
+    with [1, -1] exactly, so the loss is e^T A e in the error e = w - [1, -1], with A
+    the Gram matrix of the image's left and right window pixels; one step of lr is
+    e <- (I - 2 lr A) e. Both are convex in the start, so the worst is at a corner of
+    the box; and the step's eigenvalues lie in (-1, 1) (they are -0.8 and 0.64), so
+    every step shrinks each eigen-component of e and every printed loss is at most
+    the one before."""
+    X = np.ones((6, 8))
+    X[:, 2:6] = 0
+    left, right = X[:, :-1].ravel(), X[:, 1:].ravel()          # the taps of the (1, 2) kernel
+    A = np.array([[left @ left, left @ right], [right @ left, right @ right]])
     step = np.eye(2) - 2 * 3e-2 * A
+    assert np.abs(np.linalg.eigvalsh(step)).max() < 1
     worst_loss = worst_w = 0.0
     for corner in itertools.product((-1 / np.sqrt(2), 1 / np.sqrt(2)), repeat=2):
         e = np.array(corner) - [1.0, -1.0]
