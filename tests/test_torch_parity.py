@@ -368,3 +368,23 @@ def test_print_options_match_torch(options):
     finally:
         for lib in (tinyalex, torch):
             lib.set_printoptions(profile="default", sci_mode=None)
+
+
+def test_layer_grad_fn_names_match_torch():
+    """A network's intermediate tensors print PyTorch's grad_fn names."""
+    torch.manual_seed(0)
+    ref = torch_lenet()
+    net = tinyalex.models.lenet()
+    x, tx = tinyalex.ones(1, 1, 28, 28), torch.ones(1, 1, 28, 28)
+    extra = [(tinyalex.nn.ReLU(), torch.nn.ReLU()),
+             (tinyalex.nn.MaxPool2d(2), torch.nn.MaxPool2d(2))]
+    for ours, theirs in list(zip(net, ref))[:3] + extra:
+        x, tx = ours(x), theirs(tx)
+        assert type(tx.grad_fn).__name__ == x.grad_fn.grad_fn_name
+    logits, tlogits = net(tinyalex.ones(2, 1, 28, 28)), ref(torch.ones(2, 1, 28, 28))
+    assert type(tlogits.grad_fn).__name__ == logits.grad_fn.grad_fn_name      # Linear
+    loss = F.cross_entropy(logits, tinyalex.tensor([0, 1]))
+    tloss = TF.cross_entropy(tlogits, torch.tensor([0, 1]))
+    assert type(tloss.grad_fn).__name__ == loss.grad_fn.grad_fn_name
+    y = F.dropout(logits, 0.5, training=True)
+    assert type(TF.dropout(tlogits, 0.5).grad_fn).__name__ == y.grad_fn.grad_fn_name

@@ -128,6 +128,8 @@ def conv2d_algorithm(g: ConvGeometry, dtype, backend: str):
 # -- the op -----------------------------------------------------------------------------
 
 class Conv2d(Function):
+    torch_name = "ConvolutionBackward0"  # PyTorch's name, for a repr's grad_fn
+
     def __init__(self, stride=1, padding=0, where: str = "conv2d"):
         self.where = where
         self.SH, self.SW = pair(stride, "stride", where, 1)
