@@ -114,7 +114,7 @@ def runs(tmp_path_factory):
                                    f"{out.stdout!r}:\n{out.stderr[-3000:]}"))
     copies = {name: torch_copy(path, folder) for name, path in paths.items()}
     env = dict(child_env(), PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+        [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     out = subprocess.run([sys.executable, "-c", TORCH_DRIVER, *map(str, copies.values())],
                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"PyTorch side:\n{out.stderr[-3000:]}"
@@ -183,13 +183,19 @@ def test_every_deterministic_cell_prints_what_pytorch_prints(runs, name):
 def worst_start():
     """The largest loss after 10 steps and the largest distance of the learned kernel
     from [1, -1], over every start U(-1/sqrt(2), 1/sqrt(2))^2 can draw (PyTorch's
-    default initialisation of a 1x2 kernel, and tinyalex's). Both are convex in the
-    start, so the worst is at a corner of the box. The loss is e^T A e in the error
-    e = w - [1, -1], A = [[18, 12], [12, 18]] (the image's window sums); one step is
-    e <- (I - 2 * lr * A) e, whose factors -0.8 and 0.64 (eigenvalues 30 and 6) both
-    shrink the loss, so every printed loss is at most the one before."""
-    A = np.array([[18.0, 12.0], [12.0, 18.0]])
+    default initialisation of a 1x2 kernel, and tinyalex's). Y is X cross-correlated
+    with [1, -1] exactly, so the loss is e^T A e in the error e = w - [1, -1], with A
+    the Gram matrix of the image's left and right window pixels; one step of lr is
+    e <- (I - 2 lr A) e. Both are convex in the start, so the worst is at a corner of
+    the box; and the step's eigenvalues lie in (-1, 1) (they are -0.8 and 0.64), so
+    every step shrinks each eigen-component of e and every printed loss is at most
+    the one before."""
+    X = np.ones((6, 8))
+    X[:, 2:6] = 0
+    left, right = X[:, :-1].ravel(), X[:, 1:].ravel()          # the taps of the (1, 2) kernel
+    A = np.array([[left @ left, left @ right], [right @ left, right @ right]])
     step = np.eye(2) - 2 * 3e-2 * A
+    assert np.abs(np.linalg.eigvalsh(step)).max() < 1
     worst_loss = worst_w = 0.0
     for corner in itertools.product((-1 / np.sqrt(2), 1 / np.sqrt(2)), repeat=2):
         e = np.array(corner) - [1.0, -1.0]
@@ -324,3 +330,14 @@ def test_the_d2l_names_the_sections_call_are_pytorchs():
                                                         str(ref.dtype).split(".")[1]), name
         if name != "normal":
             np.testing.assert_array_equal(ours.numpy(), ref.numpy(), err_msg=name)
+
+
+def test_every_alias_of_d2ls_lists_is_there():
+    """The names the three editions' d2l/torch.py bind to PyTorch at their end (1.0's
+    list holds 0.17's and d2l-zh's)."""
+    from tinyalex import d2l
+    names = ("ones_like ones zeros_like zeros tensor arange meshgrid sin sinh cos cosh tanh "
+             "linspace exp log normal rand randn matmul int32 int64 float32 concat stack abs "
+             "eye sigmoid batch_matmul numpy size reshape to reduce_sum argmax astype "
+             "transpose reduce_mean expand_dims swapaxes repeat").split()
+    assert [n for n in names if not hasattr(d2l, n)] == []

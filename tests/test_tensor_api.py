@@ -147,6 +147,7 @@ def test_iteration_and_python_sum():
     assert sum(x.sum() for x in X).item() == 28.0
     with pytest.raises(TypeError, match="0-d"):
         iter(tinyalex.tensor(1.0))
+    assert 5.0 in X and 9.0 not in X and tinyalex.tensor(7.0) in X
 
 
 # -- reductions: what they return ---------------------------------------------------
@@ -200,6 +201,8 @@ def test_creation_functions_dtypes_and_sharing():
     assert t.tolist() == [1.0, 0.0, 0.0] and t.dtype == np.float64
     assert tinyalex.as_tensor(t) is t and tinyalex.as_tensor([1, 2]).dtype == np.int64
     assert tinyalex.concat is tinyalex.cat
+    assert tinyalex.tensor([1.0], device="cpu").backend == "numpy"
+    assert tinyalex.zeros(2, device=tinyalex.device("cpu")).backend == "numpy"
     X = tinyalex.arange(4.0).reshape(2, 2)
     assert tinyalex.transpose(X, 0, 1).tolist() == X.T.tolist() == X.t().tolist() \
         == [[0.0, 2.0], [1.0, 3.0]]
@@ -276,3 +279,18 @@ def test_numpy_interop():
     n = x.numpy()
     n[0] = 5.0
     assert x[0].item() == 0.0               # numpy() is a host copy (documented)
+
+
+def test_the_rest_of_d2ls_aliases():
+    """The names d2l's library binds for PyTorch beyond these chapters (its aliases
+    list): they exist under PyTorch's names and behave as its."""
+    x = tinyalex.arange(3.0)
+    gi, gj = tinyalex.meshgrid(x, tinyalex.arange(2.0))
+    assert gi.shape == gj.shape == (3, 2) and gi[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert tinyalex.bmm(tinyalex.ones(2, 1, 3), tinyalex.ones(2, 3, 4)).shape == (2, 1, 4)
+    with pytest.raises(RuntimeError, match=r"bmm: .*\(2, 3\) and \(3, 4\)"):
+        tinyalex.bmm(tinyalex.ones(2, 3), tinyalex.ones(3, 4))
+    assert tinyalex.swapaxes(tinyalex.zeros(2, 3), 0, 1).shape == (3, 2)
+    assert tinyalex.sigmoid(tinyalex.zeros(1)).item() == 0.5
+    for name in ("sin", "cos", "tanh", "sinh", "cosh", "relu"):
+        assert getattr(tinyalex, name)(x).shape == (3,)

@@ -179,11 +179,16 @@ REDUCTIONS = {
     "min_dim_keepdim": (lambda x, d: x.min(d, True)[0], lambda x, d: x.min(d, True)[0]),
     "prod_dim": (lambda x, d: x.prod(d), lambda x, d: x.prod(d)),
     "var": (lambda x, d: x.var(), lambda x, d: x.var()),
-    "std_dim_biased": (lambda x, d: x.std(d, unbiased=False), lambda x, d: x.std(d, unbiased=False)),
+    "std_dim_biased": (lambda x, d: x.std(d, unbiased=False),
+                       lambda x, d: x.std(d, unbiased=False)),
     "softmax": (lambda x, d: x.softmax(dim=d), lambda x, d: x.softmax(dim=d)),
     "log_softmax": (lambda x, d: x.log_softmax(d), lambda x, d: x.log_softmax(d)),
     "permute_transpose": (lambda x, d: x.transpose(0, d).abs().sqrt(),
                           lambda x, d: x.transpose(0, d).abs().sqrt()),
+    "repeat": (lambda x, d: x.repeat(2, *([1] * (x.ndim - 1)), 3),
+               lambda x, d: x.repeat(2, *([1] * (x.ndim - 1)), 3)),
+    "elementwise": (lambda x, d: x.sin() * x.cos() + x.tanh() + x.sinh() / x.cosh(),
+                    lambda x, d: x.sin() * x.cos() + x.tanh() + x.sinh() / x.cosh()),
     "cat_stack": (lambda x, d: tinyalex.stack([tinyalex.cat([x, x * 2], d),
                                                tinyalex.cat([x.pow(2), x], d)], d),
                   lambda x, d: torch.stack([torch.cat([x, x * 2], d),
@@ -315,3 +320,71 @@ def test_creation_functions_match_torch(name):
     a, b = CREATED[name](tinyalex).numpy(), CREATED[name](torch).numpy()
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a, b)
+
+
+def test_cross_correlation_by_item_assignment_learns_as_torch():
+    """A kernel learned through a cross-correlation written with two loops and item
+    assignment (conv-layer's hand-made layer): every step's loss and gradients equal
+    PyTorch's, so the graph through x[i, j] = ... is PyTorch's."""
+    def run(lib):
+        X = lib.ones((6, 8))
+        X[:, 2:6] = 0
+        Y = lib.zeros((6, 7))
+        Y[:, 1], Y[:, 5] = 1.0, -1.0
+        K = lib.tensor([[0.3, -0.2]], requires_grad=True)
+        b = lib.zeros(1, requires_grad=True)
+        losses, grads = [], []
+        for _ in range(3):
+            out = lib.zeros((6, 7))
+            for i in range(6):
+                for j in range(7):
+                    out[i, j] = (X[i:i + 1, j:j + 2] * K).sum()
+            loss = ((out + b - Y) ** 2).sum()
+            K.grad = b.grad = None
+            loss.backward()
+            losses.append(loss.item())
+            grads.append((K.grad.numpy().copy(), b.grad.numpy().copy()))
+            with lib.no_grad():
+                K -= 0.03 * K.grad
+                b -= 0.03 * b.grad
+        return losses, grads, K.detach().numpy()
+    ours, theirs = run(tinyalex), run(torch)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+    for (gk, gb), (tk, tb) in zip(ours[1], theirs[1]):
+        np.testing.assert_allclose(gk, tk, rtol=1e-5)
+        np.testing.assert_allclose(gb, tb, rtol=1e-5)
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(precision=2), dict(sci_mode=True),
+                                     dict(sci_mode=False), dict(threshold=5, edgeitems=1),
+                                     dict(linewidth=30), dict(profile="short")], ids=repr)
+def test_print_options_match_torch(options):
+    values = np.array([[1e-5, 123.456, -7.0, 0.5, 2.0, 3.0]] * 4, np.float32)
+    try:
+        for lib in (tinyalex, torch):
+            lib.set_printoptions(**options)
+        assert repr(tinyalex.tensor(values)) == repr(torch.tensor(values))
+    finally:
+        for lib in (tinyalex, torch):
+            lib.set_printoptions(profile="default", sci_mode=None)
+
+
+def test_layer_grad_fn_names_match_torch():
+    """A network's intermediate tensors print PyTorch's grad_fn names."""
+    torch.manual_seed(0)
+    ref = torch_lenet()
+    net = tinyalex.models.lenet()
+    x, tx = tinyalex.ones(1, 1, 28, 28), torch.ones(1, 1, 28, 28)
+    extra = [(tinyalex.nn.ReLU(), torch.nn.ReLU()),
+             (tinyalex.nn.MaxPool2d(2), torch.nn.MaxPool2d(2))]
+    for ours, theirs in list(zip(net, ref))[:3] + extra:
+        x, tx = ours(x), theirs(tx)
+        assert type(tx.grad_fn).__name__ == x.grad_fn.grad_fn_name
+    logits, tlogits = net(tinyalex.ones(2, 1, 28, 28)), ref(torch.ones(2, 1, 28, 28))
+    assert type(tlogits.grad_fn).__name__ == logits.grad_fn.grad_fn_name      # Linear
+    loss = F.cross_entropy(logits, tinyalex.tensor([0, 1]))
+    tloss = TF.cross_entropy(tlogits, torch.tensor([0, 1]))
+    assert type(tloss.grad_fn).__name__ == loss.grad_fn.grad_fn_name
+    y = F.dropout(logits, 0.5, training=True)
+    assert type(TF.dropout(tlogits, 0.5).grad_fn).__name__ == y.grad_fn.grad_fn_name

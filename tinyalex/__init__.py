@@ -60,8 +60,9 @@ from . import cuda
 from .creation import (arange, as_tensor, eye, from_numpy, full, linspace, normal, ones,
                        ones_like, rand, randn, zeros, zeros_like)
 from .devices import device
-from .ops import (abs, cat, clone, exp, log, log_softmax, matmul, mean, permute, prod,
-                  reshape, softmax, sqrt, stack, sum, transpose)
+from .ops import (abs, cat, clone, cos, cosh, exp, log, log_softmax, matmul, mean, permute,
+                  prod, relu, reshape, sigmoid, sin, sinh, softmax, sqrt, stack, sum, tanh,
+                  transpose)
 from .ops import power as pow
 from .ops.reduce import arg_extreme as _arg_extreme, extreme as _extreme, \
     variance as _variance
@@ -79,6 +80,26 @@ int64 = _np.int64
 long = _np.int64
 uint8 = _np.uint8
 concat = cat              # torch.concat is torch.cat
+swapaxes = transpose
+
+
+def bmm(input, mat2):
+    """Batched matrix product of (B, M, K) and (B, K, N) tensors."""
+    if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: expected (B, M, K) and (B, K, N) tensors with the same B, "
+                           f"got shapes {tuple(input.shape)} and {tuple(mat2.shape)}")
+    return matmul(input, mat2)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-D tensors (PyTorch's default indexing 'ij')."""
+    tensors = tuple(tensors[0]) if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) \
+        else tensors
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    xp = tensors[0].xp
+    return tuple(Tensor(g.copy()) for g in xp.meshgrid(*(t.array for t in tensors),
+                                                        indexing=indexing))
 
 
 def t(input):
@@ -118,13 +139,15 @@ def detach(input):
 
 
 __all__ = ["Function", "GradcheckError", "Parameter", "Size", "Tensor", "abs", "arange",
-           "argmax", "argmin", "as_tensor", "backend", "cat", "clone", "concat", "cuda",
+           "argmax", "argmin", "as_tensor", "backend", "bmm", "cat", "clone", "concat",
+           "cos", "cosh", "cuda",
            "cupy_available", "default_backend", "detach", "device", "double",
            "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
            "full", "gradcheck", "int32", "int64", "is_grad_enabled", "linspace", "load",
-           "log", "log_softmax", "long", "manual_seed", "matmul", "max", "mean", "min",
+           "log", "log_softmax", "long", "manual_seed", "matmul", "max", "mean", "meshgrid",
+           "min",
            "models", "nn", "no_grad", "normal", "numel", "ones", "ones_like", "ops",
-           "optim", "permute", "pow", "prod", "rand", "randn", "random", "reshape", "save",
-           "set_grad_enabled", "set_printoptions", "softmax", "sqrt", "stack", "std",
-           "sum", "summary", "t", "tensor", "transpose", "uint8", "var", "zeros",
-           "zeros_like"]
+           "optim", "permute", "pow", "prod", "rand", "randn", "random", "relu", "reshape",
+           "save", "set_grad_enabled", "set_printoptions", "sigmoid", "sin", "sinh",
+           "softmax", "sqrt", "stack", "std", "sum", "summary", "swapaxes", "t", "tanh",
+           "tensor", "transpose", "uint8", "var", "zeros", "zeros_like"]

@@ -187,7 +187,9 @@ class Size(tuple):
         return Size(item) if isinstance(index, slice) else item
 
     def __add__(self, other):
-        return Size(tuple.__add__(self, tuple(other)))
+        if not isinstance(other, tuple):
+            return NotImplemented
+        return Size(tuple.__add__(self, other))
 
     def numel(self) -> int:
         n = 1
@@ -333,6 +335,11 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self)))
 
+    def __contains__(self, element) -> bool:
+        """``v in t``: whether any element equals v (PyTorch's rule)."""
+        other = element.array if isinstance(element, Tensor) else element
+        return bool((self.array == other).any())
+
     # -- conversion ----------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A host NumPy copy of the data (a view is never handed out for device data)."""
@@ -348,7 +355,8 @@ class Tensor:
 
     def item(self):
         if self.array.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {tuple(self.shape)}")
+            raise ValueError(f"item() needs a tensor with one element, got shape "
+                             f"{tuple(self.shape)}")
         stats = self.__dict__.get("_device_stats")    # a loss made on the GPU (ops/loss.py):
         if stats is not None:                         # its value, accuracy count and label
             return stats.read()[0]                    # check come back in one copy
@@ -420,6 +428,15 @@ class Tensor:
 
     def double(self) -> "Tensor":
         return self.astype(np.float64)
+
+    def long(self) -> "Tensor":
+        return self.astype(np.int64)
+
+    def int(self) -> "Tensor":
+        return self.astype(np.int32)
+
+    def bool(self) -> "Tensor":
+        return self.astype(np.bool_)
 
     # -- autograd ------------------------------------------------------------------
     def zero_grad_(self):
@@ -656,12 +673,18 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
 # Construction
 # --------------------------------------------------------------------------------------
 
-def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = None) -> Tensor:
+def tensor(data, requires_grad: bool = False, dtype=None, backend: str | None = None,
+           device=None) -> Tensor:
     """Build a Tensor from array-like ``data``.
 
     NumPy/CuPy arrays keep their dtype and backend (the data is copied); Python
-    floats become float32 and ints int64, as in PyTorch. ``backend`` moves the data.
+    floats become float32 and ints int64, as in PyTorch. ``backend`` (or PyTorch's
+    ``device``: "cpu", "cuda", a ``tinyalex.device``) moves the data.
     """
+    if device is not None:
+        if backend is not None:
+            raise TypeError("tensor(): give backend= or device=, not both")
+        backend = devices.backend_for(device, "tensor")
     if isinstance(data, Tensor):
         arr = data.array.copy()
     elif isinstance(data, np.ndarray) or B.is_cupy_array(data):

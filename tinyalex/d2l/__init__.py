@@ -26,10 +26,11 @@ Each module's docstring says where it differs from d2l and why. The code is
 tinyalex's own, written from d2l's documented behaviour.
 """
 
-from .aliases import (abs, arange, argmax, astype, concat, exp, eye, float32, int32,  # noqa: A004
-                      int64, linspace, log, matmul, normal, numpy, ones, ones_like, rand,
-                      randn, reduce_mean, reduce_sum, reshape, sigmoid, size, stack, tensor,
-                      to, transpose, zeros, zeros_like)
+from .aliases import (abs, arange, argmax, astype, batch_matmul, concat, cos, cosh, exp,
+                      expand_dims, eye, float32, int32, int64, linspace, log, matmul,
+                      meshgrid, normal, numpy, ones, ones_like, rand, randn, reduce_mean,
+                      reduce_sum, repeat, reshape, sigmoid, sin, sinh, size, stack,
+                      swapaxes, tanh, tensor, to, transpose, zeros, zeros_like)  # noqa: A004
 from .classic import (Accumulator, Timer, accuracy, cpu, evaluate_accuracy_gpu,
                       get_dataloader_workers, get_fashion_mnist_labels,
                       load_data_fashion_mnist, num_gpus, gpu, train_ch6, try_all_gpus,
@@ -40,12 +41,12 @@ from .modern import Classifier, DataModule, FashionMNIST, Module, Trainer, init_
 from .plotting import Animator, ProgressBoard, plt, set_axes, set_figsize, use_svg_display
 
 __all__ = ["Accumulator", "Animator", "Classifier", "DataModule", "FashionMNIST",
-           "HyperParameters", "Module", "ProgressBoard", "Timer", "Trainer", "abs",
-           "accuracy", "add_to_class", "arange", "argmax", "astype", "concat", "corr2d",
-           "cpu", "evaluate_accuracy_gpu", "exp", "eye", "float32",
-           "get_dataloader_workers", "get_fashion_mnist_labels", "gpu", "init_cnn",
-           "int32", "int64", "linspace", "load_data_fashion_mnist", "log", "matmul",
-           "normal", "num_gpus", "numpy", "ones", "ones_like", "plt", "rand", "randn",
-           "reduce_mean", "reduce_sum", "reshape", "set_axes", "set_figsize", "sigmoid",
-           "size", "stack", "tensor", "to", "train_ch6", "transpose", "try_all_gpus",
-           "try_gpu", "use_svg_display", "zeros", "zeros_like"]
+           "HyperParameters", "Module", "ProgressBoard", "Timer", "Trainer", "abs", "accuracy",
+           "add_to_class", "arange", "argmax", "astype", "batch_matmul", "concat", "corr2d",
+           "cos", "cosh", "cpu", "evaluate_accuracy_gpu", "exp", "expand_dims", "eye", "float32",
+           "get_dataloader_workers", "get_fashion_mnist_labels", "gpu", "init_cnn", "int32",
+           "int64", "linspace", "load_data_fashion_mnist", "log", "matmul", "meshgrid", "normal",
+           "num_gpus", "numpy", "ones", "ones_like", "plt", "rand", "randn", "reduce_mean",
+           "reduce_sum", "repeat", "reshape", "set_axes", "set_figsize", "sigmoid", "sin",
+           "sinh", "size", "stack", "swapaxes", "tanh", "tensor", "to", "train_ch6", "transpose",
+           "try_all_gpus", "try_gpu", "use_svg_display", "zeros", "zeros_like"]

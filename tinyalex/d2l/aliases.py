@@ -3,20 +3,19 @@
 function or Tensor method of the same meaning.
 
 d2l's ``torch.py`` ends each edition with such a list (``zeros = torch.zeros``, ``concat =
-torch.cat``, ``transpose = lambda x: x.t()``, ...). These are the names of all three
-editions' lists that tinyalex has; the rest (``meshgrid``, ``sin``, ``sinh``, ``cos``,
-``cosh``, ``tanh``, ``batch_matmul``, ``expand_dims``, ``swapaxes``, ``repeat``) belong to
-chapters past AlexNet and are absent, so a call to one fails by its name.
+torch.cat``, ``transpose = lambda x: x.t()``, ...). Here is the union of the three
+editions' lists (1.0's is the longest; 0.17 and d2l-zh have a subset), each bound to the
+same tinyalex name or method as d2l binds it to PyTorch's.
 """
 
 from __future__ import annotations
 
-from .. import (abs, arange, cat, eye, exp, float32, int32, int64, linspace,  # noqa: A004
-                log, matmul, normal, ones, ones_like, rand, randn, stack, tensor, zeros,
-                zeros_like)
-from ..ops import sigmoid
+from .. import (abs, arange, bmm, cat, cos, cosh, eye, exp, float32, int32,  # noqa: A004
+                int64, linspace, log, matmul, meshgrid, normal, ones, ones_like, rand,
+                randn, sigmoid, sin, sinh, stack, tanh, tensor, zeros, zeros_like)
 
 concat = cat
+batch_matmul = bmm
 
 
 def numpy(x, *args, **kwargs):
@@ -58,7 +57,20 @@ def transpose(x, *args, **kwargs):
     return x.t(*args, **kwargs)
 
 
-__all__ = ["abs", "arange", "argmax", "astype", "concat", "exp", "eye", "float32", "int32",
-           "int64", "linspace", "log", "matmul", "normal", "numpy", "ones", "ones_like",
-           "rand", "randn", "reduce_mean", "reduce_sum", "reshape", "sigmoid", "size",
-           "stack", "tensor", "to", "transpose", "zeros", "zeros_like"]
+def expand_dims(x, *args, **kwargs):
+    return x.unsqueeze(*args, **kwargs)
+
+
+def swapaxes(x, *args, **kwargs):
+    return x.swapaxes(*args, **kwargs)
+
+
+def repeat(x, *args, **kwargs):
+    return x.repeat(*args, **kwargs)
+
+
+__all__ = ["abs", "arange", "argmax", "astype", "batch_matmul", "concat", "cos", "cosh", "exp",
+           "expand_dims", "eye", "float32", "int32", "int64", "linspace", "log", "matmul",
+           "meshgrid", "normal", "numpy", "ones", "ones_like", "rand", "randn", "reduce_mean",
+           "reduce_sum", "repeat", "reshape", "sigmoid", "sin", "sinh", "size", "stack",
+           "swapaxes", "tanh", "tensor", "to", "transpose", "zeros", "zeros_like"]

@@ -7,16 +7,17 @@ from .basic import (abs, add, check_dim, clone, div, exp, getitem, log, matmul, 
                     neg, normalize_dims, power, reshape, setitem, sqrt, sub, sum)
 from .conv import conv2d
 from .dense import flatten, linear
+from .elementwise import cos, cosh, sin, sinh, tanh
 from .loss import cross_entropy
 from .pool import avg_pool2d, max_pool2d
 from .reduce import arg_extreme, extreme, log_softmax, prod, softmax, variance
-from .shape import T, cat, permute, stack, t, transpose
+from .shape import T, cat, permute, repeat, stack, t, transpose
 
-__all__ = ["abs", "add", "avg_pool2d", "cat", "clone", "conv2d", "cross_entropy", "div",
-           "dropout", "exp", "flatten", "linear", "log", "log_softmax", "matmul",
-           "max_pool2d", "mean", "mul", "neg", "permute", "power", "prod", "relu",
-           "reshape", "setitem", "sigmoid", "softmax", "sqrt", "stack", "sub", "sum", "t",
-           "transpose"]
+__all__ = ["abs", "add", "avg_pool2d", "cat", "clone", "conv2d", "cos", "cosh",
+           "cross_entropy", "div", "dropout", "exp", "flatten", "linear", "log",
+           "log_softmax", "matmul", "max_pool2d", "mean", "mul", "neg", "permute",
+           "power", "prod", "relu", "repeat", "reshape", "setitem", "sigmoid", "sin",
+           "sinh", "softmax", "sqrt", "stack", "sub", "sum", "t", "tanh", "transpose"]
 
 
 def _shape_args(shape):
@@ -51,6 +52,10 @@ def bind_tensor_operators(Tensor) -> None:
     Tensor.exp = exp
     Tensor.log = log
     Tensor.relu = relu
+    Tensor.sigmoid = sigmoid
+    Tensor.sin, Tensor.cos, Tensor.tanh, Tensor.sinh, Tensor.cosh = sin, cos, tanh, sinh, cosh
+    Tensor.swapaxes = Tensor.swapdims = transpose
+    Tensor.repeat = repeat
     Tensor.abs = abs
     Tensor.sqrt = sqrt
     Tensor.pow = power

@@ -102,6 +102,8 @@ def activation_algorithm(op: str, dtype, backend: str):
 # -- the ops -------------------------------------------------------------------------------
 
 class ReLU(Function):
+    torch_name = "ReluBackward0"  # PyTorch's name, for a repr's grad_fn
+
     def forward(self, x):
         check_floating(x.dtype, "relu")
         self.algorithm = activation_algorithm("relu", x.dtype, B.backend_of(x))
@@ -132,6 +134,8 @@ class Dropout(Function):
 
     Inside ``tinyalex.random.batch_rows(first)`` the input (N, ...) is rows first..
     of a larger batch, and the mask is those rows of the larger batch's mask."""
+
+    torch_name = "MulBackward0"  # PyTorch's name, for a repr's grad_fn
 
     def __init__(self, p):
         self.p = p

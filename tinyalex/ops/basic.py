@@ -492,6 +492,11 @@ def setitem(x, index, value) -> None:
     a slice) see them. Otherwise x gets a new version: a copy with the part replaced,
     made by a :class:`SetItem` node that becomes x's creator (x then requires grad).
     A leaf that requires grad cannot be written into, as in PyTorch.
+
+    The one difference from PyTorch: when a gradient is recorded and x is itself a
+    view of another tensor (``x = y[0]``, ``x = y.reshape(...)``), only x changes;
+    PyTorch would write through to y as well. Without a gradient, views behave as
+    in PyTorch.
     """
     index = _unwrap_index(index)
     if isinstance(value, Tensor):

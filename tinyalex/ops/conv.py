@@ -225,6 +225,8 @@ conv2d_algorithm.__doc__ = conv2d_algorithm.__doc__.format(rules=rules_table(CON
 # -- the op -----------------------------------------------------------------------------
 
 class Conv2d(Function):
+    torch_name = "ConvolutionBackward0"  # PyTorch's name, for a repr's grad_fn
+
     def __init__(self, stride=1, padding=0, where: str = "conv2d"):
         self.where = where
         self.SH, self.SW = pair(stride, "stride", where, 1)

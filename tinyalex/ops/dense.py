@@ -45,6 +45,8 @@ def matmul_algorithm(dtype, backend: str):
 class Linear(Function):
     """y = x @ W.T + b for x (N, in), W (out, in), b (out,)."""
 
+    torch_name = "AddmmBackward0"  # PyTorch's name, for a repr's grad_fn
+
     def __init__(self, where="linear"):
         self.where = where
 

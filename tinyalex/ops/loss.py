@@ -80,6 +80,8 @@ class CrossEntropy(Function):
     """``-log softmax(logits)[n, target[n]]`` per example, then ``reduction``: the mean
     over the batch (the default), the sum, or ``"none"``: the (N,) losses themselves."""
 
+    torch_name = "NllLossBackward0"  # PyTorch's name, for a repr's grad_fn
+
     mixed_dtypes = True  # float logits beside integer labels
 
     def __init__(self, reduction: str = "mean"):

@@ -135,10 +135,14 @@ class _Pool2d(Function):
 
 
 class MaxPool2d(_Pool2d):
+    torch_name = "MaxPool2DWithIndicesBackward0"  # PyTorch's name, for a repr's grad_fn
+
     kind = "max"
 
 
 class AvgPool2d(_Pool2d):
+    torch_name = "AvgPool2DBackward0"  # PyTorch's name, for a repr's grad_fn
+
     kind = "avg"
 
 

@@ -1,6 +1,6 @@
-"""Ops that move or join elements without arithmetic: ``permute`` (and its special
-cases ``transpose``, ``t``, ``.T``), ``cat`` and ``stack``, each with PyTorch's
-signature, errors and gradient."""
+"""Ops that move, join or repeat elements without arithmetic: ``permute`` (and its
+special cases ``transpose``, ``t``, ``.T``), ``cat``, ``stack`` and ``repeat``, each
+with PyTorch's signature, errors and gradient."""
 
 from __future__ import annotations
 
@@ -148,3 +148,31 @@ def stack(tensors, dim=0, *, axis=None):
                                f"entry {i}")
     d = check_dim(dim, first.ndim + 1, first.shape)
     return Cat(d, new_axis=True)(*tensors)
+
+
+class Repeat(Function):
+    """x tiled ``reps`` times along each dim (PyTorch's ``repeat``, NumPy's ``tile``);
+    backward sums the copies: gy viewed as (r0, s0, r1, s1, ...), summed over the r's."""
+
+    def __init__(self, reps):
+        self.reps = reps
+
+    def forward(self, x):
+        self.x_shape = (1,) * (len(self.reps) - x.ndim) + x.shape
+        return B.get_array_module(x).tile(x.reshape(self.x_shape), self.reps)
+
+    def backward(self, gy):
+        pairs = [n for r, s in zip(self.reps, self.x_shape) for n in (r, s)]
+        g = gy.reshape(pairs).sum(axis=tuple(range(0, len(pairs), 2)))
+        return g.reshape(self.input_shapes[0])
+
+
+def repeat(x, *reps):
+    reps = tuple(reps[0]) if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else reps
+    if not all(_is_int(r) and r >= 0 for r in reps):
+        raise TypeError(f"repeat(): the repeats must be ints >= 0, got {reps!r}")
+    if len(reps) < x.ndim:
+        raise RuntimeError(f"repeat(): the number of repeats ({len(reps)}) can not be "
+                           f"smaller than the number of dimensions of the tensor "
+                           f"({x.ndim}, shape {tuple(x.shape)})")
+    return Repeat(reps)(x)
