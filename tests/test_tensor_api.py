@@ -294,3 +294,21 @@ def test_the_rest_of_d2ls_aliases():
     assert tinyalex.sigmoid(tinyalex.zeros(1)).item() == 0.5
     for name in ("sin", "cos", "tanh", "sinh", "cosh", "relu"):
         assert getattr(tinyalex, name)(x).shape == (3,)
+
+
+def test_a_tiny_matrix_product_equals_its_loop_as_the_channels_section_asserts():
+    """d2l's channels section checks a 1x1 convolution as a matrix product against its
+    loops to 1e-6 on random draws; a product of a few terms is summed in order, as the
+    loop does, so the check holds for every draw (BLAS's fused multiply-adds broke it
+    about one draw in ten) while a large product still goes to BLAS."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        X = rng.standard_normal((3, 9)).astype(np.float32)
+        K = rng.standard_normal((2, 3)).astype(np.float32)
+        loops = np.float32(0) + K[:, :1] * X[0] + K[:, 1:2] * X[1] + K[:, 2:3] * X[2]
+        product = tinyalex.matmul(tinyalex.tensor(K), tinyalex.tensor(X)).numpy()
+        np.testing.assert_array_equal(product, loops)
+    a = rng.standard_normal((64, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 32)).astype(np.float32)
+    np.testing.assert_allclose(tinyalex.matmul(tinyalex.tensor(a), tinyalex.tensor(b)).numpy(),
+                               a @ b, rtol=1e-5, atol=1e-4)
