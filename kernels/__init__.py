@@ -1,9 +1,10 @@
 """tinyalex.kernels: the hot loops, and the switches that say which of them run.
 
-This is the top-level folder ``kernels/`` of the source tree, installed as the
-sub-package ``tinyalex.kernels`` (``setup.cfg``; from a source checkout,
-``tinyalex/__init__.py`` grafts this folder under that name). Import it as
-``tinyalex.kernels``, never as ``kernels``.
+This is the top-level folder ``kernels/`` of the source tree, which is the
+sub-package ``tinyalex.kernels`` through the committed symlink ``tinyalex/kernels ->
+../kernels``: Python, pip (plain and editable installs, wheels) and editors'
+go-to-definition (jedi, pyright) all follow it. Import it as ``tinyalex.kernels``,
+never as ``kernels``.
 
 Every op has a readable reference in ``tinyalex/ops/`` (``im2col.py``, ``conv.py``,
 ``pool.py``, ``activation.py``), and each op's one chooser function there (for

@@ -10,37 +10,7 @@
         print(type(layer).__name__, "output shape:", X.shape)
 """
 
-import importlib.util as _importlib_util
-import os as _os
-import sys as _sys
-
 import numpy as _np
-
-
-def _graft_kernels():
-    """Make the repository's top-level folder ``kernels/`` the sub-package
-    ``tinyalex.kernels`` when running from a source checkout (an install, plain or
-    editable, puts it under tinyalex itself or maps it there: setup.cfg). Exactly that
-    folder is grafted, and nothing else of the repository becomes importable as part
-    of tinyalex."""
-    if _os.path.isdir(_os.path.join(__path__[0], "kernels")) or "tinyalex.kernels" in _sys.modules:
-        return
-    folder = _os.path.join(_os.path.dirname(_os.path.abspath(__path__[0])), "kernels")
-    spec = _importlib_util.spec_from_file_location(
-        "tinyalex.kernels", _os.path.join(folder, "__init__.py"),
-        submodule_search_locations=[folder])
-    if spec is None:
-        return                      # no kernels folder: the import below says so
-    module = _importlib_util.module_from_spec(spec)
-    _sys.modules["tinyalex.kernels"] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del _sys.modules["tinyalex.kernels"]
-        raise
-
-
-_graft_kernels()
 
 # The CPU process policy (glibc's malloc keeps freed memory, BLAS on one thread),
 # applied here once for the whole process: kernels/cpu_process.py says what and why.
