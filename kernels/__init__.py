@@ -31,7 +31,7 @@ and ``backward``. The files, by algorithm and device:
 ``layout.py``                memory orders (plain, channels-last)
 ``workspace.py``             reused scratch buffers;  ``recycle.py``: recycled GEMM results
 ``cpu_threads.py``           the CPU kernels' threads
-``cpu_process.py``           the process policy (malloc, BLAS threads), applied at import
+``cpu_process.py``           the process policy (malloc, BLAS threads): ``tinyalex.cpu_policy``
 ``precision.py``             TF32 for the GPU's convolution GEMMs
 ===========================  =====================================================
 

@@ -10,13 +10,19 @@
         print(type(layer).__name__, "output shape:", X.shape)
 """
 
+import os as _os
+
 import numpy as _np
 
-# The CPU process policy (glibc's malloc keeps freed memory, BLAS on one thread),
-# applied here once for the whole process: kernels/cpu_process.py says what and why.
-from .kernels import cpu_process as _cpu_process  # noqa: E402
+from .kernels.cpu_process import cpu_policy, get_num_threads, set_num_threads
 
-_cpu_process.apply()
+# The process-wide CPU policy, set here once for the whole process: glibc's malloc keeps
+# freed memory for the next step, BLAS runs on one thread and the CPU kernels cut large
+# GEMMs over TINYALEX_CPU_THREADS threads (kernels/cpu_process.py says why; summary
+# reports it). TINYALEX_CPU_POLICY=off skips this call; cpu_policy(malloc="default",
+# blas_threads=None) undoes it, set_num_threads(n) changes the threads.
+if _os.environ.get("TINYALEX_CPU_POLICY", "on").strip().lower() != "off":
+    cpu_policy()
 
 from . import backend, random
 from .backend import cupy_available, default_backend
@@ -89,12 +95,12 @@ def detach(input):
 
 __all__ = ["Function", "GradcheckError", "Parameter", "Size", "Tensor", "abs", "arange",
            "argmax", "argmin", "as_tensor", "backend", "cat", "clone", "concat", "cuda",
-           "cupy_available", "default_backend", "detach", "device", "double",
+           "cpu_policy", "cupy_available", "default_backend", "detach", "device", "double",
            "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
-           "full", "gradcheck", "int32", "int64", "is_grad_enabled", "linspace", "load",
+           "full", "get_num_threads", "gradcheck", "int32", "int64", "is_grad_enabled", "linspace", "load",
            "log", "log_softmax", "long", "manual_seed", "matmul", "max", "mean", "min",
            "models", "nn", "no_grad", "normal", "numel", "ones", "ones_like", "ops",
            "optim", "permute", "pow", "prod", "rand", "randn", "random", "reshape", "save",
-           "set_grad_enabled", "set_printoptions", "softmax", "sqrt", "stack", "std",
+           "set_grad_enabled", "set_num_threads", "set_printoptions", "softmax", "sqrt", "stack", "std",
            "sum", "summary", "t", "tensor", "transpose", "uint8", "var", "zeros",
            "zeros_like"]
