@@ -152,14 +152,19 @@ class Sigmoid(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability p in training mode; identity in eval mode."""
+    """Zeroes elements with probability p in training mode; identity in eval mode.
+
+    ``first_row`` (0: the batch is the whole batch) says that the input is rows
+    first_row.. of a larger batch, whose mask they get: a process's share of a global
+    batch sets it for the step (``tinyalex/train/shares.py``, ``batch_rows``)."""
 
     def __init__(self, p=0.5):
         super().__init__()
         self.p = activation.check_probability(p, "Dropout")
+        self.first_row = 0
 
     def forward(self, x):
-        return activation.dropout(x, self.p, self.training)
+        return activation.dropout(x, self.p, self.training, first_row=self.first_row)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -4,8 +4,9 @@ Several processes run ``train_epoch`` over the same global batches. Each takes i
 block of rows of a batch (``group.rows``) and does d2l's step on them, with three
 differences from ``epoch.train_step``:
 
-* dropout draws those rows of the mask the whole batch would get
-  (``tinyalex.random.batch_rows``), so that the processes' masks are the batch's;
+* dropout draws those rows of the mask the whole batch would get (``batch_rows``
+  sets the first row on the network's Dropout layers for the forward), so that the
+  processes' masks are the batch's;
 * backward starts from ``rows / n`` (this share of the global mean loss), and the
   gradients are summed over the processes before the SGD step, so that every process
   steps with the gradient of the global batch's mean loss;
@@ -18,11 +19,13 @@ random state of rank 0, which drew the batch's dropout seeds.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 from .. import random as R
 from ..data import NUM_CLASSES
 from ..faults import Stop
+from ..nn.layers import Dropout
 from ..ops.loss import cross_entropy
 from .batch import Done, count_correct, to_backend
 
@@ -46,7 +49,7 @@ class ShareStep:
         logits, loss_sum, hits = None, 0.0, 0
         if rows.stop > rows.start:
             X, y = to_backend(X_host[rows], y_host[rows], self.backend, self.resize)
-            with R.batch_rows(rows.start):      # dropout: these rows of the batch's masks
+            with batch_rows(self.net, rows.start):  # dropout: these rows of its masks
                 logits = self.net(X)
                 loss = cross_entropy(logits, y)
             if len(y.array) == n:
@@ -62,6 +65,20 @@ class ShareStep:
         (loss_sum, hits), stop = totals_and_stop(self.group, self.check, loss_sum, hits)
         classes = logits.shape[1] if logits is not None else NUM_CLASSES   # no rows here
         return Done(loss_sum / n, hits, classes, stop=stop)
+
+
+@contextlib.contextmanager
+def batch_rows(net, first: int):
+    """Inside, ``net``'s Dropout layers take their input as rows ``first..`` of a larger
+    batch (``nn.Dropout.first_row``), and draw those rows of its masks."""
+    layers = [m for m in net.modules() if isinstance(m, Dropout)]
+    for m in layers:
+        m.first_row = first
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.first_row = 0
 
 
 def sum_gradients(group, optimizer) -> None:
