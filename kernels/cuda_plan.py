@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyalex.random import GOLDEN, MIX1, MIX2, dropout_threshold  # SplitMix64: one definition
+
 BLOCK = 256                     # threads per block (kernels/cuda/common.cuh, TINYALEX_BLOCK)
 MAX_BLOCKS = 16 * 1024          # grid-stride loops cover anything larger
 INDEX_LIMIT = 2**31             # every i32 index stays below this
@@ -52,7 +54,6 @@ SCALAR_TYPES = {"i": np.int32, "l": np.int64, "I": np.uint32, "L": np.uint64,
 # dropout: stream numbers per step (elementwise.cu: seed = mix64(base + (step*STREAMS +
 # stream + 1) * GOLDEN))
 STREAMS = 65536
-GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = 2**64 - 1
 
 
@@ -461,15 +462,10 @@ def sigmoid_backward(size, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> 
                         max_blocks)
 
 
-def dropout_threshold(p: float) -> int:
-    """ceil(p * 2**24), as tinyalex/random.py: element kept when its 24 bits are >= it."""
-    return int(math.ceil(float(p) * 2**24))
-
-
 def mix64(z: int) -> int:
     """SplitMix64's output function (tinyalex/random.py), on Python ints."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
     return z ^ (z >> 31)
 
 

@@ -521,6 +521,23 @@ def test_dropout_seed_is_splitmix64_of_the_step_and_stream():
     assert len(seeds) == 16
 
 
+def test_splitmix64_is_defined_once_and_the_cuda_copy_holds_the_same_constants():
+    """tinyalex/random.py defines SplitMix64's constants; the Numba loops and the CUDA
+    plans import them, and elementwise.cu's #defines (C cannot import) equal them."""
+    from tinyalex.kernels import numba_elementwise
+    source = cuda_build.source_text("elementwise")
+    for name in ("GOLDEN", "MIX1", "MIX2"):
+        value = getattr(R, name)
+        defined = re.search(rf"^#define {name} (0x[0-9A-Fa-f]+)ull$", source, re.M)
+        assert defined is not None, f"elementwise.cu no longer #defines {name}"
+        assert int(defined.group(1), 16) == value, name
+        assert int(getattr(numba_elementwise, name)) == value, name
+    assert plan.GOLDEN is R.GOLDEN and plan.MIX1 is R.MIX1 and plan.MIX2 is R.MIX2
+    assert not re.search(r"0x9E3779B97F4A7C15|0xBF58476D1CE4E5B9|0x94D049BB133111EB",
+                         source.split("#define MIX2", 1)[1].split("\n", 1)[1],
+                         re.I)                                 # no second copy below
+
+
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 5e-4),
