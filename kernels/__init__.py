@@ -22,7 +22,7 @@ and ``backward``. The files, by algorithm and device:
                              GEMM (``numba_elementwise.py``)
 ``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
 ``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
-``elementwise_gpu.py``       ``cuda/*.cu``, launched with ``cuda_plan.py``'s plans
+``elementwise_gpu.py``       ``cuda/*.cu``, launched with the plans beside them (``cuda_plan.py``: shared parts)
                              through a module provider (``gpu_modules.py``: cupy.RawModule,
                              or the g++ emulation of ``cuda_build.py`` for the CPU tests)
 ``gemm_gpu.py``              the GPU GEMMs (cuBLAS called directly: capturable in a
