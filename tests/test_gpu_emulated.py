@@ -344,6 +344,45 @@ def test_alexnets_pattern_fuses_conv_and_linear_with_their_relu():
     assert nn.Sequential(nn.Linear(2, 2), MyReLU()).fusions("cupy") == {}
 
 
+def test_sequential_fuses_the_pairs_it_names_and_fuse_false_runs_each_layer():
+    """Which pairs run as one op is the table nn.Sequential.FUSED_PAIRS; forward runs
+    them through the first layer's forward_relu on the GPU, and `net.fuse = False` (or
+    another backend) runs every layer on its own."""
+    assert nn.Sequential.FUSED_PAIRS == {(nn.Conv2d, nn.ReLU): "Conv2d+ReLU",
+                                         (nn.Linear, nn.ReLU): "Linear+ReLU"}
+    calls = []
+
+    class Gpu:                                   # an input on the cupy backend
+        backend = "cupy"
+
+    class Layer(nn.Module):
+        def forward(self, x):
+            calls.append("layer")
+            return x
+
+        def forward_relu(self, x):
+            calls.append("layer+relu")
+            return x
+
+    class Relu(nn.Module):
+        def forward(self, x):
+            calls.append("relu")
+            return x
+
+    net = nn.Sequential(Layer(), Relu(), Relu())
+    nn.Sequential.FUSED_PAIRS[(Layer, Relu)] = "Layer+ReLU"
+    try:
+        assert net.fusions("cupy") == {0: "Layer+ReLU"}
+        net(Gpu())
+        assert calls == ["layer+relu", "relu"]
+        calls.clear()
+        net.fuse = False
+        net(Gpu())
+        assert calls == ["layer", "relu", "relu"]
+    finally:
+        del nn.Sequential.FUSED_PAIRS[(Layer, Relu)]
+
+
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 5e-4)])
 def test_emulated_gpu_steps_equal_the_reference_and_count_their_launches(
         emulated_cupy, momentum, weight_decay):

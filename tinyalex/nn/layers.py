@@ -10,7 +10,7 @@ from ..ops import activation, conv, dense, loss, pool
 from ..checks import check_bool, check_bytes, check_int, pair
 from ..tensor import Parameter
 from . import init
-from .module import Module
+from .module import Module, Sequential
 
 
 def _weight_fits(where, shape):
@@ -140,8 +140,6 @@ class AvgPool2d(_Pool):
 
 
 class ReLU(Module):
-    fuses_into_previous = True        # nn.Sequential.fusions: Conv2d/Linear + ReLU, one op
-
     def forward(self, x):
         return activation.relu(x)
 
@@ -194,3 +192,8 @@ class CrossEntropyLoss(Module):
 
     def forward(self, logits, target):
         return loss.cross_entropy(logits, target, self.reduction)
+
+
+# The pairs nn.Sequential runs as one op on the GPU (module.py, Sequential.fusions): the
+# first layer's forward_relu computes relu(layer(x)), the bias and ReLU in one kernel.
+Sequential.FUSED_PAIRS.update({(Conv2d, ReLU): "Conv2d+ReLU", (Linear, ReLU): "Linear+ReLU"})
