@@ -142,7 +142,7 @@ def algorithms(emulate):
 
 
 def kernels(args):
-    from tinyalex.kernels import cuda_plan as plan, precision
+    from tinyalex.kernels import conv_im2col_gpu, elementwise_gpu, precision
     from tinyalex.kernels.geometry import conv_geometry, pool_geometry
     xp, conv, max_pool, ops, timer = algorithms(args.emulate)
     N, R, f32 = args.batch, args.repeats, np.dtype(np.float32)
@@ -182,7 +182,7 @@ def kernels(args):
             timed(name, "GEMM gcols", lambda: conv.gemm(gy, w_mat, gcols, tf32=tf32),
                   gcols.size)
             timed(name, "col2im", lambda: ops["modules"].launch(
-                plan.col2im(N, C, H, W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, f32, "nhwc"),
+                conv_im2col_gpu.col2im(N, C, H, W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, f32, "nhwc"),
                 cols=gcols, gx=gx), gx.size)
         cols = gcols = None                  # free before the next layer
     for name, (C, H, W) in ALEXNET_POOLS:
@@ -225,7 +225,7 @@ def kernels(args):
 
     n = args.launches
     per_launch("tinyalex kernel (plan + checks + RawKernel)", lambda: ops["relu"].forward(small), n)
-    p_relu = plan.relu_forward(small.size, f32)
+    p_relu = elementwise_gpu.relu_forward(small.size, f32)
     k = ops["modules"].kernel(p_relu)
     out_small = xp.empty_like(small)
     raw_args = p_relu.args(x=small, y=out_small)

@@ -1,9 +1,10 @@
 """tinyalex.kernels: the hot loops, and the switches that say which of them run.
 
-This is the top-level folder ``kernels/`` of the source tree, installed as the
-sub-package ``tinyalex.kernels`` (``setup.cfg``; from a source checkout,
-``tinyalex/__init__.py`` grafts this folder under that name). Import it as
-``tinyalex.kernels``, never as ``kernels``.
+This is the top-level folder ``kernels/`` of the source tree, which is the
+sub-package ``tinyalex.kernels`` through the committed symlink ``tinyalex/kernels ->
+../kernels``: Python, pip (plain and editable installs, wheels) and editors'
+go-to-definition (jedi, pyright) all follow it. Import it as ``tinyalex.kernels``,
+never as ``kernels``.
 
 Every op has a readable reference in ``tinyalex/ops/`` (``im2col.py``, ``conv.py``,
 ``pool.py``, ``activation.py``), and each op's one chooser function there (for
@@ -22,7 +23,7 @@ and ``backward``. The files, by algorithm and device:
 ``sgd_cpu.py``               the SGD update (``numba_elementwise.py``)
 ``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
 ``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
-``elementwise_gpu.py``       ``cuda/*.cu``, launched with ``cuda_plan.py``'s plans
+``elementwise_gpu.py``       ``cuda/*.cu``, launched with the plans beside them (``cuda_plan.py``: shared parts)
                              through a module provider (``gpu_modules.py``: cupy.RawModule,
                              or the g++ emulation of ``cuda_build.py`` for the CPU tests)
 ``gemm_gpu.py``              the GPU GEMMs (cuBLAS called directly: capturable in a
@@ -31,7 +32,7 @@ and ``backward``. The files, by algorithm and device:
 ``layout.py``                memory orders (plain, channels-last)
 ``workspace.py``             reused scratch buffers;  ``recycle.py``: recycled GEMM results
 ``cpu_threads.py``           the CPU kernels' threads
-``cpu_process.py``           the process policy (malloc, BLAS threads), applied at import
+``cpu_process.py``           the process policy (malloc, BLAS threads): ``tinyalex.cpu_policy``
 ``precision.py``             TF32 for the GPU's convolution GEMMs
 ===========================  =====================================================
 

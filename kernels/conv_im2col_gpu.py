@@ -30,22 +30,101 @@ result, with no reordering copy (the flat gradient buffer of ``nn.FlatParameters
 takes it with the one copy it makes anyway). Buffers come from CuPy's memory pool per
 call: nothing is kept between calls, so a captured CUDA graph owns every buffer it
 uses. The GEMMs run in TF32 where enabled and available (``precision.py``).
+
+The launch plans of ``im2col.cu`` (``im2col``, ``col2im``: kernel, grid, index width,
+arguments) come first below, then the algorithm; ``cuda_plan.py`` holds what every
+op's plans share.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from tinyalex import backend as B
 
-from . import cuda_plan as plan
 from . import gemm_gpu, gpu_modules, precision
+from .cuda_plan import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
+                        make_plan, window)
+from .elementwise_gpu import bias_activation, relu_forward
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 
 CHUNK_BYTES = 1 << 30          # the most columns one GEMM takes
 KEEP_BYTES = 1 << 30           # a layer's forward columns are kept up to this size
 EPILOGUES = (None, "relu")
+
+
+# -- launch plans of cuda/im2col.cu -----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1024)
+def im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
+           max_blocks=MAX_BLOCKS) -> Plan:
+    """x -> cols (N*OH*OW, K), rows (n, oh, ow), K = C*KH*KW.
+
+    layout "nchw": x (N, C, H, W), columns (c, kh, kw) (tinyalex/ops/im2col.py's order);
+    layout "nhwc": x (N, H, W, C), columns (kh, kw, c). Arrays: ``x``, ``cols``."""
+    dtype, suffix = dtype_suffix(dtype, "im2col")
+    check_sizes("im2col", N=(N, 1), C=(C, 1))
+    if layout not in LAYOUTS:
+        raise ValueError(f"im2col: layout must be one of {LAYOUTS}, got {layout!r}")
+    OH, OW = window("im2col", H, W, KH, KW, SH, SW, PH, PW)
+    K, rows = C * KH * KW, N * OH * OW
+    total = rows * K
+
+    def build(bits):
+        p = Params(bits, dtype)
+        p.array("x", N * C * H * W)
+        p.array("cols", total)
+        p.index("total", total)
+        p.div("K", K)
+        p.div("OW", OW)
+        p.div("OH", OH)
+        if layout == "nchw":
+            p.div("KW", KW)
+            p.div("KH", KH)
+            p.index("C", C)
+        else:
+            p.div("KWC", KW * C)
+            p.div("C", C)
+        for name, v in (("H", H), ("W", W), ("SH", SH), ("SW", SW), ("PH", PH), ("PW", PW)):
+            p.index(name, v)
+        return p
+
+    return make_plan("im2col", f"im2col_{layout}", suffix, total, max(total, N * C * H * W),
+                 index_bits, max_blocks, build)
+
+
+@functools.lru_cache(maxsize=1024)
+def col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
+           max_blocks=MAX_BLOCKS) -> Plan:
+    """cols (N*OH*OW, K) -> gx, im2col's adjoint, gathered in (kh, kw) order; gx is
+    (N, C, H, W) for layout "nchw", (N, H, W, C) for "nhwc" (columns as im2col's).
+    Arrays: ``cols``, ``gx`` (overwritten)."""
+    dtype, suffix = dtype_suffix(dtype, "col2im")
+    check_sizes("col2im", N=(N, 1), C=(C, 1))
+    if layout not in LAYOUTS:
+        raise ValueError(f"col2im: layout must be one of {LAYOUTS}, got {layout!r}")
+    OH, OW = window("col2im", H, W, KH, KW, SH, SW, PH, PW)
+    total, ncols = N * C * H * W, N * OH * OW * C * KH * KW
+
+    def build(bits):
+        p = Params(bits, dtype)
+        p.array("cols", ncols)
+        p.array("gx", total)
+        p.index("total", total)
+        for name, d in ((("W", W), ("H", H), ("C", C)) if layout == "nchw"
+                        else (("C", C), ("W", W), ("H", H))):
+            p.div(name, d)
+        p.div("SH", SH)
+        p.div("SW", SW)
+        for name, v in (("KH", KH), ("KW", KW), ("OH", OH), ("OW", OW), ("PH", PH),
+                        ("PW", PW)):
+            p.index(name, v)
+        return p
+
+    return make_plan("im2col", f"col2im_{layout}", suffix, total, max(total, ncols), index_bits,
+                 max_blocks, build)
 
 
 @dataclass
@@ -61,7 +140,7 @@ class Im2colGemmGPU:
     ``modules`` and ``gemm`` (the tests)."""
 
     def __init__(self, xp, modules, gemm, order="kh,kw,c", chunk_bytes=CHUNK_BYTES,
-                 keep_bytes=KEEP_BYTES, max_blocks=plan.MAX_BLOCKS):
+                 keep_bytes=KEEP_BYTES, max_blocks=MAX_BLOCKS):
         if order not in ("kh,kw,c", "c,kh,kw"):
             raise ValueError(f"im2col+GEMM (GPU): order must be 'kh,kw,c' or 'c,kh,kw', "
                              f"got {order!r}")
@@ -86,7 +165,7 @@ class Im2colGemmGPU:
         """cols (nb*OH*OW, K) of the images in xk (nb images), one kernel launch."""
         nb = xk.shape[0]
         cols = self.xp.empty((nb * g.P, g.K), dtype=dtype)
-        self.modules.launch(plan.im2col(nb, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH,
+        self.modules.launch(im2col(nb, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH,
                                         g.PW, dtype, self.layout, max_blocks=self.max_blocks),
                             x=xk, cols=cols)
         return cols
@@ -95,11 +174,11 @@ class Im2colGemmGPU:
         """out (rows, OC) = act(out + bias), in place, one launch (none for neither)."""
         rows, OC = out.shape
         if bias is not None:
-            p = plan.bias_activation(rows, OC, dtype, activation or "add",
+            p = bias_activation(rows, OC, dtype, activation or "add",
                                      max_blocks=self.max_blocks)
             self.modules.launch(p, y=out, bias=bias, out=out)
         elif activation == "relu":
-            self.modules.launch(plan.relu_forward(out.size, dtype, max_blocks=self.max_blocks),
+            self.modules.launch(relu_forward(out.size, dtype, max_blocks=self.max_blocks),
                                 x=out, y=out)
 
     def images_per_chunk(self, g, itemsize):
@@ -167,7 +246,7 @@ class Im2colGemmGPU:
                 gcols = xp.empty(((n1 - n0) * P, K), dtype=dtype)
                 self.gemm(g_chunk, s.w_mat, gcols, tf32=tf32)  # (rows, K) = (rows, OC) @ (OC, K)
                 # col2im is im2col's adjoint: every window's gradient added back onto its pixels
-                self.modules.launch(plan.col2im(n1 - n0, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW,
+                self.modules.launch(col2im(n1 - n0, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW,
                                                 g.PH, g.PW, dtype, self.layout,
                                                 max_blocks=self.max_blocks),
                                     cols=gcols, gx=gxk[n0:n1])

@@ -13,8 +13,8 @@ the GIL (``nogil=True``) and so do NumPy's GEMMs, so the pieces overlap.
   many as pay for themselves (``unit``: the work of one item);
 * ``ranges(n)``: the element ranges of an elementwise loop.
 
-Pieces are cut only when BLAS runs on one thread (``cpu_process.py``): otherwise BLAS
-threads itself and these run whole.
+Pieces are cut only when BLAS runs on one thread (``cpu_process.py``'s policy, which
+calls ``configure``): otherwise BLAS threads itself and these run whole.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import numpy as np
 
 from tinyalex.launcher import local_processes
 
-from .cpu_process import blas_single_threaded
-
 
 def _threads_from_env() -> int:
     default = max(1, (os.cpu_count() or 1) // local_processes())
@@ -38,13 +36,38 @@ def _threads_from_env() -> int:
     return int(value)
 
 
-THREADS = _threads_from_env()
-SPLIT = blas_single_threaded() and THREADS > 1
-WORKERS = THREADS if SPLIT else 1
 MIN_PIECE_FLOPS = 4_000_000     # a GEMM piece smaller than this is not worth a thread
 MIN_PART_ELEMENTS = 1 << 17     # an elementwise range smaller than this is not worth one
 FEW_ROWS = 256                  # below, a GEMM is cut by columns: row blocks each read all b
-_pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tinyalex-cpu") if SPLIT else None
+
+THREADS = _threads_from_env()   # set by configure (set_num_threads) from here on
+_blas_single = False            # BLAS on one thread (cpu_process.py's policy)
+SPLIT = False                   # work cut into pieces: BLAS on one thread, THREADS > 1
+WORKERS = 1                     # threads an elementwise loop is cut for
+_pool = None                    # THREADS - 1 workers while SPLIT
+
+
+def configure(threads: int | None = None, split: bool | None = None) -> None:
+    """Set the threads (``tinyalex.set_num_threads``) and whether BLAS runs on one
+    thread, so that work may be cut into pieces (``cpu_process.cpu_policy``)."""
+    global THREADS, _blas_single, SPLIT, WORKERS, _pool
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"set_num_threads({threads!r}): expected a positive number "
+                             "of threads")
+        changed, THREADS = threads != THREADS, threads
+        if changed and _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+    if split is not None:
+        _blas_single = bool(split)
+    SPLIT = _blas_single and THREADS > 1
+    WORKERS = THREADS if SPLIT else 1
+    if not SPLIT and _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    if SPLIT and _pool is None:
+        _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tinyalex-cpu")
 
 
 def pieces(n, parts):

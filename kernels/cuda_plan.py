@@ -1,5 +1,8 @@
-"""Launch plans for the CUDA C kernels of ``kernels/cuda/`` (letters as in the Notation
-of ``tinyalex/ops/im2col.py``): plain Python, shared by the GPU and the CPU tests.
+"""Launch plans for the CUDA C kernels of ``kernels/cuda/``: the shared parts (letters
+as in the Notation of ``tinyalex/ops/im2col.py``), plain Python, used by the GPU and
+the CPU tests. Each op's own plans live beside its algorithm, one file per ``.cu``:
+``conv_im2col_gpu.py`` (``cuda/im2col.cu``), ``pool_gpu.py`` (``cuda/pool.cu``) and
+``elementwise_gpu.py`` (``cuda/elementwise.cu``).
 
 A plan says everything the host decides about one launch, from sizes alone:
 
@@ -16,26 +19,27 @@ A plan says everything the host decides about one launch, from sizes alone:
 
 The same plan drives the GPU and the CPU emulation of the same source::
 
-    plan = cuda_plan.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, x.dtype, "nhwc")
+    plan = conv_im2col_gpu.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, x.dtype, "nhwc")
     launch(module, plan, x=x, cols=cols)
     # = module.get_function(plan.kernel)((plan.grid,), (plan.block,),
     #                                    plan.args(x=x, cols=cols))
 
 where ``module`` is a ``cupy.RawModule`` of ``plan.source`` (kernels/gpu_modules.py:
 the binary NVRTC builds from ``cuda_build.module_code`` with ``nvrtc_options``) or the
-emulated module that g++ builds from the same files (``cuda_build.emulated_module``). ``plan.args`` checks every array (name,
-dtype, number of elements, C-contiguity) before anything is launched, since a kernel
-does not check bounds. Plans are pure functions of sizes, cached (``lru_cache``), so a
-layer pays for planning once.
+emulated module that g++ builds from the same files (``cuda_build.emulated_module``).
+``plan.args`` checks every array (name, dtype, number of elements, C-contiguity)
+before anything is launched, since a kernel does not check bounds. Plans are pure
+functions of sizes, cached (``lru_cache``), so a layer pays for planning once.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .geometry import output_size
 
 BLOCK = 256                     # threads per block (kernels/cuda/common.cuh, TINYALEX_BLOCK)
 MAX_BLOCKS = 16 * 1024          # grid-stride loops cover anything larger
@@ -43,16 +47,11 @@ INDEX_LIMIT = 2**31             # every i32 index stays below this
 
 FLOATS = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 LAYOUTS = ("nchw", "nhwc")
-ACTIVATIONS = ("add", "relu", "sigmoid")    # bias_<activation>: none, ReLU, sigmoid
 
 # one letter per C parameter type, as emulate.h's signature() spells them
 SCALAR_TYPES = {"i": np.int32, "l": np.int64, "I": np.uint32, "L": np.uint64,
                 "f": np.float32, "d": np.float64}
 
-# dropout: stream numbers per step (elementwise.cu: seed = mix64(base + (step*STREAMS +
-# stream + 1) * GOLDEN))
-STREAMS = 65536
-GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = 2**64 - 1
 
 
@@ -173,14 +172,14 @@ def choose_index_bits(largest: int, span: int, index_bits: int | None = None) ->
     return index_bits
 
 
-def _dtype_suffix(dtype, where) -> tuple[np.dtype, str]:
+def dtype_suffix(dtype, where) -> tuple[np.dtype, str]:
     dtype = np.dtype(dtype)
     if dtype not in FLOATS:
         raise ValueError(f"{where}: the CUDA kernels take float32 or float64, got {dtype}")
     return dtype, FLOATS[dtype]
 
 
-def _check_sizes(where, **sizes):
+def check_sizes(where, **sizes):
     """Each size an int of at least its minimum, given as ``name=(value, minimum)``."""
     for name, (value, minimum) in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
@@ -188,7 +187,7 @@ def _check_sizes(where, **sizes):
             raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
 
 
-class _Params:
+class Params:
     """Collects a kernel's parameters in order, with its index width."""
 
     def __init__(self, bits: int, dtype: np.dtype):
@@ -216,366 +215,18 @@ class _Params:
         self.scalar(name, "f" if self.dtype == np.float32 else "d", value)
 
 
-def _window(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple[int, int]:
-    _check_sizes(where, H=(H, 1), W=(W, 1), KH=(KH, 1), KW=(KW, 1), SH=(SH, 1),
+def window(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple[int, int]:
+    check_sizes(where, H=(H, 1), W=(W, 1), KH=(KH, 1), KW=(KW, 1), SH=(SH, 1),
                  SW=(SW, 1), PH=(PH, 0), PW=(PW, 0))
-    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     if OH < 1 or OW < 1:
         raise ValueError(f"{where}: a {KH}x{KW} window does not fit an input of {H}x{W} "
                          f"padded by {PH}x{PW}")
     return OH, OW
 
 
-def _plan(source, family, suffix, total, largest, index_bits, max_blocks, build) -> Plan:
+def make_plan(source, family, suffix, total, largest, index_bits, max_blocks, build) -> Plan:
     grid = grid_size(total, BLOCK, max_blocks)
     bits = choose_index_bits(largest, grid * BLOCK, index_bits)
     params = build(bits)
     return Plan(source, f"{family}_{suffix}_i{bits}", grid, BLOCK, bits, tuple(params.items))
-
-
-# -- im2col.cu -----------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1024)
-def im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
-           max_blocks=MAX_BLOCKS) -> Plan:
-    """x -> cols (N*OH*OW, K), rows (n, oh, ow), K = C*KH*KW.
-
-    layout "nchw": x (N, C, H, W), columns (c, kh, kw) (tinyalex/ops/im2col.py's order);
-    layout "nhwc": x (N, H, W, C), columns (kh, kw, c). Arrays: ``x``, ``cols``."""
-    dtype, suffix = _dtype_suffix(dtype, "im2col")
-    _check_sizes("im2col", N=(N, 1), C=(C, 1))
-    if layout not in LAYOUTS:
-        raise ValueError(f"im2col: layout must be one of {LAYOUTS}, got {layout!r}")
-    OH, OW = _window("im2col", H, W, KH, KW, SH, SW, PH, PW)
-    K, rows = C * KH * KW, N * OH * OW
-    total = rows * K
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("x", N * C * H * W)
-        p.array("cols", total)
-        p.index("total", total)
-        p.div("K", K)
-        p.div("OW", OW)
-        p.div("OH", OH)
-        if layout == "nchw":
-            p.div("KW", KW)
-            p.div("KH", KH)
-            p.index("C", C)
-        else:
-            p.div("KWC", KW * C)
-            p.div("C", C)
-        for name, v in (("H", H), ("W", W), ("SH", SH), ("SW", SW), ("PH", PH), ("PW", PW)):
-            p.index(name, v)
-        return p
-
-    return _plan("im2col", f"im2col_{layout}", suffix, total, max(total, N * C * H * W),
-                 index_bits, max_blocks, build)
-
-
-@functools.lru_cache(maxsize=1024)
-def col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
-           max_blocks=MAX_BLOCKS) -> Plan:
-    """cols (N*OH*OW, K) -> gx, im2col's adjoint, gathered in (kh, kw) order; gx is
-    (N, C, H, W) for layout "nchw", (N, H, W, C) for "nhwc" (columns as im2col's).
-    Arrays: ``cols``, ``gx`` (overwritten)."""
-    dtype, suffix = _dtype_suffix(dtype, "col2im")
-    _check_sizes("col2im", N=(N, 1), C=(C, 1))
-    if layout not in LAYOUTS:
-        raise ValueError(f"col2im: layout must be one of {LAYOUTS}, got {layout!r}")
-    OH, OW = _window("col2im", H, W, KH, KW, SH, SW, PH, PW)
-    total, ncols = N * C * H * W, N * OH * OW * C * KH * KW
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("cols", ncols)
-        p.array("gx", total)
-        p.index("total", total)
-        for name, d in ((("W", W), ("H", H), ("C", C)) if layout == "nchw"
-                        else (("C", C), ("W", W), ("H", H))):
-            p.div(name, d)
-        p.div("SH", SH)
-        p.div("SW", SW)
-        for name, v in (("KH", KH), ("KW", KW), ("OH", OH), ("OW", OW), ("PH", PH),
-                        ("PW", PW)):
-            p.index(name, v)
-        return p
-
-    return _plan("im2col", f"col2im_{layout}", suffix, total, max(total, ncols), index_bits,
-                 max_blocks, build)
-
-
-# -- pool.cu (channels-last images: x (NI, H, W, CI), y (NI, OH, OW, CI)) -----------------
-#
-# Plain (N, C, H, W) memory is NI = N*C one-channel images (CI = 1); channels-last
-# (N, H, W, C) memory is NI = N images of CI = C channels.
-
-def _pool_forward(kind, NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits, max_blocks):
-    where = f"{kind}_pool_forward"
-    dtype, suffix = _dtype_suffix(dtype, where)
-    _check_sizes(where, NI=(NI, 1), CI=(CI, 1))
-    OH, OW = _window(where, H, W, KH, KW, SH, SW, PH, PW)
-    total, nx = NI * OH * OW * CI, NI * H * W * CI
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("x", nx)
-        p.array("y", total)
-        if kind == "max":
-            p.array("argmax", total, np.int32)
-        p.index("total", total)
-        p.div("CI", CI)
-        p.div("OW", OW)
-        p.div("OH", OH)
-        for name, v in (("H", H), ("W", W), ("KH", KH), ("KW", KW), ("SH", SH), ("SW", SW),
-                        ("PH", PH), ("PW", PW)):
-            p.index(name, v)
-        return p
-
-    return _plan("pool", where, suffix, total, max(total, nx), index_bits, max_blocks, build)
-
-
-def _pool_backward(kind, NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits, max_blocks):
-    where = f"{kind}_pool_backward"
-    dtype, suffix = _dtype_suffix(dtype, where)
-    _check_sizes(where, NI=(NI, 1), CI=(CI, 1))
-    OH, OW = _window(where, H, W, KH, KW, SH, SW, PH, PW)
-    total, ny = NI * H * W * CI, NI * OH * OW * CI
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("gy", ny)
-        if kind == "max":
-            p.array("argmax", ny, np.int32)
-        p.array("gx", total)
-        p.index("total", total)
-        for name, d in (("CI", CI), ("W", W), ("H", H), ("SH", SH), ("SW", SW)):
-            p.div(name, d)
-        for name, v in (("KH", KH), ("KW", KW), ("OH", OH), ("OW", OW), ("PH", PH),
-                        ("PW", PW)):
-            p.index(name, v)
-        return p
-
-    return _plan("pool", where, suffix, total, max(total, ny), index_bits, max_blocks, build)
-
-
-@functools.lru_cache(maxsize=1024)
-def max_pool_forward(NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, *, index_bits=None,
-                     max_blocks=MAX_BLOCKS) -> Plan:
-    """x (NI, H, W, CI) -> y (NI, OH, OW, CI) and argmax (int32, y's shape) = kh*KW + kw
-    of the first maximum. Arrays: ``x``, ``y``, ``argmax``."""
-    return _pool_forward("max", NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits,
-                         max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def max_pool_backward(NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, *, index_bits=None,
-                      max_blocks=MAX_BLOCKS) -> Plan:
-    """gy, argmax (NI, OH, OW, CI) -> gx (NI, H, W, CI), overwritten.
-    Arrays: ``gy``, ``argmax``, ``gx``."""
-    return _pool_backward("max", NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits,
-                          max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def avg_pool_forward(NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, *, index_bits=None,
-                     max_blocks=MAX_BLOCKS) -> Plan:
-    """x (NI, H, W, CI) -> y (NI, OH, OW, CI), zero padding counted. Arrays: ``x``, ``y``."""
-    return _pool_forward("avg", NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits,
-                         max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def avg_pool_backward(NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, *, index_bits=None,
-                      max_blocks=MAX_BLOCKS) -> Plan:
-    """gy (NI, OH, OW, CI) -> gx (NI, H, W, CI), overwritten. Arrays: ``gy``, ``gx``."""
-    return _pool_backward("avg", NI, H, W, CI, KH, KW, SH, SW, PH, PW, dtype, index_bits,
-                          max_blocks)
-
-
-# -- elementwise.cu ------------------------------------------------------------------------
-
-def _elementwise(family, size, dtype, arrays, index_bits, max_blocks) -> Plan:
-    dtype, suffix = _dtype_suffix(dtype, family)
-    _check_sizes(family, size=(size, 1))
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        for name in arrays:
-            p.array(name, size)
-        p.index("total", size)
-        return p
-
-    return _plan("elementwise", family, suffix, size, size, index_bits, max_blocks, build)
-
-
-@functools.lru_cache(maxsize=1024)
-def bias_activation(rows, OC, dtype, activation="relu", *, index_bits=None,
-                    max_blocks=MAX_BLOCKS) -> Plan:
-    """out (rows, OC) = act(y + bias[oc]) for a GEMM's result y (rows, OC); ``activation``
-    "relu", "sigmoid" or "add" (none). ``out`` may be ``y`` (in place).
-    Arrays: ``y``, ``bias`` (OC,), ``out``."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"bias_activation: activation must be one of {ACTIVATIONS}, got "
-                         f"{activation!r}")
-    dtype, suffix = _dtype_suffix(dtype, "bias_activation")
-    _check_sizes("bias_activation", rows=(rows, 1), OC=(OC, 1))
-    total = rows * OC
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("y", total)
-        p.array("bias", OC)
-        p.array("out", total)
-        p.index("total", total)
-        p.div("OC", OC)
-        return p
-
-    return _plan("elementwise", f"bias_{activation}", suffix, total, total, index_bits,
-                 max_blocks, build)
-
-
-@functools.lru_cache(maxsize=1024)
-def relu_forward(size, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """y = x > 0 ? x : 0 over ``size`` elements. Arrays: ``x``, ``y`` (may be ``x``)."""
-    return _elementwise("relu_forward", size, dtype, ("x", "y"), index_bits, max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def relu_backward(size, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """gx = y > 0 ? gy : 0. Arrays: ``gy``, ``y``, ``gx`` (may be ``gy``)."""
-    return _elementwise("relu_backward", size, dtype, ("gy", "y", "gx"), index_bits,
-                        max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def sigmoid_forward(size, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """y = 1 / (1 + exp(-x)), without overflow. Arrays: ``x``, ``y``."""
-    return _elementwise("sigmoid_forward", size, dtype, ("x", "y"), index_bits, max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def sigmoid_backward(size, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """gx = gy * y * (1 - y). Arrays: ``gy``, ``y``, ``gx``."""
-    return _elementwise("sigmoid_backward", size, dtype, ("gy", "y", "gx"), index_bits,
-                        max_blocks)
-
-
-def dropout_threshold(p: float) -> int:
-    """ceil(p * 2**24), as tinyalex/random.py: element kept when its 24 bits are >= it."""
-    return int(math.ceil(float(p) * 2**24))
-
-
-def mix64(z: int) -> int:
-    """SplitMix64's output function (tinyalex/random.py), on Python ints."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def dropout_seed(base: int, step: int, stream: int) -> int:
-    """The mask seed the dropout kernel derives from device memory rng = {base, step}
-    and its call site's ``stream``: mask element i is then
-    ``tinyalex.random.keep_mask(dropout_seed(base, step, stream), n, p)[i]``."""
-    return mix64((base + ((step * STREAMS + stream + 1) & MASK64) * GOLDEN) & MASK64)
-
-
-@functools.lru_cache(maxsize=1024)
-def dropout(size, dtype, p, stream=0, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """y = x / (1-p) where the mask of ``dropout_seed(rng[0], rng[1], stream)`` keeps the
-    element, else 0; the same plan, on gy, is the backward. Arrays: ``x``, ``y``, and
-    ``rng``: uint64 (2,) in device memory, {base seed, step}."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability between 0 and 1, got {p!r}")
-    _check_sizes("dropout", stream=(stream, 0))
-    if stream >= STREAMS:
-        raise ValueError(f"dropout: stream must be below {STREAMS}, got {stream}")
-
-    dtype, suffix = _dtype_suffix(dtype, "dropout")
-    _check_sizes("dropout", size=(size, 1))
-
-    def build(bits):
-        q = _Params(bits, dtype)
-        q.array("x", size)
-        q.array("y", size)
-        q.index("total", size)
-        q.array("rng", 2, np.uint64)
-        q.scalar("stream", "L", stream)
-        q.scalar("threshold", "L", dropout_threshold(p))
-        q.real("scale", 0.0 if p == 1.0 else 1.0 / (1.0 - p))
-        return q
-
-    return _plan("elementwise", "dropout", suffix, size, size, index_bits, max_blocks, build)
-
-
-def rng_advance() -> Plan:
-    """rng[1] += 1 (the step counter), one thread. Arrays: ``rng`` (uint64 (2,))."""
-    return Plan("elementwise", "rng_advance", 1, 1, 0,
-                (Param("rng", "p", dtype=np.dtype(np.uint64), count=2),))
-
-
-@functools.lru_cache(maxsize=1024)
-def sgd_update(size, dtype, lr, momentum=0.0, weight_decay=0.0, first=False, *,
-               index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """One SGD step over flat buffers of ``size`` elements, as tinyalex/optim.py:
-    d = g (+ weight_decay * p); with momentum, buf = d on the ``first`` step, else
-    momentum * buf + d, and d = buf; then p -= lr * d.
-    Arrays: ``p``, ``g``, ``buf`` (None when momentum is 0)."""
-    for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < 0:
-            raise ValueError(f"sgd_update: {name} must be a finite number >= 0, got {v!r}")
-    dtype, suffix = _dtype_suffix(dtype, "sgd_update")
-    _check_sizes("sgd_update", size=(size, 1))
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        p.array("p", size)
-        p.array("g", size)
-        p.array("buf", size, optional=momentum == 0)
-        p.index("total", size)
-        p.real("lr", lr)
-        p.real("momentum", momentum)
-        p.real("weight_decay", weight_decay)
-        p.scalar("first", "i", int(bool(first)))
-        return p
-
-    return _plan("elementwise", "sgd_update", suffix, size, size, index_bits, max_blocks,
-                 build)
-
-
-def _cross_entropy(family, N, K, dtype, arrays, index_bits, max_blocks):
-    dtype, suffix = _dtype_suffix(dtype, family)
-    _check_sizes(family, N=(N, 1), K=(K, 1))
-
-    def build(bits):
-        p = _Params(bits, dtype)
-        for name, count, dt in arrays:
-            p.array(name, count, dt)
-        p.index("N", N)
-        p.index("K", K)
-        return p
-
-    return _plan("elementwise", family, suffix, N, N * K, index_bits, max_blocks, build)
-
-
-@functools.lru_cache(maxsize=1024)
-def cross_entropy_forward(N, K, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """One thread per row of logits (N, K): row_loss (N,) = -log softmax[label], row_hit
-    (N,) = 1 where argmax == label, bad (int32 (1,)) set to 1 when a label is outside
-    [0, K) (its row's loss NaN). Arrays: ``logits``, ``labels`` (int64 (N,)),
-    ``row_loss``, ``row_hit``, ``bad``."""
-    return _cross_entropy("cross_entropy_forward", N, K, dtype,
-                          (("logits", N * K, None), ("labels", N, np.int64),
-                           ("row_loss", N, None), ("row_hit", N, None), ("bad", 1, np.int32)),
-                          index_bits, max_blocks)
-
-
-@functools.lru_cache(maxsize=1024)
-def cross_entropy_backward(N, K, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
-    """g (N, K) = (softmax(logits) - one_hot(labels)) * (gy[0] / N), gy the mean loss's
-    gradient in device memory. Arrays: ``logits``, ``labels``, ``gy`` (1,), ``g``."""
-    return _cross_entropy("cross_entropy_backward", N, K, dtype,
-                          (("logits", N * K, None), ("labels", N, np.int64), ("gy", 1, None),
-                           ("g", N * K, None)),
-                          index_bits, max_blocks)

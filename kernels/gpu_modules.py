@@ -1,8 +1,8 @@
 """Where the GPU algorithms get their CUDA C kernels from: a *module provider*.
 
 Every GPU algorithm (``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``)
-takes a provider in its constructor and launches through it, with a plan from
-``cuda_plan.py``::
+takes a provider in its constructor and launches through it, with a plan of its own
+(each builds its kernels' plans beside it, on ``cuda_plan.py``)::
 
     modules.launch(plan, x=x, cols=cols)
     # = the kernel plan.kernel of source plan.source, called as cupy.RawKernel is:

@@ -36,9 +36,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-MIX2 = np.uint64(0x94D049BB133111EB)
+from tinyalex import random as R
+
+# SplitMix64's constants (defined once, in tinyalex/random.py), as Numba's uint64
+GOLDEN, MIX1, MIX2 = np.uint64(R.GOLDEN), np.uint64(R.MIX1), np.uint64(R.MIX2)
 S30, S27, S31, S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
 
 LOG2E = np.float32(1.4426950408889634)

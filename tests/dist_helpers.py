@@ -205,9 +205,11 @@ def two_shards(net, opt, X, y, seed, epoch, bs, crop, flip):
                 continue
             R.set_rng_state(state)                  # every process draws the same seeds
             opt.zero_grad()
-            with R.batch_rows(part.start):
-                loss = cross_entropy(net(Tensor(to_input(Xb[part], "numpy", 28))),
-                                     Tensor(yb[part]))
+            for m in net.modules():                 # dropout: the shard's rows of
+                if isinstance(m, nn.Dropout):           # the batch's masks
+                    m.first_row = part.start
+            loss = cross_entropy(net(Tensor(to_input(Xb[part], "numpy", 28))),
+                                 Tensor(yb[part]))
             loss.backward(np.asarray(len(yb[part]) / n, dtype=np.float32))
             flat.zero_missing_gradients()
             grads.append(flat.grad.copy())

@@ -9,7 +9,7 @@
     printed. CI installs the wheels (scripts/setup_gpu_wheels.sh) and fails without
     them; elsewhere the test is skipped, saying why.
 (b) The same sources, built by g++ against ``kernels/cuda/emulate.h`` (once per
-    session), run on the CPU through ``kernels/cuda_plan.py``'s plans, the very launch
+    session), run on the CPU through the ops' launch plans (``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``, on ``kernels/cuda_plan.py``), the very launch
     path the GPU takes, and equal the NumPy references on hypothesis-drawn shapes,
     strides and paddings, in float32 and float64, with 32- and 64-bit indices and
     grids small enough that every grid-stride loop wraps: exactly where the kernel adds
@@ -30,7 +30,8 @@ from hypothesis import given, settings, strategies as st
 
 import tinyalex.kernels as kernels
 from tinyalex import random as R
-from tinyalex.kernels import cuda_build, cuda_plan as plan
+from tinyalex.kernels import conv_im2col_gpu, cuda_build, cuda_plan as plan, elementwise_gpu, \
+    pool_gpu
 from tinyalex.kernels.geometry import pool_geometry
 from tinyalex.ops import pool
 from tinyalex.ops.activation import DROPOUT_REFERENCE, RELU_REFERENCE, SIGMOID_REFERENCE
@@ -78,22 +79,22 @@ def planned_plans() -> dict:
     for dtype in DTYPES:
         for bits in BITS:
             b = dict(index_bits=bits)
-            plans = [plan.im2col(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
+            plans = [conv_im2col_gpu.im2col(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
                      plan.LAYOUTS]
-            plans += [plan.col2im(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
+            plans += [conv_im2col_gpu.col2im(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
                       plan.LAYOUTS]
             plans += [f(1, 3, 3, 1, 2, 2, 1, 1, 0, 0, dtype, **b) for f in
-                      (plan.max_pool_forward, plan.max_pool_backward, plan.avg_pool_forward,
-                       plan.avg_pool_backward)]
-            plans += [plan.bias_activation(2, 3, dtype, a, **b) for a in plan.ACTIVATIONS]
-            plans += [f(5, dtype, **b) for f in (plan.relu_forward, plan.relu_backward,
-                                                 plan.sigmoid_forward, plan.sigmoid_backward)]
-            plans += [plan.dropout(5, dtype, 0.5, **b), plan.sgd_update(5, dtype, 0.1, **b),
-                      plan.cross_entropy_forward(2, 3, dtype, **b),
-                      plan.cross_entropy_backward(2, 3, dtype, **b)]
+                      (pool_gpu.max_pool_forward, pool_gpu.max_pool_backward, pool_gpu.avg_pool_forward,
+                       pool_gpu.avg_pool_backward)]
+            plans += [elementwise_gpu.bias_activation(2, 3, dtype, a, **b) for a in elementwise_gpu.ACTIVATIONS]
+            plans += [f(5, dtype, **b) for f in (elementwise_gpu.relu_forward, elementwise_gpu.relu_backward,
+                                                 elementwise_gpu.sigmoid_forward, elementwise_gpu.sigmoid_backward)]
+            plans += [elementwise_gpu.dropout(5, dtype, 0.5, **b), elementwise_gpu.sgd_update(5, dtype, 0.1, **b),
+                      elementwise_gpu.cross_entropy_forward(2, 3, dtype, **b),
+                      elementwise_gpu.cross_entropy_backward(2, 3, dtype, **b)]
             for p in plans:
                 found[p.source][p.kernel] = p
-    advance = plan.rng_advance()
+    advance = elementwise_gpu.rng_advance()
     found[advance.source][advance.kernel] = advance
     return found
 
@@ -255,16 +256,16 @@ def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
             assert emu.get_function(name).signature, name
     for dtype in DTYPES:
         for bits in BITS:
-            for p in (plan.im2col(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nhwc", index_bits=bits),
-                      plan.col2im(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nchw", index_bits=bits),
-                      plan.max_pool_backward(2, 5, 5, 3, 3, 3, 2, 2, 1, 1, dtype,
+            for p in (conv_im2col_gpu.im2col(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nhwc", index_bits=bits),
+                      conv_im2col_gpu.col2im(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nchw", index_bits=bits),
+                      pool_gpu.max_pool_backward(2, 5, 5, 3, 3, 3, 2, 2, 1, 1, dtype,
                                              index_bits=bits),
-                      plan.dropout(7, dtype, 0.3, 2, index_bits=bits),
-                      plan.sgd_update(7, dtype, 0.1, 0.9, 1e-4, index_bits=bits),
-                      plan.cross_entropy_backward(4, 10, dtype, index_bits=bits),
-                      plan.bias_activation(4, 3, dtype, "sigmoid", index_bits=bits)):
+                      elementwise_gpu.dropout(7, dtype, 0.3, 2, index_bits=bits),
+                      elementwise_gpu.sgd_update(7, dtype, 0.1, 0.9, 1e-4, index_bits=bits),
+                      elementwise_gpu.cross_entropy_backward(4, 10, dtype, index_bits=bits),
+                      elementwise_gpu.bias_activation(4, 3, dtype, "sigmoid", index_bits=bits)):
                 assert emu.get_function(p.kernel).signature == p.signature, p.kernel
-    assert emu.get_function("rng_advance").signature == plan.rng_advance().signature
+    assert emu.get_function("rng_advance").signature == elementwise_gpu.rng_advance().signature
 
 
 def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
@@ -276,7 +277,7 @@ def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
     for source, names in planned_kernels().items():
         for name in names:
             assert emu.get_function(name).source == source, name
-    p = plan.relu_forward(4, np.float32)
+    p = elementwise_gpu.relu_forward(4, np.float32)
     x = np.arange(-2, 2, dtype=np.float32)
     wrong = dataclasses.replace(p, source="pool")
     with pytest.raises(ValueError, match=r"pool.cu defines no kernel 'relu_forward_f32_i32' "
@@ -290,7 +291,7 @@ def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
 
 
 def test_emulated_kernels_refuse_arguments_cupy_would_pass_with_the_wrong_size(emu):
-    p = plan.relu_forward(4, np.float32)
+    p = elementwise_gpu.relu_forward(4, np.float32)
     x = np.arange(4, dtype=np.float32)
     args = list(p.args(x=x, y=np.empty_like(x)))
     args[2] = 4                                     # a Python int: CuPy would pass 8 bytes
@@ -337,10 +338,10 @@ def test_im2col_and_col2im_equal_the_reference_in_both_layouts(emu, dtype, bits,
             ("nchw", x, cols_ref, gcols),
             ("nhwc", nhwc(x), cl_columns(cols_ref, C, KH, KW), cl_columns(gcols, C, KH, KW))):
         cols = np.full(want.shape, np.nan, dtype)
-        plan.launch(emu, plan.im2col(*geometry, layout, **opts), x=xin, cols=cols)
+        plan.launch(emu, conv_im2col_gpu.im2col(*geometry, layout, **opts), x=xin, cols=cols)
         np.testing.assert_array_equal(cols, want)
         gx = np.full(xin.shape, np.nan, dtype)
-        plan.launch(emu, plan.col2im(*geometry, layout, **opts), cols=gin, gx=gx)
+        plan.launch(emu, conv_im2col_gpu.col2im(*geometry, layout, **opts), cols=gin, gx=gx)
         # the gather adds in the reference's (kh, kw) order: equal bit for bit
         np.testing.assert_array_equal(gx if layout == "nchw" else gx.transpose(0, 3, 1, 2),
                                       gx_ref)
@@ -377,12 +378,12 @@ def test_max_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed, specia
         arg = np.full((NI, OH, OW, CI), -1, np.int32)
         sizes = (NI, H, W, CI, *win, dtype)
         opts = dict(index_bits=bits, max_blocks=blocks)
-        plan.launch(emu, plan.max_pool_forward(*sizes, **opts), x=xi, y=y, argmax=arg)
+        plan.launch(emu, pool_gpu.max_pool_forward(*sizes, **opts), x=xi, y=y, argmax=arg)
         np.testing.assert_array_equal(to_nchw(y), y_ref)
         np.testing.assert_array_equal(to_nchw(arg).reshape(-1), arg_ref)
         gyi, _ = pool_images(gy, layout)
         gx = np.full(xi.shape, np.nan, dtype)
-        plan.launch(emu, plan.max_pool_backward(*sizes, **opts), gy=gyi, argmax=arg, gx=gx)
+        plan.launch(emu, pool_gpu.max_pool_backward(*sizes, **opts), gy=gyi, argmax=arg, gx=gx)
         np.testing.assert_array_equal(to_nchw(gx), gx_ref)
 
 
@@ -395,23 +396,23 @@ def test_float32_subnormals_are_kept_as_ieee_and_the_numpy_reference_keep_them(e
     assert 0 < tiny < np.finfo(np.float32).tiny
     x = np.array([tiny, -tiny, 0, 3 * tiny], np.float32)
     y = np.full_like(x, np.nan)
-    plan.launch(emu, plan.relu_forward(4, np.float32), x=x, y=y)
+    plan.launch(emu, elementwise_gpu.relu_forward(4, np.float32), x=x, y=y)
     np.testing.assert_array_equal(y, RELU_REFERENCE.forward(x))
     assert y[0] == tiny and y[3] == 3 * tiny
     pair = np.array([0, tiny], np.float32).reshape(1, 1, 1, 2)       # one 1x2 window
     y_ref, arg_ref = max_pool_reference(pair, 1, 2, 1, 2, 0, 0)
     out, arg = np.full((1, 1, 1, 1), np.nan, np.float32), np.full((1, 1, 1, 1), -1, np.int32)
-    plan.launch(emu, plan.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+    plan.launch(emu, pool_gpu.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
                 x=pair.reshape(1, 1, 2, 1), y=out, argmax=arg)
     assert out.item() == y_ref.item() == tiny and arg.item() == arg_ref.item() == 1
     z = np.array([[tiny, 0]], np.float32)
     bias = np.array([tiny, tiny], np.float32)
     biased = np.full_like(z, np.nan)
-    plan.launch(emu, plan.bias_activation(1, 2, np.float32, "add"), y=z, bias=bias,
+    plan.launch(emu, elementwise_gpu.bias_activation(1, 2, np.float32, "add"), y=z, bias=bias,
                 out=biased)
     np.testing.assert_array_equal(biased, [[2 * tiny, tiny]])
     param, grad = np.array([3 * tiny], np.float32), np.array([tiny], np.float32)
-    plan.launch(emu, plan.sgd_update(1, np.float32, 1.0), p=param, g=grad, buf=None)
+    plan.launch(emu, elementwise_gpu.sgd_update(1, np.float32, 1.0), p=param, g=grad, buf=None)
     assert param.item() == 2 * tiny
 
 
@@ -432,14 +433,14 @@ def test_avg_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed):
         y = np.full((NI, *y_ref.shape[2:], CI), np.nan, dtype)
         sizes = (NI, H, W, CI, *win, dtype)
         opts = dict(index_bits=bits, max_blocks=blocks)
-        plan.launch(emu, plan.avg_pool_forward(*sizes, **opts), x=xi, y=y)
+        plan.launch(emu, pool_gpu.avg_pool_forward(*sizes, **opts), x=xi, y=y)
         if KH * KW < 8:     # NumPy sums rows of fewer than 8 in order, longer ones pairwise
             np.testing.assert_array_equal(to_nchw(y), y_ref)
         else:
             np.testing.assert_allclose(to_nchw(y), y_ref, **tol(dtype))
         gyi, _ = pool_images(gy, layout)
         gx = np.full(xi.shape, np.nan, dtype)
-        plan.launch(emu, plan.avg_pool_backward(*sizes, **opts), gy=gyi, gx=gx)
+        plan.launch(emu, pool_gpu.avg_pool_backward(*sizes, **opts), gy=gyi, gx=gx)
         np.testing.assert_array_equal(to_nchw(gx), gx_ref)
 
 
@@ -460,12 +461,12 @@ def test_bias_activations_and_activations_equal_the_reference(emu, dtype, bits, 
                                     ("relu", RELU_REFERENCE.forward(z), True),
                                     ("sigmoid", SIGMOID_REFERENCE.forward(z), False)):
         out = np.full_like(y, np.nan)
-        plan.launch(emu, plan.bias_activation(rows, OC, dtype, activation, **opts), y=y,
+        plan.launch(emu, elementwise_gpu.bias_activation(rows, OC, dtype, activation, **opts), y=y,
                     bias=bias, out=out)
         (np.testing.assert_array_equal if exact else
          lambda a, b: np.testing.assert_allclose(a, b, **tol(dtype)))(out, want)
     inplace = y.copy()                                    # out may be y itself
-    plan.launch(emu, plan.bias_activation(rows, OC, dtype, "relu", **opts), y=inplace,
+    plan.launch(emu, elementwise_gpu.bias_activation(rows, OC, dtype, "relu", **opts), y=inplace,
                 bias=bias, out=inplace)
     np.testing.assert_array_equal(inplace, RELU_REFERENCE.forward(z))
 
@@ -473,14 +474,14 @@ def test_bias_activations_and_activations_equal_the_reference(emu, dtype, bits, 
     for name, ref, exact in (("relu", RELU_REFERENCE.forward, True),
                              ("sigmoid", SIGMOID_REFERENCE.forward, False)):
         out = np.full_like(y, np.nan)
-        plan.launch(emu, getattr(plan, f"{name}_forward")(n, dtype, **opts), x=y, y=out)
+        plan.launch(emu, getattr(elementwise_gpu, f"{name}_forward")(n, dtype, **opts), x=y, y=out)
         want = ref(y)
         if exact:
             np.testing.assert_array_equal(out, want)
         else:
             np.testing.assert_allclose(out, want, **tol(dtype))
         gx = np.full_like(y, np.nan)
-        plan.launch(emu, getattr(plan, f"{name}_backward")(n, dtype, **opts), gy=gy, y=want,
+        plan.launch(emu, getattr(elementwise_gpu, f"{name}_backward")(n, dtype, **opts), gy=gy, y=want,
                     gx=gx)
         backward = {"relu": RELU_REFERENCE, "sigmoid": SIGMOID_REFERENCE}[name].backward
         np.testing.assert_array_equal(gx, backward(gy, want))   # no exp: equal bit for bit
@@ -497,28 +498,46 @@ def test_dropout_masks_are_the_reference_masks_of_the_derived_seed(emu, dtype, b
                                                                    step, seed):
     x = data(seed, shape, dtype)
     rng = np.array([base, step], np.uint64)               # {base seed, step} on the "device"
-    dropout = plan.dropout(x.size, dtype, p, stream, index_bits=bits, max_blocks=blocks)
+    dropout = elementwise_gpu.dropout(x.size, dtype, p, stream, index_bits=bits, max_blocks=blocks)
     y = np.full_like(x, np.nan)
     plan.launch(emu, dropout, x=x, y=y, rng=rng)
     np.testing.assert_array_equal(
-        y, DROPOUT_REFERENCE.forward(x, p, plan.dropout_seed(base, step, stream)))
+        y, DROPOUT_REFERENCE.forward(x, p, elementwise_gpu.dropout_seed(base, step, stream)))
     gx = np.full_like(x, np.nan)                          # backward: the same launch on gy
     plan.launch(emu, dropout, x=y, y=gx, rng=rng)
     np.testing.assert_array_equal(
-        gx, DROPOUT_REFERENCE.forward(y, p, plan.dropout_seed(base, step, stream)))
-    plan.launch(emu, plan.rng_advance(), rng=rng)          # the next step: a fresh mask
+        gx, DROPOUT_REFERENCE.forward(y, p, elementwise_gpu.dropout_seed(base, step, stream)))
+    plan.launch(emu, elementwise_gpu.rng_advance(), rng=rng)          # the next step: a fresh mask
     assert rng.tolist() == [base, (step + 1) % 2**64]
     plan.launch(emu, dropout, x=x, y=y, rng=rng)
     np.testing.assert_array_equal(
-        y, DROPOUT_REFERENCE.forward(x, p, plan.dropout_seed(base, step + 1, stream)))
+        y, DROPOUT_REFERENCE.forward(x, p, elementwise_gpu.dropout_seed(base, step + 1, stream)))
 
 
 def test_dropout_seed_is_splitmix64_of_the_step_and_stream():
     base, step, stream = 12345, 7, 3
-    counter = step * plan.STREAMS + stream               # the counter-th output after base
-    assert plan.dropout_seed(base, step, stream) == int(R.splitmix64(base, counter + 1)[-1])
-    seeds = {plan.dropout_seed(base, s, t) for s in range(4) for t in range(4)}
+    counter = step * elementwise_gpu.STREAMS + stream               # the counter-th output after base
+    assert elementwise_gpu.dropout_seed(base, step, stream) == int(R.splitmix64(base, counter + 1)[-1])
+    seeds = {elementwise_gpu.dropout_seed(base, s, t) for s in range(4) for t in range(4)}
     assert len(seeds) == 16
+
+
+def test_splitmix64_is_defined_once_and_the_cuda_copy_holds_the_same_constants():
+    """tinyalex/random.py defines SplitMix64's constants; the Numba loops and the CUDA
+    plans import them, and elementwise.cu's #defines (C cannot import) equal them."""
+    from tinyalex.kernels import numba_elementwise
+    source = cuda_build.source_text("elementwise")
+    for name in ("GOLDEN", "MIX1", "MIX2"):
+        value = getattr(R, name)
+        defined = re.search(rf"^#define {name} (0x[0-9A-Fa-f]+)ull$", source, re.M)
+        assert defined is not None, f"elementwise.cu no longer #defines {name}"
+        assert int(defined.group(1), 16) == value, name
+        assert int(getattr(numba_elementwise, name)) == value, name
+    assert elementwise_gpu.GOLDEN is R.GOLDEN and elementwise_gpu.MIX1 is R.MIX1 \
+        and elementwise_gpu.MIX2 is R.MIX2
+    assert not re.search(r"0x9E3779B97F4A7C15|0xBF58476D1CE4E5B9|0x94D049BB133111EB",
+                         source.split("#define MIX2", 1)[1].split("\n", 1)[1],
+                         re.I)                                 # no second copy below
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -543,7 +562,7 @@ def test_sgd_update_over_one_flat_buffer_equals_optim_sgd(emu, dtype, bits, mome
             for t, g in zip(params, gs):
                 t.grad = Tensor(g)
             opt.step()
-            step = plan.sgd_update(flat.size, dtype, 0.1, momentum, weight_decay, first=i == 0,
+            step = elementwise_gpu.sgd_update(flat.size, dtype, 0.1, momentum, weight_decay, first=i == 0,
                                    index_bits=bits, max_blocks=1)
             plan.launch(emu, step, p=flat, g=np.concatenate([g.reshape(-1) for g in gs]),
                         buf=buf)
@@ -564,7 +583,7 @@ def test_cross_entropy_pieces_equal_the_reference(emu, dtype, bits, N, K, blocks
     loss.backward()
     row_loss, row_hit = np.full(N, np.nan, dtype), np.full(N, np.nan, dtype)
     bad = np.zeros(1, np.int32)
-    plan.launch(emu, plan.cross_entropy_forward(N, K, dtype, **opts), logits=logits,
+    plan.launch(emu, elementwise_gpu.cross_entropy_forward(N, K, dtype, **opts), logits=logits,
                 labels=labels, row_loss=row_loss, row_hit=row_hit, bad=bad)
     assert bad[0] == 0
     np.testing.assert_allclose(row_loss.mean(), loss.array, rtol=1e-5 if dtype == np.float32
@@ -572,7 +591,7 @@ def test_cross_entropy_pieces_equal_the_reference(emu, dtype, bits, N, K, blocks
     np.testing.assert_array_equal(row_hit, (logits.argmax(axis=1) == labels).astype(dtype))
     g = np.full_like(logits, np.nan)
     gy = np.ones(1, dtype)                                 # d loss / d loss, on the device
-    plan.launch(emu, plan.cross_entropy_backward(N, K, dtype, **opts), logits=logits,
+    plan.launch(emu, elementwise_gpu.cross_entropy_backward(N, K, dtype, **opts), logits=logits,
                 labels=labels, gy=gy, g=g)
     np.testing.assert_allclose(g, x.grad.array, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-7 if dtype == np.float32 else 1e-15)
@@ -582,7 +601,7 @@ def test_cross_entropy_flags_a_bad_label_on_the_device(emu):
     logits = np.zeros((3, 4), np.float32)
     labels = np.array([1, 4, -1], np.int64)
     row_loss, row_hit, bad = np.zeros(3, np.float32), np.zeros(3, np.float32), np.zeros(1, np.int32)
-    plan.launch(emu, plan.cross_entropy_forward(3, 4, np.float32), logits=logits,
+    plan.launch(emu, elementwise_gpu.cross_entropy_forward(3, 4, np.float32), logits=logits,
                 labels=labels, row_loss=row_loss, row_hit=row_hit, bad=bad)
     assert bad[0] == 1
     assert np.isfinite(row_loss[0]) and np.isnan(row_loss[1:]).all()
@@ -620,17 +639,17 @@ def test_magic_division_exhaustively_for_small_divisors():
 def test_the_planner_takes_64_bit_indices_past_two_to_the_31():
     span = plan.MAX_BLOCKS * plan.BLOCK            # the grid-stride step of a full grid
     last32 = 2**31 - 1 - span                      # the largest size with 32-bit indices
-    assert plan.relu_forward(last32, np.float32).kernel == "relu_forward_f32_i32"
-    assert plan.relu_forward(last32 + 1, np.float32).kernel == "relu_forward_f32_i64"
-    p = plan.relu_forward(last32 + 1, np.float32)
+    assert elementwise_gpu.relu_forward(last32, np.float32).kernel == "relu_forward_f32_i32"
+    assert elementwise_gpu.relu_forward(last32 + 1, np.float32).kernel == "relu_forward_f32_i64"
+    p = elementwise_gpu.relu_forward(last32 + 1, np.float32)
     assert p.grid == plan.MAX_BLOCKS and p.signature == "ppl"
     with pytest.raises(ValueError, match="32-bit indices cannot"):
-        plan.relu_forward(last32 + 1, np.float32, index_bits=32)
+        elementwise_gpu.relu_forward(last32 + 1, np.float32, index_bits=32)
 
     # AlexNet's conv1 columns at batch 4096: 4096*55*55*363 = 4.5e9 entries
     N, C, H, W, KH, KW, SH, SW, PH, PW = 4096, 3, 224, 224, 11, 11, 4, 4, 2, 2
     OH = conv_output_size(H, KH, SH, PH)
-    big = plan.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32, "nhwc")
+    big = conv_im2col_gpu.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32, "nhwc")
     assert big.kernel == "im2col_nhwc_f32_i64" and big.index_bits == 64
     total = N * OH * OH * C * KH * KW
     values = {q.name: int(q.value) for q in big.params if q.letter != "p"}
@@ -641,16 +660,16 @@ def test_the_planner_takes_64_bit_indices_past_two_to_the_31():
         assert values[name + "_d"] == d
         assert plan.divide(n, values[name + "_m"], values[name + "_s"], 64) == n // d
     # at batch 128 it fits 32 bits
-    assert plan.im2col(128, C, H, W, KH, KW, SH, SW, PH, PW, np.float32,
+    assert conv_im2col_gpu.im2col(128, C, H, W, KH, KW, SH, SW, PH, PW, np.float32,
                        "nhwc").kernel == "im2col_nhwc_f32_i32"
     # col2im and pooling count their input arrays too: a small result, large input
-    assert plan.col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32).index_bits == 64
-    assert plan.max_pool_backward(2**16, 128, 128, 2, 64, 64, 64, 64, 0, 0,
+    assert conv_im2col_gpu.col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32).index_bits == 64
+    assert pool_gpu.max_pool_backward(2**16, 128, 128, 2, 64, 64, 64, 64, 0, 0,
                                   np.float32).index_bits == 64
 
 
 def test_plan_args_check_every_array_before_a_launch():
-    p = plan.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float32, "nchw")
+    p = conv_im2col_gpu.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float32, "nchw")
     x, cols = np.zeros((1, 2, 4, 4), np.float32), np.zeros((16, 18), np.float32)
     args = p.args(x=x, cols=cols)
     assert args[0] is x and args[1] is cols and len(args) == len(p.signature)
@@ -664,14 +683,14 @@ def test_plan_args_check_every_array_before_a_launch():
     with pytest.raises(ValueError, match="missing \\['cols'\\]"):
         p.args(x=x)
     with pytest.raises(ValueError, match="float32 or float64"):
-        plan.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float16)
+        conv_im2col_gpu.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float16)
     with pytest.raises(ValueError, match="does not fit"):
-        plan.im2col(1, 2, 4, 4, 7, 3, 1, 1, 1, 1, np.float32)
+        conv_im2col_gpu.im2col(1, 2, 4, 4, 7, 3, 1, 1, 1, 1, np.float32)
     with pytest.raises(ValueError, match="KH must be an int >= 1"):
-        plan.max_pool_forward(1, 4, 4, 1, 0, 3, 1, 1, 0, 0, np.float32)
+        pool_gpu.max_pool_forward(1, 4, 4, 1, 0, 3, 1, 1, 0, 0, np.float32)
     # an unused momentum buffer is a null pointer, as CuPy would pass it
-    s = plan.sgd_update(3, np.float32, 0.1)
+    s = elementwise_gpu.sgd_update(3, np.float32, 0.1)
     assert s.args(p=np.zeros(3, np.float32), g=np.zeros(3, np.float32), buf=None)[2] == 0
     with pytest.raises(ValueError, match="'buf'"):
-        plan.sgd_update(3, np.float32, 0.1, 0.9).args(p=np.zeros(3, np.float32),
+        elementwise_gpu.sgd_update(3, np.float32, 0.1, 0.9).args(p=np.zeros(3, np.float32),
                                                       g=np.zeros(3, np.float32), buf=None)

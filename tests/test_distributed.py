@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 import tinyalex
-from tinyalex import dist
+from tinyalex import dist, nn
 from tinyalex import random as R
 from tinyalex.checkpoint import load_checkpoint
 from tinyalex.cli import main
@@ -162,7 +162,7 @@ def test_seed_at_shifts_the_counter_of_the_mask():
 
 @pytest.mark.parametrize("first", [1, 3, 5])
 def test_dropout_of_a_block_of_rows_is_those_rows_of_the_batch(backend, kernel_mode, first):
-    """Forward and backward of rows first.. inside batch_rows(first) equal those rows
+    """Forward and backward of rows first.. as dropout(first_row=first) equal those rows
     of the whole batch's, with the same seed drawn, on every backend and kernel set."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 5, 7)).astype(np.float32)        # (N, C, H, W)
@@ -171,8 +171,7 @@ def test_dropout_of_a_block_of_rows_is_those_rows_of_the_batch(backend, kernel_m
     def forward_backward(rows, first_row):
         tinyalex.manual_seed(7)
         t = tinyalex.tensor(x[rows], requires_grad=True, backend=backend)
-        with R.batch_rows(first_row):
-            y = dropout(t, 0.5)
+        y = dropout(t, 0.5, first_row=first_row)
         y.backward(tinyalex.tensor(gy[rows], backend=backend))
         return tinyalex.backend.to_numpy(y.array), tinyalex.backend.to_numpy(t.grad.array)
 
@@ -196,8 +195,7 @@ def test_the_gpu_kernel_whose_seed_lives_on_the_device_draws_the_same_rows(emula
         tinyalex.manual_seed(7)          # a new generator: the device state starts again
         launches = emulated_cupy.modules.launches
         t = tinyalex.tensor(x[first:], requires_grad=True)
-        with R.batch_rows(first):
-            y = dropout(t, 0.5)
+        y = dropout(t, 0.5, first_row=first)
         y.backward(tinyalex.tensor(gy[first:]))
         assert emulated_cupy.modules.launches > launches       # the emulated GPU kernel ran
         runs.append((y.numpy(), t.grad.numpy()))
@@ -208,11 +206,16 @@ def test_the_gpu_kernel_whose_seed_lives_on_the_device_draws_the_same_rows(emula
 
 
 def test_outside_batch_rows_the_seed_is_untouched():
-    """Alone nothing changes: offset 0 is the mask of the seed itself."""
-    assert R.first_batch_row() == 0 and R.seed_at(42, 0) == 42
-    with R.batch_rows(5):
-        assert R.first_batch_row() == 5
-    assert R.first_batch_row() == 0
+    """Alone nothing changes: offset 0 is the mask of the seed itself; a share's rows
+    are set on the network's Dropout layers for its step only (train/shares.py)."""
+    from tinyalex.train.shares import batch_rows
+    net = tinyalex.models.alexnet()
+    layers = [m for m in net.modules() if isinstance(m, nn.Dropout)]
+    assert len(layers) == 2
+    assert all(m.first_row == 0 for m in layers) and R.seed_at(42, 0) == 42
+    with batch_rows(net, 5):
+        assert all(m.first_row == 5 for m in layers)
+    assert all(m.first_row == 0 for m in layers)
 
 
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import nn
 from tinyalex import random as R
-from tinyalex.kernels import cuda_plan
+from tinyalex.kernels import elementwise_gpu
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, loss, pool
 from tinyalex.ops.im2col import im2col
@@ -211,7 +211,7 @@ def test_dropout_masks_come_from_the_device_state(gpu, shape, dtype, p, seed):
     assert first == 0 and gpu.rng.state.tolist() == [base, 0]
     y = gpu.dropout.forward(x, p, first)
     np.testing.assert_array_equal(y, activation.DROPOUT_REFERENCE.forward(
-        x, p, cuda_plan.dropout_seed(base, 0, 0)))
+        x, p, elementwise_gpu.dropout_seed(base, 0, 0)))
     gy = np.ones_like(x)
     np.testing.assert_array_equal(gpu.dropout.backward(gy, p, first) != 0, y != 0 if p < 1
                                   else np.zeros(shape, bool))
@@ -219,12 +219,12 @@ def test_dropout_masks_come_from_the_device_state(gpu, shape, dtype, p, seed):
     assert second == 1
     np.testing.assert_array_equal(gpu.dropout.forward(x, p, second),
                                   activation.DROPOUT_REFERENCE.forward(
-                                      x, p, cuda_plan.dropout_seed(base, 0, 1)))
+                                      x, p, elementwise_gpu.dropout_seed(base, 0, 1)))
     gpu.rng.next_step()                                     # one kernel: rng[1] += 1
     assert gpu.rng.state.tolist() == [base, 1] and gpu.dropout.draw_seed() == 0
     np.testing.assert_array_equal(gpu.dropout.forward(x, p, 0),
                                   activation.DROPOUT_REFERENCE.forward(
-                                      x, p, cuda_plan.dropout_seed(base, 1, 0)))
+                                      x, p, elementwise_gpu.dropout_seed(base, 1, 0)))
 
 
 def test_dropout_state_is_seeded_again_when_the_host_generator_is(gpu):
@@ -240,7 +240,7 @@ def test_dropout_state_is_seeded_again_when_the_host_generator_is(gpu):
 def test_dropout_streams_of_a_long_step_roll_over_to_the_next_step(gpu):
     R.manual_seed(0)
     gpu.rng.seeded()
-    gpu.rng.calls = cuda_plan.STREAMS                       # every stream of this step used
+    gpu.rng.calls = elementwise_gpu.STREAMS                       # every stream of this step used
     assert gpu.dropout.draw_seed() == 0 and int(gpu.rng.state[1]) == 1
 
 
@@ -342,6 +342,45 @@ def test_alexnets_pattern_fuses_conv_and_linear_with_their_relu():
         def forward(self, x):
             return x
     assert nn.Sequential(nn.Linear(2, 2), MyReLU()).fusions("cupy") == {}
+
+
+def test_sequential_fuses_the_pairs_it_names_and_fuse_false_runs_each_layer():
+    """Which pairs run as one op is the table nn.Sequential.FUSED_PAIRS; forward runs
+    them through the first layer's forward_relu on the GPU, and `net.fuse = False` (or
+    another backend) runs every layer on its own."""
+    assert nn.Sequential.FUSED_PAIRS == {(nn.Conv2d, nn.ReLU): "Conv2d+ReLU",
+                                         (nn.Linear, nn.ReLU): "Linear+ReLU"}
+    calls = []
+
+    class Gpu:                                   # an input on the cupy backend
+        backend = "cupy"
+
+    class Layer(nn.Module):
+        def forward(self, x):
+            calls.append("layer")
+            return x
+
+        def forward_relu(self, x):
+            calls.append("layer+relu")
+            return x
+
+    class Relu(nn.Module):
+        def forward(self, x):
+            calls.append("relu")
+            return x
+
+    net = nn.Sequential(Layer(), Relu(), Relu())
+    nn.Sequential.FUSED_PAIRS[(Layer, Relu)] = "Layer+ReLU"
+    try:
+        assert net.fusions("cupy") == {0: "Layer+ReLU"}
+        net(Gpu())
+        assert calls == ["layer+relu", "relu"]
+        calls.clear()
+        net.fuse = False
+        net(Gpu())
+        assert calls == ["layer", "relu", "relu"]
+    finally:
+        del nn.Sequential.FUSED_PAIRS[(Layer, Relu)]
 
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 5e-4)])

@@ -314,11 +314,11 @@ def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_
     cupy = SimpleNamespace(RawModule=RawModule, cuda=SimpleNamespace(
         nvrtc=nvrtc, Device=lambda: SimpleNamespace(compute_capability="90")))
     modules = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
-    from tinyalex.kernels import cuda_plan as plan
+    from tinyalex.kernels import elementwise_gpu
     x, y = np.zeros(5, np.float32), np.zeros(5, np.float32)
     for _ in range(3):
-        modules.launch(plan.relu_forward(5, np.float32), x=x, y=y)
-    modules.launch(plan.sigmoid_forward(5, np.float32), x=x, y=y)
+        modules.launch(elementwise_gpu.relu_forward(5, np.float32), x=x, y=y)
+    modules.launch(elementwise_gpu.sigmoid_forward(5, np.float32), x=x, y=y)
     assert len(made) == 1 and looked_up == ["relu_forward_f32_i32", "sigmoid_forward_f32_i32"]
     (name, code, options), = nvrtc.compiled
     assert name == "elementwise.cu" and code == cuda_build.module_code("elementwise")

@@ -111,12 +111,12 @@ def test_gpu_elementwise_and_dropout_mask_equal_the_cpu():
                                   activation.RELU_REFERENCE.backward(gy, host(y)))
     np.testing.assert_allclose(host(sigmoid.forward(dev(x))),
                                activation.SIGMOID_REFERENCE.forward(x), rtol=1e-6)
-    from tinyalex.kernels import cuda_plan
+    from tinyalex.kernels import elementwise_gpu
     stream = dropout.draw_seed()
     base, step = (int(v) for v in host(dropout.rng.state))
     np.testing.assert_array_equal(
         host(dropout.forward(dev(x), 0.5, stream)),
-        activation.DROPOUT_REFERENCE.forward(x, 0.5, cuda_plan.dropout_seed(base, step, stream)))
+        activation.DROPOUT_REFERENCE.forward(x, 0.5, elementwise_gpu.dropout_seed(base, step, stream)))
 
 
 def extent(a):
@@ -299,16 +299,16 @@ def test_float32_subnormals_survive_the_gpu_kernels():
     """NVRTC builds the kernels with --ftz=false (kernels/cuda_build.py): a positive
     subnormal passes ReLU and wins a max-pooling window against 0, as on the CPU
     (CuPy's own compile path, -ftz=true, would give 0 and the other index)."""
-    from tinyalex.kernels import cuda_plan as plan, gpu_modules
+    from tinyalex.kernels import elementwise_gpu, gpu_modules, pool_gpu
     cp = B.cupy_module()
     modules = gpu_modules.for_cupy(cp)
     tiny = np.float32(1e-40)
     x = dev(np.array([tiny, -tiny, 0, 3 * tiny], np.float32))
     y = cp.full(4, np.nan, np.float32)
-    modules.launch(plan.relu_forward(4, np.float32), x=x, y=y)
+    modules.launch(elementwise_gpu.relu_forward(4, np.float32), x=x, y=y)
     np.testing.assert_array_equal(host(y), [tiny, 0, 0, 3 * tiny])
     pair = dev(np.array([0, tiny], np.float32))             # one image 1x2, one channel
     out, arg = cp.full(1, np.nan, np.float32), cp.full(1, -1, np.int32)
-    modules.launch(plan.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+    modules.launch(pool_gpu.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
                    x=pair, y=out, argmax=arg)
     assert host(out)[0] == tiny and host(arg)[0] == 1

@@ -143,3 +143,39 @@ def test_the_algorithm_column_names_what_runs(build, shape, want):
         names = {r["algorithm"] for r in layer_rows(net, shape) if r["algorithm"]}
         assert names <= {"im2col+GEMM (reference)", "im2col+max (reference)",
                          "im2col+mean (reference)"} and len(names) == 2
+
+
+def test_summary_reports_the_cpu_policy_and_the_policy_can_be_turned_off():
+    """import tinyalex sets the CPU process policy at one visible call (cpu_policy),
+    summary says what is in force, TINYALEX_CPU_POLICY=off skips it and a call undoes
+    it (kernels/cpu_process.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    lines = []
+    tinyalex.summary(tinyalex.models.lenet(), (1, 1, 28, 28), print_fn=lines.append)
+    assert lines[-1] == tinyalex.kernels.cpu_process.describe()
+    assert lines[-1].startswith("CPU policy (tinyalex.cpu_policy): malloc ")
+    code = ("import tinyalex, json; before = tinyalex.kernels.cpu_process.policy(); "
+            "tinyalex.set_num_threads(1); after = tinyalex.cpu_policy(); "
+            "undone = tinyalex.cpu_policy(malloc='default', blas_threads=None); "
+            "print(json.dumps([before, after, undone]))")
+    runs = {}
+    for value in ("on", "off"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, timeout=120,
+                             env=dict(os.environ, TINYALEX_CPU_POLICY=value))
+        runs[value] = json.loads(out.stdout)
+    on, off = runs["on"], runs["off"]
+    assert off[0]["malloc"] == "default" and off[0]["blas_threads"] is None
+    assert not off[0]["gemm_split"]
+    assert on[0]["blas_threads"] == 1 and on[0]["gemm_split"] == (on[0]["threads"] > 1)
+    assert off[1]["blas_threads"] == 1 and off[1]["threads"] == 1     # asked for later
+    assert not off[1]["gemm_split"]                                     # one thread: whole
+    for undone in (on[2], off[2]):
+        assert undone["malloc"] == "default" and undone["blas_threads"] is None
+    with pytest.raises(ValueError, match="set_num_threads"):
+        tinyalex.set_num_threads(0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        tinyalex.cpu_policy(blas_threads=4)

@@ -296,3 +296,19 @@ def test_an_epoch_through_the_one_call_step_equals_the_plain_loop():
         assert stepped[key] == plain[key], key
     for a, b in zip(w_plain, w_stepped):
         np.testing.assert_array_equal(a, b)
+
+
+def test_docs_quote_train_step_as_the_code_has_it():
+    """docs/convolution.md's "The step, as the code has it" quotes train_step verbatim."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from tinyalex.train.epoch import train_step
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "convolution.md").read_text()
+    section = doc.split("## The step, as the code has it", 1)
+    assert len(section) == 2, "docs/convolution.md lost its section quoting train_step"
+    quote = re.search(r"```python\n(.*?)```", section[1], re.S)
+    assert quote is not None, "the section holds no python block"
+    assert quote.group(1) == inspect.getsource(train_step)
+    assert "optimizer.zero_grad()" in quote.group(1) and "loss.backward()" in quote.group(1)

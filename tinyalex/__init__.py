@@ -10,43 +10,19 @@
         print(type(layer).__name__, "output shape:", X.shape)
 """
 
-import importlib.util as _importlib_util
 import os as _os
-import sys as _sys
 
 import numpy as _np
 
+from .kernels.cpu_process import cpu_policy, get_num_threads, set_num_threads
 
-def _graft_kernels():
-    """Make the repository's top-level folder ``kernels/`` the sub-package
-    ``tinyalex.kernels`` when running from a source checkout (an install, plain or
-    editable, puts it under tinyalex itself or maps it there: setup.cfg). Exactly that
-    folder is grafted, and nothing else of the repository becomes importable as part
-    of tinyalex."""
-    if _os.path.isdir(_os.path.join(__path__[0], "kernels")) or "tinyalex.kernels" in _sys.modules:
-        return
-    folder = _os.path.join(_os.path.dirname(_os.path.abspath(__path__[0])), "kernels")
-    spec = _importlib_util.spec_from_file_location(
-        "tinyalex.kernels", _os.path.join(folder, "__init__.py"),
-        submodule_search_locations=[folder])
-    if spec is None:
-        return                      # no kernels folder: the import below says so
-    module = _importlib_util.module_from_spec(spec)
-    _sys.modules["tinyalex.kernels"] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del _sys.modules["tinyalex.kernels"]
-        raise
-
-
-_graft_kernels()
-
-# The CPU process policy (glibc's malloc keeps freed memory, BLAS on one thread),
-# applied here once for the whole process: kernels/cpu_process.py says what and why.
-from .kernels import cpu_process as _cpu_process  # noqa: E402
-
-_cpu_process.apply()
+# The process-wide CPU policy, set here once for the whole process: glibc's malloc keeps
+# freed memory for the next step, BLAS runs on one thread and the CPU kernels cut large
+# GEMMs over TINYALEX_CPU_THREADS threads (kernels/cpu_process.py says why; summary
+# reports it). TINYALEX_CPU_POLICY=off skips this call; cpu_policy(malloc="default",
+# blas_threads=None) undoes it, set_num_threads(n) changes the threads.
+if _os.environ.get("TINYALEX_CPU_POLICY", "on").strip().lower() != "off":
+    cpu_policy()
 
 from . import backend, random
 from .backend import cupy_available, default_backend
@@ -140,14 +116,13 @@ def detach(input):
 
 __all__ = ["Function", "GradcheckError", "Parameter", "Size", "Tensor", "abs", "arange",
            "argmax", "argmin", "as_tensor", "backend", "bmm", "cat", "clone", "concat",
-           "cos", "cosh", "cuda",
-           "cupy_available", "default_backend", "detach", "device", "double",
-           "enable_grad", "exp", "eye", "float16", "float32", "float64", "from_numpy",
-           "full", "gradcheck", "int32", "int64", "is_grad_enabled", "linspace", "load",
-           "log", "log_softmax", "long", "manual_seed", "matmul", "max", "mean", "meshgrid",
-           "min",
-           "models", "nn", "no_grad", "normal", "numel", "ones", "ones_like", "ops",
-           "optim", "permute", "pow", "prod", "rand", "randn", "random", "relu", "reshape",
-           "save", "set_grad_enabled", "set_printoptions", "sigmoid", "sin", "sinh",
-           "softmax", "sqrt", "stack", "std", "sum", "summary", "swapaxes", "t", "tanh",
-           "tensor", "transpose", "uint8", "var", "zeros", "zeros_like"]
+           "cos", "cosh", "cpu_policy", "cuda", "cupy_available", "default_backend",
+           "detach", "device", "double", "enable_grad", "exp", "eye", "float16", "float32",
+           "float64", "from_numpy", "full", "get_num_threads", "gradcheck", "int32",
+           "int64", "is_grad_enabled", "linspace", "load", "log", "log_softmax", "long",
+           "manual_seed", "matmul", "max", "mean", "meshgrid", "min", "models", "nn",
+           "no_grad", "normal", "numel", "ones", "ones_like", "ops", "optim", "permute",
+           "pow", "prod", "rand", "randn", "random", "relu", "reshape", "save",
+           "set_grad_enabled", "set_num_threads", "set_printoptions", "sigmoid", "sin",
+           "sinh", "softmax", "sqrt", "stack", "std", "sum", "summary", "swapaxes", "t",
+           "tanh", "tensor", "transpose", "uint8", "var", "zeros", "zeros_like"]

@@ -120,11 +120,6 @@ def find_files(data_dir=None) -> dict:
                             f"$FASHION_MNIST_DIR (not set), {where}; {HOW_TO_GET}")
 
 
-def find_data_dir(data_dir=None) -> Path:
-    """The folder that holds the training images (see ``find_files``)."""
-    return find_files(data_dir)["train"][0].parent
-
-
 # --------------------------------------------------------------------------------------
 # Reading and checking IDX files
 # --------------------------------------------------------------------------------------

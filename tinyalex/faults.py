@@ -58,12 +58,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     CuPy: NumPy's MemoryError and CuPy's ``cupy.cuda.memory.OutOfMemoryError`` (a
     MemoryError subclass), and CUDA or cuBLAS errors that report a failed allocation
     (``CUBLAS_STATUS_ALLOC_FAILED``, ``cudaErrorMemoryAllocation``,
-    ``CUDA_ERROR_OUT_OF_MEMORY`` from CuPy or numba.cuda; numba-cuda loads and
-    launches kernels through cuda.core, whose ``CUDAError`` lives in ``cuda.core``)."""
+    ``CUDA_ERROR_OUT_OF_MEMORY``: CuPy launches every GPU kernel tinyalex runs)."""
     if isinstance(exc, MemoryError):
         return True
     module = type(exc).__module__ or ""
-    if not module.startswith(("cupy", "cupy_backends", "numba", "cuda.")):
+    if not module.startswith(("cupy", "cupy_backends")):
         return False
     text = str(exc)
     return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
@@ -73,7 +72,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def device_of(exc, backend: str) -> str:
     module = type(exc).__module__ or ""
-    return "GPU" if backend == "cupy" or module.startswith(("cupy", "numba.cuda", "cuda.")) \
+    return "GPU" if backend == "cupy" or module.startswith(("cupy", "cupy_backends")) \
         else "host"
 
 

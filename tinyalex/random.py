@@ -24,12 +24,11 @@ Because element i enters only as ``(i + 1) * GOLDEN``, element ``offset + i`` of
 mask of seed ``s`` is element ``i`` of the mask of ``seed_at(s, offset) = s + offset *
 GOLDEN``: a process that computes rows ``first..`` of a larger batch (data-parallel
 training, ``tinyalex/dist/``) draws exactly its rows of the one mask the whole batch
-would get, inside ``batch_rows(first)``, with no change to the kernels.
+would get (``dropout(x, p, first_row=first)``), with no change to the kernels.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
@@ -104,28 +103,6 @@ def splitmix64(seed: int, n: int, xp=np):
 def seed_at(seed: int, offset: int) -> int:
     """The seed whose mask element ``i`` is element ``offset + i`` of ``seed``'s mask."""
     return (int(seed) + int(offset) * GOLDEN) % 2**64
-
-
-_first_row = 0        # the first row of the (larger) batch this process computes
-
-
-@contextlib.contextmanager
-def batch_rows(first: int):
-    """Inside, the batch a network sees is rows ``first, first + 1, ...`` of a larger
-    one (this process's share of a global batch): dropout draws the mask of those rows
-    of the larger batch (``first_batch_row``, ``seed_at``)."""
-    global _first_row
-    first = check_int(first, "first", "batch_rows", 0)
-    previous, _first_row = _first_row, first
-    try:
-        yield
-    finally:
-        _first_row = previous
-
-
-def first_batch_row() -> int:
-    """The first row of the larger batch (``batch_rows``); 0 outside it."""
-    return _first_row
 
 
 def keep_mask(seed: int, n: int, p: float, xp=np):

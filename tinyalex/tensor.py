@@ -439,9 +439,6 @@ class Tensor:
         return self.astype(np.bool_)
 
     # -- autograd ------------------------------------------------------------------
-    def zero_grad_(self):
-        self.grad = None
-
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``.
 

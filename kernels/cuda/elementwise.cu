@@ -44,11 +44,14 @@
 // (keep_mask), tinyalex/optim.py (SGD), tinyalex/ops/loss.py (CrossEntropy).
 #include "common.cuh"
 
+// SplitMix64's constants: tinyalex/random.py's GOLDEN, MIX1, MIX2 (a test compares them)
 #define GOLDEN 0x9E3779B97F4A7C15ull
+#define MIX1 0xBF58476D1CE4E5B9ull
+#define MIX2 0x94D049BB133111EBull
 
 __device__ __forceinline__ u64 mix64(u64 z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z = (z ^ (z >> 30)) * MIX1;
+    z = (z ^ (z >> 27)) * MIX2;
     return z ^ (z >> 31);
 }
 

@@ -12,7 +12,7 @@ does the steps, ``tinyalex/train/run.py`` the start and the files):
   rows / global rows), and one sum over processes of the flat gradient buffer
   (``nn.FlatParameters``) makes every process's gradient the global batch's;
 * dropout masks and augmentation are those of the global batch
-  (``tinyalex.random.batch_rows``), loss, accuracy and the stop request are summed,
+  (``dropout(..., first_row=)``, ``tinyalex/train/shares.py``), loss, accuracy and the stop request are summed,
   so every process sees the same numbers and stops at the same step;
 * rank 0 broadcasts the initial (or resumed) weights, momentum and random state,
   and alone prints and writes files.

@@ -10,7 +10,7 @@ from ..ops import activation, conv, dense, loss, pool
 from ..checks import check_bool, check_bytes, check_int, pair
 from ..tensor import Parameter
 from . import init
-from .module import Module
+from .module import Module, Sequential
 
 
 def _weight_fits(where, shape):
@@ -140,8 +140,6 @@ class AvgPool2d(_Pool):
 
 
 class ReLU(Module):
-    fuses_into_previous = True        # nn.Sequential.fusions: Conv2d/Linear + ReLU, one op
-
     def forward(self, x):
         return activation.relu(x)
 
@@ -152,14 +150,19 @@ class Sigmoid(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability p in training mode; identity in eval mode."""
+    """Zeroes elements with probability p in training mode; identity in eval mode.
+
+    ``first_row`` (0: the batch is the whole batch) says that the input is rows
+    first_row.. of a larger batch, whose mask they get: a process's share of a global
+    batch sets it for the step (``tinyalex/train/shares.py``, ``batch_rows``)."""
 
     def __init__(self, p=0.5):
         super().__init__()
         self.p = activation.check_probability(p, "Dropout")
+        self.first_row = 0
 
     def forward(self, x):
-        return activation.dropout(x, self.p, self.training)
+        return activation.dropout(x, self.p, self.training, first_row=self.first_row)
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -189,3 +192,8 @@ class CrossEntropyLoss(Module):
 
     def forward(self, logits, target):
         return loss.cross_entropy(logits, target, self.reduction)
+
+
+# The pairs nn.Sequential runs as one op on the GPU (module.py, Sequential.fusions): the
+# first layer's forward_relu computes relu(layer(x)), the bias and ReLU in one kernel.
+Sequential.FUSED_PAIRS.update({(Conv2d, ReLU): "Conv2d+ReLU", (Linear, ReLU): "Linear+ReLU"})

@@ -236,7 +236,15 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; iterable, indexable (ints and slices) and sized."""
+    """Modules applied in order; iterable, indexable (ints and slices) and sized.
+
+    On the GPU (cupy backend) a layer and the ReLU after it run as one op where
+    ``FUSED_PAIRS`` names the pair (``fusions``; nn/layers.py fills it in: Conv2d+ReLU,
+    Linear+ReLU, the bias and ReLU in the GEMM's epilogue). ``net.fuse = False`` runs
+    every layer on its own."""
+
+    FUSED_PAIRS: dict = {}      # {(layer class, next layer class): the fused op's name}
+    fuse = True                 # run FUSED_PAIRS as one op on the GPU (forward)
 
     def __init__(self, *modules):
         super().__init__()
@@ -251,43 +259,33 @@ class Sequential(Module):
             self.add_module(name, m)
 
     def forward(self, x):
-        if getattr(x, "backend", None) == "cupy":
-            return self._forward_fused(x)
-        for m in self._modules.values():
-            x = m(x)
-        return x
-
-    def fusions(self, backend: str) -> dict:
-        """{index of a layer: the name of the one op that computes it and the next}: on
-        the cupy backend a Conv2d or Linear followed by a ReLU runs as one op
-        (``Conv2d+ReLU``, ``Linear+ReLU``: the bias and ReLU in the GEMM's epilogue, one
-        kernel); nothing is fused on other backends. Only the classes that declare it
-        themselves (a ``forward_relu`` method, a ReLU's ``fuses_into_previous``): a
-        subclass may have its own forward."""
-        if backend != "cupy":
-            return {}
-        layers, found, i = list(self._modules.values()), {}, 0
-        while i < len(layers) - 1:
-            if "forward_relu" in vars(type(layers[i])) \
-                    and vars(type(layers[i + 1])).get("fuses_into_previous", False):
-                found[i] = f"{type(layers[i]).__name__}+ReLU"
-                i += 2
-            else:
-                i += 1
-        return found
-
-    def _forward_fused(self, x):
-        layers = list(self._modules.values())
-        fused = self.fusions("cupy")
-        i = 0
+        fused = self.fusions(getattr(x, "backend", None)) if self.fuse else {}
+        layers, i = list(self._modules.values()), 0
         while i < len(layers):
-            if i in fused:
-                x = layers[i].forward_relu(x)            # this layer and its ReLU, one op
+            if i in fused:                   # this layer and its ReLU, one op (fusions)
+                x = layers[i].forward_relu(x)
                 i += 2
             else:
                 x = layers[i](x)
                 i += 1
         return x
+
+    def fusions(self, backend: str) -> dict:
+        """{index of a layer: the name of the one op that computes it and the next}: on
+        the cupy backend each pair of ``FUSED_PAIRS`` (exactly those classes: a
+        subclass may have its own forward) runs as one op, the first layer's
+        ``forward_relu``; nothing is fused on other backends."""
+        if backend != "cupy":
+            return {}
+        layers, found, i = list(self._modules.values()), {}, 0
+        while i < len(layers) - 1:
+            name = self.FUSED_PAIRS.get((type(layers[i]), type(layers[i + 1])))
+            if name is not None:
+                found[i] = name
+                i += 2
+            else:
+                i += 1
+        return found
 
     def __len__(self):
         return len(self._modules)

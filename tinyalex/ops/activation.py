@@ -25,7 +25,7 @@ from tinyalex.kernels.layout import FLOATS
 from .. import backend as B
 from .. import random as R
 from ..tensor import Function, Tensor
-from ..checks import check_floating
+from ..checks import check_floating, check_int
 
 
 # -- [simple version] the readable references -------------------------------------------
@@ -132,18 +132,20 @@ class Sigmoid(Function):
 class Dropout(Function):
     """Zero each element with probability p and scale the rest by 1/(1-p).
 
-    Inside ``tinyalex.random.batch_rows(first)`` the input (N, ...) is rows first..
-    of a larger batch, and the mask is those rows of the larger batch's mask."""
+    With ``first_row`` > 0 the input (N, ...) is rows first_row.. of a larger batch
+    (a process's share of a global batch, ``tinyalex/train/shares.py``), and the mask
+    is those rows of the larger batch's mask (``random.seed_at``)."""
 
     torch_name = "MulBackward0"  # PyTorch's name, for a repr's grad_fn
 
-    def __init__(self, p):
+    def __init__(self, p, first_row: int = 0):
         self.p = p
+        self.first_row = first_row
 
     def forward(self, x):
         check_floating(x.dtype, "dropout")
         self.algorithm = activation_algorithm("dropout", x.dtype, B.backend_of(x))
-        self.first = R.first_batch_row() if x.ndim else 0   # random.batch_rows
+        self.first = self.first_row if x.ndim else 0        # rows first.. of a batch
         if self.algorithm.seed_on_device:       # the GPU kernel: the seed lives on the
             self.seed = self.algorithm.draw_seed()   # device, this is the call's stream
             return rows_of_larger_batch(self.algorithm.forward, x, self.p, self.seed,
@@ -188,9 +190,13 @@ def sigmoid(x):
     return Sigmoid()(x)
 
 
-def dropout(x, p=0.5, training=True):
-    """In training, zero elements with probability p and scale by 1/(1-p); else identity."""
+def dropout(x, p=0.5, training=True, first_row: int = 0):
+    """In training, zero elements with probability p and scale by 1/(1-p); else identity.
+    ``first_row``: x is rows first_row.. of a larger batch, and gets those rows of its
+    mask (``Dropout``)."""
     p = check_probability(p)
     if not training or p == 0.0:
         return x if isinstance(x, Tensor) else Tensor(x)
-    return Dropout(p)(x)
+    if first_row:
+        first_row = check_int(first_row, "first_row", "dropout", 0)
+    return Dropout(p, first_row)(x)

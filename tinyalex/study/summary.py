@@ -21,6 +21,7 @@ import time as _time
 import numpy as np
 
 import tinyalex.kernels as kernels
+from tinyalex.kernels import cpu_process
 
 from .. import backend as B
 from .. import nn
@@ -208,7 +209,8 @@ def format_table(rows, backend: str | None = None) -> str:
 
 def summary(net, input_shape, backend: str = "numpy", time: bool = False,
             repeats: int = 3, print_fn=print):
-    """Print the per-layer table (and return its rows).
+    """Print the per-layer table (and return its rows); on numpy a last line says the
+    process's CPU policy (``tinyalex.cpu_policy``: malloc, BLAS and kernel threads).
 
     ``time=True`` adds ``forward_ms`` and ``backward_ms`` to each row, measured by
     :func:`time_layers` on ``backend`` (median of ``repeats`` runs after one warm-up).
@@ -219,4 +221,6 @@ def summary(net, input_shape, backend: str = "numpy", time: bool = False,
             r["forward_ms"], r["backward_ms"] = f, b
     if print_fn is not None:
         print_fn(format_table(rows, backend))
+        if (backend or "numpy") == "numpy":
+            print_fn(cpu_process.describe())
     return rows

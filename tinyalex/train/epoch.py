@@ -3,9 +3,10 @@
     stats = train_epoch(net, optimizer, images, labels, recipe, "numpy", epoch=0)
     acc = evaluate_accuracy(net, test_images, test_labels, 256, "numpy")
 
-One training step per batch, as the book writes it: move the batch to the backend
-(resized to ``recipe["resize"]``), forward, mean cross-entropy, backward, SGD step,
-then add the batch's loss and correct predictions to the epoch's sums. The epoch
+One ``train_step`` per batch, as the book writes it (zero_grad, forward, mean
+cross-entropy, backward, SGD step) on the batch moved to the backend (resized to
+``recipe["resize"]``), then the batch's loss and correct predictions added to the
+epoch's sums. The epoch
 reports the loss and accuracy averaged over its examples (measured on the fly,
 dropout on) and examples/sec counted over the training steps only. ``evaluate_accuracy``
 and ``predict`` run in eval mode without recording a graph.
@@ -15,45 +16,57 @@ chance level raises ``TrainingDiverged`` (``tinyalex/faults.py``), an allocation
 failure ``OutOfMemory``. ``check()`` runs after every batch: the run's stop request
 (``tinyalex/train/run.py`` passes ``Signals.check``).
 
-Several processes (``group``, ``tinyalex/dist/``) run the same loop over the same
-global batches: each takes its rows of a batch, the gradients are summed over the
-processes before the step, and the step's loss sum, correct count and stop requests
-after it, so that every process prints, checks and stops on the global batch's
-numbers. Alone every sum is the identity and the loop is d2l's.
+What else a step can be is a wrapper beside it, for a reader to skip: several
+processes (``group``, ``tinyalex/dist/``) each run their share of every global
+batch's step (``shares.py``), and the GPU runs the step as one call, a CUDA graph
+(``tinyalex/cuda_graph.py``). Alone on the CPU the loop is d2l's.
 """
 
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 
 import numpy as np
 
 from .. import backend as B
-from .. import random as R
-from ..data import NUM_CLASSES, augment, batches, num_batches, to_input
+from ..data import augment, batches, num_batches, to_input
 from ..dist import SOLO
 from ..faults import Stop, TrainingDiverged, diverged, divergence_message, translate_oom
 from ..ops.loss import cross_entropy
 from ..recipes import d2l_lr
+from ..nn.module import Module
+from ..optim import SGD
 from ..tensor import Tensor, no_grad
+from .batch import Done, count_correct, to_backend
+from .shares import ShareStep, totals_and_stop
 
 
 def _never() -> None:
     pass
 
 
+def train_step(net: Module, optimizer: SGD, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """One step of d2l's ``train_ch6`` on the batch ``(X, y)``: ``(logits, loss)``."""
+    optimizer.zero_grad()
+    logits = net(X)                      # forward, layer by layer: (N, classes)
+    loss = cross_entropy(logits, y)      # the batch's mean loss: one number
+    loss.backward()                      # the gradient of every weight
+    optimizer.step()                     # SGD: w -= lr * (grad + momentum, decay)
+    return logits, loss
+
+
 def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoch: int,
                 progress: bool = False, check=_never, group=SOLO, step=None) -> dict:
     """One pass over the (shuffled) training set; ``epoch`` counts from 0.
 
-    With a ``group`` of several processes (``tinyalex/dist/``) each step is the global
-    batch's: this process takes its rows, and ``optimizer`` must hold a
-    ``FlatParameters`` (``SGD(..., flat=...)``) whose gradients are summed.
+    Alone, each batch is one ``train_step``. With a ``group`` of several processes
+    (``tinyalex/dist/``) each step is the global batch's, this process taking its rows
+    (``shares.ShareStep``); ``optimizer`` must then hold a ``FlatParameters``
+    (``SGD(..., flat=...)``) whose gradients are summed.
 
-    ``step``: a ``tinyalex.cuda_graph.TrainStep`` doing the same step as one call (on
+    ``step``: a ``tinyalex.cuda_graph.TrainStep`` doing ``train_step`` as one call (on
     the GPU, captured once as a CUDA graph and replayed, with one read back), for a
     single process. Its warm-up and capture steps (compiling and recording) are not
     counted in examples/sec; their time is the record's ``startup_seconds``."""
@@ -61,117 +74,75 @@ def train_epoch(net, optimizer, images, labels, recipe: dict, backend: str, epoc
         raise ValueError("train_epoch: a TrainStep runs one process's step; several "
                          "processes sum their gradients in the loop below")
     net.train()
-    bs = recipe["batch_size"]
-    steps = num_batches(len(images), bs)
-    total_loss, correct, seen, timed, startup = 0.0, 0, 0, 0.0, 0.0
-    bar = _progress_bar(len(images), f"epoch {epoch + 1}/{recipe['epochs']}", progress)
-    try:
-        for i, (X_host, y_host) in enumerate(batches(images, labels, bs, shuffle=True,
-                                                     seed=recipe["seed"], epoch=epoch)):
-            X_host = augment(X_host, recipe["seed"], epoch, i,
-                             recipe.get("crop_padding") or 0, bool(recipe.get("flip")))
-            n = len(y_host)                         # the (global) batch
-            rows = group.rows(n)                    # this process's block of it
+    if step is not None:            # the GPU's one-call step (tinyalex/cuda_graph.py)
+        one_step = _GraphStep(step, backend, recipe["resize"])
+    elif group.size > 1:            # this process's rows of every batch (shares.py)
+        one_step = ShareStep(net, optimizer, group, backend, recipe["resize"], check)
+    else:                           # d2l's loop: train_step on every batch
+        one_step = _EagerStep(net, optimizer, backend, recipe["resize"])
+    steps = num_batches(len(images), recipe["batch_size"])
+    meter = _Meter(len(images), f"epoch {epoch + 1}/{recipe['epochs']}", progress)
+    with meter:
+        for i, (X_host, y_host) in enumerate(_augmented_batches(images, labels, recipe,
+                                                                epoch)):
+            n = len(y_host)
             start = time.perf_counter()
-            if step is not None:             # the GPU's one-call step (tinyalex/cuda_graph.py)
-                with translate_oom(f"in training step {i + 1} of epoch {epoch + 1}", n,
-                                   backend, recipe["resize"]):
-                    X = Tensor(to_input(X_host, backend, recipe["resize"]))
-                    y = Tensor(B.xp_of(backend).asarray(y_host))
-                    result = step(X, y)
-                    batch_loss, hits = result.read()     # the step's one read back
-                _check_loss(batch_loss, NUM_CLASSES, recipe, epoch, i + 1, steps)
-                total_loss += batch_loss * n
-                correct += int(hits)
-                elapsed = time.perf_counter() - start
-                if result.mode in ("warm-up", "capture"):
-                    startup += elapsed               # compiling and recording, apart
-                else:
-                    seen += n
-                    timed += elapsed
-                _show(bar, n, total_loss / max(seen, 1), seen / max(timed, 1e-9))
-                check()
-                continue
             with translate_oom(f"in training step {i + 1} of epoch {epoch + 1}",
-                               rows.stop - rows.start, backend, recipe["resize"]):
-                optimizer.zero_grad()
-                logits, y, loss = _forward_backward(net, X_host[rows], y_host[rows], n,
-                                                    rows.start, backend, recipe["resize"])
-                _sum_gradients(group, optimizer)
-                optimizer.step()
-                loss_sum = float(loss.item()) * len(y.array) if loss is not None else 0.0
-                hits = _count_correct(logits.array, y.array) if loss is not None else 0
-            if n < group.size:       # a process without rows drew no dropout seeds: resync
-                R.set_rng_state(group.broadcast_object(R.get_rng_state()))
-            (loss_sum, hits), stop = totals_and_stop(group, check, loss_sum, hits)
-            batch_loss = loss_sum / n
-            classes = logits.shape[1] if logits is not None else NUM_CLASSES   # no rows here
-            _check_loss(batch_loss, classes, recipe, epoch, i + 1, steps)
-            total_loss += batch_loss * n
-            correct += int(hits)
-            seen += n
-            timed += time.perf_counter() - start
-            _show(bar, n, total_loss / seen, seen / timed)
-            _stop_if(stop, group, check)
-    finally:
-        if bar is not None:
-            bar.close()
+                               one_step.rows(n), backend, recipe["resize"]):
+                done = one_step(X_host, y_host)
+            _check_loss(done.batch_loss, done.classes, recipe, epoch, i + 1, steps)
+            meter.add(n, done.batch_loss, done.hits, time.perf_counter() - start,
+                      startup=done.startup)
+            _stop_if(done.stop, group, check)
     _check_weights(net, recipe, epoch, steps)
-    examples = len(images)
-    record = {"loss": total_loss / examples, "train_acc": correct / examples,
-              "examples_per_sec": seen / timed if timed else 0.0, "train_seconds": timed,
-              "examples": seen}
-    if step is not None:
-        record["startup_seconds"] = startup
-    return record
+    return meter.record(step is not None)
 
 
-def _forward_backward(net, X_host, y_host, n: int, first: int, backend: str, resize):
-    """Forward and backward of rows ``first..`` of a batch of ``n``: ``(logits, y,
-    loss)``, or Nones for no rows. Alone the rows are the batch, and backward is the
-    mean loss's; a share back-propagates ``loss * rows / n``, so that the sum of the
-    processes' gradients is the gradient of the global batch's mean loss."""
-    if len(y_host) == 0:
-        return None, None, None
-    X = Tensor(to_input(X_host, backend, resize))
-    y = Tensor(B.xp_of(backend).asarray(y_host))
-    with R.batch_rows(first):                  # dropout: these rows of the batch's masks
-        logits = net(X)
-        loss = cross_entropy(logits, y)
-    if len(y_host) == n:
-        loss.backward()
-    else:
-        loss.backward(loss.xp.asarray(len(y_host) / n, dtype=loss.dtype))
-    return logits, y, loss
+# --------------------------------------------------------------------------------------
+# The steps train_epoch runs: d2l's (train_step) and the GPU's one call (TrainStep)
+# --------------------------------------------------------------------------------------
+
+def _augmented_batches(images, labels, recipe: dict, epoch: int):
+    """The epoch's shuffled batches (host arrays), each augmented as the recipe says."""
+    for i, (X_host, y_host) in enumerate(batches(images, labels, recipe["batch_size"],
+                                                 shuffle=True, seed=recipe["seed"],
+                                                 epoch=epoch)):
+        yield augment(X_host, recipe["seed"], epoch, i, recipe.get("crop_padding") or 0,
+                      bool(recipe.get("flip"))), y_host
 
 
-def _sum_gradients(group, optimizer) -> None:
-    """Every process's gradient becomes the sum over processes: one collective over the
-    flat gradient buffer (parameters without a gradient this step count as zeros)."""
-    if group.size == 1:
-        return
-    flat = getattr(optimizer, "flat", None)
-    if flat is None:
-        raise ValueError("distributed training sums the gradients in one buffer: build the "
-                         "optimizer with SGD(..., flat=FlatParameters(net.parameters()))")
-    flat.zero_missing_gradients()
-    group.sum_in_place(flat.grad)
+class _EagerStep:
+    """``train_step`` on a host batch, with its loss sum and correct count."""
+
+    def __init__(self, net, optimizer, backend: str, resize):
+        self.net, self.optimizer, self.backend, self.resize = net, optimizer, backend, resize
+
+    def rows(self, n: int) -> int:
+        return n
+
+    def __call__(self, X_host, y_host) -> Done:
+        X, y = to_backend(X_host, y_host, self.backend, self.resize)
+        logits, loss = train_step(self.net, self.optimizer, X, y)
+        loss_sum = float(loss.item()) * len(y.array)
+        return Done(loss_sum / len(y_host), count_correct(logits.array, y.array),
+                    logits.shape[1])
 
 
-def totals_and_stop(group, check, *values):
-    """``(values summed over every process, stop)``: ``stop`` is the number of a signal
-    any process received (SIGTERM before SIGINT), or 0. Alone: the values as they
-    are, and 0 (the stop is ``check``'s own, ``_stop_if``)."""
-    if group.size == 1:
-        return values, 0
-    try:
-        check()
-        local = 0
-    except Stop as exc:
-        local = exc.args[0] if exc.args else signal.SIGINT
-    sums = group.sum_host([*values, local == signal.SIGINT, local == signal.SIGTERM])
-    stop = signal.SIGTERM if sums[-1] else signal.SIGINT if sums[-2] else 0
-    return tuple(float(v) for v in sums[:-2]), int(stop)
+class _GraphStep:
+    """A ``cuda_graph.TrainStep`` on a host batch: one call, one read back."""
+
+    def __init__(self, step, backend: str, resize):
+        self.step, self.backend, self.resize = step, backend, resize
+
+    def rows(self, n: int) -> int:
+        return n
+
+    def __call__(self, X_host, y_host) -> Done:
+        X, y = to_backend(X_host, y_host, self.backend, self.resize)
+        result = self.step(X, y)
+        batch_loss, hits = result.read()            # the step's one read back
+        return Done(batch_loss, int(hits),
+                    startup=result.mode in ("warm-up", "capture"))
 
 
 def _stop_if(stop: int, group, check) -> None:
@@ -229,13 +200,8 @@ def summary_line(record: dict, backend: str, processes: int = 1) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# The loop's helpers: accuracy, divergence checks, progress bar
+# The loop's helpers: divergence checks, the epoch's sums and progress bar
 # --------------------------------------------------------------------------------------
-
-def _count_correct(logits, y) -> int:
-    """Number of rows whose largest logit is at the label (d2l's ``accuracy``)."""
-    return int((logits.argmax(axis=1) == y).sum())
-
 
 def _check_loss(batch_loss: float, classes: int, recipe, epoch: int, step: int,
                 steps: int) -> None:
@@ -261,15 +227,45 @@ def _check_weights(net, recipe, epoch: int, steps: int) -> None:
                                "infinite values"), epoch, steps, float("nan"))
 
 
-def _progress_bar(total, desc, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm       # imported only when a bar is asked for
-    return tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr,
-                mininterval=0.5, dynamic_ncols=True)
+class _Meter:
+    """The epoch's sums (loss, correct, examples, seconds) and its progress bar."""
 
+    def __init__(self, total: int, desc: str, progress: bool):
+        self.total_loss, self.correct, self.seen, self.timed, self.startup = 0.0, 0, 0, 0.0, 0.0
+        self.examples = total
+        self.bar = None
+        if progress:
+            from tqdm import tqdm       # imported only when a bar is asked for
+            self.bar = tqdm(total=total, desc=desc, unit="img", leave=False,
+                            file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
 
-def _show(bar, n: int, loss: float, images_per_sec: float) -> None:
-    if bar is not None:
-        bar.update(n)
-        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_sec:.1f}", refresh=False)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def add(self, n: int, batch_loss: float, hits: int, seconds: float,
+            startup: bool) -> None:
+        self.total_loss += batch_loss * n
+        self.correct += int(hits)
+        if startup:
+            self.startup += seconds              # compiling and recording, apart
+        else:
+            self.seen += n
+            self.timed += seconds
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{self.total_loss / max(self.seen, 1):.3f}",
+                                 img_s=f"{self.seen / max(self.timed, 1e-9):.1f}",
+                                 refresh=False)
+
+    def record(self, startup: bool) -> dict:
+        record = {"loss": self.total_loss / self.examples,
+                  "train_acc": self.correct / self.examples,
+                  "examples_per_sec": self.seen / self.timed if self.timed else 0.0,
+                  "train_seconds": self.timed, "examples": self.seen}
+        if startup:
+            record["startup_seconds"] = self.startup
+        return record

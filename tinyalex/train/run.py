@@ -49,6 +49,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tinyalex.kernels as kernels
@@ -67,11 +68,13 @@ from ..faults import (OutOfMemory, Signals, Stop, TrainingDiverged, TrainingInte
 from ..models import init_weights_xavier
 from ..cuda_graph import TrainStep
 from ..nn.flat import FlatParameters
+from ..nn.module import Module
 from ..optim import SGD
 from ..recipes import build_model, check_input_size, check_recipe
 from ..study.plots import plot_curves
-from .epoch import evaluate_accuracy, summary_line, totals_and_stop, train_epoch
+from .epoch import evaluate_accuracy, summary_line, train_epoch
 from .replicas import check_same_inputs, share_start
+from .shares import totals_and_stop
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
@@ -178,7 +181,6 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
             "train_batches_per_epoch": num_batches(len(train_images), recipe["batch_size"])}
     if group.size > 1:
         info.update(processes=group.size, dist=group.name, machines=group.machines)
-    saved = start                      # complete epochs in the checkpoint on disk
     with contextlib.ExitStack() as stack:
         if out is not None:
             stack.enter_context(exclusive_folder(out))
@@ -187,9 +189,10 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
                 log(f"removed {len(removed)} temporary file(s) that an interrupted write "
                     f"left in {out}: {', '.join(removed)}")
         signals = stack.enter_context(Signals())
-        records = _train(net, optimizer, recipe, backend, out, info, records, saved, start,
-                         train_images, train_labels, test_images, test_labels, signals,
-                         progress, log, group, step)
+        run = _Run(net, optimizer, step, recipe, backend, group,
+                   (train_images, train_labels), (test_images, test_labels),
+                   out, info, signals, progress, log)
+        records = _train(run, records, start)
     if records:
         total_n = sum(r["examples"] for r in records)
         total_t = sum(r["train_seconds"] for r in records)
@@ -243,19 +246,40 @@ def _group_line(group, backend) -> str:
     return line
 
 
-def _train(net, optimizer, recipe, backend, out, info, records, saved, start,
-           train_images, train_labels, test_images, test_labels, signals, progress, log,
-           group, step=None):
-    """The epochs of ``fit``, with its files; returns the epoch records."""
+@dataclass
+class _Run:
+    """What the epochs of ``fit`` work with: the model and how it steps, the data, and
+    where the run reports (``out``: the folder of its files, or None; ``info``: what
+    metrics.json says about the run besides its epochs)."""
+    net: Module
+    optimizer: SGD
+    step: TrainStep | None          # the GPU's one-call step, or None: train_step
+    recipe: dict
+    backend: str
+    group: object                   # tinyalex.dist: SOLO alone
+    train: tuple                    # (images, labels), host arrays
+    test: tuple
+    out: Path | None
+    info: dict
+    signals: Signals
+    progress: bool
+    log: object
+
+
+def _train(run: _Run, records: list, start: int) -> list:
+    """The epochs ``start..`` of ``fit``, with its files; returns the epoch records."""
+    net, optimizer, recipe, backend, group = (run.net, run.optimizer, run.recipe,
+                                              run.backend, run.group)
+    out, info, signals, log = run.out, run.info, run.signals, run.log
+    saved = start                      # complete epochs in the checkpoint on disk
     try:
         for epoch in range(start, recipe["epochs"]):
             started = time.perf_counter()
             record = {"epoch": epoch + 1}
-            record.update(train_epoch(net, optimizer, train_images, train_labels,
-                                      recipe, backend, epoch, progress,
-                                      signals.check, group, step))
+            record.update(train_epoch(net, optimizer, *run.train, recipe, backend, epoch,
+                                      run.progress, signals.check, group, run.step))
             eval_start = time.perf_counter()
-            record["test_acc"] = evaluate_accuracy(net, test_images, test_labels,
+            record["test_acc"] = evaluate_accuracy(net, *run.test,
                                                    recipe["batch_size"], backend,
                                                    recipe["resize"], signals.check, group)
             record["eval_seconds"] = time.perf_counter() - eval_start
