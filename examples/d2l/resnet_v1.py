@@ -37,7 +37,7 @@ class Residual(nn.Module):
 
 
 blk = Residual(3)
-X = torch.randn(4, 3, 6, 6)
+X = d2l.randn(4, 3, 6, 6)
 print(blk(X).shape)
 
 blk = Residual(6, use_1x1conv=True, strides=2)
