@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tinyalex
+import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
 from tinyalex import nn
+from tinyalex.kernels.batchnorm_cpu import BATCHNORM_CPU
+from tinyalex.ops import batchnorm
 from conftest import check, distinct, randn, require_torch
 
 torch = require_torch()
@@ -21,10 +24,19 @@ import safetensors.torch  # noqa: E402  (needs torch)
 
 # -- gradients -------------------------------------------------------------------------
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+@settings(max_examples=15, deadline=None)
 @given(shape=st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 5), (3, 1, 2, 2)]),
        affine=st.booleans(), training=st.booleans(), seed=st.integers(0, 2**16))
-def test_batch_norm_gradients(shape, affine, training, seed):
+def test_batch_norm_gradients(mode, shape, affine, training, seed):
+    with kernels.use(mode):
+        assert batchnorm.batch_norm_algorithm(np.zeros((2, 3, 4))).name == (
+            "batchnorm (reference)" if mode == "reference" else "batchnorm loop")
+        assert batchnorm.batch_norm_algorithm(np.zeros((2, 3))) is batchnorm.REFERENCE
+        _check_batch_norm_gradients(shape, affine, training, seed)
+
+
+def _check_batch_norm_gradients(shape, affine, training, seed):
     rng = np.random.default_rng(seed)
     C = shape[1]
     x = randn(rng, shape, scale=2.0)
@@ -54,6 +66,38 @@ def test_adaptive_pool_gradients_and_values(H, W, OH, OW, kind, seed):
     want = getattr(torch.nn.functional, f"adaptive_{kind}_pool2d")(
         torch.tensor(x.numpy()), (OH, OW)).numpy()
     np.testing.assert_allclose(fn(x, (OH, OW)).numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,layout", [((3, 4, 6), "C"), ((2, 4, 3, 5), "C"),
+                                          ((2, 4, 3, 5), "gy channels-last")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_loop_equals_the_reference(shape, layout, dtype):
+    """kernels/batchnorm_cpu.py against the reference, training and eval, with and
+    without gamma; the gradient may come in another memory order (a convolution's);
+    the chooser sends channels-innermost inputs to the reference."""
+    rng = np.random.default_rng(2)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    if layout == "gy channels-last":                      # (N, C, H, W) in NHWC memory
+        gy = np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        assert not BATCHNORM_CPU.takes(gy) and BATCHNORM_CPU.takes(x)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    mean, var = rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for g, b in [(gamma, beta), (None, None)]:
+        for stats in [(None, None), (mean, var)]:
+            got = BATCHNORM_CPU.forward(x, g, b, 1e-5, *stats)
+            want = batchnorm.REFERENCE.forward(x, g, b, 1e-5, *stats)
+            for a, w in zip((got[0], got[2], got[3]), (want[0], want[2], want[3])):
+                np.testing.assert_allclose(a, w, **tol)
+            for a, w in zip(BATCHNORM_CPU.backward(gy, got[1]),
+                            batchnorm.REFERENCE.backward(gy, want[1])):
+                if w is None:
+                    assert a is None
+                else:
+                    np.testing.assert_allclose(a, w, **tol)
+                    assert a.dtype == dtype
 
 
 # -- against PyTorch, step by step -------------------------------------------------------

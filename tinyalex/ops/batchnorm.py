@@ -32,6 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import tinyalex.kernels as kernels
+from tinyalex.kernels import batchnorm_cpu
+from tinyalex.kernels.layout import FLOATS
+
 from .. import backend as B
 from ..tensor import Function, Tensor, no_grad
 from ..checks import check_floating
@@ -54,46 +58,67 @@ class BatchNormReference:
 
     name = "batchnorm (reference)"
 
-    def forward_train(self, x, gamma, beta, eps):
-        """y, and (xhat, inv_std, mean, var) with mean and var the biased batch ones
-        (C,)."""
+    def forward(self, x, gamma, beta, eps, mean=None, var=None):
+        """(y, saved, batch mean, batch var): training (the batch's mean and biased
+        var, (C,)) when ``mean`` is None, else eval with the given mean and var."""
         xp = B.get_array_module(x)
         axes, shape = channel_axes(x.ndim), channel_shape(x.ndim, x.shape[1])
-        mean = x.mean(axis=axes)                                        # (C,)
-        centred = x - mean.reshape(shape)                               # like x
-        var = (centred * centred).mean(axis=axes)                       # (C,) biased
+        training = mean is None
+        if training:
+            mean = x.mean(axis=axes)                                    # (C,)
+            centred = x - mean.reshape(shape)                           # like x
+            var = (centred * centred).mean(axis=axes)                   # (C,) biased
+        else:
+            centred = x - mean.reshape(shape).astype(x.dtype)           # like x
         inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
         xhat = centred * inv_std.reshape(shape)                         # like x
         y = xhat if gamma is None else xhat * gamma.reshape(shape) + beta.reshape(shape)
-        return y.astype(x.dtype, copy=False), (xhat, inv_std, mean, var)
+        return y.astype(x.dtype, copy=False), (xhat, inv_std, gamma, training), mean, var
 
-    def forward_eval(self, x, gamma, beta, mean, var, eps):
-        xp = B.get_array_module(x)
-        shape = channel_shape(x.ndim, x.shape[1])
-        inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
-        xhat = (x - mean.reshape(shape).astype(x.dtype)) * inv_std.reshape(shape)
-        y = xhat if gamma is None else xhat * gamma.reshape(shape) + beta.reshape(shape)
-        return y.astype(x.dtype, copy=False), (xhat, inv_std)
-
-    def backward_train(self, gy, xhat, inv_std, gamma):
-        """(dx, dgamma, dbeta) of the module docstring's closed form."""
+    def backward(self, gy, saved):
+        """(dx, dgamma, dbeta) of the module docstring's closed form; dgamma and dbeta
+        None without gamma."""
+        xhat, inv_std, gamma, training = saved
         axes, shape = channel_axes(gy.ndim), channel_shape(gy.ndim, gy.shape[1])
         M = gy.size // gy.shape[1]
         dbeta = gy.sum(axis=axes)                                       # (C,)
         dgamma = (gy * xhat).sum(axis=axes)                             # (C,)
         scale = inv_std if gamma is None else gamma * inv_std           # (C,)
-        dx = (scale / M).reshape(shape) * (M * gy - dbeta.reshape(shape)
-                                           - xhat * dgamma.reshape(shape))
-        return dx.astype(gy.dtype, copy=False), dgamma, dbeta
-
-    def backward_eval(self, gy, xhat, inv_std, gamma):
-        axes, shape = channel_axes(gy.ndim), channel_shape(gy.ndim, gy.shape[1])
-        scale = inv_std if gamma is None else gamma * inv_std           # (C,)
-        dx = gy * scale.reshape(shape)
-        return dx.astype(gy.dtype, copy=False), (gy * xhat).sum(axis=axes), gy.sum(axis=axes)
+        if training:
+            dx = (scale / M).reshape(shape) * (M * gy - dbeta.reshape(shape)
+                                               - xhat * dgamma.reshape(shape))
+        else:
+            dx = gy * scale.reshape(shape)
+        if gamma is None:
+            return dx.astype(gy.dtype, copy=False), None, None
+        return (dx.astype(gy.dtype, copy=False), dgamma.astype(gamma.dtype, copy=False),
+                dbeta.astype(gamma.dtype, copy=False))
 
 
 REFERENCE = BatchNormReference()
+
+
+# -- the one place that chooses the algorithm ---------------------------------------------
+
+def batch_norm_algorithm(x):
+    """What computes batch normalization of the array ``x``: the first row that
+    matches::
+
+        TINYALEX_KERNELS=reference, or dtype not float32/64   the reference above
+        backend cupy                                          the reference above (CuPy)
+        channel-major memory (NCHW, (N, C, L))                batchnorm loop (Numba)
+        otherwise (2-D, channels-last)                        the reference above
+
+    The loop (kernels/batchnorm_cpu.py) reads each channel two or three times, writes
+    once and keeps no xhat (the input and two numbers per channel instead); the
+    reference makes several whole-size temporaries, but NumPy's reductions beat a
+    channel-by-channel loop where the channels are innermost in memory.
+    """
+    if kernels.get_mode() == "reference" or x.dtype not in FLOATS \
+            or B.backend_of(x) == "cupy":
+        return REFERENCE
+    fast = batchnorm_cpu.BATCHNORM_CPU
+    return fast if fast.takes(x) else REFERENCE
 
 
 # -- the op ---------------------------------------------------------------------------------
@@ -101,7 +126,7 @@ REFERENCE = BatchNormReference()
 class BatchNorm(Function):
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel, as one op.
 
-    Inputs: ``x`` and, when ``affine``, ``gamma`` and ``beta`` (C,). In training mode
+    Inputs: ``x`` and, when affine, ``gamma`` and ``beta`` (C,). In training mode
     mean and var are the batch's, and ``self.batch_mean`` / ``self.batch_var`` (biased)
     are left for the caller's running statistics; otherwise ``mean`` and ``var``
     (given to ``__init__``, the running ones) are used as constants."""
@@ -114,24 +139,17 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma=None, beta=None):
         check_floating(x.dtype, self.where)
-        if self.training:
-            y, (xhat, inv_std, mean, var) = REFERENCE.forward_train(x, gamma, beta, self.eps)
-            self.batch_mean, self.batch_var = mean, var
-        else:
-            y, (xhat, inv_std) = REFERENCE.forward_eval(x, gamma, beta, self.mean,
-                                                        self.var, self.eps)
+        self.algorithm = batch_norm_algorithm(x)
+        y, saved, self.batch_mean, self.batch_var = self.algorithm.forward(
+            x, gamma, beta, self.eps,
+            None if self.training else self.mean, None if self.training else self.var)
         if any(self.needs_input_grad):
-            self.saved = (xhat, inv_std, gamma)
+            self.saved = saved
         return y
 
     def backward(self, gy):
-        xhat, inv_std, gamma = self.saved
-        back = REFERENCE.backward_train if self.training else REFERENCE.backward_eval
-        dx, dgamma, dbeta = back(gy, xhat, inv_std, gamma)
-        if gamma is None:
-            return dx
-        return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype,
-                                                                        copy=False)
+        dx, dgamma, dbeta = self.algorithm.backward(gy, self.saved)
+        return dx if dgamma is None else (dx, dgamma, dbeta)
 
 
 def check_batch_norm_input(x, C: int | None, training: bool, where: str,
