@@ -230,3 +230,44 @@ def test_bad_inputs_name_the_layer_argument_and_shape():
         nn.AdaptiveAvgPool2d(0)
     with pytest.raises(ValueError, match=r"AdaptiveMaxPool2d layer '0'.*4-D.*\(2, 3\)"):
         nn.Sequential(nn.AdaptiveMaxPool2d(1))(tinyalex.randn(2, 3))
+
+
+def test_residual_block_matches_torch_forward_and_backward():
+    """d2l's Residual block (BatchNorm in training mode, the 1x1 stride-2 shortcut, the
+    in-place ``Y += X``, F.relu), with PyTorch's weights: outputs, the input's gradient,
+    every parameter's gradient and the running statistics equal PyTorch's."""
+    def build(nn_, F_):
+        class Residual(nn_.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn_.Conv2d(3, 6, kernel_size=3, padding=1, stride=2)
+                self.conv2 = nn_.Conv2d(6, 6, kernel_size=3, padding=1)
+                self.conv3 = nn_.Conv2d(3, 6, kernel_size=1, stride=2)
+                self.bn1, self.bn2 = nn_.BatchNorm2d(6), nn_.BatchNorm2d(6)
+
+            def forward(self, X):
+                Y = F_.relu(self.bn1(self.conv1(X)))
+                Y = self.bn2(self.conv2(Y))
+                Y += self.conv3(X)
+                return F_.relu(Y)
+        return Residual()
+
+    theirs = build(torch.nn, torch.nn.functional)
+    ours = build(nn, F)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 7, 7)).astype(np.float32)
+    gy = rng.standard_normal((4, 6, 4, 4)).astype(np.float32)
+    xt, xo = torch.tensor(x, requires_grad=True), tinyalex.tensor(x, requires_grad=True)
+    yt, yo = theirs(xt), ours(xo)
+    yt.backward(torch.tensor(gy))
+    yo.backward(gy)
+    np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-3, atol=1e-5)
+    theirs_grads = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), theirs_grads[name].grad.numpy(),
+                                   rtol=1e-3, atol=1e-4, err_msg=name)
+    for name, b in ours.named_buffers():
+        np.testing.assert_allclose(b.numpy(), dict(theirs.named_buffers())[name].numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
