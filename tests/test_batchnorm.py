@@ -271,3 +271,20 @@ def test_residual_block_matches_torch_forward_and_backward():
     for name, b in ours.named_buffers():
         np.testing.assert_allclose(b.numpy(), dict(theirs.named_buffers())[name].numpy(),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_doc_page_prints_what_it_says():
+    """docs/batch_norm.md: every ``>>>`` example runs, in order, and prints exactly the
+    output the page shows (doctest, no option that loosens the match)."""
+    import doctest
+    import re
+    from reliability_helpers import ROOT
+    page = ROOT / "docs" / "batch_norm.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    test = doctest.DocTestParser().get_doctest("\n".join(blocks), {}, "docs/batch_norm.md",
+                                               str(page), 0)
+    assert len(test.examples) >= 15
+    report = []
+    runner = doctest.DocTestRunner(optionflags=0)
+    runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
