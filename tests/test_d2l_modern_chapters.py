@@ -62,11 +62,11 @@ PARAMS = re.compile(r"tensor\(\[[-\d., e\n]+\],\s+grad_fn=<ViewBackward0>\) "
                     r"tensor\(\[[-\d., e\n]+\],\s+grad_fn=<ViewBackward0>\)")
 
 
-def model_cells(name, folder, torch_side):
-    """The script up to its training cell, as a file in ``folder``; for PyTorch with
-    the imports changed back."""
+def model_cells(name, folder, torch_side, until=TRAINING):
+    """The script up to its training cell (or the first line ``until`` matches), as a
+    file in ``folder``; for PyTorch with the imports changed back."""
     source = (EXAMPLES / f"{name}.py").read_text()
-    cut = TRAINING.search(source)
+    cut = until.search(source)
     assert cut, f"{name}.py: no training cell found"
     source = source[:cut.start()]
     if torch_side:
