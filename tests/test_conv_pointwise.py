@@ -47,3 +47,24 @@ def test_summary_names_the_1x1_gemm():
     rows = tinyalex.summary(net, (1, 8, 6, 6), print_fn=printed.append)
     assert rows[0]["algorithm"] == POINTWISE_1X1.name and POINTWISE_1X1.name in printed[0]
     assert net.algorithms((1, 8, 6, 6)) == [(0, POINTWISE_1X1.name)]
+
+
+def test_summary_rows_inside_blocks_and_their_totals():
+    """tinyalex.summary on GoogLeNet: each block's row carries its totals, and under it a
+    row for every layer it calls, the Inception's four branches included; the block's
+    MACs are the sum of its convolutions' (N*OC*OH*OW*C*KH*KW each)."""
+    net = tinyalex.models.googlenet()
+    printed = []
+    rows = tinyalex.summary(net, (1, 1, 96, 96), print_fn=printed.append)
+    b3 = rows[2]
+    paths = [r["path"] for r in b3["inner"]]
+    assert paths[:7] == ["0.p1_1", "0.p2_1", "0.p2_2", "0.p3_1", "0.p3_2", "0.p4_1", "0.p4_2"]
+    assert paths[-1] == "2" and len(paths) == 15
+    p2_2 = b3["inner"][2]                       # 3x3, 96 -> 128 channels on 12x12
+    assert p2_2["output_shape"] == (1, 128, 12, 12)
+    assert p2_2["macs"] == 128 * 12 * 12 * 96 * 3 * 3
+    assert b3["macs"] == sum(r["macs"] for r in b3["inner"]) > 0
+    assert b3["parameters"] == sum(r["parameters"] for r in b3["inner"])
+    assert b3["inner"][0]["algorithm"] == POINTWISE_1X1.name
+    assert "0.p2_2 Conv2d" in printed[0]
+    assert not any("forward" in vars(m) for m in net.modules())     # the recording is gone
