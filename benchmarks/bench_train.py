@@ -1,5 +1,6 @@
-"""Training-step throughput of d2l's AlexNet (224x224) and LeNet (28x28): tinyalex
-against PyTorch in the same process, interleaved step by step.
+"""Training-step throughput of d2l's AlexNet (224x224) and LeNet (28x28), and of its
+ResNet-18 (96x96, ``--cases resnet18:32``): tinyalex against PyTorch in the same
+process, interleaved step by step.
 
     # CPU: AlexNet at batch 8, 32 and 128 (d2l's), LeNet at 256. NumPy's OpenBLAS is told by this
     # machine's environment to use its Haswell kernels; unset both variables for this
@@ -131,7 +132,7 @@ def main(argv=None):
             model, N = case.split(":")
             N = int(N)
             steps = args.steps or (50 if args.backend == "cupy" else
-                                   (12 if model == "alexnet" else 60))
+                                   (60 if model == "lenet" else 12))
             print(f"... {model} batch {N} {precision}", file=sys.stderr, flush=True)
             row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch,
                            args.block, graph=None if args.graph == "auto" else False)

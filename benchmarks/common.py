@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-INPUT = {"alexnet": (1, 224, 224), "lenet": (1, 28, 28)}
+INPUT = {"alexnet": (1, 224, 224), "lenet": (1, 28, 28), "resnet18": (1, 96, 96)}
 
 
 # -- the machine ------------------------------------------------------------------------
@@ -84,7 +84,8 @@ def machine(backend: str) -> dict:
 def tinyalex_net(model: str, seed: int = 0):
     import tinyalex
     tinyalex.manual_seed(seed)
-    net = tinyalex.models.alexnet() if model == "alexnet" else tinyalex.models.lenet()
+    net = {"alexnet": tinyalex.models.alexnet, "lenet": tinyalex.models.lenet,
+           "resnet18": tinyalex.models.resnet18}[model]()
     net.apply(tinyalex.models.init_weights_xavier)      # d2l's initialisation
     return net
 
@@ -93,7 +94,9 @@ def torch_net(model: str, weights_from=None):
     """d2l's network in PyTorch; with ``weights_from`` (a tinyalex net) the same weights."""
     import torch
     from torch import nn
-    if model == "alexnet":
+    if model == "resnet18":
+        net = torch_resnet18()
+    elif model == "alexnet":
         net = nn.Sequential(
             nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -118,9 +121,39 @@ def torch_net(model: str, weights_from=None):
     if weights_from is not None:
         from tinyalex import backend as B
         state = {k: torch.from_numpy(B.to_numpy(v.array).copy())
-                 for k, v in weights_from.named_parameters()}
+                 for k, v in weights_from.state_dict().items()}     # buffers too
         net.load_state_dict(state)
     return net
+
+
+def torch_resnet18():
+    """d2l's ResNet-18 (train_ch6 edition) in PyTorch, with tinyalex.models.resnet18's
+    state-dict keys."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Residual(nn.Module):
+        def __init__(self, cin, cout, use_1x1conv=False, strides=1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, kernel_size=3, padding=1, stride=strides)
+            self.conv2 = nn.Conv2d(cout, cout, kernel_size=3, padding=1)
+            self.conv3 = nn.Conv2d(cin, cout, kernel_size=1, stride=strides) \
+                if use_1x1conv else None
+            self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+
+        def forward(self, X):
+            Y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(X)))))
+            return F.relu(Y + (self.conv3(X) if self.conv3 is not None else X))
+
+    def stage(cin, cout, first=False):
+        return nn.Sequential(Residual(cin, cout, not first, 1 if first else 2),
+                             Residual(cout, cout))
+    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
+                       nn.BatchNorm2d(64), nn.ReLU(),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    return nn.Sequential(b1, stage(64, 64, True), stage(64, 128), stage(128, 256),
+                         stage(256, 512), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+                         nn.Linear(512, 10))
 
 
 def batch(model: str, N: int, seed: int = 1):

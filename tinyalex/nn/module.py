@@ -25,6 +25,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_path", "")
         object.__setattr__(self, "where", type(self).__name__)
@@ -50,7 +51,24 @@ class Module:
             self._parameters[name] = None
         elif name in self._modules and value is None:
             self._modules[name] = None
+        elif name in self.__dict__.get("_buffers", ()):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r} "
+                                f"of {type(self).__name__}: expected a Tensor or None")
+            self._buffers[name] = value
         object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, tensor: "Tensor | None") -> None:
+        """A tensor that is state but not a parameter (BatchNorm's running mean): in
+        ``state_dict``, moved by ``to``, never given to an optimizer (as PyTorch's)."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"buffer name must be a non-empty string without '.', got "
+                             f"{name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer({name!r}): expected a Tensor or None, got "
+                            f"{type(tensor).__name__}")
+        self._buffers[name] = tensor
+        object.__setattr__(self, name, tensor)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         self.__setattr__(name, param)
@@ -115,6 +133,29 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
+        """(dotted name, buffer) in definition order (``0.running_mean``)."""
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mname, module in modules:
+            for bname, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
+    def buffers(self, recurse: bool = True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def _named_state(self):
+        """PyTorch's state_dict order: each module's parameters, then its buffers,
+        module by module, depth first; shared parameters once."""
+        seen = set()
+        for mname, module in self.named_modules():
+            for pname, p in list(module._parameters.items()) + list(module._buffers.items()):
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -149,6 +190,8 @@ class Module:
             p.array = B.to_backend(p.array, backend)
             if p.grad is not None:
                 p.grad = Tensor(B.to_backend(p.grad.array, backend))
+        for b in self.buffers():
+            b.array = B.to_backend(b.array, backend)
         return self
 
     def _cast(self, dtype):
@@ -157,6 +200,9 @@ class Module:
                 continue
             p.array = p.array.astype(dtype)
             p.grad = None
+        for b in self.buffers():                 # float buffers only: counts stay int64
+            if b.array.dtype.kind == "f":
+                b.array = b.array.astype(dtype)
         return self
 
     def float(self):
@@ -167,8 +213,9 @@ class Module:
 
     # -- state dicts ----------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, Tensor]":
-        """Every parameter by dotted name (PyTorch's keys), sharing the data."""
-        return OrderedDict((name, p.detach()) for name, p in self.named_parameters())
+        """Every parameter and buffer by dotted name (PyTorch's keys and order),
+        sharing the data."""
+        return OrderedDict((name, p.detach()) for name, p in self._named_state())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values into the parameters, after checking every key and shape.
@@ -181,7 +228,7 @@ class Module:
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got "
                             f"{type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems, values = [], {}

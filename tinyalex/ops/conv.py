@@ -34,6 +34,7 @@ from typing import Callable, Protocol
 import tinyalex.kernels as kernels
 from tinyalex.kernels import conv_direct_cpu, conv_im2col_cpu, conv_im2col_gpu, \
     conv_winograd_cpu
+from tinyalex.kernels.conv_pointwise import POINTWISE_1X1
 from tinyalex.kernels.geometry import ConvGeometry, conv_geometry
 from tinyalex.kernels.layout import FLOATS
 
@@ -182,6 +183,8 @@ CONV_RULES = (
          lambda g, dtype, backend: backend == "cupy",
          lambda: conv_im2col_gpu.for_cupy("kh,kw,c")),
     Rule("TINYALEX_CONV=im2col", REFERENCE.name + ", above", _im2col_mode, lambda: REFERENCE),
+    Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
+         lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
     Rule(_F43.condition, _F43.name, lambda g, dtype, backend: _F43.takes(g), lambda: _F43),
     Rule(_F25.condition, _F25.name, lambda g, dtype, backend: _F25.takes(g), lambda: _F25),
     Rule(_DIRECT.condition, _DIRECT.name, lambda g, dtype, backend: _DIRECT.takes(g),

@@ -2,7 +2,9 @@
 and print a table of what each layer costs.
 
 Per layer: output shape, parameters, multiply-accumulates (MACs) and the memory of
-the layer's output (its activation); with ``time=True`` also the measured time of
+the layer's output (its activation); a block (a Sequential, GoogLeNet's Inception,
+ResNet's Residual, DenseNet's DenseBlock) gets its totals on its own row and, under
+it, a row for every layer it calls, branch by branch (``rows[i]["inner"]``); with ``time=True`` also the measured time of
 its forward and backward pass on the chosen backend. Totals at the bottom::
 
     import tinyalex
@@ -74,22 +76,67 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
         with no_grad():
             for i, layer in enumerate(net):
                 in_shape = tuple(x.shape)
+                inner, undo = _record_leaves(layer, dtype, backend)
                 try:
                     x = layer(x)
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"summary: layer {i} ({type(layer).__name__}) cannot "
                                      f"take input of shape {in_shape} (from input_shape "
                                      f"{shape}): {exc}") from None
+                finally:
+                    undo()
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
+                macs = layer_macs(layer, in_shape, tuple(x.shape)) if not inner \
+                    else sum(r["macs"] for r in inner)
                 rows.append({"index": i, "name": type(layer).__name__,
                              "output_shape": tuple(x.shape), "algorithm": algorithm,
                              "parameters": sum(p.numel() for p in layer.parameters()),
-                             "macs": layer_macs(layer, in_shape, tuple(x.shape)),
-                             "activation_bytes": int(x.array.nbytes)})
+                             "macs": macs, "activation_bytes": int(x.array.nbytes),
+                             "inner": inner})
     finally:
         net.train(was_training)
     return rows
+
+
+def _record_leaves(layer, dtype, backend):
+    """Inside a block (a layer with sub-modules: a Sequential, GoogLeNet's Inception,
+    ResNet's Residual, DenseNet's DenseBlock), a row for every call of a leaf module
+    while the block runs, in call order, branches included: ``(rows, undo)``, where
+    ``undo()`` takes the recording off again. Each leaf's ``forward`` is wrapped on the
+    instance for the one call of the block (a lazy layer that turns into its real
+    class inside its forward is followed into it)."""
+    leaves = [(path, m) for path, m in layer.named_modules()
+              if path and not any(True for _ in m.children())]
+    rows = []
+
+    def wrap(path, m):
+        def forward(*args, **kwargs):
+            if m.__dict__.get("_summary_busy"):          # a lazy layer, now the real one
+                return type(m).forward(m, *args, **kwargs)
+            in_shape = tuple(args[0].shape)
+            object.__setattr__(m, "_summary_busy", True)
+            try:
+                y = type(m).forward(m, *args, **kwargs)
+            finally:
+                object.__setattr__(m, "_summary_busy", False)
+            out_shape = tuple(y.shape)
+            rows.append({"path": path, "name": type(m).__name__, "output_shape": out_shape,
+                         "parameters": sum(p.numel() for p in m.parameters()),
+                         "macs": layer_macs(m, in_shape, out_shape),
+                         "algorithm": m.algorithm(in_shape, dtype, backend)
+                         if hasattr(m, "algorithm") else ""})
+            return y
+        return forward
+
+    for path, m in leaves:
+        object.__setattr__(m, "forward", wrap(path, m))
+
+    def undo():
+        for _, m in leaves:
+            m.__dict__.pop("forward", None)
+            m.__dict__.pop("_summary_busy", None)
+    return rows, undo
 
 
 def time_layers(net, input_shape, backend: str = "numpy", repeats: int = 3,
@@ -189,6 +236,13 @@ def format_table(rows, backend: str | None = None) -> str:
         if r.get("algorithm"):
             line += f"  {r['algorithm']}"
         lines.append(line)
+        for inner in r.get("inner", ()):       # a block's layers, branches included
+            line = (f"{'':>3}    {inner['path'] + ' ' + inner['name']:<18} "
+                    f"{str(inner['output_shape']):<20} {inner['parameters']:>10,} "
+                    f"{inner['macs']:>15,}")
+            if inner["algorithm"]:
+                line += f"  {' ' * 11}{'' if not timed else ' ' * 25}  {inner['algorithm']}"
+            lines.append(line)
     lines.append("-" * len(head))
     total = (f"{'':>3}  {'total':<10} {'':<20} {sum(r['parameters'] for r in rows):>12,} "
              f"{sum(r['macs'] for r in rows):>15,} "
