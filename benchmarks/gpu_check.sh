@@ -90,7 +90,7 @@ fi
 if [ "$what" = first ]; then
   stage versions python3 benchmarks/gpu_probe.py versions --out "$OUT"
   stage tests python3 -m pytest -q -p no:cacheprovider -rs \
-    tests/test_gpu_kernels.py tests/test_cuda_graph.py
+    tests/gpu/test_gpu_kernels.py tests/gpu/test_cuda_graph.py
   cp "$OUT/tests.log" "$OUT/tests.txt" 2>/dev/null
   if [ -n "${EMULATE:-}" ]; then
     echo "== bench: skipped under EMULATE (it needs the GPU and PyTorch with CUDA)"

@@ -13,9 +13,9 @@ import pytest
 
 import tinyalex
 from tinyalex import Function, GradcheckError
-from conftest import arr, check, host
+from helpers.checks import arr, check, host
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # -- Tensor basics --------------------------------------------------------------------

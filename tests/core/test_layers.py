@@ -11,7 +11,7 @@ import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import nn
 from tinyalex.models import init_weights_xavier
-from conftest import (arr, away_from_zero, check, distinct, host, randn, require_torch,
+from helpers.checks import (arr, away_from_zero, check, distinct, host, randn, require_torch,
                       spot_check)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn
-from conftest import host, require_torch
+from helpers.checks import host, require_torch
 
 ALEXNET_KEYS = ["0.weight", "0.bias", "3.weight", "3.bias", "6.weight", "6.bias",
                 "8.weight", "8.bias", "10.weight", "10.bias", "14.weight", "14.bias",

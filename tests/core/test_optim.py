@@ -5,7 +5,7 @@ import pytest
 
 import tinyalex
 from tinyalex import nn, optim
-from conftest import arr, host, require_torch
+from helpers.checks import arr, host, require_torch
 
 # Gradients handed to the optimiser on three successive steps (two parameters).
 GRADS = [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinyalex
-from conftest import arr, check, host
+from helpers.checks import arr, check, host
 
 
 # -- item assignment ----------------------------------------------------------------

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from reliability_helpers import PNG_END, ROOT, child_env
+from helpers.reliability import PNG_END, ROOT, child_env
 from test_d2l_data import small_folder
 
 EXAMPLES = ROOT / "examples" / "d2l"

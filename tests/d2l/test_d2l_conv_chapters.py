@@ -6,7 +6,7 @@ Each script of examples/d2l/ (the book's PyTorch listings, imports changed) runs
 * on tinyalex, as a user runs it: ``python examples/d2l/<name>.py`` in a subprocess;
 * on real PyTorch: the same file with its imports changed back (``import torch``,
   ``from torch import nn``) and ``import d2l_torch_standin as d2l`` for the few d2l names
-  the sections call (tests/d2l_torch_standin.py), all in one subprocess, which saves
+  the sections call (tests/helpers/d2l_torch_standin.py), all in one subprocess, which saves
   PyTorch's import time per script.
 
 Then every line the tinyalex run prints must be the line PyTorch prints, in order, with
@@ -44,8 +44,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import require_torch
-from reliability_helpers import ROOT, child_env
+from helpers.checks import require_torch
+from helpers.reliability import ROOT, child_env
 
 require_torch()
 
@@ -114,7 +114,7 @@ def runs(tmp_path_factory):
                                    f"{out.stdout!r}:\n{out.stderr[-3000:]}"))
     copies = {name: torch_copy(path, folder) for name, path in paths.items()}
     env = dict(child_env(), PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        [str(ROOT / "tests" / "helpers")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     out = subprocess.run([sys.executable, "-c", TORCH_DRIVER, *map(str, copies.values())],
                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"PyTorch side:\n{out.stderr[-3000:]}"
@@ -272,7 +272,7 @@ def test_corr2d_values_and_gradients_match_pytorch():
     K (the conv-layer section's Conv2D layer trains its weight this way)."""
     import tinyalex
     from tinyalex import d2l
-    import d2l_torch_standin as torch_d2l
+    from helpers import d2l_torch_standin as torch_d2l
     torch = require_torch()
     rng = np.random.default_rng(0)
     X, K, gY = (rng.standard_normal(s).astype(np.float32) for s in ((5, 6), (2, 3), (4, 4)))
@@ -308,7 +308,7 @@ def test_the_d2l_names_the_sections_call_are_pytorchs():
     same values, shape and dtype (normal: shape and dtype, its numbers are random)."""
     import tinyalex
     from tinyalex import d2l
-    import d2l_torch_standin as torch_d2l
+    from helpers import d2l_torch_standin as torch_d2l
     torch = require_torch()
     A = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
     B = np.arange(8, dtype=np.float32).reshape(4, 2)

@@ -12,8 +12,8 @@ import pytest
 import tinyalex
 from tinyalex import d2l
 from tinyalex.dataloader import DataLoader, ImageDataset
-from conftest import real_fashion_mnist, require_torch
-from reliability_helpers import write_idx
+from helpers.checks import real_fashion_mnist, require_torch
+from helpers.reliability import write_idx
 
 
 def small_folder(folder: Path, n_train: int, n_test: int) -> Path:

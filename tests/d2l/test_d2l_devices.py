@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import tinyalex
-from conftest import require_torch
+from helpers.checks import require_torch
 from tinyalex import backend as B
 from tinyalex import d2l, nn
 

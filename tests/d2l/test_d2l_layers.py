@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinyalex
-from conftest import require_torch
+from helpers.checks import require_torch
 from tinyalex import nn
 from tinyalex.tensor import UninitializedParameter
 

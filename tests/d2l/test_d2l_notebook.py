@@ -11,7 +11,7 @@ import re
 import nbclient
 import nbformat
 
-from reliability_helpers import ROOT
+from helpers.reliability import ROOT
 from test_d2l_chapters import ALEXNET_SHAPES, LENET_SHAPES, shapes
 from test_d2l_data import small_folder
 

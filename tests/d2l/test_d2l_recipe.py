@@ -7,12 +7,12 @@ bit across processors (the compiled loops let the compiler contract and reassoci
 sums, and the GEMMs split over threads), so the figures are pinned to the three
 decimals d2l prints: within half a unit of the third decimal of the values measured
 on the development machine (2-core AMD EPYC, numpy backend, fast kernels, 2 threads).
-The real data set is required in CI (tests/conftest.py: a missing one fails there).
+The real data set is required in CI (helpers/checks.py: a missing one fails there).
 """
 
 import pytest
 
-from conftest import real_fashion_mnist
+from helpers.checks import real_fashion_mnist
 from tinyalex import train
 
 # (loss, train acc, test acc) of the first two epochs, as measured; epoch 1 is the

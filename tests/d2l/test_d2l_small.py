@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from reliability_helpers import ROOT, child_env
+from helpers.reliability import ROOT, child_env
 
 EXAMPLES = ROOT / "examples" / "d2l"
 

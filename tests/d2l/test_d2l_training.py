@@ -13,7 +13,7 @@ import pytest
 import tinyalex
 from tinyalex import d2l, nn
 from tinyalex.d2l import plotting
-from reliability_helpers import PNG_END
+from helpers.reliability import PNG_END
 from test_d2l_data import small_folder
 
 

@@ -3,7 +3,7 @@ process with the same global batch.
 
 Jobs of 2 processes are started for real with ``mpiexec -n 2`` (CI installs mpi4py
 and the mpich wheel; there a missing mpiexec fails these tests), on LeNet at 28x28
-and a small MLP with dropout, on the tiny random data sets of reliability_helpers.
+and a small MLP with dropout, on the tiny random data sets of helpers/reliability.py.
 
 The tolerances, and why:
 
@@ -44,10 +44,10 @@ from tinyalex.launcher import launch_from_env
 from tinyalex.ops.activation import dropout
 from tinyalex.train import D2L_RECIPES, fit
 
-from dist_helpers import (FAULTY, JOB, RECIPE, REFERENCE, finish, lenet_args, mpi_job,
+from helpers.dist import (FAULTY, JOB, RECIPE, REFERENCE, finish, lenet_args, mpi_job,
                           mpmd, ok, pids, require_mpi, require_netns, run, start_job, stop,
                           wait_for)
-from reliability_helpers import epochs_printed, read_metrics, tiny_dataset
+from helpers.reliability import epochs_printed, read_metrics, tiny_dataset
 
 WEIGHTS_RTOL = 1e-5        # relative to each tensor's largest value (module docstring)
 METRICS_ATOL = 1e-4
@@ -444,7 +444,7 @@ def test_sigkill_of_one_process_ends_the_job_and_resume_continues(tmp_path, data
 
 @pytest.fixture
 def hosts(tmp_path):
-    """Two machines (dist_helpers.NetnsHosts: namespaces, a veth pair, hostnames of
+    """Two machines (helpers.dist.NetnsHosts: namespaces, a veth pair, hostnames of
     their own), deleted after the test whatever happened."""
     with require_netns(tmp_path) as made:
         yield made

@@ -23,7 +23,7 @@ import pytest
 import tinyalex
 from tinyalex import backend as B, cuda_graph, nn
 from tinyalex.optim import SGD
-from gpu_emulation import CAPTURE, CaptureError
+from helpers.gpu_emulation import CAPTURE, CaptureError
 
 gpu = pytest.mark.skipif(not B.cupy_available(),
                          reason=f"no usable GPU: {B.cupy_unavailable_reason()}")
@@ -175,7 +175,7 @@ def test_a_new_host_generator_before_the_capture_or_a_replay_is_seeded_outside_i
 
 def test_the_capture_stand_in_refuses_what_real_capture_refuses(emulated_cupy):
     """Copies between host and device and CuPy's own cuBLAS calls raise in capture
-    (tests/gpu_emulation.py); outside it they run."""
+    (tests/helpers/gpu_emulation.py); outside it they run."""
     xp, x = emulated_cupy.xp, tinyalex.Tensor(np.ones((2, 2)))
     refused = {"upload": lambda: xp.asarray(np.zeros(2)),
                "to_backend": lambda: B.to_backend(np.zeros(2), "cupy"),

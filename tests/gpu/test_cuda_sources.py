@@ -40,7 +40,7 @@ from tinyalex.ops.im2col import col2im, im2col
 from tinyalex.ops.loss import cross_entropy
 from tinyalex.optim import SGD
 from tinyalex.tensor import Tensor
-from strategies import batch_geometry
+from helpers.strategies import batch_geometry
 
 
 def max_pool_reference(x, *window):

@@ -31,8 +31,8 @@ from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, loss, pool
 from tinyalex.ops.im2col import im2col
 from tinyalex.optim import SGD, sgd_update_reference
-from gpu_emulation import Algorithms
-from strategies import batch_geometry
+from helpers.gpu_emulation import Algorithms
+from helpers.strategies import batch_geometry
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 
@@ -450,7 +450,7 @@ def test_the_fused_ops_elsewhere_give_conv_or_linear_then_relu_bit_for_bit():
     """Off the GPU (here: the CPU's algorithms) Conv2d+ReLU and Linear+ReLU run the two
     algorithms one after the other: the unfused numbers, forward and backward; and
     their gradients pass a float64 gradient check."""
-    from conftest import check
+    from helpers.checks import check
     from tinyalex.ops.conv import conv2d, conv2d_relu
     from tinyalex.ops.dense import linear, linear_relu
     rng = np.random.default_rng(7)

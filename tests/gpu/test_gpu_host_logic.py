@@ -13,7 +13,7 @@
   ``cupy.RawModule(path=...)``, each kernel looked up once.
 
 What needs the real libraries (NVRTC compiling, cuBLAS running) is checked on a GPU by
-``tests/test_gpu_kernels.py``.
+``tests/gpu/test_gpu_kernels.py``.
 """
 
 import ctypes
@@ -458,7 +458,7 @@ def test_the_install_hints_name_extras_that_setup_cfg_defines():
 
     from tinyalex import backend as B
     cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
     extras = {name: value.split() for name, value in cfg["options.extras_require"].items()}
     for major, extra in B.CUDA_EXTRAS.items():
         assert f"'.[{extra}]'" in B.install_hint(major)
@@ -483,7 +483,7 @@ def test_each_gpu_check_command_fits_a_lent_machines_command_limit():
     import re
     import subprocess
     from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     done = subprocess.run(["bash", str(script), "limits"], capture_output=True, text=True,
                           timeout=30, check=True)
     totals = dict(re.findall(r"^(\w+): .* = (\d+) s$", done.stdout, re.M))

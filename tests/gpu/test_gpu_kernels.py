@@ -22,7 +22,7 @@ from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, pool
 from tinyalex.ops.im2col import im2col
 from tinyalex.ops.loss import read_loss
-from strategies import batch_geometry
+from helpers.strategies import batch_geometry
 
 gpu = pytest.mark.skipif(not B.cupy_available(),
                          reason=f"no usable GPU: {B.cupy_unavailable_reason()}")

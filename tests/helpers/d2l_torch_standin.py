@@ -1,4 +1,4 @@
-"""The reference side of tests/test_d2l_conv_chapters.py: the few ``d2l.`` names the
+"""The reference side of tests/d2l/test_d2l_conv_chapters.py: the few ``d2l.`` names the
 convolution sections' scripts call, on real PyTorch, so that the same script runs under
 ``import torch`` with ``import d2l_torch_standin as d2l`` in place of tinyalex's d2l.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import ROOT, child_env
+from helpers.reliability import ROOT, child_env
 
 LENET = str(ROOT / "examples" / "train_lenet.py")
 

@@ -11,7 +11,7 @@ flat SGD kernel) on the CPU. ``algorithms.modules.launches`` counts the kernels,
 ``algorithms.calls`` the GEMMs (their operand shapes).
 
 As strict as CuPy while a stream captures a CUDA graph (``CAPTURE.recording()``, which
-the graph stand-in of ``tests/test_cuda_graph.py`` enters around the captured body):
+the graph stand-in of ``tests/gpu/test_cuda_graph.py`` enters around the captured body):
 real capture fails on a synchronous copy between host and device and on CuPy's own
 cuBLAS calls, so here these raise ``CaptureError``:
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
 PNG_END = b"IEND\xaeB`\x82"          # the last chunk of every complete PNG file
 

@@ -28,8 +28,8 @@ from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, pool
 from tinyalex.ops.im2col import col2im, im2col
 from tinyalex.optim import sgd_update_reference
-from conftest import assert_gradients_match
-from strategies import batch_geometry
+from helpers.checks import assert_gradients_match
+from helpers.strategies import batch_geometry
 
 EXAMPLES = 25
 IM2COL = conv_im2col_cpu.IM2COL_GEMM

@@ -13,7 +13,7 @@ from tinyalex.kernels import conv_direct_cpu, cpu_threads, pool_cpu
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import conv, pool
 
-from conftest import assert_gradients_match
+from helpers.checks import assert_gradients_match
 
 REF = conv.REFERENCE
 DIRECT = conv_direct_cpu.DIRECT

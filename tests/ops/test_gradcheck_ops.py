@@ -3,7 +3,7 @@
 Each test draws shapes with hypothesis (batch, channels, sizes, kernel, stride,
 padding, non-square, kernel = padded input size), checks every input that takes a
 gradient (data, weight, bias) with a random upstream gradient, and uses the
-tolerances of ``conftest`` (eps=1e-6, atol=1e-6, rtol=1e-5). Ops with kernels in
+tolerances of ``helpers.checks`` (eps=1e-6, atol=1e-6, rtol=1e-5). Ops with kernels in
 ``tinyalex.kernels`` (convolution, pooling, relu, sigmoid, dropout) run with every
 kernel set the backend has ("reference", and "fast" where fast kernels exist).
 The two ops of ``tinyalex/tensor.py``, ``_Cast`` (``.float()``, ``.double()``) and
@@ -19,8 +19,8 @@ import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import backend as B, ops
 from tinyalex.tensor import _Cast, _Move
-from strategies import window_geometry
-from conftest import BACKENDS, arr, away_from_zero, check, distinct, host, randn
+from helpers.strategies import window_geometry
+from helpers.checks import BACKENDS, arr, away_from_zero, check, distinct, host, randn
 
 EXAMPLES = 30
 

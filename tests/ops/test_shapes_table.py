@@ -15,7 +15,7 @@ import tinyalex.nn.functional as F
 from tinyalex import nn
 from tinyalex.study.summary import layer_rows
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # -- output-size invariants -----------------------------------------------------------

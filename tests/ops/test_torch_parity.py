@@ -2,7 +2,7 @@
 hypothesis, and d2l's two networks loaded with PyTorch's weights give PyTorch's
 outputs and gradients. Where torch is not importable (it is a test-only reference,
 never a tinyalex dependency) the module is skipped, with the reason, on a developer's
-machine and fails in CI (``conftest.require_torch``).
+machine and fails in CI (``helpers.checks.require_torch``).
 
 Tolerance: both sides compute in float32 (unit round-off 6e-8) but sum in
 different orders; the reductions here have at most a few hundred terms, so
@@ -16,9 +16,9 @@ from hypothesis import given, settings, strategies as st
 
 import tinyalex
 import tinyalex.nn.functional as F
-from strategies import window_geometry
-from conftest import require_torch
-from test_bad_args import TENSOR_API_ERRORS
+from helpers.strategies import window_geometry
+from helpers.checks import require_torch
+from helpers.tensor_api_errors import TENSOR_API_ERRORS
 
 torch = require_torch()
 TF = torch.nn.functional

@@ -18,7 +18,7 @@ except ImportError:                 # the test extra brings it: CI must not skip
     pytest.skip("go-to-definition is checked with jedi: pip install -e '.[test]'",
                 allow_module_level=True)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OPS = REPO / "tinyalex" / "ops"
 
 

@@ -5,7 +5,7 @@ tour give is read back here from the record's own files (metrics.json,
 comparison.json, evaluate_*.txt, stdout.txt, machine.txt). The quick tour's record is
 also held to the tour as it is now: its recipes are examples/main.py's ``--quick``
 ones. (LeNet's part of the tour, d2l's full recipe, is trained in the suite by
-tests/test_d2l_recipe.py, which checks the same final line.)"""
+tests/d2l/test_d2l_recipe.py, which checks the same final line.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from reliability_helpers import ROOT
+from helpers.reliability import ROOT
 
 RECORDS = ROOT / "benchmarks" / "results" / "main"
 QUICK_RECORDS = ROOT / "benchmarks" / "results" / "quick"

@@ -10,7 +10,7 @@ import pytest
 import tinyalex
 from tinyalex import data
 from tinyalex.nn import functional as F
-from conftest import real_fashion_mnist, require_torch
+from helpers.checks import real_fashion_mnist, require_torch
 
 
 def test_alexnet_output_and_parameter_count():

@@ -8,7 +8,7 @@ compiled loop runs. The other scripts (examples/evaluate.py, visualize.py,
 compare.py, main.py) must answer a bad path, flag or number with exit status 2 and
 a message naming it, never a traceback.
 
-tests/test_bad_input.py holds ~50 hand-picked cases with their exact messages; this
+tests/reliability/test_bad_input.py holds ~50 hand-picked cases with their exact messages; this
 file sweeps the space around them. The last part runs the compiled loops themselves
 as Python on arrays that refuse any index out of their bounds, over random
 geometries the checks let through, to show that no loop reads or writes outside its
@@ -31,7 +31,8 @@ from hypothesis import example as hypothesis_example
 import tinyalex
 import tinyalex.kernels as kernels
 import tinyalex.nn.functional as F
-from reliability_helpers import ROOT, tiny_dataset
+from helpers.reliability import ROOT, tiny_dataset
+from helpers.tensor_api_errors import TENSOR_API_ERRORS
 from tinyalex import checkpoint as C
 from tinyalex import cli, data, nn, optim, recipes
 
@@ -909,7 +910,7 @@ def test_every_compiled_loop_is_swept_but_the_float32_sigmoid():
     """The sweeps above run every compiled loop of kernels/numba_*.py as guarded Python
     but one: the float32 sigmoid forward builds 2**n from its IEEE-754 bits with a
     Numba intrinsic (``_float32_from_bits``), which has no Python form, so it is held
-    to the reference compiled (tests/test_kernels.py, on saturating and random values)."""
+    to the reference compiled (tests/kernels/test_kernels.py, on saturating and random values)."""
     swept = set().union(*CONV_PATHS.values()) | {
         f"numba_pool.{k}_pool_{d}" for k in ("max", "avg") for d in ("forward", "backward")} | {
         "numba_elementwise.relu_forward", "numba_elementwise.relu_backward",
@@ -929,55 +930,7 @@ def test_every_compiled_loop_is_swept_but_the_float32_sigmoid():
 # -------------------------------------------------------------- the torch tensor API
 # Each: the exception PyTorch raises for the same call (test_torch_parity.py makes each
 # call on torch itself and checks the type), with a message naming the argument and the
-# shapes. ``t`` is the library: tinyalex here, torch there.
-
-def _set(x, index, value):
-    x[index] = value
-
-
-TENSOR_API_ERRORS = {
-    "cat sizes": (lambda t: t.cat([t.zeros(2, 3), t.zeros(2, 4)]), RuntimeError,
-                  r"Expected size 3 but got size 4 for tensor number 1.*\(2, 3\) and \(2, 4\)"),
-    "cat ndim": (lambda t: t.cat([t.zeros(2, 3), t.zeros(2)]), RuntimeError,
-                 r"same number of dimensions: got 2 \(shape \(2, 3\).*1 \(shape \(2,\)"),
-    "cat empty": (lambda t: t.cat([]), ValueError, r"non-empty list"),
-    "cat dim": (lambda t: t.cat([t.zeros(2, 3), t.zeros(2, 3)], dim=2), IndexError,
-                r"range of \[-2, 1\], but got 2\) for a tensor of shape \(2, 3\)"),
-    "stack sizes": (lambda t: t.stack([t.zeros(2, 3), t.zeros(2, 4)]), RuntimeError,
-                    r"equal size, but got \[2, 3\] at entry 0 and \[2, 4\] at entry 1"),
-    "stack dim": (lambda t: t.stack([t.zeros(2, 3)], dim=3), IndexError,
-                  r"range of \[-3, 2\], but got 3\)"),
-    "sum dim": (lambda t: t.zeros(2, 3).sum(dim=2), IndexError, r"but got 2\) for a tensor of shape"),
-    "max dim": (lambda t: t.zeros(2, 3).max(dim=-3), IndexError, r"\[-2, 1\], but got -3"),
-    "argmax dim": (lambda t: t.zeros(2, 3).argmax(dim=5), IndexError, r"but got 5"),
-    "softmax dim": (lambda t: t.zeros(2, 3).softmax(dim=2), IndexError, r"but got 2"),
-    "std dim": (lambda t: t.zeros(2, 3).std(dim=4), IndexError, r"but got 4"),
-    "prod dim": (lambda t: t.zeros(2).prod(dim=3), IndexError, r"\[-1, 0\], but got 3"),
-    "dims twice": (lambda t: t.zeros(3).sum(dim=(0, 0)), RuntimeError,
-                   r"dim 0 appears multiple times"),
-    "max of empty": (lambda t: t.zeros(0).max(), RuntimeError, r"numel\(\) == 0 \(shape \(0,\)\)"),
-    "transpose dim": (lambda t: t.zeros(2, 3).transpose(0, 2), IndexError, r"but got 2"),
-    "permute length": (lambda t: t.zeros(2, 3).permute(0), RuntimeError,
-                       r"2 dimensions \(shape \(2, 3\)\) but dims \(0,\) has 1"),
-    "permute twice": (lambda t: t.zeros(2, 3).permute(0, 0), RuntimeError, r"duplicate dims"),
-    "t of 3-D": (lambda t: t.zeros(2, 3, 4).t(), RuntimeError, r"<= 2 dimensions, but self is 3D"),
-    "setitem shape": (lambda t: _set(t.zeros(2, 3), (slice(None), slice(1, None)), t.zeros(3)),
-                      RuntimeError, r"value of shape \(3,\) cannot be broadcast to the "
-                      r"indexing result of shape \(2, 2\) \(tensor of shape \(2, 3\)"),
-    "setitem mask": (lambda t: _set(t.zeros(4), t.zeros(4) > -1, t.zeros(3)), RuntimeError,
-                     r"shape \(3,\) cannot be broadcast to the indexing result of shape \(4,\)"),
-    "setitem index": (lambda t: _set(t.zeros(2, 3), 5, 1.0), IndexError,
-                      r"index 5 into a tensor of shape \(2, 3\)"),
-    "setitem leaf": (lambda t: _set(t.zeros(2, requires_grad=True), 0, 1.0), RuntimeError,
-                     r"leaf Variable that requires grad"),
-    "format spec": (lambda t: format(t.zeros(2, 3), ".3f"), TypeError,
-                    r"unsupported format string '.3f'.*shape \(2, 3\)"),
-    "arange step": (lambda t: t.arange(0, 1, 0), RuntimeError, r"step must be nonzero"),
-    "arange sign": (lambda t: t.arange(0, 5, -1), RuntimeError,
-                    r"inconsistent with step sign \(start=0, end=5, step=-1\)"),
-    "normal std": (lambda t: t.normal(0, -1, (2,)), RuntimeError, r"std must be >= 0"),
-    "stack empty": (lambda t: t.stack([]), RuntimeError, r"non-empty list"),
-}
+# shapes; the table is tests/helpers/tensor_api_errors.py.
 
 
 @pytest.mark.parametrize("case", sorted(TENSOR_API_ERRORS))

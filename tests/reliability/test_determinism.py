@@ -4,8 +4,8 @@
   in two separate processes (fresh interpreters, fresh Numba threads), with the
   optional augmentation on; another seed gives other numbers (so the comparison can
   fail).
-* Across a resume: tests/test_train.py resumes LeNet (momentum, weight decay,
-  augmentation) and AlexNet (dropout) in one process; tests/test_faults.py resumes
+* Across a resume: tests/training/test_train.py resumes LeNet (momentum, weight decay,
+  augmentation) and AlexNet (dropout) in one process; tests/reliability/test_faults.py resumes
   runs killed at random moments in other processes. Both end bit-identical to an
   uninterrupted run.
 * Not bit-identical, only close (measured here and printed): the fast kernels against
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tinyalex.kernels as kernels
-from reliability_helpers import (assert_same_arrays, checkpoint_params, child_env,
+from helpers.reliability import (assert_same_arrays, checkpoint_params, child_env,
                                  read_metrics, tiny_dataset, train_cmd, without_timing)
 from tinyalex import data, train
 

@@ -2,7 +2,7 @@
 the middle of each file write, divergence, and crafted or damaged checkpoints.
 
 Every run here is the real training script (``examples/train_lenet.py``) in a
-subprocess, on a tiny IDX data set the test writes (reliability_helpers.py), so that
+subprocess, on a tiny IDX data set the test writes (tests/helpers/reliability.py), so that
 a run can be started, killed and resumed many times within seconds. What must hold:
 
 * after any kill, the folder holds a checkpoint that loads, of no earlier epoch than
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from reliability_helpers import (PNG_END, ROOT, assert_same_arrays, assert_same_checkpoint,
+from helpers.reliability import (PNG_END, ROOT, assert_same_arrays, assert_same_checkpoint,
                                  checkpoint_params, child_env, epochs_printed, read_metrics,
                                  signal_after_line, temp_files, tiny_dataset, train_cmd,
                                  without_timing)

@@ -28,7 +28,7 @@ from tinyalex import checkpoint as C
 from tinyalex.recipes import (D2L_RECIPES, a_model, build_model, check_input_size,
                               epochs_word, sizes_that_fit)
 from tinyalex.train import run as train_run
-from reliability_helpers import ROOT, tiny_dataset
+from helpers.reliability import ROOT, tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_export_writes_the_checkpoints_weights_for_pytorch(lenet_run, tmp_path, 
     assert sorted(exported) == sorted(ckpt.params)
     for name, value in ckpt.params.items():
         np.testing.assert_array_equal(exported[name].numpy(), value)
-    from test_d2l_weights import logits_of, safetensors, torch_lenet   # PyTorch's side
+    from helpers.torch_nets import logits_of, safetensors, torch_lenet  # PyTorch's side
     theirs = torch_lenet()
     result = theirs.load_state_dict(safetensors.torch.load_file(str(out)))
     assert not result.missing_keys and not result.unexpected_keys

@@ -19,7 +19,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from reliability_helpers import ROOT, tiny_dataset
+from helpers.reliability import ROOT, tiny_dataset
 from tinyalex import cli, data, nn, optim, train
 
 

@@ -13,7 +13,7 @@ import tinyalex
 from tinyalex.study.conv_walk import format_walk, tiny_example, walk_through
 from tinyalex.nn.functional import conv2d
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_example(name):

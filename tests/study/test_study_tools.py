@@ -18,7 +18,7 @@ from tinyalex.study.net_views import feature_maps, initial_model, pick_channels
 from tinyalex.study.summary import layer_rows
 from tinyalex.train import fit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_example(name):

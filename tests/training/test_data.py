@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyalex import data
-from conftest import real_fashion_mnist, require_torch
+from helpers.checks import real_fashion_mnist, require_torch
 
 # ------------------------------------------------------------------ writing IDX files
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from reliability_helpers import ROOT, child_env, epochs_printed, tiny_dataset
+from helpers.reliability import ROOT, child_env, epochs_printed, tiny_dataset
 from tinyalex import backend as B
 from tinyalex.checkpoint import load_checkpoint
 from tinyalex.recipes import D2L_RECIPES

@@ -1,6 +1,6 @@
 """The training loop on real Fashion-MNIST: learning, exact resume, stopping on
 SIGINT or SIGTERM after the current batch and resuming from there, the command line.
-Small subsets keep it to seconds (d2l's full LeNet recipe: tests/test_d2l_recipe.py)."""
+Small subsets keep it to seconds (d2l's full LeNet recipe: tests/d2l/test_d2l_recipe.py)."""
 
 import json
 import os
@@ -15,10 +15,10 @@ import pytest
 import tinyalex
 from tinyalex import cli, models, nn, optim, train
 from tinyalex.checkpoint import load_checkpoint, load_model
-from conftest import real_fashion_mnist
-from reliability_helpers import assert_same_arrays, checkpoint_params, signal_in_batch
+from helpers.checks import real_fashion_mnist
+from helpers.reliability import assert_same_arrays, checkpoint_params, signal_in_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING_KEYS = {"examples_per_sec", "seconds", "train_seconds", "eval_seconds"}
 
 
@@ -305,7 +305,7 @@ def test_docs_quote_train_step_as_the_code_has_it():
     from pathlib import Path
 
     from tinyalex.train.epoch import train_step
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "convolution.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "convolution.md").read_text()
     section = doc.split("## The step, as the code has it", 1)
     assert len(section) == 2, "docs/convolution.md lost its section quoting train_step"
     quote = re.search(r"```python\n(.*?)```", section[1], re.S)
