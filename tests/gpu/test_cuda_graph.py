@@ -23,10 +23,8 @@ import pytest
 import tinyalex
 from tinyalex import backend as B, cuda_graph, nn
 from tinyalex.optim import SGD
+from helpers.checks import on_gpu
 from helpers.gpu_emulation import CAPTURE, CaptureError
-
-gpu = pytest.mark.skipif(not B.cupy_available(),
-                         reason=f"no usable GPU: {B.cupy_unavailable_reason()}")
 
 
 class FakeGraph:
@@ -269,7 +267,7 @@ def gpu_step(graphs, steps, model="lenet", batch=64, seed=0):
     return reads, [p.numpy() for p in net.parameters()], step
 
 
-@gpu
+@on_gpu
 def test_on_a_gpu_the_step_is_captured_and_replayed():
     reads, _, step = gpu_step(None, 6)
     assert step.graphs is not None, step.why_eager
@@ -278,7 +276,7 @@ def test_on_a_gpu_the_step_is_captured_and_replayed():
     assert all(np.isfinite(loss) for loss, _ in reads)
 
 
-@gpu
+@on_gpu
 def test_on_a_gpu_graph_and_eager_steps_give_equal_results():
     """LeNet and AlexNet (dropout's device masks included): graph replays and eager
     steps run the same kernels and GEMMs on the same data, so their losses, counts and

@@ -7,6 +7,7 @@
 * ``distinct``, ``away_from_zero``: inputs that keep finite differences away from
   the kinks of max pooling (ties) and ReLU (zero);
 * ``host``, ``spot_check``, ``assert_gradients_match``;
+* ``on_gpu``: a test that needs a real GPU (marked ``gpu``, skipped saying why);
 * ``real_fashion_mnist()``, ``require_torch()``: what CI installs and the tests need;
   missing, a skip on a developer's machine and a failure in CI.
 """
@@ -34,6 +35,14 @@ BACKENDS = [
         bool(_CUPY_REASON), reason=f"cupy backend not usable here: {_CUPY_REASON}")),
 ]
 
+
+
+def on_gpu(test):
+    """A test that needs a real GPU: marked ``gpu`` (benchmarks/gpu_check.sh runs
+    ``-m gpu``) and skipped, with the reason, where CuPy or a GPU is missing."""
+    needs = pytest.mark.skipif(not B.cupy_available(),
+                               reason=f"no usable GPU: {B.cupy_unavailable_reason()}")
+    return pytest.mark.gpu(needs(test))
 
 def real_fashion_mnist():
     """The real Fashion-MNIST files (tinyalex.data's search order). Where they are
