@@ -26,7 +26,8 @@
 #
 # Command 1:
 #   versions  driver, CUDA runtime, NVRTC, CuPy, the GPU, the GEMM path, PyTorch
-#   tests     the kernels (NVRTC-compiled) against the references, the two GEMM paths,
+#   tests     (-m gpu: the tests that need a GPU; the emulated ones run in CI)
+#             the kernels (NVRTC-compiled) against the references, the two GEMM paths,
 #             TF32, the loss's device flag, the fused layers, a step against the CPU,
 #             CUDA graph capture and graph-vs-eager equality
 #   bench     against PyTorch in the same process (bench_train.py): AlexNet b128, TF32
@@ -89,8 +90,8 @@ fi
 
 if [ "$what" = first ]; then
   stage versions python3 benchmarks/gpu_probe.py versions --out "$OUT"
-  stage tests python3 -m pytest -q -p no:cacheprovider -rs \
-    tests/test_gpu_kernels.py tests/test_cuda_graph.py
+  stage tests python3 -m pytest -q -p no:cacheprovider -rs -m gpu \
+    tests/gpu/test_gpu_kernels.py tests/gpu/test_cuda_graph.py
   cp "$OUT/tests.log" "$OUT/tests.txt" 2>/dev/null
   if [ -n "${EMULATE:-}" ]; then
     echo "== bench: skipped under EMULATE (it needs the GPU and PyTorch with CUDA)"

@@ -11,7 +11,7 @@
   the code (``cupy.RawModule(code=...)``) because CuPy appends ``-ftz=true`` after the
   caller's options, which flushes every float32 subnormal to zero (NVRTC honours the
   last flag given); our options say ``--ftz=false``, so float32 kernels keep IEEE
-  subnormals as the CPU does. ``tests/test_cuda_sources.py`` runs it with the real
+  subnormals as the CPU does. ``tests/gpu/test_cuda_sources.py`` runs it with the real
   NVRTC wheel for sm_80 and sm_90 (no GPU needed): every planned kernel in the PTX with
   the parameters the plan packs, no ``.ftz`` in it, and ptxas's registers and spills.
 * ``build_emulation_library(tmpdir)``: the same sources compiled by g++ against

@@ -4,8 +4,8 @@
 # `mpiexec -n 2`), the Fashion-MNIST files from Debian's package, and the CPU build of
 # PyTorch that the cross-check tests and benchmarks compare against. MPI and PyTorch
 # are best effort on a developer's machine; in CI (CI set) a failed install stops the
-# set-up, as the tests that need them would otherwise fail there (tests/conftest.py,
-# tests/dist_helpers.py).
+# set-up, as the tests that need them would otherwise fail there (tests/helpers/checks.py,
+# tests/helpers/dist.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

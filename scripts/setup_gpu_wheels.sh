@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real CUDA compiler for the GPU-less tests: CuPy for CUDA 13 with the NVRTC and
 # cuda-runtime wheels (NVRTC, and the CUDA headers CuPy compiles with), so that
-# tests/test_cuda_sources.py compiles every kernels/cuda/ source with the NVRTC a GPU
+# tests/gpu/test_cuda_sources.py compiles every kernels/cuda/ source with the NVRTC a GPU
 # user gets, for sm_80 and sm_90, on a machine without a GPU. cuBLAS (~440 MB) is left
 # out: nothing runs without a GPU. About 130 MB of wheels (pip keeps them in its
 # cache for the next run). Safe to run again; called by scripts/setup.sh. In CI (CI

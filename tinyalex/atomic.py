@@ -8,7 +8,7 @@ so that the rename itself survives a power cut. Killed at any moment (SIGKILL
 included), it leaves the previous file whole; the only trace is the temporary
 ``.NAME.*.tmp``, which ``remove_stale_temps`` deletes on the next run, under
 ``exclusive_folder`` (a lock that keeps a second process out of the folder and dies
-with its holder). tests/test_faults.py kills real training runs in the middle of
+with its holder). tests/reliability/test_faults.py kills real training runs in the middle of
 each write to check all of this.
 """
 

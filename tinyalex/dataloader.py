@@ -27,7 +27,7 @@ How it differs, and why:
   equal to ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``
   to float32 rounding) on the float pixels. torchvision's ``Resize`` resizes the PIL
   image and rounds the result to uint8 before ``ToTensor``, so its pixels differ from
-  ours by at most 1/255 (tests/test_d2l_data.py measures it against Pillow).
+  ours by at most 1/255 (tests/d2l/test_d2l_data.py measures it against Pillow).
 """
 
 from __future__ import annotations

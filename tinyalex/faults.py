@@ -8,8 +8,8 @@
   ``tinyalex.train.fit`` raises, each saying where and what to change. The exit
   status the scripts give each is in ``tinyalex/exits.py``.
 
-The checks are tested by injecting the faults: tests/test_faults.py (signals, kills,
-divergence) and tests/test_resources.py (memory).
+The checks are tested by injecting the faults: tests/reliability/test_faults.py (signals, kills,
+divergence) and tests/reliability/test_resources.py (memory).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@
 // kernels/gpu_modules.py); on the CPU by g++ against emulate.h, for the tests.
 // How it is launched: kernels/cuda_plan.py (im2col, col2im) says the grid, the block,
 // the index type and the arguments in the order of the parameter lists below.
-// Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/test_cuda_sources.py
+// Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/gpu/test_gpu_kernels.py
 // checks every kernel here against it.
 #include "common.cuh"
 

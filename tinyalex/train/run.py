@@ -26,9 +26,9 @@ alone reads the checkpoint, logs and writes the files, and sends every process i
 weights, momentum and random state (``replicas.py``); the others wait for its files
 at the end of each epoch, so that a signal stops them all at the same step. A fault
 that not every process meets at the same step ends the whole job (MPI_Abort), since
-the others would wait for the failed one forever (tests/test_distributed.py).
+the others would wait for the failed one forever (tests/distributed/test_distributed.py).
 
-Faults (``tinyalex/faults.py``; tests/test_faults.py, tests/test_resources.py):
+Faults (``tinyalex/faults.py``; tests/reliability/test_faults.py, tests/reliability/test_resources.py):
 
 * SIGKILL or a power cut at any moment leaves the last complete checkpoint whole
   (files are written atomically, ``tinyalex/atomic.py``); the next run into the
