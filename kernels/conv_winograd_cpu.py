@@ -1,8 +1,9 @@
 """3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering on the CPU:
-F(4x4, 3x3) for AlexNet's conv3-5 and F(2x2, 5x5) for its conv2, the results of
-im2col + GEMM with 4 and 2.8 times fewer multiplications (letters as in the Notation
-of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f43.py`` and
-``numba_winograd_f25.py``).
+F(4x4, 3x3) for AlexNet's conv3-5 and F(3x3, 5x5) for its conv2, the results of
+im2col + GEMM with 4 and 4.6 times fewer multiplications (letters as in the Notation
+of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f43.py``,
+``numba_winograd_f35.py`` and ``numba_winograd_f25.py``: F(2x2, 5x5), 2.8 times fewer,
+the simpler 5x5 set, which the chooser no longer picks).
 
 The idea (Lavin and Gray, 2016), for F(m x m, r x r): the m x m block of outputs of an
 r x r filter g needs the n x n input patch d around it (n = m + r - 1), and equals
@@ -25,11 +26,13 @@ Backward, by the same algebra:
     gx            = the same convolution of gy, padded by r - 1 - P, with the filters
                     turned by 180 degrees and their in/out channels swapped
 
-Both sets use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook at the points 0, 1,
--1, 2, -2 and infinity (the same B^T; a test checks that each set computes a
-correlation). F(4x4, 3x3) needs 36 products per 16 outputs, at the price of larger
-constants (up to 8 in A^T, 1/24 in G) and so a larger float32 rounding error: the
-tests hold it to 1e-4 of the output's scale at AlexNet's widths. A batch is processed
+F(4x4, 3x3) and F(2x2, 5x5) use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook
+at the points 0, 1, -1, 2, -2 and infinity (the same B^T); F(3x3, 5x5) 7x7 tiles (49
+GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity (a test checks that each set
+computes a correlation). Larger tiles need fewer products per output (F(4x4, 3x3) 36
+per 16, F(3x3, 5x5) 49 per 9) at the price of larger constants (up to 8 in A^T, 1/60
+in G) and so a larger float32 rounding error: the tests hold it to 1e-4 of the
+output's scale at AlexNet's widths. A batch is processed
 a few images at a time so that V and M stay small (``CHUNK_BYTES``). Images are
 channels-last, as the GEMMs leave them.
 """
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cpu_threads, numba_winograd_f25, numba_winograd_f43
+from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
@@ -71,6 +74,26 @@ G43 = np.array([[1 / 4, 0, 0],
                 [1 / 24, -1 / 12, 1 / 6],
                 [0, 0, 1]])
 BT43 = BT25
+# F(3, 5): 7x7 tiles, the points 0, 1, -1, 2, -2, 1/2 and infinity, built by the same
+# rules: A^T's row i holds the points to the power i; G's rows the filter's polynomial
+# at each point over prod_j (p_i - p_j); B^T's row i the coefficients (lowest power
+# first) of prod_{j != i} (x - p_j) over the finite points, the last row their product.
+AT35 = np.array([[1, 1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1 / 2, 0],
+                 [0, 1, 1, 4, 4, 1 / 4, 1]])
+G35 = np.array([[-1 / 2, 0, 0, 0, 0],
+                [-1 / 3, -1 / 3, -1 / 3, -1 / 3, -1 / 3],
+                [1 / 9, -1 / 9, 1 / 9, -1 / 9, 1 / 9],
+                [1 / 36, 1 / 18, 1 / 9, 2 / 9, 4 / 9],
+                [-1 / 60, 1 / 30, -1 / 15, 2 / 15, -4 / 15],
+                [32 / 45, 16 / 45, 8 / 45, 4 / 45, 2 / 45],
+                [0, 0, 0, 0, 1]])
+BT35 = np.array([[-2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+                 [0, 2, -2, -9 / 2, 1 / 2, 1, 0],
+                 [0, -2, 6, -7 / 2, -3 / 2, 1, 0],
+                 [0, 1, -3 / 2, -2, 3 / 2, 1, 0],
+                 [0, -1, 5 / 2, 0, -5 / 2, 1, 0],
+                 [0, 4, 0, -5, 0, 1, 0],
+                 [0, -2, 4, 5 / 2, -5, -1 / 2, 1]])
 
 
 @dataclass
@@ -170,7 +193,7 @@ class WinogradCPU:
         # turned back once, when that sum is small; when it is larger than a chunk
         # (F(4,3) on 384 channels), each part goes back to the filter domain at once and
         # the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a GEMM
-        # per chunk, too much for F(2,5)'s conv2, which takes one image per chunk.
+        # per chunk, too much for conv2's 5x5 sets, which take one or two images a chunk.
         in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
         gU = None if in_filters else np.zeros((nn, OC, C), dtype=dt)   # (n*n, OC, C)
         gW = None                                                  # (OC, C, r, r)
@@ -233,3 +256,4 @@ class WinogradCPU:
 
 WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
 WINOGRAD_F25 = WinogradCPU(2, 5, AT25, G25, BT25, numba_winograd_f25)
+WINOGRAD_F35 = WinogradCPU(3, 5, AT35, G35, BT35, numba_winograd_f35)

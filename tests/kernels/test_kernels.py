@@ -33,7 +33,8 @@ from helpers.strategies import batch_geometry
 
 EXAMPLES = 25
 IM2COL = conv_im2col_cpu.IM2COL_GEMM
-F43, F25 = conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25
+F43, F25, F35 = (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25,
+                 conv_winograd_cpu.WINOGRAD_F35)
 DIRECT = conv_direct_cpu.DIRECT
 REF = conv.REFERENCE
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -119,7 +120,7 @@ def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed):
 
 
 @settings(max_examples=40)
-@given(winograd=st.sampled_from(["F43", "F25"]), N=st.integers(1, 3),
+@given(winograd=st.sampled_from(["F43", "F25", "F35"]), N=st.integers(1, 3),
        C=st.integers(1, 5), OC=st.integers(1, 5), H=st.integers(1, 11), W=st.integers(1, 11),
        PH=st.integers(0, 4), PW=st.integers(0, 4), dtype=DTYPES, cl=st.booleans(),
        bias=st.booleans(), small=st.booleans(), seed=st.integers(0, 2**16))
@@ -129,12 +130,16 @@ def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed):
          bias=True, small=True, seed=2)                             # partial F(4, 3) tiles
 @example(winograd="F25", N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True,
          bias=True, small=False, seed=1)          # 5x5 on 26x26: AlexNet's map size
+@example(winograd="F35", N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True,
+         bias=True, small=True, seed=1)           # 26 = 8 * 3 + 2: partial F(3, 5) tiles
+@example(winograd="F35", N=1, C=2, OC=3, H=7, W=9, PH=1, PW=0, dtype=np.float64, cl=False,
+         bias=False, small=False, seed=3)
 def test_winograd_conv_matches_the_reference(winograd, N, C, OC, H, W, PH, PW, dtype, cl,
                                              bias, small, seed, monkeypatch):
     """3x3 and 5x5 stride-1 layers by Winograd F(mxm, rxr): odd sizes (partial tiles),
     every padding below r, one image per chunk or all at once; any channel count
     (``takes`` would refuse fewer than 96, which is only a speed rule)."""
-    algorithm = F43 if winograd == "F43" else F25
+    algorithm = {"F43": F43, "F25": F25, "F35": F35}[winograd]
     r = algorithm.r
     PH, PW = min(PH, r - 1), min(PW, r - 1)
     assume(H + 2 * PH >= r and W + 2 * PW >= r)
@@ -149,7 +154,7 @@ def test_winograd_conv_matches_the_reference(winograd, N, C, OC, H, W, PH, PW, d
               needs=[(True, True, bias), (False, True, False), (True, False, bias)])
 
 
-@pytest.mark.parametrize("algorithm", [F43, F25], ids=lambda a: a.name)
+@pytest.mark.parametrize("algorithm", [F43, F25, F35], ids=lambda a: a.name)
 def test_winograd_matrices_compute_a_correlation(algorithm):
     """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d (m+r-1 values) with g (r):
     its m outputs."""
@@ -181,10 +186,12 @@ def test_winograd43_matrices_are_toom_cook_at_0_1_minus1_2_minus2_inf():
 
 
 @pytest.mark.parametrize("algorithm, module", [(F25, "numba_winograd_f25"),
-                                               (F43, "numba_winograd_f43")])
+                                               (F43, "numba_winograd_f43"),
+                                               (F35, "numba_winograd_f35")])
 def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
-    """numba_winograd_f25.py writes B^T d, A^T m and A g of F(2, 5) out by hand, and
-    numba_winograd_f43.py A^T m and A g of F(4, 3) (its B^T is F(2, 5)'s): the matrices."""
+    """numba_winograd_f25.py and numba_winograd_f35.py write B^T d, A^T m and A g of
+    F(2, 5) and F(3, 5) out by hand, and numba_winograd_f43.py A^T m and A g of F(4, 3)
+    (its B^T is F(2, 5)'s): the matrices."""
     loops = importlib.import_module(f"tinyalex.kernels.{module}")
     m, r = algorithm.m, algorithm.r
     rng = np.random.default_rng(7)
@@ -194,6 +201,45 @@ def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
             np.testing.assert_allclose(loops._bt(*d), algorithm.BT @ d, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(loops._at(*d), algorithm.AT @ d, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(loops._a(*g), algorithm.AT.T @ g, rtol=1e-12, atol=1e-12)
+
+
+def test_winograd35_matrices_are_toom_cook_at_0_1_minus1_2_minus2_half_inf():
+    """A^T, G and B^T of F(3, 5) from the points, as conv_winograd_cpu.py's comment
+    derives them (B^T's rows: the coefficients, lowest power first, of the products of
+    (x - p) over the other finite points; the last row over all of them)."""
+    p = np.array([0.0, 1, -1, 2, -2, 0.5])
+    at = np.zeros((3, 7))
+    at[:, :6] = p[None, :] ** np.arange(3)[:, None]
+    at[2, 6] = 1
+    g, bt = np.zeros((7, 5)), np.zeros((7, 7))
+    for j in range(6):
+        others = np.delete(p, j)
+        g[j] = p[j] ** np.arange(5) / np.prod(p[j] - others)
+        bt[j, :6] = np.polynomial.polynomial.polyfromroots(others)
+    g[6, 4] = 1
+    bt[6] = np.polynomial.polynomial.polyfromroots(p)
+    np.testing.assert_array_equal(F35.AT, at)
+    np.testing.assert_allclose(F35.G, g, rtol=1e-15)
+    np.testing.assert_allclose(F35.BT, bt, rtol=0, atol=1e-15)
+
+
+def test_winograd35_float32_error_at_alexnets_5x5_layer():
+    """F(3x3, 5x5) at AlexNet's conv2 (96 -> 256 channels, 26x26: partial tiles,
+    post-ReLU data, He-scaled filters): the output and both gradients stay within 1e-4
+    of the output's scale of the float64 reference, as F(4x4, 3x3) below."""
+    rng = np.random.default_rng(11)
+    C, OC = 96, 256
+    x = np.maximum(rng.standard_normal((1, C, 26, 26)), 0)
+    w = rng.standard_normal((OC, C, 5, 5)) * np.sqrt(2 / (25 * C))
+    g = conv_geometry(x.shape, w.shape, 1, 1, 2, 2)
+    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F35
+    y64, s64 = REF.forward(x, w, None, g, True)
+    gy = rng.standard_normal(y64.shape)
+    y, s = F35.forward(x.astype(np.float32), w.astype(np.float32), None, g, True)
+    gx, gw, _ = F35.backward(gy.astype(np.float32), s, True, True, False)
+    gx64, gw64, _ = REF.backward(gy, s64, True, True, False)
+    for got, want in ((y, y64), (gx, gx64), (gw, gw64)):
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
 def test_winograd43_float32_error_at_alexnets_3x3_layers():
@@ -241,7 +287,7 @@ def test_each_layer_of_alexnet_and_lenet_takes_its_algorithm():
     """The rules of conv2d_algorithm's table, on the layers of d2l's two networks and
     the cases around them; TINYALEX_CONV=im2col and the reference mode override them."""
     alexnet = [((32, 1, 224, 224), (96, 1, 11, 11), 4, 1, "im2col+GEMM"),
-               ((32, 96, 26, 26), (256, 96, 5, 5), 1, 2, "winograd F(2,5)"),
+               ((32, 96, 26, 26), (256, 96, 5, 5), 1, 2, "winograd F(3,5)"),
                ((32, 256, 12, 12), (384, 256, 3, 3), 1, 1, "winograd F(4,3)"),
                ((32, 384, 12, 12), (384, 384, 3, 3), 1, 1, "winograd F(4,3)"),
                ((32, 384, 12, 12), (256, 384, 3, 3), 1, 1, "winograd F(4,3)")]

@@ -780,6 +780,9 @@ CONV_PATHS = {
                         "numba_winograd_f25.input_transform6",
                         "numba_winograd_f25.output_transform",
                         "numba_winograd_f25.grad_output_transform"},
+    "winograd F(3,5)": {"numba_winograd_f35.input_transform",
+                        "numba_winograd_f35.output_transform",
+                        "numba_winograd_f35.grad_output_transform"},
 }
 
 
@@ -797,9 +800,13 @@ def force_path(path, g, monkeypatch):
     elif path == "direct":
         g.update(SH=1, SW=1, PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KW"] - 1))
     else:
-        algorithm = conv_winograd_cpu.WINOGRAD_F43 if "F(4,3)" in path \
-            else conv_winograd_cpu.WINOGRAD_F25
+        algorithm = {"F(4,3)": conv_winograd_cpu.WINOGRAD_F43,
+                     "F(2,5)": conv_winograd_cpu.WINOGRAD_F25,
+                     "F(3,5)": conv_winograd_cpu.WINOGRAD_F35}[path[len("winograd "):]]
         monkeypatch.setattr(algorithm, "min_channels", 1)
+        if algorithm is conv_winograd_cpu.WINOGRAD_F25:    # the chooser's 5x5 rule picks
+            from tinyalex.ops import conv as conv_ops      # F(3,5): let it pick F(2,5)
+            monkeypatch.setattr(conv_ops, "_F35", algorithm)
         r = algorithm.r
         g.update(KH=r, KW=r, SH=1, SW=1, PH=min(g["PH"], r - 1), PW=min(g["PW"], r - 1))
     return g
@@ -820,8 +827,8 @@ def conv_mode_restored():
 def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, conv_mode_restored, path, g,
                                    seed):
     """Convolution, forward and both gradients, through each fast path (im2col with
-    its columns stored row-major or transposed, direct, Winograd F(4x4, 3x3) and
-    F(2x2, 5x5) with the channel threshold lowered to reach them with tiny shapes):
+    its columns stored row-major or transposed, direct, Winograd F(4x4, 3x3),
+    F(2x2, 5x5) and F(3x3, 5x5) with the channel threshold lowered to reach them with tiny shapes):
     exactly the path's loops run, none indexes outside its arrays, and the results
     equal the reference's."""
     g = force_path(path, g, monkeypatch)

@@ -114,7 +114,7 @@ def test_bad_input_is_reported_clearly():
         time_layers(tinyalex.models.lenet(), (1, 1, 28, 28), repeats=0)
 
 
-ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 2: "max-pool loop", 3: "winograd F(2,5)",
+ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 2: "max-pool loop", 3: "winograd F(3,5)",
                       5: "max-pool loop", 6: "winograd F(4,3)", 8: "winograd F(4,3)",
                       10: "winograd F(4,3)", 12: "max-pool loop"}
 LENET_ALGORITHMS = {0: "direct", 2: "avg-pool loop", 3: "direct", 5: "avg-pool loop"}
