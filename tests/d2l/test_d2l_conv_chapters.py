@@ -45,6 +45,7 @@ import numpy as np
 import pytest
 
 from helpers.checks import require_torch
+from helpers.torch_side import TORCH_DRIVER
 from helpers.reliability import ROOT, child_env
 
 require_torch()
@@ -61,17 +62,6 @@ FIXED_START = START + "conv2d(X)\nconv2d.weight.data[:] = d2l.tensor([[[[0.25, 0
 LEARNING = [r"epoch (2|4|6|8|10), loss (\d+\.\d{3})"] * 5 + [
     r"tensor\(\[\[ ?(-?\d\.\d{4}), ?(-?\d\.\d{4})\]\]\)"]
 
-# Runs every script on PyTorch in one process; prints {name: stdout} as JSON.
-TORCH_DRIVER = """
-import contextlib, io, json, runpy, sys
-out = {}
-for path in sys.argv[1:]:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        runpy.run_path(path, run_name="__main__")
-    out[path] = buffer.getvalue()
-print(json.dumps(out))
-"""
 
 
 def variants(folder):

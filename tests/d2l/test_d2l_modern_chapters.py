@@ -26,6 +26,7 @@ import sys
 import pytest
 
 from helpers.checks import require_torch
+from helpers.torch_side import TORCH_DRIVER
 from helpers.reliability import ROOT, child_env
 from test_d2l_data import small_folder
 
@@ -40,16 +41,6 @@ TO_TORCH = {"import tinyalex as torch": "import torch",
             "from tinyalex import nn": "from torch import nn",
             "from tinyalex.nn import functional as F": "from torch.nn import functional as F",
             "from tinyalex import d2l": "import d2l_torch_standin_modern as d2l"}
-DRIVER = """
-import contextlib, io, json, runpy, sys
-out = {}
-for path in sys.argv[1:]:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        runpy.run_path(path, run_name="__main__")
-    out[path] = buffer.getvalue()
-print(json.dumps(out))
-"""
 TRAINED = [r"training on (cpu|cuda:0)",
            r"\(animator: no display in a plain script; the figure is written to .*"
            r"_animator(_2)?\.png as it changes\)",
@@ -79,7 +70,7 @@ def model_cells(name, folder, torch_side, until=TRAINING):
 
 
 def run_all(paths, env, folder):
-    out = subprocess.run([sys.executable, "-c", DRIVER, *map(str, paths)], cwd=folder,
+    out = subprocess.run([sys.executable, "-c", TORCH_DRIVER, *map(str, paths)], cwd=folder,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return {p: v.splitlines() for p, v in json.loads(out.stdout).items()}
