@@ -43,7 +43,7 @@ Python:
   readable NumPy/CuPy code of ``tinyalex/ops`` only. ``set_mode``, ``use`` (a block).
 * ``TINYALEX_CONV`` = ``auto`` (default) or ``im2col``: with ``im2col`` every
   convolution runs as im2col + one GEMM with the functions ``tinyalex/ops/im2col.py``
-  teaches (on the CPU; the GPU runs its kernels with the same (c, kh, kw) columns), and
+  teaches (on NumPy and on CuPy arrays alike), and
   pooling with ``tinyalex/ops/pool.py``'s references; ``auto`` lets the chooser take
   Winograd, the direct convolution or the compiled im2col loops. ``set_conv_mode``,
   ``use_conv``.
