@@ -1,6 +1,6 @@
 """Convolution as im2col + one GEMM on the GPU (CuPy backend): the im2col and col2im
-kernels of ``kernels/cuda/im2col.cu`` (launched through a module provider,
-``gpu_modules.py``) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
+kernels of ``kernels/cuda/im2col.cu`` (launched through the service ``cuda_launch.py``,
+which builds them with NVRTC) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
 ``tinyalex/ops/im2col.py``.
 
 Memory orders. By default images are channels-last, x (N, H, W, C) in memory, and the
@@ -35,7 +35,7 @@ call: nothing is kept between calls, so a captured CUDA graph owns every buffer 
 uses. The GEMMs run in TF32 where enabled and available (``precision.py``).
 
 The launch plans of ``im2col.cu`` (``im2col``, ``col2im``: kernel, grid, index width,
-arguments) come first below, then the algorithm; ``cuda_plan.py`` holds what every
+arguments) come first below, then the algorithm; ``cuda_launch.py`` holds what every
 op's plans share.
 """
 
@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 from tinyalex import backend as B
 
-from . import gemm_gpu, gpu_modules, precision
-from .cuda_plan import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
+from . import cuda_launch, gemm_gpu, precision
+from .cuda_launch import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
                         make_plan, window)
 from .elementwise_gpu import bias_activation, relu_forward
 from .geometry import ConvGeometry
@@ -272,5 +272,5 @@ def for_cupy(order="kh,kw,c") -> Im2colGemmGPU:
     """The algorithm on CuPy arrays (CuPy and a GPU must be usable)."""
     if order not in _cache:
         cp = B.cupy_module()
-        _cache[order] = Im2colGemmGPU(cp, gpu_modules.for_cupy(cp), gemm_gpu.for_cupy(), order)
+        _cache[order] = Im2colGemmGPU(cp, cuda_launch.for_cupy(cp), gemm_gpu.for_cupy(), order)
     return _cache[order]

@@ -3,7 +3,7 @@
 // What it holds
 //   * the integer names: i32, i64 (signed indices), u32, u64 (their unsigned twins);
 //   * Div<U>: division by a run-time divisor d as a multiply and a shift, with the
-//     magic number computed once on the host (kernels/cuda_plan.py, magic_divider);
+//     magic number computed once on the host (kernels/cuda_launch.py, magic_divider);
 //   * grid-stride loop helpers in the index type I (i32 or i64: the launcher picks
 //     i64 when an index could pass 2**31 - 1);
 //   * the float/double arithmetic with one rounding per operation (add_rn, mul_rn, ...:
@@ -17,7 +17,7 @@
 //     points the CPU tests call.
 //
 // How it is built: included by each .cu of this folder; on the GPU
-// kernels/cuda_build.py writes it into each source's code before NVRTC compiles it
+// kernels/cuda_launch.py writes it into each source's code before NVRTC compiles it
 // (module_code), and g++ finds it beside them.
 // No standard header is included on the device side, since NVRTC has none.
 #ifndef TINYALEX_COMMON_CUH
@@ -29,7 +29,7 @@
 #include "emulate.h"
 #endif
 
-// The largest block the launcher uses (kernels/cuda_plan.py, BLOCK), and at least 4
+// The largest block the launcher uses (kernels/cuda_launch.py, BLOCK), and at least 4
 // such blocks resident per SM: ptxas then allows 64 registers a thread. (Given the
 // block size alone, ptxas aims at 8 resident blocks, 32 registers, and the 64-bit
 // col2im spills to local memory on sm_80.)

@@ -28,18 +28,19 @@
 // rng = {base seed, step} (a u64[2] in device memory) and the call site's stream
 // number (a constant of the layer):
 //     s = mix64(base + (step * 65536 + stream + 1) * 0x9E3779B97F4A7C15)
-// (kernels/cuda_plan.py, dropout_seed, computes the same on the host). A graph replays
+// (kernels/elementwise_gpu.py, dropout_seed, computes the same on the host). A graph replays
 // rng_advance once per step, so every replay draws fresh masks, and the backward of a
 // step, run before the next rng_advance, recomputes the forward's mask.
 //
 // Every operation whose result must equal NumPy's is written with the one-rounding
 // arithmetic of common.cuh (no fused multiply-add), and NVRTC builds it with IEEE
-// subnormals (--ftz=false, kernels/cuda_build.py; CuPy's own compile path would flush
+// subnormals (--ftz=false, kernels/cuda_launch.py; CuPy's own compile path would flush
 // them to zero): float32 results then equal the reference's bit for bit, subnormals
 // included; sigmoid and cross-entropy call exp/log, which differ from the C library's
 // by a few ulp.
 //
-// How it is built and launched: as im2col.cu (kernels/cuda_build.py, kernels/cuda_plan.py).
+// How it is built and launched: as im2col.cu (kernels/cuda_launch.py builds it,
+// kernels/elementwise_gpu.py plans the launches).
 // References: tinyalex/ops/activation.py (relu, sigmoid, dropout), tinyalex/random.py
 // (keep_mask), tinyalex/optim.py (SGD), tinyalex/ops/loss.py (CrossEntropy).
 #include "common.cuh"

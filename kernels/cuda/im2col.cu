@@ -22,10 +22,10 @@
 //
 // How it is built: on the GPU by NVRTC, called by tinyalex with --ftz=false (IEEE
 // subnormals, as the CPU; CuPy's RawModule(code=...) would append -ftz=true) and
-// loaded with cupy.RawModule(path=...) (kernels/cuda_build.py, compile_with_nvrtc;
-// kernels/gpu_modules.py); on the CPU by g++ against emulate.h, for the tests.
-// How it is launched: kernels/cuda_plan.py (im2col, col2im) says the grid, the block,
-// the index type and the arguments in the order of the parameter lists below.
+// loaded with cupy.RawModule(path=...) (kernels/cuda_launch.py, the service every GPU op
+// calls); on the CPU by g++ against emulate.h, for the tests (kernels/cuda_emulation.py).
+// How it is launched: kernels/conv_im2col_gpu.py's plans (im2col, col2im) say the grid,
+// the block, the index type and the arguments in the order of the parameter lists below.
 // Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/gpu/test_gpu_kernels.py
 // checks every kernel here against it.
 #include "common.cuh"

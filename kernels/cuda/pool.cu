@@ -25,8 +25,8 @@
 // The average's forward sum runs in (kh, kw) order too, which is NumPy's order for
 // windows of fewer than 8 entries (NumPy sums longer rows pairwise).
 //
-// How it is built and launched: as im2col.cu (kernels/cuda_build.py builds it,
-// kernels/cuda_plan.py plans the launches: max_pool_forward, ...).
+// How it is built and launched: as im2col.cu (kernels/cuda_launch.py builds it,
+// kernels/pool_gpu.py plans the launches: max_pool_forward, ...).
 // Reference: tinyalex/ops/pool.py (max_pool2d_forward_reference, ...).
 #include "common.cuh"
 
