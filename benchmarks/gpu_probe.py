@@ -123,8 +123,9 @@ def algorithms(emulate):
     """(xp, conv, max_pool, elementwise dict, timer)."""
     from tinyalex.kernels import conv_im2col_gpu, elementwise_gpu as ew, pool_gpu
     if emulate:
-        from tinyalex.kernels import cuda_build, gemm_gpu, gpu_modules
-        modules = gpu_modules.EmulatedModules(cuda_build.emulated_module(tempfile.mkdtemp()))
+        from tinyalex.kernels import cuda_emulation, gemm_gpu
+        emulated = cuda_emulation.emulated_module(tempfile.mkdtemp())
+        modules = cuda_emulation.EmulatedModules(emulated)
         gemm = gemm_gpu.NumpyGemm()
         conv = conv_im2col_gpu.Im2colGemmGPU(np, modules, gemm)
         ops = {"relu": ew.ReluGPU(np, modules), "bias": ew.BiasActivationGPU(np, modules),
@@ -132,11 +133,11 @@ def algorithms(emulate):
                "loss": ew.CrossEntropyGPU(np, modules), "modules": modules}
         return np, conv, pool_gpu.MaxPoolGPU(np, modules), ops, WallTimer()
     from tinyalex import backend as B
-    from tinyalex.kernels import gpu_modules
+    from tinyalex.kernels import cuda_launch
     cp = B.cupy_module()
     ops = {"relu": ew.for_cupy(ew.ReluGPU), "bias": ew.for_cupy(ew.BiasActivationGPU),
            "dropout": ew.for_cupy(ew.DropoutGPU), "sgd": ew.for_cupy(ew.SgdUpdateGPU),
-           "loss": ew.for_cupy(ew.CrossEntropyGPU), "modules": gpu_modules.for_cupy(cp)}
+           "loss": ew.for_cupy(ew.CrossEntropyGPU), "modules": cuda_launch.for_cupy(cp)}
     return cp, conv_im2col_gpu.for_cupy(), pool_gpu.for_cupy(pool_gpu.MaxPoolGPU), ops, \
         CudaTimer(cp)
 

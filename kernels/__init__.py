@@ -23,9 +23,10 @@ and ``backward``. The files, by algorithm and device:
 ``sgd_cpu.py``               the SGD update (``numba_elementwise.py``)
 ``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
 ``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
-``elementwise_gpu.py``       ``cuda/*.cu``, launched with the plans beside them (``cuda_plan.py``: shared parts)
-                             through a module provider (``gpu_modules.py``: cupy.RawModule,
-                             or the g++ emulation of ``cuda_build.py`` for the CPU tests)
+``elementwise_gpu.py``       ``cuda/*.cu``, each op's launch plans beside its algorithm
+``cuda_launch.py``           the service they call: the plans' shared parts, the NVRTC
+                             build and its cache, the launch (cupy.RawModule)
+``cuda_emulation.py``        the same kernels built by g++ for the CPU tests
 ``gemm_gpu.py``              the GPU GEMMs (cuBLAS called directly: capturable in a
                              CUDA graph; or cupy.matmul)
 ``geometry.py``              the checked geometry of a window op
@@ -43,7 +44,7 @@ Python:
   readable NumPy/CuPy code of ``tinyalex/ops`` only. ``set_mode``, ``use`` (a block).
 * ``TINYALEX_CONV`` = ``auto`` (default) or ``im2col``: with ``im2col`` every
   convolution runs as im2col + one GEMM with the functions ``tinyalex/ops/im2col.py``
-  teaches (on the CPU; the GPU runs its kernels with the same (c, kh, kw) columns), and
+  teaches (on NumPy and on CuPy arrays alike), and
   pooling with ``tinyalex/ops/pool.py``'s references; ``auto`` lets the chooser take
   Winograd, the direct convolution or the compiled im2col loops. ``set_conv_mode``,
   ``use_conv``.

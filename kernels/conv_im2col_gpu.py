@@ -1,13 +1,16 @@
 """Convolution as im2col + one GEMM on the GPU (CuPy backend): the im2col and col2im
-kernels of ``kernels/cuda/im2col.cu`` (launched through a module provider,
-``gpu_modules.py``) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
+kernels of ``kernels/cuda/im2col.cu`` (launched through the service ``cuda_launch.py``,
+which builds them with NVRTC) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
 ``tinyalex/ops/im2col.py``.
 
 Memory orders. By default images are channels-last, x (N, H, W, C) in memory, and the
 columns are ordered (kh, kw, c), so that one kernel row of a window is KW*C numbers in
 a row of memory, and the GEMM's (N*OH*OW, OC) result is the next layer's channels-last
-input with no transpose. ``order="c,kh,kw"`` (``TINYALEX_CONV=im2col``) builds the
-reference's (c, kh, kw) columns from plain (N, C, H, W) memory instead.
+input with no transpose. ``order="c,kh,kw"`` builds the reference's (c, kh, kw) columns
+from plain (N, C, H, W) memory instead (the ``*_nchw`` kernels, held to
+``tinyalex/ops/im2col.py`` by the tests); ``TINYALEX_CONV=im2col`` runs neither: on the
+GPU as on the CPU it runs ``ops/conv.py``'s ``Im2colReference`` (``ops/im2col.py`` on
+CuPy arrays and one GEMM).
 
 One pass of work per layer and direction:
 
@@ -32,7 +35,7 @@ call: nothing is kept between calls, so a captured CUDA graph owns every buffer 
 uses. The GEMMs run in TF32 where enabled and available (``precision.py``).
 
 The launch plans of ``im2col.cu`` (``im2col``, ``col2im``: kernel, grid, index width,
-arguments) come first below, then the algorithm; ``cuda_plan.py`` holds what every
+arguments) come first below, then the algorithm; ``cuda_launch.py`` holds what every
 op's plans share.
 """
 
@@ -43,8 +46,8 @@ from dataclasses import dataclass
 
 from tinyalex import backend as B
 
-from . import gemm_gpu, gpu_modules, precision
-from .cuda_plan import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
+from . import cuda_launch, gemm_gpu, precision
+from .cuda_launch import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
                         make_plan, window)
 from .elementwise_gpu import bias_activation, relu_forward
 from .geometry import ConvGeometry
@@ -146,18 +149,19 @@ class Im2colGemmGPU:
                              f"got {order!r}")
         self.xp, self.modules, self.gemm = xp, modules, gemm
         self.chunk_bytes, self.keep_bytes, self.max_blocks = chunk_bytes, keep_bytes, max_blocks
-        self.cl = order == "kh,kw,c"
-        self.layout = "nhwc" if self.cl else "nchw"
-        self.name = "im2col+GEMM (kh,kw,c)" if self.cl else "im2col+GEMM"
+        # (kh, kw, c) columns read channels-last images: x (N, H, W, C) in memory
+        self.channels_last = order == "kh,kw,c"
+        self.layout = "nhwc" if self.channels_last else "nchw"
+        self.name = "im2col+GEMM (kh,kw,c)" if self.channels_last else "im2col+GEMM"
 
     # -- pieces ----------------------------------------------------------------------
     def _input(self, x):
         """x (N, C, H, W) as the im2col kernel reads it: (N, H, W, C) or (N, C, H, W)
         C-contiguous (a view when the memory already lies so)."""
-        return as_nhwc(self.xp, x) if self.cl else self.xp.ascontiguousarray(x)
+        return as_nhwc(self.xp, x) if self.channels_last else self.xp.ascontiguousarray(x)
 
     def _w_mat(self, weight, g):
-        if self.cl:       # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), a copy
+        if self.channels_last:  # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), a copy
             return self.xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(g.OC, g.K)
         return weight.reshape(g.OC, g.K)                            # (OC, C*KH*KW), a view
 
@@ -231,7 +235,7 @@ class Im2colGemmGPU:
         gy_mat = as_nhwc(xp, gy).reshape(N * P, OC)                 # (N*OH*OW, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
         gw = xp.empty((OC, K), dtype=dtype) if need_w else None     # (OC, K)
-        x_shape = (N, g.H, g.W, g.C) if self.cl else (N, g.C, g.H, g.W)
+        x_shape = (N, g.H, g.W, g.C) if self.channels_last else (N, g.C, g.H, g.W)
         gxk = xp.empty(x_shape, dtype=dtype) if need_x else None
         nb = N if s.cols is not None else self.images_per_chunk(g, dtype.itemsize)
         tf32 = precision.tf32_enabled()
@@ -251,13 +255,13 @@ class Im2colGemmGPU:
                                                 max_blocks=self.max_blocks),
                                     cols=gcols, gx=gxk[n0:n1])
         if need_w:
-            if self.cl:   # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), a view
+            if self.channels_last:  # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), a view
                 gw = gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2)
             else:
                 gw = gw.reshape(OC, g.C, g.KH, g.KW)
         gx = None
         if need_x:
-            gx = gxk.transpose(0, 3, 1, 2) if self.cl else gxk      # (N, C, H, W)
+            gx = gxk.transpose(0, 3, 1, 2) if self.channels_last else gxk   # (N, C, H, W)
         return gx, gw, gb
 
 
@@ -268,5 +272,5 @@ def for_cupy(order="kh,kw,c") -> Im2colGemmGPU:
     """The algorithm on CuPy arrays (CuPy and a GPU must be usable)."""
     if order not in _cache:
         cp = B.cupy_module()
-        _cache[order] = Im2colGemmGPU(cp, gpu_modules.for_cupy(cp), gemm_gpu.for_cupy(), order)
+        _cache[order] = Im2colGemmGPU(cp, cuda_launch.for_cupy(cp), gemm_gpu.for_cupy(), order)
     return _cache[order]

@@ -1,6 +1,6 @@
 """The elementwise ops, the loss, the SGD update and the fully connected layers' GEMM
 on the GPU (CuPy backend): the kernels of ``kernels/cuda/elementwise.cu``, launched
-through a module provider (``gpu_modules.py``) on the memory as it lies, one launch
+through a module provider (``cuda_launch.py``) on the memory as it lies, one launch
 each, and a GEMM (``gemm_gpu.py``, strict FP32 as PyTorch's Linear layers).
 
 Nothing a step must change between steps is a kernel argument, so a captured CUDA
@@ -21,7 +21,7 @@ graph replays the step as it is (``tinyalex/cuda_graph.py``):
   (``nn.FlatParameters``), weight decay and momentum in the same pass.
 
 The launch plans of ``elementwise.cu`` come first below, then the algorithms;
-``cuda_plan.py`` holds what every op's plans share.
+``cuda_launch.py`` holds what every op's plans share.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from tinyalex import backend as B
 from tinyalex import random as R
 from tinyalex.random import GOLDEN, MIX1, MIX2, dropout_threshold  # SplitMix64: defined there
 
-from . import gemm_gpu, gpu_modules
-from .cuda_plan import (MASK64, MAX_BLOCKS, Param, Params, Plan, check_sizes, dtype_suffix,
+from . import cuda_launch, gemm_gpu
+from .cuda_launch import (MASK64, MAX_BLOCKS, Param, Params, Plan, check_sizes, dtype_suffix,
                         make_plan)
 from .layout import dense_view, undo_order
 
@@ -448,7 +448,7 @@ def for_cupy(cls):
     every one shares the cupy backend's module provider, and dropout its DeviceRNG."""
     if cls not in _cache:
         cp = B.cupy_module()
-        modules = gpu_modules.for_cupy(cp)
+        modules = cuda_launch.for_cupy(cp)
         if cls is MatmulGPU:
             _cache[cls] = MatmulGPU(cp, gemm_gpu.for_cupy(), for_cupy(BiasActivationGPU))
         elif cls is DropoutGPU:
@@ -466,5 +466,5 @@ def device_rng() -> DeviceRNG:
     global _rng
     if _rng is None:
         cp = B.cupy_module()
-        _rng = DeviceRNG(cp, gpu_modules.for_cupy(cp))
+        _rng = DeviceRNG(cp, cuda_launch.for_cupy(cp))
     return _rng

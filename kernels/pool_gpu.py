@@ -1,11 +1,11 @@
 """Max and average pooling on the GPU (CuPy backend): the kernels of
 ``kernels/cuda/pool.cu``, one launch over every image, launched through a module
-provider (``gpu_modules.py``), in the memory order the input has (plain memory as
+provider (``cuda_launch.py``), in the memory order the input has (plain memory as
 N*C one-channel images, channels-last as it lies: ``layout.py``), as the CPU's
 ``pool_cpu.py`` does. Max pooling keeps the argmax (int32, kh*KW + kw) for backward;
 both backwards are gathers in the reference's (kh, kw) order (no atomics).
 
-The launch plans of ``pool.cu`` come first below, then the algorithms; ``cuda_plan.py``
+The launch plans of ``pool.cu`` come first below, then the algorithms; ``cuda_launch.py``
 holds what every op's plans share.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 
 from tinyalex import backend as B
 
-from . import gpu_modules
-from .cuda_plan import MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix, make_plan, window
+from . import cuda_launch
+from .cuda_launch import MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix, make_plan, window
 from .geometry import PoolGeometry
 from .layout import as_nhwc, pool_images, pool_result
 from .pool_cpu import MaxPoolSaved
@@ -186,5 +186,5 @@ def for_cupy(cls):
     """``cls`` (MaxPoolGPU or AvgPoolGPU) on CuPy arrays, built once."""
     if cls not in _cache:
         cp = B.cupy_module()
-        _cache[cls] = cls(cp, gpu_modules.for_cupy(cp))
+        _cache[cls] = cls(cp, cuda_launch.for_cupy(cp))
     return _cache[cls]

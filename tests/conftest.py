@@ -56,12 +56,12 @@ def kernel_mode(request, backend):
 @pytest.fixture(scope="session")
 def cuda_emulation(tmp_path_factory):
     """The CUDA C sources of kernels/cuda/ built by g++ against emulate.h, once per
-    session (``cuda_build.EmulatedModule``: the kernels as ``cupy.RawModule`` would give
+    session (``cuda_emulation.EmulatedModule``: the kernels as ``cupy.RawModule`` would give
     them, run on the CPU over NumPy arrays); skipped, saying why, without g++."""
-    from tinyalex.kernels import cuda_build
-    if cuda_build.cxx_path() is None:
+    from tinyalex.kernels import cuda_emulation as emulation
+    if emulation.cxx_path() is None:
         pytest.skip("g++ is not on PATH, so the CUDA sources cannot be built for the CPU")
-    return cuda_build.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
+    return emulation.emulated_module(tmp_path_factory.mktemp("cuda_emu"))
 
 
 @pytest.fixture

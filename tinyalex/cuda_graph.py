@@ -12,6 +12,8 @@ What one call does (``step.mode_for(X, y)`` says it without running anything):
 =========  ================================================================================
 eager      the step as plain calls: on the CPU, with ``TINYALEX_CUDA_GRAPH=0`` (or
            ``graphs=False``), with the reference kernels (their label check reads back),
+           under ``TINYALEX_CONV=im2col`` (the reference convolution's GEMM is
+           ``cupy.matmul``, whose cuBLAS call capture refuses),
            where the GEMMs cannot be captured (``gemm_gpu.CupyGemm``), for a batch of
            another shape than the graph's (the last, partial batch of an epoch), and
            after a capture failed (a warning says why)
@@ -181,6 +183,8 @@ class TrainStep:
             return "eager"
         if kernels.get_mode() == "reference":
             return "eager"                # the reference loss reads its labels back
+        if kernels.get_conv_mode() == "im2col":
+            return "eager"                # the reference convolution's GEMM is cupy.matmul
         key = self.key(X, y)
         if self.captured is not None:
             if key == self.captured.key:

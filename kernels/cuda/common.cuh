@@ -3,20 +3,21 @@
 // What it holds
 //   * the integer names: i32, i64 (signed indices), u32, u64 (their unsigned twins);
 //   * Div<U>: division by a run-time divisor d as a multiply and a shift, with the
-//     magic number computed once on the host (kernels/cuda_plan.py, magic_divider);
+//     magic number computed once on the host (kernels/cuda_launch.py, magic_divider);
 //   * grid-stride loop helpers in the index type I (i32 or i64: the launcher picks
 //     i64 when an index could pass 2**31 - 1);
 //   * the float/double arithmetic with one rounding per operation (add_rn, mul_rn, ...:
 //     nvcc never contracts these into FMAs, so a result equals NumPy's, which rounds
 //     every operation), exp/log overloads, -inf and NaN;
 //   * DIV_PARAMS / DIV: a divisor as three kernel parameters, and back;
+//   * FOR_EACH_VARIANT(ENTRY): a kernel's four entry points (float/double, i32/i64);
 //   * sum_over_windows: the backward passes' sum over every window that covers one
 //     input position, in the reference's order (col2im, max and average pooling);
 //   * EMULATE_ENTRY(name): nothing under nvcc/NVRTC; under g++ (emulate.h) the C entry
 //     points the CPU tests call.
 //
 // How it is built: included by each .cu of this folder; on the GPU
-// kernels/cuda_build.py writes it into each source's code before NVRTC compiles it
+// kernels/cuda_launch.py writes it into each source's code before NVRTC compiles it
 // (module_code), and g++ finds it beside them.
 // No standard header is included on the device side, since NVRTC has none.
 #ifndef TINYALEX_COMMON_CUH
@@ -28,7 +29,7 @@
 #include "emulate.h"
 #endif
 
-// The largest block the launcher uses (kernels/cuda_plan.py, BLOCK), and at least 4
+// The largest block the launcher uses (kernels/cuda_launch.py, BLOCK), and at least 4
 // such blocks resident per SM: ptxas then allows 64 registers a thread. (Given the
 // block size alone, ptxas aims at 8 resident blocks, 32 registers, and the 64-bit
 // col2im spills to local memory on sm_80.)
@@ -85,9 +86,20 @@ __device__ __forceinline__ double log_t(double v) { return log(v); }
 
 template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
 
-// a divisor is passed as three parameters (kernels/cuda_plan.py, Divider.args)
-#define DIV_PARAMS(NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
-#define DIV(NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
+// A divisor is passed as three parameters, U d, U magic, u32 shift (packed by a plan's
+// Params.div, kernels/cuda_launch.py), and taken back as one Div<U>.
+#define DIV_PARAMS(U, NAME) U NAME##_d, U NAME##_m, u32 NAME##_s
+#define DIV(U, NAME) Div<U>{NAME##_d, NAME##_m, NAME##_s}
+
+// Every kernel has four extern "C" entry points, <kernel>_<t>_<i> (the names the plans
+// ask cupy.RawModule.get_function for): T float (f32) or double (f64), I i32 or i64,
+// and U, I's unsigned twin, for the divisors. FOR_EACH_VARIANT(ENTRY) writes
+// ENTRY(<t>_<i>, T, I, U) for each of the four.
+#define FOR_EACH_VARIANT(ENTRY)                                                            \
+    ENTRY(f32_i32, float, i32, u32)                                                        \
+    ENTRY(f64_i32, double, i32, u32)                                                       \
+    ENTRY(f32_i64, float, i64, u64)                                                        \
+    ENTRY(f64_i64, double, i64, u64)
 
 // The sum, over every window (oh, ow) of a KH x KW, stride (SH, SW) operator whose tap
 // (kh, kw) lands on padded position (hp, wp) = (h + PH, w + PW), of term(oh, ow, kh, kw).

@@ -28,18 +28,19 @@
 // rng = {base seed, step} (a u64[2] in device memory) and the call site's stream
 // number (a constant of the layer):
 //     s = mix64(base + (step * 65536 + stream + 1) * 0x9E3779B97F4A7C15)
-// (kernels/cuda_plan.py, dropout_seed, computes the same on the host). A graph replays
+// (kernels/elementwise_gpu.py, dropout_seed, computes the same on the host). A graph replays
 // rng_advance once per step, so every replay draws fresh masks, and the backward of a
 // step, run before the next rng_advance, recomputes the forward's mask.
 //
 // Every operation whose result must equal NumPy's is written with the one-rounding
 // arithmetic of common.cuh (no fused multiply-add), and NVRTC builds it with IEEE
-// subnormals (--ftz=false, kernels/cuda_build.py; CuPy's own compile path would flush
+// subnormals (--ftz=false, kernels/cuda_launch.py; CuPy's own compile path would flush
 // them to zero): float32 results then equal the reference's bit for bit, subnormals
 // included; sigmoid and cross-entropy call exp/log, which differ from the C library's
 // by a few ulp.
 //
-// How it is built and launched: as im2col.cu (kernels/cuda_build.py, kernels/cuda_plan.py).
+// How it is built and launched: as im2col.cu (kernels/cuda_launch.py builds it,
+// kernels/elementwise_gpu.py plans the launches).
 // References: tinyalex/ops/activation.py (relu, sigmoid, dropout), tinyalex/random.py
 // (keep_mask), tinyalex/optim.py (SGD), tinyalex/ops/loss.py (CrossEntropy).
 #include "common.cuh"
@@ -208,55 +209,55 @@ extern "C" __global__ void rng_advance(u64* rng) {
 }
 EMULATE_ENTRY(rng_advance)
 
-#define BIAS_ENTRY(ACTNAME, ACT, NAME, T, I)                                              \
-    extern "C" __global__ void TINYALEX_BOUNDS bias_##ACTNAME##_##NAME( \
-        const T* y, const T* __restrict__ bias, T* out, I total, DIV_PARAMS(OC)) {        \
-        bias_activation<ACT, T, I, U>(y, bias, out, total, DIV(OC));                      \
-    }                                                                                     \
+#define BIAS_ENTRY(ACTNAME, ACT, NAME, T, I, U)                                            \
+    extern "C" __global__ void TINYALEX_BOUNDS bias_##ACTNAME##_##NAME(                    \
+        const T* y, const T* __restrict__ bias, T* out, I total, DIV_PARAMS(U, OC)) {      \
+        bias_activation<ACT, T, I, U>(y, bias, out, total, DIV(U, OC));                    \
+    }                                                                                      \
     EMULATE_ENTRY(bias_##ACTNAME##_##NAME)
 
-#define UNARY_ENTRY(KERNEL, NAME, T, I)                                                    \
-    extern "C" __global__ void TINYALEX_BOUNDS KERNEL##_##NAME(          \
+#define UNARY_ENTRY(KERNEL, NAME, T, I, U)                                                 \
+    extern "C" __global__ void TINYALEX_BOUNDS KERNEL##_##NAME(                            \
         const T* x, T* y, I total) {                                                       \
         KERNEL<T, I>(x, y, total);                                                         \
     }                                                                                      \
     EMULATE_ENTRY(KERNEL##_##NAME)
 
-#define BINARY_ENTRY(KERNEL, NAME, T, I)                                                   \
-    extern "C" __global__ void TINYALEX_BOUNDS KERNEL##_##NAME(          \
+#define BINARY_ENTRY(KERNEL, NAME, T, I, U)                                                \
+    extern "C" __global__ void TINYALEX_BOUNDS KERNEL##_##NAME(                            \
         const T* gy, const T* __restrict__ y, T* gx, I total) {                            \
         KERNEL<T, I>(gy, y, gx, total);                                                    \
     }                                                                                      \
     EMULATE_ENTRY(KERNEL##_##NAME)
 
-#define ELEMENTWISE_ENTRIES(NAME, T, I)                                                    \
-    BIAS_ENTRY(add, ACT_NONE, NAME, T, I)                                                  \
-    BIAS_ENTRY(relu, ACT_RELU, NAME, T, I)                                                 \
-    BIAS_ENTRY(sigmoid, ACT_SIGMOID, NAME, T, I)                                           \
-    UNARY_ENTRY(relu_forward, NAME, T, I)                                                  \
-    UNARY_ENTRY(sigmoid_forward, NAME, T, I)                                               \
-    BINARY_ENTRY(relu_backward, NAME, T, I)                                                \
-    BINARY_ENTRY(sigmoid_backward, NAME, T, I)                                             \
-    extern "C" __global__ void TINYALEX_BOUNDS dropout_##NAME(           \
+#define ELEMENTWISE_ENTRIES(NAME, T, I, U)                                                 \
+    BIAS_ENTRY(add, ACT_NONE, NAME, T, I, U)                                               \
+    BIAS_ENTRY(relu, ACT_RELU, NAME, T, I, U)                                              \
+    BIAS_ENTRY(sigmoid, ACT_SIGMOID, NAME, T, I, U)                                        \
+    UNARY_ENTRY(relu_forward, NAME, T, I, U)                                               \
+    UNARY_ENTRY(sigmoid_forward, NAME, T, I, U)                                            \
+    BINARY_ENTRY(relu_backward, NAME, T, I, U)                                             \
+    BINARY_ENTRY(sigmoid_backward, NAME, T, I, U)                                          \
+    extern "C" __global__ void TINYALEX_BOUNDS dropout_##NAME(                             \
         const T* x, T* y, I total, const u64* __restrict__ rng, u64 stream, u64 threshold, \
         T scale) {                                                                         \
         dropout<T, I>(x, y, total, rng, stream, threshold, scale);                         \
     }                                                                                      \
     EMULATE_ENTRY(dropout_##NAME)                                                          \
-    extern "C" __global__ void TINYALEX_BOUNDS sgd_update_##NAME(        \
+    extern "C" __global__ void TINYALEX_BOUNDS sgd_update_##NAME(                          \
         T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf, I total, T lr,    \
         T momentum, T weight_decay, i32 first) {                                           \
         sgd_update<T, I>(p, g, buf, total, lr, momentum, weight_decay, first);             \
     }                                                                                      \
     EMULATE_ENTRY(sgd_update_##NAME)                                                       \
-    extern "C" __global__ void TINYALEX_BOUNDS                           \
+    extern "C" __global__ void TINYALEX_BOUNDS                                             \
     cross_entropy_forward_##NAME(const T* __restrict__ logits,                             \
                                  const i64* __restrict__ labels, T* __restrict__ row_loss, \
                                  T* __restrict__ row_hit, i32* __restrict__ bad, I N, I K) { \
         cross_entropy_forward<T, I>(logits, labels, row_loss, row_hit, bad, N, K);         \
     }                                                                                      \
     EMULATE_ENTRY(cross_entropy_forward_##NAME)                                            \
-    extern "C" __global__ void TINYALEX_BOUNDS                           \
+    extern "C" __global__ void TINYALEX_BOUNDS                                             \
     cross_entropy_backward_##NAME(const T* __restrict__ logits,                            \
                                   const i64* __restrict__ labels, const T* __restrict__ gy, \
                                   T* __restrict__ g, I N, I K) {                           \
@@ -264,11 +265,4 @@ EMULATE_ENTRY(rng_advance)
     }                                                                                      \
     EMULATE_ENTRY(cross_entropy_backward_##NAME)
 
-#define U u32
-ELEMENTWISE_ENTRIES(f32_i32, float, i32)
-ELEMENTWISE_ENTRIES(f64_i32, double, i32)
-#undef U
-#define U u64
-ELEMENTWISE_ENTRIES(f32_i64, float, i64)
-ELEMENTWISE_ENTRIES(f64_i64, double, i64)
-#undef U
+FOR_EACH_VARIANT(ELEMENTWISE_ENTRIES)

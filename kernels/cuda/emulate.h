@@ -27,7 +27,7 @@
 //   on both, since NVRTC builds with --ftz=false), and grid-stride loops see the same
 //   (grid, block) they would on the GPU.
 //
-// How it is built: kernels/cuda_build.py, build_emulation_library(), runs
+// How it is built: kernels/cuda_emulation.py, build_emulation_library(), runs
 //   g++ -x c++ -std=c++17 -O1 -shared -fPIC -ffp-contract=off -I kernels/cuda *.cu
 // (common.cuh includes this header when neither __CUDACC__ nor __CUDACC_RTC__ is
 // defined, so nvcc and NVRTC never see it). -ffp-contract=off keeps g++ from fusing

@@ -22,10 +22,10 @@
 //
 // How it is built: on the GPU by NVRTC, called by tinyalex with --ftz=false (IEEE
 // subnormals, as the CPU; CuPy's RawModule(code=...) would append -ftz=true) and
-// loaded with cupy.RawModule(path=...) (kernels/cuda_build.py, compile_with_nvrtc;
-// kernels/gpu_modules.py); on the CPU by g++ against emulate.h, for the tests.
-// How it is launched: kernels/cuda_plan.py (im2col, col2im) says the grid, the block,
-// the index type and the arguments in the order of the parameter lists below.
+// loaded with cupy.RawModule(path=...) (kernels/cuda_launch.py, the service every GPU op
+// calls); on the CPU by g++ against emulate.h, for the tests (kernels/cuda_emulation.py).
+// How it is launched: kernels/conv_im2col_gpu.py's plans (im2col, col2im) say the grid,
+// the block, the index type and the arguments in the order of the parameter lists below.
 // Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/gpu/test_gpu_kernels.py
 // checks every kernel here against it.
 #include "common.cuh"
@@ -51,6 +51,18 @@ __device__ __forceinline__ void im2col_nchw(const T* __restrict__ x, T* __restri
     }
 }
 
+// im2col_nchw_<t>_<i>: its parameters in the order the plan im2col(layout="nchw") packs
+#define IM2COL_NCHW(NAME, T, I, U)                                                         \
+    extern "C" __global__ void TINYALEX_BOUNDS im2col_nchw_##NAME(                         \
+        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(U, K),          \
+        DIV_PARAMS(U, OW), DIV_PARAMS(U, OH), DIV_PARAMS(U, KW), DIV_PARAMS(U, KH),        \
+        I C, I H, I W, I SH, I SW, I PH, I PW) {                                           \
+        im2col_nchw<T, I, U>(x, cols, total, DIV(U, K), DIV(U, OW), DIV(U, OH),            \
+                             DIV(U, KW), DIV(U, KH), C, H, W, SH, SW, PH, PW);             \
+    }                                                                                      \
+    EMULATE_ENTRY(im2col_nchw_##NAME)
+FOR_EACH_VARIANT(IM2COL_NCHW)
+
 // cols[row, col] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, c] (0 outside the image)
 // row = (n, oh, ow), col = (kh, kw, c); x is (N, H, W, C), cols (N*OH*OW, K = KH*KW*C).
 // For one kernel row kh, the KW*C entries (kw, c) are one run of x's memory.
@@ -72,6 +84,18 @@ __device__ __forceinline__ void im2col_nhwc(const T* __restrict__ x, T* __restri
         cols[e] = inside ? x[(((I)n * H + h) * W + w) * (I)C.d + (I)c] : T(0);
     }
 }
+
+// im2col_nhwc_<t>_<i>: its parameters in the order the plan im2col(layout="nhwc") packs
+#define IM2COL_NHWC(NAME, T, I, U)                                                         \
+    extern "C" __global__ void TINYALEX_BOUNDS im2col_nhwc_##NAME(                         \
+        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(U, K),          \
+        DIV_PARAMS(U, OW), DIV_PARAMS(U, OH), DIV_PARAMS(U, KWC), DIV_PARAMS(U, C),        \
+        I H, I W, I SH, I SW, I PH, I PW) {                                                \
+        im2col_nhwc<T, I, U>(x, cols, total, DIV(U, K), DIV(U, OW), DIV(U, OH),            \
+                             DIV(U, KWC), DIV(U, C), H, W, SH, SW, PH, PW);                \
+    }                                                                                      \
+    EMULATE_ENTRY(im2col_nhwc_##NAME)
+FOR_EACH_VARIANT(IM2COL_NHWC)
 
 // col2im adds, for each input element, the columns of every window that covers it
 // (common.cuh, sum_over_windows: in the reference's order).
@@ -98,6 +122,18 @@ __device__ __forceinline__ void col2im_nchw(const T* __restrict__ cols, T* __res
     }
 }
 
+// col2im_nchw_<t>_<i>: its parameters in the order the plan col2im(layout="nchw") packs
+#define COL2IM_NCHW(NAME, T, I, U)                                                         \
+    extern "C" __global__ void TINYALEX_BOUNDS col2im_nchw_##NAME(                         \
+        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(U, W),         \
+        DIV_PARAMS(U, H), DIV_PARAMS(U, C), DIV_PARAMS(U, SH), DIV_PARAMS(U, SW),          \
+        I KH, I KW, I OH, I OW, I PH, I PW) {                                              \
+        col2im_nchw<T, I, U>(cols, gx, total, DIV(U, W), DIV(U, H), DIV(U, C),             \
+                             DIV(U, SH), DIV(U, SW), KH, KW, OH, OW, PH, PW);              \
+    }                                                                                      \
+    EMULATE_ENTRY(col2im_nchw_##NAME)
+FOR_EACH_VARIANT(COL2IM_NCHW)
+
 // gx[n, h, w, c] = sum over (kh, kw) of cols[(n, oh, ow), (kh, kw, c)]
 // gx is (N, H, W, C), cols (N*OH*OW, KH*KW*C)
 template <typename T, typename I, typename U>
@@ -120,47 +156,14 @@ __device__ __forceinline__ void col2im_nhwc(const T* __restrict__ cols, T* __res
     }
 }
 
-// -- extern "C" entry points (the names cupy.RawModule.get_function finds) ---------------
-
-#define IM2COL_ENTRIES(NAME, T, I)                                                         \
-    extern "C" __global__ void TINYALEX_BOUNDS im2col_nchw_##NAME(       \
-        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(K),              \
-        DIV_PARAMS(OW), DIV_PARAMS(OH), DIV_PARAMS(KW), DIV_PARAMS(KH), I C, I H, I W,      \
-        I SH, I SW, I PH, I PW) {                                                          \
-        im2col_nchw<T, I, U>(x, cols, total, DIV(K), DIV(OW), DIV(OH), DIV(KW), DIV(KH),   \
-                             C, H, W, SH, SW, PH, PW);                                     \
-    }                                                                                      \
-    EMULATE_ENTRY(im2col_nchw_##NAME)                                                      \
-    extern "C" __global__ void TINYALEX_BOUNDS im2col_nhwc_##NAME(       \
-        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(K),              \
-        DIV_PARAMS(OW), DIV_PARAMS(OH), DIV_PARAMS(KWC), DIV_PARAMS(C), I H, I W, I SH,     \
-        I SW, I PH, I PW) {                                                                \
-        im2col_nhwc<T, I, U>(x, cols, total, DIV(K), DIV(OW), DIV(OH), DIV(KWC), DIV(C),   \
-                             H, W, SH, SW, PH, PW);                                        \
-    }                                                                                      \
-    EMULATE_ENTRY(im2col_nhwc_##NAME)                                                      \
-    extern "C" __global__ void TINYALEX_BOUNDS col2im_nchw_##NAME(       \
-        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(W),             \
-        DIV_PARAMS(H), DIV_PARAMS(C), DIV_PARAMS(SH), DIV_PARAMS(SW), I KH, I KW, I OH,     \
-        I OW, I PH, I PW) {                                                                \
-        col2im_nchw<T, I, U>(cols, gx, total, DIV(W), DIV(H), DIV(C), DIV(SH), DIV(SW),    \
-                             KH, KW, OH, OW, PH, PW);                                      \
-    }                                                                                      \
-    EMULATE_ENTRY(col2im_nchw_##NAME)                                                      \
-    extern "C" __global__ void TINYALEX_BOUNDS col2im_nhwc_##NAME(       \
-        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(C),             \
-        DIV_PARAMS(W), DIV_PARAMS(H), DIV_PARAMS(SH), DIV_PARAMS(SW), I KH, I KW, I OH,     \
-        I OW, I PH, I PW) {                                                                \
-        col2im_nhwc<T, I, U>(cols, gx, total, DIV(C), DIV(W), DIV(H), DIV(SH), DIV(SW),    \
-                             KH, KW, OH, OW, PH, PW);                                      \
+// col2im_nhwc_<t>_<i>: its parameters in the order the plan col2im(layout="nhwc") packs
+#define COL2IM_NHWC(NAME, T, I, U)                                                         \
+    extern "C" __global__ void TINYALEX_BOUNDS col2im_nhwc_##NAME(                         \
+        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(U, C),         \
+        DIV_PARAMS(U, W), DIV_PARAMS(U, H), DIV_PARAMS(U, SH), DIV_PARAMS(U, SW),          \
+        I KH, I KW, I OH, I OW, I PH, I PW) {                                              \
+        col2im_nhwc<T, I, U>(cols, gx, total, DIV(U, C), DIV(U, W), DIV(U, H),             \
+                             DIV(U, SH), DIV(U, SW), KH, KW, OH, OW, PH, PW);              \
     }                                                                                      \
     EMULATE_ENTRY(col2im_nhwc_##NAME)
-
-#define U u32
-IM2COL_ENTRIES(f32_i32, float, i32)
-IM2COL_ENTRIES(f64_i32, double, i32)
-#undef U
-#define U u64
-IM2COL_ENTRIES(f32_i64, float, i64)
-IM2COL_ENTRIES(f64_i64, double, i64)
-#undef U
+FOR_EACH_VARIANT(COL2IM_NHWC)

@@ -25,8 +25,8 @@
 // The average's forward sum runs in (kh, kw) order too, which is NumPy's order for
 // windows of fewer than 8 entries (NumPy sums longer rows pairwise).
 //
-// How it is built and launched: as im2col.cu (kernels/cuda_build.py builds it,
-// kernels/cuda_plan.py plans the launches: max_pool_forward, ...).
+// How it is built and launched: as im2col.cu (kernels/cuda_launch.py builds it,
+// kernels/pool_gpu.py plans the launches: max_pool_forward, ...).
 // Reference: tinyalex/ops/pool.py (max_pool2d_forward_reference, ...).
 #include "common.cuh"
 
@@ -137,44 +137,47 @@ __device__ __forceinline__ void avg_pool_backward(const T* __restrict__ gy,
 
 // -- extern "C" entry points -------------------------------------------------------------
 
-#define POOL_ENTRIES(NAME, T, I)                                                           \
-    extern "C" __global__ void TINYALEX_BOUNDS max_pool_forward_##NAME(  \
+#define MAX_POOL_FORWARD(NAME, T, I, U)                                                    \
+    extern "C" __global__ void TINYALEX_BOUNDS max_pool_forward_##NAME(                    \
         const T* __restrict__ x, T* __restrict__ y, i32* __restrict__ argmax, I total,     \
-        DIV_PARAMS(CI), DIV_PARAMS(OW), DIV_PARAMS(OH), I H, I W, I KH, I KW, I SH, I SW,   \
-        I PH, I PW) {                                                                      \
-        max_pool_forward<T, I, U>(x, y, argmax, total, DIV(CI), DIV(OW), DIV(OH), H, W,    \
+        DIV_PARAMS(U, CI), DIV_PARAMS(U, OW), DIV_PARAMS(U, OH), I H, I W, I KH, I KW,     \
+        I SH, I SW, I PH, I PW) {                                                          \
+        max_pool_forward<T, I, U>(x, y, argmax, total, DIV(U, CI), DIV(U, OW),             \
+                                  DIV(U, OH), H, W, KH, KW, SH, SW, PH, PW);               \
+    }                                                                                      \
+    EMULATE_ENTRY(max_pool_forward_##NAME)
+FOR_EACH_VARIANT(MAX_POOL_FORWARD)
+
+#define AVG_POOL_FORWARD(NAME, T, I, U)                                                    \
+    extern "C" __global__ void TINYALEX_BOUNDS avg_pool_forward_##NAME(                    \
+        const T* __restrict__ x, T* __restrict__ y, I total, DIV_PARAMS(U, CI),            \
+        DIV_PARAMS(U, OW), DIV_PARAMS(U, OH), I H, I W, I KH, I KW, I SH, I SW, I PH,      \
+        I PW) {                                                                            \
+        avg_pool_forward<T, I, U>(x, y, total, DIV(U, CI), DIV(U, OW), DIV(U, OH), H, W,   \
                                   KH, KW, SH, SW, PH, PW);                                 \
     }                                                                                      \
-    EMULATE_ENTRY(max_pool_forward_##NAME)                                                 \
-    extern "C" __global__ void TINYALEX_BOUNDS avg_pool_forward_##NAME(  \
-        const T* __restrict__ x, T* __restrict__ y, I total, DIV_PARAMS(CI),                \
-        DIV_PARAMS(OW), DIV_PARAMS(OH), I H, I W, I KH, I KW, I SH, I SW, I PH, I PW) {     \
-        avg_pool_forward<T, I, U>(x, y, total, DIV(CI), DIV(OW), DIV(OH), H, W, KH, KW,    \
-                                  SH, SW, PH, PW);                                         \
-    }                                                                                      \
-    EMULATE_ENTRY(avg_pool_forward_##NAME)                                                 \
-    extern "C" __global__ void TINYALEX_BOUNDS max_pool_backward_##NAME( \
+    EMULATE_ENTRY(avg_pool_forward_##NAME)
+FOR_EACH_VARIANT(AVG_POOL_FORWARD)
+
+#define MAX_POOL_BACKWARD(NAME, T, I, U)                                                   \
+    extern "C" __global__ void TINYALEX_BOUNDS max_pool_backward_##NAME(                   \
         const T* __restrict__ gy, const i32* __restrict__ argmax, T* __restrict__ gx,      \
-        I total, DIV_PARAMS(CI), DIV_PARAMS(W), DIV_PARAMS(H), DIV_PARAMS(SH),             \
-        DIV_PARAMS(SW), I KH, I KW, I OH, I OW, I PH, I PW) {                              \
-        max_pool_backward<T, I, U>(gy, argmax, gx, total, DIV(CI), DIV(W), DIV(H),         \
-                                   DIV(SH), DIV(SW), KH, KW, OH, OW, PH, PW);              \
+        I total, DIV_PARAMS(U, CI), DIV_PARAMS(U, W), DIV_PARAMS(U, H), DIV_PARAMS(U, SH), \
+        DIV_PARAMS(U, SW), I KH, I KW, I OH, I OW, I PH, I PW) {                           \
+        max_pool_backward<T, I, U>(gy, argmax, gx, total, DIV(U, CI), DIV(U, W),           \
+                                   DIV(U, H), DIV(U, SH), DIV(U, SW), KH, KW, OH, OW,      \
+                                   PH, PW);                                                \
     }                                                                                      \
-    EMULATE_ENTRY(max_pool_backward_##NAME)                                                \
-    extern "C" __global__ void TINYALEX_BOUNDS avg_pool_backward_##NAME( \
-        const T* __restrict__ gy, T* __restrict__ gx, I total, DIV_PARAMS(CI),             \
-        DIV_PARAMS(W), DIV_PARAMS(H), DIV_PARAMS(SH), DIV_PARAMS(SW), I KH, I KW, I OH,     \
-        I OW, I PH, I PW) {                                                                \
-        avg_pool_backward<T, I, U>(gy, gx, total, DIV(CI), DIV(W), DIV(H), DIV(SH),        \
-                                   DIV(SW), KH, KW, OH, OW, PH, PW);                       \
+    EMULATE_ENTRY(max_pool_backward_##NAME)
+FOR_EACH_VARIANT(MAX_POOL_BACKWARD)
+
+#define AVG_POOL_BACKWARD(NAME, T, I, U)                                                   \
+    extern "C" __global__ void TINYALEX_BOUNDS avg_pool_backward_##NAME(                   \
+        const T* __restrict__ gy, T* __restrict__ gx, I total, DIV_PARAMS(U, CI),          \
+        DIV_PARAMS(U, W), DIV_PARAMS(U, H), DIV_PARAMS(U, SH), DIV_PARAMS(U, SW), I KH,    \
+        I KW, I OH, I OW, I PH, I PW) {                                                    \
+        avg_pool_backward<T, I, U>(gy, gx, total, DIV(U, CI), DIV(U, W), DIV(U, H),        \
+                                   DIV(U, SH), DIV(U, SW), KH, KW, OH, OW, PH, PW);        \
     }                                                                                      \
     EMULATE_ENTRY(avg_pool_backward_##NAME)
-
-#define U u32
-POOL_ENTRIES(f32_i32, float, i32)
-POOL_ENTRIES(f64_i32, double, i32)
-#undef U
-#define U u64
-POOL_ENTRIES(f32_i64, float, i64)
-POOL_ENTRIES(f64_i64, double, i64)
-#undef U
+FOR_EACH_VARIANT(AVG_POOL_BACKWARD)

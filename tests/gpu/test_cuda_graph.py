@@ -117,6 +117,19 @@ def test_the_calls_warm_up_capture_replay_and_run_partial_batches_eagerly(emulat
     assert results[1].read() == results[-1].read()
 
 
+def test_im2col_mode_runs_every_step_eagerly(emulated_cupy):
+    """Under TINYALEX_CONV=im2col the convolution is the reference (ops/im2col.py on
+    CuPy and cupy.matmul, whose cuBLAS call capture refuses): no step is captured."""
+    import tinyalex.kernels as kernels
+    net, opt = net_and_optimizer()
+    graphs = FakeGraphs()
+    step = cuda_graph.TrainStep(net, opt, graphs=graphs)
+    with kernels.use_conv("im2col"):
+        assert [r.mode for r in run(step, batches(SIZES))] == ["eager"] * len(SIZES)
+    assert "capture" not in graphs.events
+    assert step.mode_for(*batches([4])[0]) == "warm-up"       # auto mode captures again
+
+
 def test_graph_steps_equal_eager_steps(emulated_cupy):
     """The same six steps with a (stand-in) graph and without: the same losses, counts
     and weights, bit for bit (float64): replays read their batch from the static inputs

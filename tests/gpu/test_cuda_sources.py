@@ -1,7 +1,7 @@
 """The CUDA C kernels of ``kernels/cuda/``, tested without a GPU.
 
 (a) Every source compiles with the real NVRTC (the nvidia-cuda-nvrtc wheel, through
-    CuPy's binding and tinyalex's own build path, ``cuda_build.compile_with_nvrtc``,
+    CuPy's binding and tinyalex's own build path, ``cuda_launch.compile_with_nvrtc``,
     with the project's options) for sm_80 and sm_90, no GPU needed: every kernel a
     plan launches is an entry of the PTX with the parameters the plan packs (count and
     sizes), nothing in the PTX flushes subnormals (``.ftz``; CuPy's own path would),
@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyalex.kernels import conv_im2col_gpu, cuda_build, cuda_plan as plan, elementwise_gpu, \
+from tinyalex.kernels import conv_im2col_gpu, cuda_emulation, cuda_launch, elementwise_gpu, \
     pool_gpu
+from tinyalex.kernels import cuda_launch as plan          # the plans' shared parts
 from tinyalex.kernels.geometry import output_size as conv_output_size
 
 
@@ -40,7 +41,7 @@ BITS = (32, 64)
 def planned_plans() -> dict:
     """source -> {kernel name: a plan of it} for every kernel a plan can ask for (each
     family, memory order, dtype and index type)."""
-    found = {s: {} for s in cuda_build.SOURCES}
+    found = {s: {} for s in cuda_launch.SOURCES}
     for dtype in DTYPES:
         for bits in BITS:
             b = dict(index_bits=bits)
@@ -105,13 +106,13 @@ def build(nvrtc, source, arch):
     """One NVRTC build (with ptxas's report) per source and arch, kept for the module."""
     key = (source, arch)
     if key not in nvrtc.builds:
-        nvrtc.builds[key] = cuda_build.compile_with_nvrtc(nvrtc.binding, source, arch,
+        nvrtc.builds[key] = cuda_launch.compile_with_nvrtc(nvrtc.binding, source, arch,
                                                           report=True)
     return nvrtc.builds[key]
 
 
-@pytest.mark.parametrize("arch", cuda_build.ARCHS)
-@pytest.mark.parametrize("source", cuda_build.SOURCES)
+@pytest.mark.parametrize("arch", cuda_launch.ARCHS)
+@pytest.mark.parametrize("source", cuda_launch.SOURCES)
 def test_source_compiles_with_the_real_nvrtc_as_the_gpu_path_builds_it(nvrtc, source, arch,
                                                                        capsys):
     b = build(nvrtc, source, arch)
@@ -140,10 +141,10 @@ def test_cupys_own_compile_flag_would_flush_subnormals(nvrtc):
     """What the check above guards against: the same source with the -ftz=true that
     CuPy's RawModule(code=...) appends flushes in its own arithmetic and comparisons
     (so the check can fail)."""
-    code = cuda_build.module_code("pool")
+    code = cuda_launch.module_code("pool")
     program = nvrtc.binding.createProgram(code, "pool.cu", (), ())
     try:
-        nvrtc.binding.compileProgram(program, cuda_build.nvrtc_options("compute_90")
+        nvrtc.binding.compileProgram(program, cuda_launch.nvrtc_options("compute_90")
                                      + ("-ftz=true",))
         ptx = nvrtc.binding.getPTX(program)
     finally:
@@ -153,13 +154,12 @@ def test_cupys_own_compile_flag_would_flush_subnormals(nvrtc):
 
 
 def test_the_gpu_provider_writes_the_real_cubin_to_its_cache(nvrtc, tmp_path):
-    """gpu_modules.CupyModules with the real NVRTC, only the GPU's compute capability
+    """cuda_launch.CupyModules with the real NVRTC, only the GPU's compute capability
     given: the binary it would load with cupy.RawModule(path=...) is NVRTC's cubin."""
-    from tinyalex.kernels import gpu_modules
     loaded = []
     cupy = SimpleNamespace(RawModule=lambda path: loaded.append(path), cuda=SimpleNamespace(
         nvrtc=nvrtc.binding, Device=lambda: SimpleNamespace(compute_capability="90")))
-    gpu_modules.CupyModules(cupy, cache_dir=tmp_path).module("pool")
+    cuda_launch.CupyModules(cupy, cache_dir=tmp_path).module("pool")
     assert len(loaded) == 1 and loaded[0].endswith(".cubin")
     cubin = open(loaded[0], "rb").read()
     assert cubin[:4] == b"\x7fELF"                   # the kernels' names in its symbols
@@ -176,20 +176,20 @@ def test_ptxas_report_parser_reads_spills():
                  "ptxas         .     0 bytes stack frame, 0 bytes spill stores, "
                  "0 bytes spill loads\n"
                  "ptxas info    : Used 20 registers, used 0 barriers\n")
-    assert cuda_build.parse_ptxas_report(nvcc + nvrtc_log) == {
-        "k1": cuda_build.KernelResources(32, 8, 16, 12),
-        "k2": cuda_build.KernelResources(20, 0, 0, 0)}
+    assert cuda_launch.parse_ptxas_report(nvcc + nvrtc_log) == {
+        "k1": cuda_launch.KernelResources(32, 8, 16, 12),
+        "k2": cuda_launch.KernelResources(20, 0, 0, 0)}
 
 
 def test_ptx_entry_parser_reads_parameter_sizes():
     ptx = (".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1,\n"
            "\t.param .f64 k_param_2\n)\n{\n}\n.visible .entry none()\n{\n}\n")
-    assert cuda_build.parse_ptx_entries(ptx) == {"k": (8, 4, 8), "none": ()}
+    assert cuda_launch.parse_ptx_entries(ptx) == {"k": (8, 4, 8), "none": ()}
 
 
 def test_every_source_opens_with_what_it_holds_and_where_its_reference_is():
-    for name in cuda_build.SOURCES:
-        head = cuda_build.source_text(name).split("#include", 1)[0]
+    for name in cuda_launch.SOURCES:
+        head = cuda_launch.source_text(name).split("#include", 1)[0]
         assert head.startswith(f"// {name}.cu:") and "Reference" in head and "built" in head
 
 
@@ -197,9 +197,9 @@ def test_device_code_includes_no_standard_header():
     """NVRTC (cupy.RawModule) has no standard headers: the sources include common.cuh
     alone, and common.cuh includes emulate.h (the C library's) for host compilers only."""
     include = re.compile(r'^\s*#\s*include\s*([<"][^>"]+[>"])', re.M)
-    for name in cuda_build.SOURCES:
-        assert include.findall(cuda_build.source_text(name)) == ['"common.cuh"'], name
-    common = (cuda_build.CUDA_DIR / "common.cuh").read_text()
+    for name in cuda_launch.SOURCES:
+        assert include.findall(cuda_launch.source_text(name)) == ['"common.cuh"'], name
+    common = (cuda_launch.CUDA_DIR / "common.cuh").read_text()
     assert include.findall(common) == ['"emulate.h"']
     guarded = common.split("#if defined(__CUDACC__) || defined(__CUDACC_RTC__)", 1)[1]
     assert guarded.index("#else") < guarded.index('#include "emulate.h"') \
@@ -237,8 +237,7 @@ def test_the_emulated_provider_refuses_a_kernel_its_source_does_not_define(emu):
     """One module per source, as cupy.RawModule has: a plan naming the wrong .cu fails
     on the CPU as it would on the GPU, and every planned kernel is in its own source."""
     import dataclasses
-    from tinyalex.kernels import gpu_modules
-    modules = gpu_modules.EmulatedModules(emu)
+    modules = cuda_emulation.EmulatedModules(emu)
     for source, names in planned_kernels().items():
         for name in names:
             assert emu.get_function(name).source == source, name

@@ -8,7 +8,7 @@
   is given, with cuBLAS's own column-major semantics, and through the GPU convolution;
 * ``precision.gemm_compute_type``: CuPy's compute type set and restored, and the one
   clear warning where CuPy has no per-call compute type and its CUPY_TF32 disagrees;
-* ``gpu_modules.CupyModules``: one NVRTC build per source (the code with common.cuh
+* ``cuda_launch.CupyModules``: one NVRTC build per source (the code with common.cuh
   inlined, NVRTC's options for this GPU), cached on disk, loaded as
   ``cupy.RawModule(path=...)``, each kernel looked up once.
 
@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyalex.kernels import conv_im2col_gpu, cuda_build, gemm_gpu, gpu_modules, precision
+from tinyalex.kernels import conv_im2col_gpu, cuda_launch, gemm_gpu, precision
+from tinyalex.kernels.cuda_emulation import EmulatedModules
 from tinyalex.kernels.geometry import conv_geometry
 from tinyalex.ops import conv
 
@@ -179,7 +180,7 @@ def test_the_gpu_convolution_through_cublas_gemm_equals_the_reference(cuda_emula
     x = rng.standard_normal((3, 2, 7, 6))
     w, bias = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
     geo = conv_geometry(x.shape, w.shape, 2, 1, 1, 0)
-    modules = gpu_modules.EmulatedModules(cuda_emulation)
+    modules = EmulatedModules(cuda_emulation)
     for order in ("kh,kw,c", "c,kh,kw"):
         for chunk in (1, 1 << 30):                           # one image a chunk, one chunk
             k = conv_im2col_gpu.Im2colGemmGPU(np, modules, gemm, order, chunk_bytes=chunk,
@@ -313,7 +314,7 @@ def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_
     nvrtc = FakeNvrtc()
     cupy = SimpleNamespace(RawModule=RawModule, cuda=SimpleNamespace(
         nvrtc=nvrtc, Device=lambda: SimpleNamespace(compute_capability="90")))
-    modules = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
+    modules = cuda_launch.CupyModules(cupy, cache_dir=tmp_path)
     from tinyalex.kernels import elementwise_gpu
     x, y = np.zeros(5, np.float32), np.zeros(5, np.float32)
     for _ in range(3):
@@ -321,8 +322,8 @@ def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_
     modules.launch(elementwise_gpu.sigmoid_forward(5, np.float32), x=x, y=y)
     assert len(made) == 1 and looked_up == ["relu_forward_f32_i32", "sigmoid_forward_f32_i32"]
     (name, code, options), = nvrtc.compiled
-    assert name == "elementwise.cu" and code == cuda_build.module_code("elementwise")
-    assert options == cuda_build.nvrtc_options("sm_90")
+    assert name == "elementwise.cu" and code == cuda_launch.module_code("elementwise")
+    assert options == cuda_launch.nvrtc_options("sm_90")
     assert "--ftz=false" in options and not any("ftz=true" in o for o in options)
     assert '#include "common.cuh"' not in code and "struct Div" in code
     assert made[0].parent == tmp_path and made[0].name.startswith("elementwise_sm_90_")
@@ -330,10 +331,10 @@ def test_cupy_modules_build_each_source_once_with_nvrtc_and_load_it_by_path(tmp_
     assert launched[0] == ("relu_forward_f32_i32", (1,), (256,), 3)
     assert modules.launches == 4
     modules.compile_all()
-    assert len(made) == len(cuda_build.SOURCES) == len(nvrtc.compiled)
-    again = gpu_modules.CupyModules(cupy, cache_dir=tmp_path)
+    assert len(made) == len(cuda_launch.SOURCES) == len(nvrtc.compiled)
+    again = cuda_launch.CupyModules(cupy, cache_dir=tmp_path)
     again.compile_all()                              # found in the cache folder
-    assert len(nvrtc.compiled) == len(cuda_build.SOURCES)
+    assert len(nvrtc.compiled) == len(cuda_launch.SOURCES)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in made[:3])
 
 
@@ -341,14 +342,14 @@ def test_a_gpu_newer_than_nvrtc_gets_ptx_of_the_newest_architecture_nvrtc_knows(
     made = []
     cupy = SimpleNamespace(RawModule=lambda path: made.append(Path(path)), cuda=SimpleNamespace(
         nvrtc=FakeNvrtc(archs=(80, 90)), Device=lambda: SimpleNamespace(compute_capability="100")))
-    gpu_modules.CupyModules(cupy, cache_dir=tmp_path).module("pool")
+    cuda_launch.CupyModules(cupy, cache_dir=tmp_path).module("pool")
     assert made[0].name.startswith("pool_compute_90_") and made[0].suffix == ".ptx"
     assert made[0].read_bytes().startswith(b".version")
-    assert cuda_build.target_arch("80", (80, 90)) == "sm_80"
+    assert cuda_launch.target_arch("80", (80, 90)) == "sm_80"
     with pytest.raises(RuntimeError, match="cannot build for compute capability 70"):
-        cuda_build.target_arch("70", (80, 90))
+        cuda_launch.target_arch("70", (80, 90))
     with pytest.raises(ValueError, match="arch must look like"):
-        cuda_build.nvrtc_options("90")
+        cuda_launch.nvrtc_options("90")
 
 
 def test_the_resize_matrices_are_built_once_per_size_on_a_device(monkeypatch):

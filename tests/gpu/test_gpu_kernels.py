@@ -3,14 +3,14 @@
 1. The CUDA C kernels of ``kernels/cuda/``, built by g++ against
    ``kernels/cuda/emulate.h`` (once per session), run on the CPU through the ops' launch
    plans (``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``, on
-   ``kernels/cuda_plan.py``), the very launch path the GPU takes, and equal the NumPy
+   ``kernels/cuda_launch.py``), the very launch path the GPU takes, and equal the NumPy
    references on hypothesis-drawn shapes, strides and paddings, in float32 and float64,
    with 32- and 64-bit indices and grids small enough that every grid-stride loop wraps:
    exactly where the kernel adds in the reference's order, to a tight tolerance where
    exp/log or NumPy's pairwise sums differ (skipped, with the reason, where g++ is absent).
 2. The GPU path without a GPU: the very algorithm classes the cupy backend runs
    (``kernels/conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``), given the
-   CPU emulation's module provider (``gpu_modules.EmulatedModules``: the same sources
+   CPU emulation's module provider (``cuda_emulation.EmulatedModules``: the same sources
    built by g++) and NumPy's GEMM, on NumPy arrays, against the readable references. The
    Python launch code is the GPU's: plans, grids (two blocks at most here, so every
    grid-stride loop wraps), argument packing, memory orders, the fused epilogues, the
@@ -45,8 +45,9 @@ import tinyalex
 import tinyalex.kernels as kernels
 from tinyalex import backend as B, nn
 from tinyalex import random as R
-from tinyalex.kernels import conv_im2col_gpu, cuda_build, cuda_plan as plan, dense_cpu, \
+from tinyalex.kernels import conv_im2col_gpu, cuda_launch, dense_cpu, \
     elementwise_gpu, pool_gpu
+from tinyalex.kernels import cuda_launch as plan          # the plans' shared parts
 from tinyalex.kernels.geometry import conv_geometry, pool_geometry
 from tinyalex.ops import activation, conv, dense, loss, pool
 from tinyalex.ops.activation import DROPOUT_REFERENCE, RELU_REFERENCE, SIGMOID_REFERENCE
@@ -317,7 +318,7 @@ def test_splitmix64_is_defined_once_and_the_cuda_copy_holds_the_same_constants()
     """tinyalex/random.py defines SplitMix64's constants; the Numba loops and the CUDA
     plans import them, and elementwise.cu's #defines (C cannot import) equal them."""
     from tinyalex.kernels import numba_elementwise
-    source = cuda_build.source_text("elementwise")
+    source = cuda_launch.source_text("elementwise")
     for name in ("GOLDEN", "MIX1", "MIX2"):
         value = getattr(R, name)
         defined = re.search(rf"^#define {name} (0x[0-9A-Fa-f]+)ull$", source, re.M)
@@ -1109,12 +1110,12 @@ def test_fused_layers_on_the_gpu_equal_the_cpu():
 
 @on_gpu
 def test_float32_subnormals_survive_the_gpu_kernels():
-    """NVRTC builds the kernels with --ftz=false (kernels/cuda_build.py): a positive
+    """NVRTC builds the kernels with --ftz=false (kernels/cuda_launch.py): a positive
     subnormal passes ReLU and wins a max-pooling window against 0, as on the CPU
     (CuPy's own compile path, -ftz=true, would give 0 and the other index)."""
-    from tinyalex.kernels import elementwise_gpu, gpu_modules, pool_gpu
+    from tinyalex.kernels import elementwise_gpu, pool_gpu
     cp = B.cupy_module()
-    modules = gpu_modules.for_cupy(cp)
+    modules = cuda_launch.for_cupy(cp)
     tiny = np.float32(1e-40)
     x = dev(np.array([tiny, -tiny, 0, 3 * tiny], np.float32))
     y = cp.full(4, np.nan, np.float32)

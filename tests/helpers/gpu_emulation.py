@@ -31,7 +31,7 @@ import numpy as np
 
 from tinyalex import backend as B
 from tinyalex.tensor import Tensor
-from tinyalex.kernels import conv_im2col_gpu, elementwise_gpu as ew, gemm_gpu, gpu_modules, \
+from tinyalex.kernels import conv_im2col_gpu, cuda_emulation, elementwise_gpu as ew, gemm_gpu, \
     pool_gpu
 
 BLOCKS = 2                       # grids of 2 blocks: every grid-stride loop wraps
@@ -100,7 +100,7 @@ class Algorithms:
     """The GPU algorithms on NumPy arrays through one emulated module provider."""
 
     def __init__(self, emulated, **conv_options):
-        self.modules = gpu_modules.EmulatedModules(emulated)
+        self.modules = cuda_emulation.EmulatedModules(emulated)
         self.gemm = gemm_gpu.NumpyGemm()
         self.xp = xp = EmulatedCupy()
         m, b = self.modules, dict(max_blocks=BLOCKS)

@@ -100,6 +100,32 @@ def test_im2col_mode_runs_the_reference_functions(model, batch, side):
                                                          traced_step(model, batch, side)}
 
 
+@pytest.mark.parametrize("model, batch, side", [("alexnet", 1, 224), ("lenet", 4, 28)])
+def test_im2col_mode_runs_the_reference_functions_on_the_cupy_backend_too(emulated_cupy, model,
+                                                                          batch, side):
+    """The teaching path is the same on both backends: on the cupy backend (emulated:
+    NumPy arrays seen as CuPy's, the GPU algorithms on the CPU) TINYALEX_CONV=im2col
+    runs ops/im2col.py's im2col and col2im and one GEMM, not the im2col.cu kernels
+    (AlexNet's Conv2d + ReLU pairs too, which Sequential fuses on this backend)."""
+    from tinyalex.kernels.geometry import conv_geometry
+    from tinyalex.ops import conv
+    g = conv_geometry((2, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1)
+    with kernels.use_conv("im2col"):
+        assert conv.conv2d_algorithm(g, np.dtype(np.float32), "cupy") is conv.REFERENCE
+        launches = emulated_cupy.modules.launches
+        calls = traced_step(model, batch, side)
+    assert {("im2col.py", "im2col"), ("im2col.py", "col2im"),
+            ("conv.py", "Im2colReference.forward"),
+            ("conv.py", "Im2colReference.backward")} <= calls
+    assert not {c for c in calls if c[0] == "conv_im2col_gpu.py"}
+    assert (model == "alexnet") == (("conv.py", "Conv2dReLU.forward") in calls)   # fused
+    assert emulated_cupy.modules.launches > launches      # the rest of the step: GPU kernels
+    with kernels.use_conv("auto"):                  # the trace can fail: auto runs im2col.cu
+        calls = traced_step(model, batch, side)
+    assert ("conv_im2col_gpu.py", "Im2colGemmGPU.forward") in calls
+    assert ("im2col.py", "im2col") not in calls
+
+
 def test_the_reference_in_chunks_equals_it_whole():
     """Where the batch's columns would not fit, the reference takes a few images at a
     time (one GEMM each, the columns built again in backward): the same numbers."""
