@@ -46,6 +46,13 @@ def test_grouped_layer_equals_pytorch(C, OC, groups, k, stride, padding):
         np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
+def test_summary_counts_a_grouped_layers_macs_and_names_its_algorithm():
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4))
+    rows = tinyalex.summary(net, (2, 8, 5, 5), print_fn=lambda *a: None)
+    assert rows[0]["macs"] == 2 * 16 * 5 * 5 * (8 // 4) * 3 * 3
+    assert rows[0]["algorithm"] == conv.GROUPED.name
+
+
 def test_lazy_grouped_takes_its_weight_shape_from_the_input():
     m = nn.LazyConv2d(8, kernel_size=3, padding=1, groups=4)
     y = m(tinyalex.randn(2, 12, 5, 5))
