@@ -790,7 +790,10 @@ def force_path(path, g, monkeypatch):
     """Change the geometry ``g`` (and the choosers' thresholds) so that the convolution
     takes ``path``; returns the (possibly changed) geometry."""
     from tinyalex.kernels import conv_direct_cpu, conv_im2col_cpu, conv_winograd_cpu
+    from tinyalex.kernels.conv_pointwise import POINTWISE_1X1
     g = dict(g)
+    # a 1x1 kernel without padding is one GEMM (its own rule, tests/ops/test_conv_pointwise.py)
+    monkeypatch.setattr(POINTWISE_1X1, "takes", lambda g: False)
     if path.startswith("im2col"):
         # the fast im2col + GEMM loops: auto mode's last rule, once direct declines
         # (TINYALEX_CONV=im2col runs ops/im2col.py's reference instead)
