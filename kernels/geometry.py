@@ -41,10 +41,11 @@ class ConvGeometry:
     PW: int
     OH: int
     OW: int
+    groups: int = 1                                 # C and OC split into this many groups
 
     @property
     def K(self) -> int:
-        return self.C * self.KH * self.KW           # columns of the im2col matrix
+        return self.C // self.groups * self.KH * self.KW   # columns of one group's im2col matrix
 
     @property
     def P(self) -> int:
@@ -85,8 +86,8 @@ def window_output(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple:
     return OH, OW
 
 
-def conv_geometry(x_shape, w_shape, SH, SW, PH, PW, where="conv2d") -> ConvGeometry:
-    """The geometry of x (N, C, H, W) convolved with weight (OC, C, KH, KW), every
+def conv_geometry(x_shape, w_shape, SH, SW, PH, PW, where="conv2d", groups=1) -> ConvGeometry:
+    """The geometry of x (N, C, H, W) convolved with weight (OC, C/groups, KH, KW), every
     size checked: ranks, no empty dimension, channels that match, a window that fits."""
     check_rank(x_shape, 4, where, "(N, C, H, W)")
     check_rank(w_shape, 4, where + " weight", "(OC, C, KH, KW)")
@@ -94,11 +95,16 @@ def conv_geometry(x_shape, w_shape, SH, SW, PH, PW, where="conv2d") -> ConvGeome
     check_nonempty(w_shape, where + " weight")
     N, C, H, W = (int(s) for s in x_shape)
     OC, C2, KH, KW = (int(s) for s in w_shape)
-    if C2 != C:
-        raise ValueError(f"{where}: expected input with {C2} channels (N, {C2}, H, W), got "
-                         f"shape {tuple(x_shape)}")
+    if C2 * groups != C:
+        raise ValueError(f"{where}: expected input with {C2 * groups} channels (N, "
+                         f"{C2 * groups}, H, W), got shape {tuple(x_shape)}"
+                         + (f" (weight {tuple(w_shape)}, groups={groups})" if groups > 1 else ""))
+    if OC % groups:
+        raise ValueError(f"{where}: weight {tuple(w_shape)} has {OC} output channels, which "
+                         f"groups={groups} does not divide")
     OH, OW = window_output(where, H, W, KH, KW, SH, SW, PH, PW)
-    return ConvGeometry(N, C, H, W, OC, KH, KW, int(SH), int(SW), int(PH), int(PW), OH, OW)
+    return ConvGeometry(N, C, H, W, OC, KH, KW, int(SH), int(SW), int(PH), int(PW), OH, OW,
+                        int(groups))
 
 
 def pool_geometry(x_shape, KH, KW, SH, SW, PH, PW, where="pool2d") -> PoolGeometry:

@@ -7,6 +7,8 @@ What the file holds (every entry a plain array; ``numpy.load(path, allow_pickle=
 reads it):
 
 * ``param/<name>``: each parameter under its ``state_dict`` key (``0.weight``, ...);
+* ``buffer/<name>``: each buffer (batch norm's running statistics, ``num_batches_tracked``)
+  under its ``state_dict`` key;
 * ``momentum/<name>``: SGD's momentum buffer of that parameter, where it has one;
 * ``format_version``, ``epoch``, ``recipe``, ``optimizer`` (SGD's hyper-parameters),
   ``rng_state`` (``tinyalex.random.get_rng_state()``), ``data_order`` (how the
@@ -67,6 +69,7 @@ class Checkpoint:
     metrics: dict | None = None
     data_order: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    buffers: "OrderedDict[str, np.ndarray]" = field(default_factory=OrderedDict)
 
     @property
     def model_name(self) -> str:
@@ -116,6 +119,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch, recipe, metrics=None)
     for name, p in model.named_parameters():
         arrays[f"param/{name}"] = B.to_numpy(p.array)
         names[id(p)] = name
+    for name, b in model.named_buffers():
+        arrays[f"buffer/{name}"] = B.to_numpy(getattr(b, "array", b))
     optimizer_json = None
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -231,7 +236,7 @@ def load_checkpoint(path) -> Checkpoint:
     if missing:
         _fail(path, f"missing entries {missing}; not a tinyalex checkpoint")
     unexpected = [k for k in files if k not in _JSON_KEYS and not k.startswith("param/")
-                  and not k.startswith("momentum/")]
+                  and not k.startswith("momentum/") and not k.startswith("buffer/")]
     if unexpected:
         _fail(path, f"unexpected entries {unexpected}; not a tinyalex checkpoint of format "
                     f"{FORMAT_VERSION}")
@@ -284,6 +289,13 @@ def load_checkpoint(path) -> Checkpoint:
             params[name] = a
     if not params:
         _fail(path, "holds no parameters (no 'param/...' entries)")
+    model_buffers = OrderedDict()
+    for key, a in arrays.items():
+        if key.startswith("buffer/"):
+            name = key[len("buffer/"):]
+            if a.dtype.kind not in "fiu" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+                _fail(path, f"buffer {name!r} must hold finite numbers, got dtype {a.dtype}")
+            model_buffers[name] = a
 
     optimizer_state = None
     opt = meta["optimizer"]
@@ -321,13 +333,14 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(path=path, params=params, epoch=epoch, recipe=recipe,
                       rng_state=meta["rng_state"], optimizer_state=optimizer_state,
                       metrics=meta["metrics"], data_order=meta["data_order"] or {},
-                      format_version=version)
+                      format_version=version, buffers=model_buffers)
 
 
 def load_weights(model, checkpoint: Checkpoint) -> None:
     """Copy the checkpoint's parameters into ``model``; a mismatch names the keys."""
     try:
-        model.load_state_dict(checkpoint.params)
+        model.load_state_dict(OrderedDict([*checkpoint.params.items(),
+                                           *checkpoint.buffers.items()]))
     except ValueError as exc:
         raise ValueError(f"checkpoint {checkpoint.path} ({a_model(checkpoint.model_name)}) does "
                          f"not fit this model: {exc}") from None

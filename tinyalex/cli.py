@@ -1,4 +1,5 @@
-"""The command line shared by ``examples/train_alexnet.py`` and ``examples/train_lenet.py``.
+"""The command line shared by ``examples/train_alexnet.py``, ``examples/train_lenet.py``
+and ``examples/train.py --model NAME`` (any model of ``tinyalex.recipes.MODELS``).
 
 Flags default to d2l's recipe of the model (``tinyalex.recipes.D2L_RECIPES``). With
 ``--resume`` the recipe comes from the checkpoint in ``--out``; a flag given on the
@@ -28,7 +29,7 @@ from .dist import make_group
 from .exits import DONE, FAILURES, exit_status
 from .faults import TrainingDiverged, TrainingInterrupted
 from .launcher import launch_from_env
-from .recipes import D2L_RECIPES, a_model, epochs_word
+from .recipes import D2L_RECIPES, MODEL_NAMES, a_model, epochs_word
 from .train import CHECKPOINT, fit
 
 # flag name -> recipe key
@@ -38,10 +39,32 @@ _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                  "crop_padding": "crop_padding", "flip": "flip"}
 
 
-def parser(model: str, description: str = "") -> argparse.ArgumentParser:
+def model_parser(description: str = "", add_help: bool = True) -> argparse.ArgumentParser:
+    """The parser of ``--model`` alone (examples/train.py): a name not in ``MODEL_NAMES``
+    gets argparse's one ``error:`` line listing the choices, and exit status 2."""
+    p = argparse.ArgumentParser(description=description, add_help=add_help)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True,
+                   help="the network and its d2l recipe (--model NAME --help: that "
+                   "recipe's flags and defaults)")
+    return p
+
+
+def main_any(argv=None, description: str = "") -> int:
+    """``main`` for the model that ``--model`` names (examples/train.py)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(argv) and not any(a.startswith("--model") for a in argv):
+        model_parser(description).parse_args(["--help"])
+    known, _ = model_parser(description, add_help=False).parse_known_args(argv)
+    return main(known.model, argv, description, choose=True)
+
+
+def parser(model: str, description: str = "", choose: bool = False) -> argparse.ArgumentParser:
     d = D2L_RECIPES[model]
     p = argparse.ArgumentParser(description=description or f"Train d2l's {model} on "
                                 "Fashion-MNIST with tinyalex.")
+    if choose:
+        p.add_argument("--model", choices=MODEL_NAMES, required=True,
+                       help="the network and its d2l recipe")
     p.add_argument("--backend", choices=B.BACKENDS, default=None,
                    help="where to compute (default: cupy when a GPU is usable, else numpy)")
     p.add_argument("--epochs", type=int, help=f"epochs to train (default {d['epochs']})")
@@ -101,14 +124,14 @@ def recipe_from_args(model: str, args, base: dict | None = None) -> dict:
     return recipe
 
 
-def main(model: str, argv=None, description: str = "") -> int:
+def main(model: str, argv=None, description: str = "", choose: bool = False) -> int:
     """Parse flags, train, and return the exit status (130 after Ctrl-C).
 
     Under mpiexec (``--dist``, ``tinyalex/dist/``) every process runs this; rank 0
     alone prints, checks ``--out`` and reads the checkpoint, and tells the others
     what to train. A failure not every process meets at the same step ends the whole
     job (MPI_Abort) with the message of the process that failed."""
-    args = parser(model, description).parse_args(argv)
+    args = parser(model, description, choose).parse_args(argv)
     say = print if launch_from_env().rank == 0 else _quiet
     try:
         backend = args.backend or B.default_backend()

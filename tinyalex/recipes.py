@@ -6,7 +6,8 @@
 ``MODELS`` holds, per model, what the training scripts, the checkpoints and the
 comparison tool need to know of it: its name in tables, the function that builds
 it (``tinyalex.models``) and d2l's recipe (AlexNet chapter: batch 128, lr 0.01,
-10 epochs, resize 224; LeNet chapter: batch 256, lr 0.9, 10 epochs, 28x28). The
+10 epochs, resize 224; LeNet chapter: batch 256, lr 0.9, 10 epochs, 28x28; VGG-11,
+NiN, GoogLeNet, ResNet-18 and DenseNet as the modern-CNN chapter trains them). The
 recipe's ``resize`` is the input side the network is built for (``input_size``).
 
 ``check_recipe`` fills a recipe's missing keys from the model's d2l recipe and
@@ -47,7 +48,29 @@ MODELS = {
         "weight_decay": 0.0, "resize": 28, "seed": 0, "train_limit": None,
         "test_limit": None, "crop_padding": 0, "flip": False}),
 }
-MODEL_NAMES = tuple(MODELS)                       # ("alexnet", "lenet")
+
+
+def _recipe(model, batch_size, lr, resize):
+    """d2l's recipe of a later section of the chapter: 10 epochs of plain SGD."""
+    return dict(MODELS["lenet"].recipe, model=model, batch_size=batch_size, lr=lr,
+                resize=resize)
+
+
+def _vgg11_trained():
+    """VGG-11 with a quarter of the channels, as the book trains it."""
+    return models.vgg11(conv_arch=((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)))
+
+
+# The modern-CNN chapter's later sections, train_ch6 edition (d2l-zh 7.2-7.7, d2l-en 0.17),
+# as examples/d2l/*_ch6.py run them: batch, lr, resize.
+MODELS.update({
+    "vgg11": Model("VGG-11", _vgg11_trained, _recipe("vgg11", 128, 0.05, 224)),
+    "nin": Model("NiN", models.nin, _recipe("nin", 128, 0.1, 224)),
+    "googlenet": Model("GoogLeNet", models.googlenet, _recipe("googlenet", 128, 0.1, 96)),
+    "resnet18": Model("ResNet-18", models.resnet18, _recipe("resnet18", 256, 0.05, 96)),
+    "densenet": Model("DenseNet", models.densenet, _recipe("densenet", 256, 0.1, 96)),
+})
+MODEL_NAMES = tuple(MODELS)                       # ("alexnet", "lenet", "vgg11", ...)
 D2L_RECIPES = {name: m.recipe for name, m in MODELS.items()}
 
 

@@ -2,8 +2,9 @@
 
     python examples/d2l/resnet_v1.py       # batch 128, lr 0.01, 10 epochs, 96x96
 
-The section's PyTorch code (Residual, ResNet-18, its training), imports changed;
-the ResNeXt block, whose grouped convolution tinyalex does not have yet, is left out.
+The section's PyTorch code (Residual, ResNet-18, the ResNeXt block with its grouped
+convolution, the training), imports changed. The book shows the ResNeXt block after the
+training; here it comes before, so that the model and shape cells run without training.
 The full run is a GPU's job.
 """
 
@@ -82,6 +83,37 @@ class ResNet18(ResNet):
 
 
 ResNet18().layer_summary((1, 1, 96, 96))
+
+
+class ResNeXtBlock(nn.Module):
+    """The ResNeXt block: a bottleneck of bot_mul * num_channels channels whose 3x3
+    convolution runs in groups of `groups` channels each."""
+    def __init__(self, num_channels, groups, bot_mul, use_1x1conv=False, strides=1):
+        super().__init__()
+        bot_channels = int(round(num_channels * bot_mul))
+        self.conv1 = nn.LazyConv2d(bot_channels, kernel_size=1, stride=1)
+        self.conv2 = nn.LazyConv2d(bot_channels, kernel_size=3, stride=strides, padding=1,
+                                   groups=bot_channels // groups)
+        self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=1)
+        self.bn1, self.bn2, self.bn3 = (nn.LazyBatchNorm2d() for _ in range(3))
+        if use_1x1conv:
+            self.conv4 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides)
+            self.bn4 = nn.LazyBatchNorm2d()
+        else:
+            self.conv4 = None
+
+    def forward(self, X):
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = F.relu(self.bn2(self.conv2(Y)))
+        Y = self.bn3(self.conv3(Y))
+        if self.conv4:
+            X = self.bn4(self.conv4(X))
+        return F.relu(Y + X)
+
+
+blk = ResNeXtBlock(32, 16, 1)
+X = d2l.randn(4, 32, 96, 96)
+print(blk(X).shape)
 
 model = ResNet18(lr=0.01)
 trainer = d2l.Trainer(max_epochs=10, num_gpus=1)

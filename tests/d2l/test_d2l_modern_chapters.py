@@ -6,7 +6,8 @@ d2l-en 0.17: ``<section>_ch6.py``) and the 1.0 edition (``<section>_v1.py``).
   script is cut before its training cell and run on tinyalex and on real PyTorch (the
   imports changed back, ``d2l`` a stand-in for the few 1.0 names the cells call:
   tests/helpers/d2l_torch_standin_modern.py), each side in one process; every printed line
-  (the shape tables, the blocks' ``.shape`` cells) must be PyTorch's, exactly.
+  (the shape tables, the blocks' ``.shape`` cells, 1.0's ResNeXt block with its grouped
+  convolution) must be PyTorch's, exactly.
 * Batch normalization trains LeNet (28x28, cheap) twice per edition, from scratch and
   with ``nn.BatchNorm2d`` / ``nn.LazyBatchNorm2d``, 1 epoch on a small data folder.
 * ResNet-18 (1.0 edition, 96x96) trains 1 epoch on 32 images (one batch): the whole
@@ -96,6 +97,14 @@ def test_model_and_shape_cells_print_what_pytorch_prints(printed, name):
         f"{name}:\n" + "\n".join(ours) + "\n--- PyTorch:\n" + "\n".join(theirs)
 
 
+def test_resnext_block_shape_cell(printed):
+    """1.0's ResNeXt block (grouped 3x3 convolution, groups = 32 // 16) prints PyTorch's
+    shape: the last line of the resnet_v1 cells."""
+    ours, theirs = printed["resnet_v1"]
+    assert ours[-1] == theirs[-1] == "torch.Size([4, 32, 96, 96])"
+    assert "groups=bot_channels // groups" in (EXAMPLES / "resnet_v1.py").read_text()
+
+
 def assert_lines(lines, patterns):
     assert len(lines) == len(patterns), "\n".join(lines)
     for line, pattern in zip(lines, patterns):
@@ -141,7 +150,8 @@ def test_resnet18_v1_trains_one_batch(data, tmp_path):
     Trainer, one batch of 32 images."""
     lines = run_script("resnet_v1", data, tmp_path, TINYALEX_D2L_LIMIT="32")
     assert lines[0] == "torch.Size([4, 3, 6, 6])" and lines[1] == "torch.Size([4, 6, 3, 3])"
-    assert lines[-3] == "Sequential output shape:\t torch.Size([1, 10])"
+    assert lines[-4] == "Sequential output shape:\t torch.Size([1, 10])"
+    assert lines[-3] == "torch.Size([4, 32, 96, 96])"                  # the ResNeXt block
     assert lines[-2].startswith("FashionMNIST: TINYALEX_D2L_LIMIT=32: the first 32 of")
     assert re.fullmatch(BOARD, lines[-1])
     assert (tmp_path / "resnet_v1_board.png").exists()

@@ -21,11 +21,24 @@ def _weight_fits(where, shape):
                 "check the layer's sizes")
 
 
+def check_groups(groups, where, in_channels, out_channels) -> int:
+    """``groups`` as a positive int dividing both channel counts (PyTorch's ValueErrors);
+    ``in_channels`` None for a lazy layer, whose input channels come later."""
+    groups = check_int(groups, "groups", where, 1, type_error=ValueError)
+    for arg, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if n is not None and n % groups:
+            raise ValueError(f"{where}: {arg} must be divisible by groups, got {arg}={n}, "
+                             f"groups={groups}")
+    return groups
+
+
 class Conv2d(Module):
-    """2-D convolution: weight (OC, C, KH, KW), bias (OC,); PyTorch's default init."""
+    """2-D convolution: weight (OC, C/groups, KH, KW), bias (OC,); PyTorch's default init.
+    With ``groups`` > 1 the channels go in that many independent groups (ops/conv.py,
+    GroupedReference)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 bias=True):
+                 bias=True, groups=1):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels", "Conv2d", 1, type_error=ValueError)
         self.out_channels = check_int(out_channels, "out_channels", "Conv2d", 1, type_error=ValueError)
@@ -33,10 +46,11 @@ class Conv2d(Module):
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
         bias = check_bool(bias, "bias", "Conv2d")
+        self.groups = check_groups(groups, "Conv2d", self.in_channels, self.out_channels)
         KH, KW = self.kernel_size
-        _weight_fits("Conv2d", (self.out_channels, self.in_channels, KH, KW))
-        self.weight = Parameter(np.empty((self.out_channels, self.in_channels, KH, KW),
-                                         dtype=np.float32))
+        shape = (self.out_channels, self.in_channels // self.groups, KH, KW)
+        _weight_fits("Conv2d", shape)
+        self.weight = Parameter(np.empty(shape, dtype=np.float32))
         self.bias = Parameter(np.empty(self.out_channels, dtype=np.float32)) if bias else None
         self.reset_parameters()
 
@@ -48,19 +62,21 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        fn = conv.Conv2d(self.stride, self.padding, where=self.where)
+        fn = conv.Conv2d(self.stride, self.padding, where=self.where, groups=self.groups)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
     def forward_relu(self, x):
         """``relu(self(x))`` as one op, ``Conv2d+ReLU`` (ops/conv.py, Conv2dReLU)."""
-        fn = conv.Conv2dReLU(self.stride, self.padding, where=f"{self.where} + ReLU")
+        fn = conv.Conv2dReLU(self.stride, self.padding, where=f"{self.where} + ReLU",
+                             groups=self.groups)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
     def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
         """The name of the algorithm that computes this layer for an input of
         ``input_shape`` on ``backend`` in the current kernel mode (ops/conv.py's
         ``conv2d_algorithm``, whose docstring holds the rules)."""
-        g = conv.Conv2d(self.stride, self.padding, where=self.where).geometry(
+        g = conv.Conv2d(self.stride, self.padding, where=self.where,
+                        groups=self.groups).geometry(
             tuple(input_shape), self.weight.shape,
             None if self.bias is None else self.bias.shape)
         return conv.conv2d_algorithm(g, np.dtype(dtype), backend).name
@@ -70,6 +86,8 @@ class Conv2d(Module):
              f"stride={self.stride}")
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         return s + ("" if self.bias is not None else ", bias=False")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from .. import backend as B
 from ..checks import check_bool, check_int, pair
 from ..tensor import Tensor, UninitializedParameter
-from .layers import Conv2d, Linear, _weight_fits
+from .layers import Conv2d, Linear, _weight_fits, check_groups
 from .module import Module
 
 
@@ -73,7 +73,7 @@ class LazyConv2d(_LazyMixin, Conv2d):
 
     cls_to_become = Conv2d
 
-    def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True, groups=1):
         Module.__init__(self)
         self.in_channels = 0                      # PyTorch prints LazyConv2d(0, 6, ...)
         self.out_channels = check_int(out_channels, "out_channels", "LazyConv2d", 1,
@@ -81,6 +81,7 @@ class LazyConv2d(_LazyMixin, Conv2d):
         self.kernel_size = pair(kernel_size, "kernel_size", "LazyConv2d", 1)
         self.stride = pair(stride, "stride", "LazyConv2d", 1)
         self.padding = pair(padding, "padding", "LazyConv2d", 0)
+        self.groups = check_groups(groups, "LazyConv2d", None, self.out_channels)
         self._placeholders(check_bool(bias, "bias", "LazyConv2d"))
 
     def forward(self, x):
@@ -89,9 +90,13 @@ class LazyConv2d(_LazyMixin, Conv2d):
             raise ValueError(f"{self.where}: expected a 4-D input (N, C, H, W) to read C "
                              f"from, got shape {tuple(x.shape)}")
         C = check_int(x.shape[1], "the input's channels", self.where, 1)
+        if C % self.groups:
+            raise ValueError(f"{self.where}: in_channels must be divisible by groups, got "
+                             f"an input of shape {tuple(x.shape)} ({C} channels), "
+                             f"groups={self.groups}")
         KH, KW = self.kernel_size
         self.in_channels = C
-        self._become((self.out_channels, C, KH, KW), x)
+        self._become((self.out_channels, C // self.groups, KH, KW), x)
         return self.forward(x)                    # now Conv2d.forward
 
 

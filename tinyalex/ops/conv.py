@@ -28,7 +28,7 @@ is generated from them); every algorithm offers ``ConvAlgorithm``'s interface, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import tinyalex.kernels as kernels
@@ -39,7 +39,7 @@ from tinyalex.kernels.geometry import ConvGeometry, conv_geometry
 from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
-from ..checks import check_bytes, check_floating, pair
+from ..checks import check_bytes, check_floating, check_int, pair
 from ..tensor import Function
 from .activation import activation_algorithm
 from .im2col import col2im, im2col
@@ -135,6 +135,54 @@ class Im2colReference:
 REFERENCE = Im2colReference()    # TINYALEX_KERNELS=reference, and TINYALEX_CONV=im2col
 
 
+# -- grouped convolution: the reference once per group -----------------------------------
+
+class GroupedReference:
+    """A convolution in ``g.groups`` groups (PyTorch's ``groups=``): input channels and
+    output channels are cut into that many equal parts, and group i's outputs see only
+    group i's inputs. The weight is (OC, C/groups, KH, KW); its rows i*OC/groups onward
+    are group i's filters. Each group is an ordinary convolution, computed by the
+    reference above (one im2col + one GEMM per group)::
+
+        for i in range(groups):
+            y[:, OCg*i : OCg*(i+1)] = conv2d(x[:, Cg*i : Cg*(i+1)], W[OCg*i : OCg*(i+1)])
+
+    Backward runs the reference's backward per group and puts the pieces back in place."""
+
+    name = "im2col+GEMM per group (reference)"
+
+    @staticmethod
+    def one_group(g: ConvGeometry) -> ConvGeometry:
+        """The geometry of each group's convolution."""
+        return replace(g, C=g.C // g.groups, OC=g.OC // g.groups, groups=1)
+
+    def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
+        xp = B.get_array_module(x)
+        gi, G = self.one_group(g), g.groups
+        Cg, OCg = gi.C, gi.OC
+        ys, saved = [], []
+        for i in range(G):
+            xi = xp.ascontiguousarray(x[:, Cg * i:Cg * (i + 1)])         # (N, C/G, H, W)
+            wi = weight[OCg * i:OCg * (i + 1)]                           # (OC/G, C/G, KH, KW)
+            bi = None if bias is None else bias[OCg * i:OCg * (i + 1)]
+            yi, si = REFERENCE.forward(xi, wi, bi, gi, keep)            # (N, OC/G, OH, OW)
+            ys.append(yi)
+            saved.append(si)
+        return xp.concatenate(ys, axis=1), (saved if keep else None)
+
+    def backward(self, gy, saved, need_x, need_w, need_b):
+        xp = B.get_array_module(gy)
+        OCg = gy.shape[1] // len(saved)
+        parts = [REFERENCE.backward(xp.ascontiguousarray(gy[:, OCg * i:OCg * (i + 1)]), si,
+                                    need_x, need_w, need_b) for i, si in enumerate(saved)]
+        gx, gw, gb = (xp.concatenate([p[k] for p in parts], axis=1 if k == 0 else 0)
+                      if parts[0][k] is not None else None for k in range(3))
+        return gx, gw, gb
+
+
+GROUPED = GroupedReference()
+
+
 # -- the one place that chooses the algorithm ---------------------------------------------
 
 class ConvAlgorithm(Protocol):
@@ -174,6 +222,8 @@ _F43, _F35 = conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F35
 _DIRECT, _IM2COL_GEMM = conv_direct_cpu.DIRECT, conv_im2col_cpu.IM2COL_GEMM
 
 CONV_RULES = (
+    Rule("groups > 1 (any backend, any mode)", GROUPED.name + ", above",
+         lambda g, dtype, backend: g.groups > 1, lambda: GROUPED),
     Rule("TINYALEX_KERNELS=reference, or dtype not float32/64", REFERENCE.name + ", above",
          _reference_mode, lambda: REFERENCE),
     Rule("TINYALEX_CONV=im2col (NumPy or CuPy)", REFERENCE.name + ", above", _im2col_mode,
@@ -229,15 +279,17 @@ conv2d_algorithm.__doc__ = conv2d_algorithm.__doc__.format(rules=rules_table(CON
 class Conv2d(Function):
     torch_name = "ConvolutionBackward0"  # PyTorch's name, for a repr's grad_fn
 
-    def __init__(self, stride=1, padding=0, where: str = "conv2d"):
+    def __init__(self, stride=1, padding=0, where: str = "conv2d", groups=1):
         self.where = where
         self.SH, self.SW = pair(stride, "stride", where, 1)
         self.PH, self.PW = pair(padding, "padding", where, 0)
+        self.groups = check_int(groups, "groups", where, 1, type_error=ValueError)
 
     def geometry(self, x_shape, w_shape, b_shape=None) -> ConvGeometry:
         """The layer's geometry for these operand shapes, every size checked (once, by
         ``conv_geometry``; the algorithms below trust it)."""
-        g = conv_geometry(x_shape, w_shape, self.SH, self.SW, self.PH, self.PW, self.where)
+        g = conv_geometry(x_shape, w_shape, self.SH, self.SW, self.PH, self.PW, self.where,
+                          self.groups)
         if b_shape is not None and tuple(b_shape) != (g.OC,):
             raise ValueError(f"{self.where}: bias must have shape ({g.OC},), got "
                              f"{tuple(b_shape)}")
@@ -304,10 +356,10 @@ def check_conv_memory(where, g: ConvGeometry, itemsize) -> None:
     check_bytes(where, "the im2col matrix", (g.P, g.K), itemsize, hint)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     """2-D convolution (cross-correlation, as PyTorch) of x (N, C, H, W) with
-    weight (OC, C, KH, KW) and optional bias (OC,)."""
-    fn = Conv2d(stride, padding)
+    weight (OC, C/groups, KH, KW) and optional bias (OC,)."""
+    fn = Conv2d(stride, padding, groups=groups)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 

@@ -35,12 +35,12 @@ from ..tensor import Tensor, no_grad
 def layer_macs(layer, in_shape, out_shape) -> int:
     """Multiply-accumulates of one layer for the whole batch of ``in_shape``.
 
-    Conv2d: N*OC*OH*OW*C*KH*KW; Linear: N*in*out; other layers: 0 (they do no
+    Conv2d: N*OC*OH*OW*(C/groups)*KH*KW; Linear: N*in*out; other layers: 0 (they do no
     multiply-accumulate work worth counting).
     """
     if isinstance(layer, nn.Conv2d):
         N, OC, OH, OW = out_shape
-        C = in_shape[1]
+        C = in_shape[1] // getattr(layer, "groups", 1)     # each output sees its group
         KH, KW = layer.kernel_size
         return N * OC * OH * OW * C * KH * KW
     if isinstance(layer, nn.Linear):

@@ -99,7 +99,8 @@ def algorithms_line(algorithms, backend) -> str:
     parts = [f"{name}: layer{'s' if len(ix) > 1 else ''} {', '.join(ix)}"
              for name, ix in by_name.items()]
     return (f"algorithms on {backend} ({kernels.get_mode()} kernels, TINYALEX_CONV="
-            f"{kernels.get_conv_mode()}): " + "; ".join(parts))
+            f"{kernels.get_conv_mode()}): " + ("; ".join(parts) or "the layers are inside "
+                                               "blocks: tinyalex.summary lists them"))
 
 
 def fit(recipe: dict, data, backend: str = "numpy", out_dir=None, resume=None,
