@@ -40,20 +40,9 @@ def test_alexnet_state_dict_keys_are_pytorchs(alexnet):
 
 
 def test_alexnet_state_dict_keys_equal_torchs_sequential(alexnet):
-    torch = require_torch()
-    tnn = torch.nn
-    ref = tnn.Sequential(
-        tnn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2),
-        tnn.Conv2d(96, 256, kernel_size=5, padding=2), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2),
-        tnn.Conv2d(256, 384, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.Conv2d(384, 384, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.Conv2d(384, 256, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2), tnn.Flatten(),
-        tnn.Linear(6400, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
-        tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
-        tnn.Linear(4096, 10))
+    require_torch()
+    from helpers.torch_nets import torch_alexnet
+    ref = torch_alexnet()
     theirs = [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
     ours = [(k, v.shape) for k, v in alexnet.state_dict().items()]
     assert ours == theirs

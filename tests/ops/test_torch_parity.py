@@ -18,6 +18,7 @@ import tinyalex
 import tinyalex.nn.functional as F
 from helpers.strategies import window_geometry
 from helpers.checks import require_torch
+from helpers.torch_nets import torch_alexnet, torch_lenet
 from helpers.tensor_api_errors import TENSOR_API_ERRORS
 
 torch = require_torch()
@@ -117,31 +118,7 @@ def test_dropout_in_eval_matches_torch_identity():
 
 # -- whole networks with PyTorch's weights --------------------------------------------
 
-def torch_lenet():
-    tnn = torch.nn
-    return tnn.Sequential(
-        tnn.Conv2d(1, 6, kernel_size=5, padding=2), tnn.Sigmoid(),
-        tnn.AvgPool2d(kernel_size=2, stride=2),
-        tnn.Conv2d(6, 16, kernel_size=5), tnn.Sigmoid(),
-        tnn.AvgPool2d(kernel_size=2, stride=2), tnn.Flatten(),
-        tnn.Linear(16 * 5 * 5, 120), tnn.Sigmoid(),
-        tnn.Linear(120, 84), tnn.Sigmoid(), tnn.Linear(84, 10))
-
-
-def torch_alexnet():
-    tnn = torch.nn
-    return tnn.Sequential(
-        tnn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2),
-        tnn.Conv2d(96, 256, kernel_size=5, padding=2), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2),
-        tnn.Conv2d(256, 384, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.Conv2d(384, 384, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.Conv2d(384, 256, kernel_size=3, padding=1), tnn.ReLU(),
-        tnn.MaxPool2d(kernel_size=3, stride=2), tnn.Flatten(),
-        tnn.Linear(6400, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
-        tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(p=0.5),
-        tnn.Linear(4096, 10))
+# d2l's LeNet and AlexNet in PyTorch: tests/helpers/torch_nets.py
 
 
 @pytest.mark.parametrize("ours, theirs, size, batch", [
