@@ -21,9 +21,11 @@ and ``backward``. The files, by algorithm and device:
 ``elementwise_cpu.py``       ReLU, sigmoid, dropout (``numba_elementwise.py``)
 ``dense_cpu.py``             the fully connected layers' GEMM
 ``sgd_cpu.py``               the SGD update (``numba_elementwise.py``)
+``batchnorm_cpu.py``         batch normalization's fused loops
 ``conv_im2col_gpu.py``,      the GPU's (CuPy backend) im2col + GEMM, pooling,
-``pool_gpu.py``,             elementwise ops, loss and SGD: the CUDA C kernels of
-``elementwise_gpu.py``       ``cuda/*.cu``, each op's launch plans beside its algorithm
+``pool_gpu.py``,             elementwise ops, loss and SGD, batch normalization: the
+``elementwise_gpu.py``,      CUDA C kernels of ``cuda/*.cu``, each op's launch plans
+``batchnorm_gpu.py``         beside its algorithm
 ``cuda_launch.py``           the service they call: the plans' shared parts, the NVRTC
                              build and its cache, the launch (cupy.RawModule)
 ``cuda_emulation.py``        the same kernels built by g++ for the CPU tests

@@ -2,7 +2,8 @@
 shared parts of a launch plan, the NVRTC build and its cache, and the launch.
 
 A GPU op is its algorithm file (the op's launch plans and its host code:
-``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``), its ``.cu`` file and
+``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``, ``batchnorm_gpu.py``),
+its ``.cu`` file and
 ``common.cuh``. What they share is here, called as a library is::
 
     plan = conv_im2col_gpu.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, x.dtype, "nhwc")
@@ -261,7 +262,7 @@ def make_plan(source, family, suffix, total, largest, index_bits, max_blocks, bu
 # -- the sources -----------------------------------------------------------------------
 
 CUDA_DIR = Path(__file__).resolve().with_name("cuda")
-SOURCES = ("im2col", "pool", "elementwise")          # kernels/cuda/<name>.cu
+SOURCES = ("im2col", "pool", "elementwise", "batchnorm")          # kernels/cuda/<name>.cu
 HEADERS = ("common.cuh", "emulate.h")
 ARCHS = ("sm_80", "sm_90")                           # A100, H100/H200
 

@@ -83,6 +83,9 @@ __device__ __forceinline__ float exp_t(float v) { return expf(v); }
 __device__ __forceinline__ double exp_t(double v) { return exp(v); }
 __device__ __forceinline__ float log_t(float v) { return logf(v); }
 __device__ __forceinline__ double log_t(double v) { return log(v); }
+// correctly rounded (NVRTC builds with --prec-sqrt=true; the C library's on the host)
+__device__ __forceinline__ float sqrt_t(float v) { return sqrtf(v); }
+__device__ __forceinline__ double sqrt_t(double v) { return sqrt(v); }
 
 template <typename I> __device__ __forceinline__ I imin(I a, I b) { return a < b ? a : b; }
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyalex.kernels import conv_im2col_gpu, cuda_emulation, cuda_launch, elementwise_gpu, \
-    pool_gpu
+from tinyalex.kernels import batchnorm_gpu, conv_im2col_gpu, cuda_emulation, cuda_launch, \
+    elementwise_gpu, pool_gpu
 from tinyalex.kernels import cuda_launch as plan          # the plans' shared parts
 from tinyalex.kernels.geometry import output_size as conv_output_size
 
@@ -58,6 +58,12 @@ def planned_plans() -> dict:
             plans += [elementwise_gpu.dropout(5, dtype, 0.5, **b), elementwise_gpu.sgd_update(5, dtype, 0.1, **b),
                       elementwise_gpu.cross_entropy_forward(2, 3, dtype, **b),
                       elementwise_gpu.cross_entropy_backward(2, 3, dtype, **b)]
+            plans += [f(2, 3, 4, dtype, **b) for f in (batchnorm_gpu.partial_stats,
+                                                       batchnorm_gpu.partial_grads,
+                                                       batchnorm_gpu.normalize)]
+            plans += [batchnorm_gpu.backward(2, 3, 4, dtype, True, **b),
+                      batchnorm_gpu.stats(3, 8, dtype, 1e-5, **b),
+                      batchnorm_gpu.grad_sums(3, 8, dtype, **b)]
             for p in plans:
                 found[p.source][p.kernel] = p
     advance = elementwise_gpu.rng_advance()
@@ -228,7 +234,10 @@ def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
                       elementwise_gpu.dropout(7, dtype, 0.3, 2, index_bits=bits),
                       elementwise_gpu.sgd_update(7, dtype, 0.1, 0.9, 1e-4, index_bits=bits),
                       elementwise_gpu.cross_entropy_backward(4, 10, dtype, index_bits=bits),
-                      elementwise_gpu.bias_activation(4, 3, dtype, "sigmoid", index_bits=bits)):
+                      elementwise_gpu.bias_activation(4, 3, dtype, "sigmoid", index_bits=bits),
+                      batchnorm_gpu.partial_grads(5, 3, 1, dtype, index_bits=bits),
+                      batchnorm_gpu.stats(3, 200, dtype, 1e-3, index_bits=bits),
+                      batchnorm_gpu.backward(2, 3, 7, dtype, False, index_bits=bits)):
                 assert emu.get_function(p.kernel).signature == p.signature, p.kernel
     assert emu.get_function("rng_advance").signature == elementwise_gpu.rng_advance().signature
 

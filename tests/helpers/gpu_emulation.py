@@ -31,8 +31,8 @@ import numpy as np
 
 from tinyalex import backend as B
 from tinyalex.tensor import Tensor
-from tinyalex.kernels import conv_im2col_gpu, cuda_emulation, elementwise_gpu as ew, gemm_gpu, \
-    pool_gpu
+from tinyalex.kernels import batchnorm_gpu, conv_im2col_gpu, cuda_emulation, \
+    elementwise_gpu as ew, gemm_gpu, pool_gpu
 
 BLOCKS = 2                       # grids of 2 blocks: every grid-stride loop wraps
 
@@ -115,6 +115,7 @@ class Algorithms:
         self.sgd = ew.SgdUpdateGPU(xp, m, **b)
         self.loss = ew.CrossEntropyGPU(xp, m, **b)
         self.matmul = ew.MatmulGPU(xp, self.gemm, self.bias_activation)
+        self.batchnorm = batchnorm_gpu.BatchNormGPU(xp, m, **b)
         self.calls = []
 
 
@@ -140,6 +141,7 @@ def install(monkeypatch, k: Algorithms) -> Algorithms:
                 ew.BiasActivationGPU: k.bias_activation}
     monkeypatch.setattr(ew, "for_cupy", lambda cls: by_class[cls])
     monkeypatch.setattr(ew, "device_rng", lambda: k.rng)
+    monkeypatch.setattr(batchnorm_gpu, "for_cupy", lambda: k.batchnorm)
     return k
 
 

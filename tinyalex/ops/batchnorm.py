@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 import tinyalex.kernels as kernels
-from tinyalex.kernels import batchnorm_cpu
+from tinyalex.kernels import batchnorm_cpu, batchnorm_gpu
 from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
@@ -105,18 +105,21 @@ def batch_norm_algorithm(x):
     matches::
 
         TINYALEX_KERNELS=reference, or dtype not float32/64   the reference above
-        backend cupy                                          the reference above (CuPy)
+        backend cupy                                          batchnorm kernel (CUDA C)
         channel-major memory (NCHW, (N, C, L))                batchnorm loop (Numba)
         otherwise (2-D, channels-last)                        the reference above
 
-    The loop (kernels/batchnorm_cpu.py) reads each channel two or three times, writes
-    once and keeps no xhat (the input and two numbers per channel instead); the
+    The kernel (kernels/batchnorm_gpu.py, cuda/batchnorm.cu) takes every memory order
+    as it lies, its per-channel sums two-stage reductions. The loop
+    (kernels/batchnorm_cpu.py) reads each channel two or three times, writes once and
+    keeps no xhat (the input and two numbers per channel instead); the
     reference makes several whole-size temporaries, but NumPy's reductions beat a
     channel-by-channel loop where the channels are innermost in memory.
     """
-    if kernels.get_mode() == "reference" or x.dtype not in FLOATS \
-            or B.backend_of(x) == "cupy":
+    if kernels.get_mode() == "reference" or x.dtype not in FLOATS or x.size == 0:
         return REFERENCE
+    if B.backend_of(x) == "cupy":
+        return batchnorm_gpu.for_cupy()
     fast = batchnorm_cpu.BATCHNORM_CPU
     return fast if fast.takes(x) else REFERENCE
 
