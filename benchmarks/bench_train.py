@@ -58,6 +58,11 @@ def parse_args(argv=None):
                    help="steps of one framework before switching to the other (default 4)")
     p.add_argument("--precision", default="tf32,fp32",
                    help="GPU only: tf32, fp32 or both (default tf32,fp32)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="CPU only: both frameworks on one thread (torch.set_num_threads(1), "
+                        "tinyalex.set_num_threads(1), BLAS on one), each step timed in "
+                        "process CPU time: a ratio that a loaded machine disturbs far less "
+                        "than wall time")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument("--no-torch", action="store_true", help="tinyalex alone")
     p.add_argument("--graph", choices=["auto", "off"], default="auto",
@@ -77,7 +82,8 @@ def set_precision(precision: str, torch):
         torch.backends.cuda.matmul.allow_tf32 = False          # PyTorch's default
 
 
-def run_case(model, N, backend, steps, warmup, with_torch, block=4, graph=None):
+def run_case(model, N, backend, steps, warmup, with_torch, block=4, graph=None,
+             clock=common.timed):
     ours = common.TinyalexStep(model, N, backend, graph=graph)
     theirs = None
     if with_torch:
@@ -98,9 +104,9 @@ def run_case(model, N, backend, steps, warmup, with_torch, block=4, graph=None):
         for who in order:
             for _ in range(n):
                 if who == 0:
-                    t_ours.append(common.timed(ours))
+                    t_ours.append(clock(ours))
                 elif theirs is not None:
-                    t_theirs.append(common.timed(theirs))
+                    t_theirs.append(clock(theirs))
     row = {"model": model, "batch": N, "steps": steps, "block": block,
            "first_step_loss": first, "cuda_graph": ours.graphed,
            "tinyalex_step_s": statistics.median(t_ours),
@@ -116,9 +122,14 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         import torch
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(1 if args.cpu_time else (os.cpu_count() or 1))
     except ImportError:
         torch = None
+    if args.cpu_time:
+        if args.backend != "numpy":
+            sys.exit("bench_train.py: --cpu-time is for the CPU (--backend numpy)")
+        import tinyalex
+        tinyalex.set_num_threads(1)
     with_torch = torch is not None and not args.no_torch
     cases = (args.cases.split(",") if args.cases else
              (CPU_CASES if args.backend == "numpy" else GPU_CASES))
@@ -135,7 +146,9 @@ def main(argv=None):
                                    (60 if model == "lenet" else 12))
             print(f"... {model} batch {N} {precision}", file=sys.stderr, flush=True)
             row = run_case(model, N, args.backend, steps, max(1, args.warmup), with_torch,
-                           args.block, graph=None if args.graph == "auto" else False)
+                           args.block, graph=None if args.graph == "auto" else False,
+                           clock=common.cpu_timed if args.cpu_time else common.timed)
+            row["clock"] = "process CPU time, one thread" if args.cpu_time else "wall time"
             row["precision"] = precision
             if not args.no_memory and precision == precisions[0]:
                 row["memory"] = {f: common.probe_memory(f, model, N, args.backend)
@@ -170,6 +183,8 @@ def print_table(info, rows, backend):
     print(f"load average {info['load_average_at_start'][0]:.2f} at start, "
           f"{info['load_average_at_end'][0]:.2f} at end; {info['date']}; tinyalex kernels "
           f"{info.get('tinyalex_kernels')}, TINYALEX_CONV={info.get('tinyalex_conv')}")
+    clocks = sorted({r.get("clock", "wall time") for r in rows})
+    print(f"step times: {', '.join(clocks)}")
     key = "device_peak_mb" if backend == "cupy" else "grown_mb"
     print(f"{'model':8} {'batch':>5} {'prec':>5} {'step':>5} {'tinyalex img/s':>15} "
           f"{'torch img/s':>12} {'ratio':>6} {'mem MB ours':>12} {'torch':>8}")

@@ -240,6 +240,13 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_timed(fn) -> float:
+    """The process CPU time ``fn()`` takes (every thread's; meaningful on one thread)."""
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
 # -- memory -----------------------------------------------------------------------------
 
 def rss_mb() -> tuple[float, float]:

@@ -1,9 +1,8 @@
 """Batch normalization on the CPU: the formulas of ``tinyalex/ops/batchnorm.py`` as
-fused Numba loops, one channel at a time (channels cut into ranges for threads,
-``cpu_threads.split``). Letters as in the Notation of ``tinyalex/ops/im2col.py``;
-every input is seen as (N, C, H, W) (a 2-D (N, C) input as (N, C, 1, 1), a 3-D
-(N, C, L) as (N, C, L, 1)), in whatever memory order it lies (a convolution's output
-may be channels-last), and sums are kept in float64.
+fused Numba loops (two sets, one per memory order: below). Letters as in the Notation
+of ``tinyalex/ops/im2col.py``; every input is seen as (N, C, H, W) (a 2-D (N, C) input
+as (N, C, 1, 1), a 3-D (N, C, L) as (N, C, L, 1)), in whatever memory order it lies (a
+convolution's output may be channels-last), and sums are kept in float64.
 
 Per channel c, over its M = N*H*W entries:
 
@@ -16,12 +15,21 @@ Per channel c, over its M = N*H*W entries:
                          one for dx = gamma * inv_std / M * (M*gy - dbeta - xhat*dgamma)
     backward (eval)      one pass: the two sums and dx = gy * gamma * inv_std
 
-The loops take channel-major memory (NCHW, (N, C, L)). Where the channels are the
-innermost axis instead (a 2-D (N, C) input; a 4-D one in channels-last memory, as the
-CPU convolutions return theirs) they would stride through memory, and NumPy's
-reductions in the reference do better: ``takes`` says no and the chooser
-(ops/batchnorm.py) runs the reference. (A NumPy version over the (N*H*W, C) matrix of
-rows was tried and was slower than the reference there.)
+Two sets of loops, one per memory order, chosen by ``channels_innermost``:
+
+* channel-major memory (NCHW, (N, C, L)): one channel at a time, as above, its M
+  entries in runs along H*W (channels cut into ranges for threads);
+* channels innermost (a 2-D (N, C) input; a 4-D one in channels-last memory, as the
+  CPU convolutions return theirs): the input is the (R, C) matrix of its R = N*H*W rows,
+  and each pass walks the rows in memory order with the channels as its inner loop,
+  adding into C per-channel sums at once (a vector of them: SIMD lanes are channels).
+  Rows are cut into ranges for threads, each with its own sums, added in range order
+  (the same result whatever the threads' timing). The passes and formulas are those
+  above; y and dx come back channels-last, as x lies.
+
+The channel-major sums may be added in any order (Numba's ``fastmath={"reassoc"}``, no
+other fast-math flag: NaN and inf propagate as written), so that LLVM vectorizes them;
+they are float64 sums of float32 or float64 values either way.
 
 xhat is recomputed from x, mean and inv_std where it is needed, never stored: the
 op keeps the input (which the graph holds anyway) and two numbers per channel, where
@@ -36,7 +44,7 @@ from numba import njit
 from . import cpu_threads
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _stats(x, eps, mean, inv_std, var, c0, c1):
     N, _, H, W = x.shape
     M = N * H * W
@@ -71,7 +79,7 @@ def _affine(x, scale, shift, y, c0, c1):
                     y[n, c, h, w] = x[n, c, h, w] * a + b
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _backward(gy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta, c0, c1):
     N, _, H, W = x.shape
     M = N * H * W
@@ -101,6 +109,90 @@ def _backward(gy, x, mean, inv_std, gamma, training, dx, dgamma, dbeta, c0, c1):
                         dx[n, c, h, w] = gy[n, c, h, w] * k
 
 
+# -- channels innermost: x as rows (R, C) ---------------------------------------------------
+
+@njit(nogil=True, cache=True)
+def _rows_sum(x, r0, r1):
+    """(C,) float64: the sum of rows r0..r1-1 of x (R, C)."""
+    s = np.zeros(x.shape[1])
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            s[c] += x[r, c]
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _rows_squared_deviations(x, mean, r0, r1):
+    """(C,) float64: sum over rows r0..r1-1 of (x[r, c] - mean[c])**2."""
+    v = np.zeros(x.shape[1])
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            d = x[r, c] - mean[c]
+            v[c] += d * d
+    return v
+
+
+@njit(nogil=True, cache=True)
+def _rows_affine(x, scale, shift, y, r0, r1):
+    """y[r, c] = x[r, c] * scale[c] + shift[c] for rows r0..r1-1."""
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            y[r, c] = x[r, c] * scale[c] + shift[c]
+
+
+@njit(nogil=True, cache=True)
+def _rows_gradient_sums(gy, x, mean, r0, r1):
+    """((C,), (C,)) float64: sums over rows r0..r1-1 of gy and of gy * (x - mean)
+    (the latter times inv_std is dgamma's part)."""
+    C = x.shape[1]
+    sb, sg = np.zeros(C), np.zeros(C)
+    for r in range(r0, r1):
+        for c in range(C):
+            g = gy[r, c]
+            sb[c] += g
+            sg[c] += g * (x[r, c] - mean[c])
+    return sb, sg
+
+
+@njit(nogil=True, cache=True)
+def _rows_dx(gy, x, mean, inv_std, k, dbeta, dgamma, M, training, dx, r0, r1):
+    """dx = k / M * (M*gy - dbeta - xhat * dgamma) (training) or gy * k, rows r0..r1-1;
+    k = gamma * inv_std (C,)."""
+    for r in range(r0, r1):
+        if training:
+            for c in range(x.shape[1]):
+                xhat = (x[r, c] - mean[c]) * inv_std[c]
+                dx[r, c] = k[c] / M * (M * gy[r, c] - dbeta[c] - xhat * dgamma[c])
+        else:
+            for c in range(x.shape[1]):
+                dx[r, c] = gy[r, c] * k[c]
+
+
+def _over_rows(R, C, call):
+    """[call(r0, r1) for disjoint row ranges covering 0..R-1], run at once by as many
+    threads as pay (cpu_threads), the results in range order."""
+    parts = max(1, min(cpu_threads.WORKERS, R, R * C // cpu_threads.MIN_PART_ELEMENTS))
+    return cpu_threads.parallel([lambda s=s: call(s.start, s.stop)
+                                 for s in cpu_threads.pieces(R, parts)])
+
+
+def _rows(a):
+    """(R, C): the rows of a whose channels are innermost, a view; a copy in that order
+    when a lies otherwise (a gradient in another memory order than its input)."""
+    if a.ndim == 2:
+        return np.ascontiguousarray(a)                         # (N, C)
+    t = a.transpose(0, 2, 3, 1)                                 # (N, H, W, C)
+    return (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(-1, a.shape[1])
+
+
+def _like_rows(rows, shape):
+    """(R, C) rows back to ``shape`` (N, C) or (N, C, H, W) (channels-last), a view."""
+    if len(shape) == 2:
+        return rows
+    N, C, H, W = shape
+    return rows.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+
+
 def channels_innermost(a) -> bool:
     """Whether the channels are a's innermost axis in memory: 2-D (N, C), or 4-D in
     channels-last memory (as the CPU convolutions return their output)."""
@@ -117,20 +209,22 @@ class BatchNormCPU:
     """The fused loops above, with the reference's interface (ops/batchnorm.py)."""
 
     name = "batchnorm loop"
-    condition = "channel-major memory (NCHW, (N, C, L))"    # ``takes`` in words
+    condition = "any (N, C), (N, C, L), (N, C, H, W)"       # ``takes`` in words
 
     @staticmethod
     def takes(x) -> bool:
-        return x.ndim in (3, 4) and not channels_innermost(x)
+        return x.ndim in (2, 3, 4)
 
     def forward(self, x, gamma, beta, eps, mean=None, var=None):
         """(y, saved, batch mean, batch var): training when ``mean`` is None (the
         batch's statistics; biased var), else eval with the given ones."""
         C = x.shape[1]
-        x4 = _as4d(x)
         one = np.ones(C, np.float64) if gamma is None else gamma.astype(np.float64)
         zero = np.zeros(C, np.float64) if beta is None else beta.astype(np.float64)
         training = mean is None
+        if channels_innermost(x):
+            return self._forward_rows(x, one, zero, eps, mean, var, gamma)
+        x4 = _as4d(x)
         if training:
             mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
             inv_std = np.empty(C, np.float64)
@@ -147,11 +241,48 @@ class BatchNormCPU:
         saved = (x, mean, inv_std, gamma, training)
         return y, saved, mean.astype(x.dtype), var.astype(x.dtype)
 
+    def _forward_rows(self, x, one, zero, eps, mean, var, gamma):
+        """forward on x whose channels are innermost: the loops over its rows (R, C)."""
+        xr = _rows(x)                                           # (R, C), a view
+        R, C = xr.shape
+        if mean is None:                                        # training
+            mean = sum(_over_rows(R, C, lambda r0, r1: _rows_sum(xr, r0, r1))) / R
+            var = sum(_over_rows(R, C, lambda r0, r1: _rows_squared_deviations(
+                xr, mean, r0, r1))) / R                         # (C,), biased
+            inv_std = 1.0 / np.sqrt(var + eps)
+            training = True
+        else:
+            mean, var = mean.astype(np.float64), var.astype(np.float64)
+            inv_std = 1.0 / np.sqrt(var + eps)
+            training = False
+        scale = one * inv_std                                   # (C,)
+        shift = zero - mean * scale                             # (C,)
+        yr = np.empty((R, C), dtype=x.dtype)
+        _over_rows(R, C, lambda r0, r1: _rows_affine(xr, scale, shift, yr, r0, r1))
+        saved = (x, mean, inv_std, gamma, training)
+        return _like_rows(yr, x.shape), saved, mean.astype(x.dtype), var.astype(x.dtype)
+
+    def _backward_rows(self, gy, x, mean, inv_std, one, training):
+        xr, gr = _rows(x), _rows(gy.astype(x.dtype, copy=False))   # (R, C) each
+        R, C = xr.shape
+        sums = _over_rows(R, C, lambda r0, r1: _rows_gradient_sums(gr, xr, mean, r0, r1))
+        dbeta = sum(s[0] for s in sums)                         # (C,)
+        dgamma = sum(s[1] for s in sums) * inv_std              # (C,)
+        dxr = np.empty((R, C), dtype=x.dtype)
+        _over_rows(R, C, lambda r0, r1: _rows_dx(gr, xr, mean, inv_std, one * inv_std,
+                                                 dbeta, dgamma, R, training, dxr, r0, r1))
+        return _like_rows(dxr, x.shape), dgamma, dbeta
+
     def backward(self, gy, saved):
         """(dx, dgamma, dbeta); dgamma and dbeta None without gamma."""
         x, mean, inv_std, gamma, training = saved
         C = x.shape[1]
         one = np.ones(C, np.float64) if gamma is None else gamma.astype(np.float64)
+        if channels_innermost(x):
+            dx, dgamma, dbeta = self._backward_rows(gy, x, mean, inv_std, one, training)
+            if gamma is None:
+                return dx, None, None
+            return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
         dgamma, dbeta = np.empty(C, np.float64), np.empty(C, np.float64)
         dx = np.empty(x.shape, dtype=gy.dtype)
         cpu_threads.split(C, x.size // C, lambda c0, c1: _backward(

@@ -32,7 +32,8 @@ def test_batch_norm_gradients(mode, shape, affine, training, seed):
     with kernels.use(mode):
         assert batchnorm.batch_norm_algorithm(np.zeros((2, 3, 4))).name == (
             "batchnorm (reference)" if mode == "reference" else "batchnorm loop")
-        assert batchnorm.batch_norm_algorithm(np.zeros((2, 3))) is batchnorm.REFERENCE
+        assert batchnorm.batch_norm_algorithm(np.zeros((2, 3))).name == (
+            "batchnorm (reference)" if mode == "reference" else "batchnorm loop")
         _check_batch_norm_gradients(shape, affine, training, seed)
 
 
@@ -68,20 +69,32 @@ def test_adaptive_pool_gradients_and_values(H, W, OH, OW, kind, seed):
     np.testing.assert_allclose(fn(x, (OH, OW)).numpy(), want, rtol=1e-12, atol=1e-12)
 
 
+def channels_last(a):
+    """(N, C, H, W) values in (N, H, W, C) memory."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 @pytest.mark.parametrize("shape,layout", [((3, 4, 6), "C"), ((2, 4, 3, 5), "C"),
-                                          ((2, 4, 3, 5), "gy channels-last")])
+                                          ((2, 4, 3, 5), "gy channels-last"),
+                                          ((9, 5), "C"), ((2, 4, 3, 5), "channels-last"),
+                                          ((3, 7, 2, 3), "x channels-last, gy C")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_loop_equals_the_reference(shape, layout, dtype):
     """kernels/batchnorm_cpu.py against the reference, training and eval, with and
-    without gamma; the gradient may come in another memory order (a convolution's);
-    the chooser sends channels-innermost inputs to the reference."""
+    without gamma, in both its loops (channel by channel in channel-major memory; row by
+    row where the channels are innermost: (N, C), channels-last); the gradient may come
+    in another memory order than the input (a convolution's)."""
+    from tinyalex.kernels.batchnorm_cpu import channels_innermost
     rng = np.random.default_rng(2)
     C = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     gy = rng.standard_normal(shape).astype(dtype)
-    if layout == "gy channels-last":                      # (N, C, H, W) in NHWC memory
-        gy = np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        assert not BATCHNORM_CPU.takes(gy) and BATCHNORM_CPU.takes(x)
+    if layout in ("gy channels-last", "channels-last"):   # (N, C, H, W) in NHWC memory
+        gy = channels_last(gy)
+    if layout in ("channels-last", "x channels-last, gy C"):
+        x = channels_last(x)
+    rows = len(shape) == 2 or layout in ("channels-last", "x channels-last, gy C")
+    assert channels_innermost(x) == rows and BATCHNORM_CPU.takes(x)
     gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
     mean, var = rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
@@ -89,6 +102,8 @@ def test_fused_loop_equals_the_reference(shape, layout, dtype):
         for stats in [(None, None), (mean, var)]:
             got = BATCHNORM_CPU.forward(x, g, b, 1e-5, *stats)
             want = batchnorm.REFERENCE.forward(x, g, b, 1e-5, *stats)
+            if rows and x.ndim == 4:                   # y lies as x: channels-last
+                assert got[0].transpose(0, 2, 3, 1).flags.c_contiguous
             for a, w in zip((got[0], got[2], got[3]), (want[0], want[2], want[3])):
                 np.testing.assert_allclose(a, w, **tol)
             for a, w in zip(BATCHNORM_CPU.backward(gy, got[1]),

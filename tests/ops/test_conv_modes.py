@@ -156,6 +156,19 @@ def test_the_choosers_docstring_is_its_rules(monkeypatch):
     f43 = conv_winograd_cpu.WINOGRAD_F43
     assert f">= {conv_winograd_cpu.MIN_CHANNELS} channels" in conv.conv2d_algorithm.__doc__
     rule = next(r for r in conv.CONV_RULES if r.then == f43.name)
-    assert rule.when == f43.condition
+    assert rule.when.startswith(f43.condition)
     monkeypatch.setattr(f43, "min_channels", 7)
     assert ">= 7 channels" in f43.condition
+
+
+@pytest.mark.parametrize("N, C, H, want", [
+    (32, 512, 3, "im2col+GEMM"), (128, 512, 3, "winograd F(4,3)"),     # ResNet-18's last
+    (8, 256, 6, "im2col+GEMM"), (32, 256, 6, "winograd F(4,3)"),       # and third stage
+    (1, 384, 12, "im2col+GEMM"), (4, 384, 12, "winograd F(4,3)")])     # AlexNet's conv4
+def test_winograd_f43_takes_a_layer_where_its_tiles_pay(N, C, H, want):
+    """f43_pays: N*OH*OW >= 4 (tiles + 64); the layers it declines go to im2col + GEMM,
+    never to the direct convolution (whose channel loops are slowest there)."""
+    from tinyalex.kernels.geometry import conv_geometry
+    from tinyalex.ops import conv
+    g = conv_geometry((N, C, H, H), (C, C, 3, 3), 1, 1, 1, 1, "conv")
+    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy").name == want

@@ -121,7 +121,7 @@ LENET_ALGORITHMS = {0: "direct", 2: "avg-pool loop", 3: "direct", 5: "avg-pool l
 
 
 @pytest.mark.parametrize("build, shape, want", [
-    (tinyalex.models.alexnet, (2, 1, 224, 224), ALEXNET_ALGORITHMS),
+    (tinyalex.models.alexnet, (4, 1, 224, 224), ALEXNET_ALGORITHMS),
     (tinyalex.models.lenet, (2, 1, 28, 28), LENET_ALGORITHMS)])
 def test_the_algorithm_column_names_what_runs(build, shape, want):
     """Every convolution and pooling layer names its algorithm, as the ops' choosers

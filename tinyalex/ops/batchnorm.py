@@ -106,15 +106,14 @@ def batch_norm_algorithm(x):
 
         TINYALEX_KERNELS=reference, or dtype not float32/64   the reference above
         backend cupy                                          batchnorm kernel (CUDA C)
-        channel-major memory (NCHW, (N, C, L))                batchnorm loop (Numba)
-        otherwise (2-D, channels-last)                        the reference above
+        otherwise                                             batchnorm loop (Numba)
 
     The kernel (kernels/batchnorm_gpu.py, cuda/batchnorm.cu) takes every memory order
     as it lies, its per-channel sums two-stage reductions. The loop
-    (kernels/batchnorm_cpu.py) reads each channel two or three times, writes once and
-    keeps no xhat (the input and two numbers per channel instead); the
-    reference makes several whole-size temporaries, but NumPy's reductions beat a
-    channel-by-channel loop where the channels are innermost in memory.
+    (kernels/batchnorm_cpu.py) reads the input two or three times, writes once and
+    keeps no xhat (the input and two numbers per channel instead), where the reference
+    makes several whole-size temporaries: channel by channel in channel-major memory
+    (NCHW, (N, C, L)), row by row with the channels innermost ((N, C), channels-last).
     """
     if kernels.get_mode() == "reference" or x.dtype not in FLOATS or x.size == 0:
         return REFERENCE
