@@ -807,6 +807,9 @@ def force_path(path, g, monkeypatch):
                      "F(2,5)": conv_winograd_cpu.WINOGRAD_F25,
                      "F(3,5)": conv_winograd_cpu.WINOGRAD_F35}[path[len("winograd "):]]
         monkeypatch.setattr(algorithm, "min_channels", 1)
+        if algorithm is conv_winograd_cpu.WINOGRAD_F43:    # however few its tiles
+            from tinyalex.ops import conv as conv_ops
+            monkeypatch.setattr(conv_ops, "f43_pays", lambda g: True)
         if algorithm is conv_winograd_cpu.WINOGRAD_F25:    # the chooser's 5x5 rule picks
             from tinyalex.ops import conv as conv_ops      # F(3,5): let it pick F(2,5)
             monkeypatch.setattr(conv_ops, "_F35", algorithm)
