@@ -25,7 +25,17 @@ filters, and builds each chunk's columns again::
 Few-channel layers with short window rows (AlexNet's first) store the columns
 transposed, (C*KH*KW, nb*OH*OW): the same matrix, long contiguous runs; BLAS takes the
 transposed operand at no cost.
+
+Layers of ``CHANNELS_LAST_MIN`` channels or more read the input in channels-last
+memory ((N, H, W, C): as it lies where the layer before was a GEMM, else one copy) and
+order the columns (kh, kw, c), the filters' matrix alike, so that each window tap is a
+run of C neighbouring numbers in both (``numba_im2col.im2col_nhwc``); backward's
+col2im writes gx channels-last::
+
+    cols  = im2col_nhwc(x_nhwc[n0:n1])           # (nb*OH*OW, KH*KW*C)
+    y     = cols @ W.transpose(0, 2, 3, 1).reshape(OC, KH*KW*C).T + b
 """
+
 
 from __future__ import annotations
 
@@ -35,18 +45,21 @@ import numpy as np
 
 from . import cpu_threads, numba_im2col as loops
 from .geometry import ConvGeometry
+from .layout import as_nhwc
 from .workspace import WORKSPACE
 
 CHUNK_BYTES = 4 << 20     # columns per GEMM: a few images
 SHORT_ROW = 16            # window rows of at most this many numbers: columns stored transposed
+CHANNELS_LAST_MIN = 16    # at least this many channels: columns (kh, kw, c), channels-last
 
 
 @dataclass
 class Im2colSaved:
     """What backward needs: the input as given and the filters as a matrix."""
-    x: object             # (N, C, H, W), any memory order
-    w_mat: object         # (OC, C*KH*KW), a view of the weight
+    x: object             # (N, C, H, W), any memory order; (N, H, W, C) if channels_last
+    w_mat: object         # (OC, C*KH*KW), a view of the weight; (OC, KH*KW*C) if channels_last
     g: ConvGeometry
+    channels_last: bool = False
 
 
 class Im2colGemmCPU:
@@ -61,6 +74,10 @@ class Im2colGemmCPU:
     def transposed(self, g: ConvGeometry) -> bool:
         """Store the columns as (K, rows) when a window row is short."""
         return g.KW * g.C <= SHORT_ROW
+
+    def channels_last(self, g: ConvGeometry) -> bool:
+        """Columns (kh, kw, c) from channels-last input (module docstring)."""
+        return not self.transposed(g) and g.C >= CHANNELS_LAST_MIN
 
     def columns(self, x, n0, n1, g: ConvGeometry, dtype):
         """The im2col matrix of images n0..n1-1, (nb*OH*OW, C*KH*KW), in the workspace
@@ -87,20 +104,33 @@ class Im2colGemmCPU:
         loops.col2im(gcols, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, gx,
                      gx.dtype.type(0))
 
+    def columns_nhwc(self, xh, n0, n1, g: ConvGeometry):
+        """The (kh, kw, c) columns of images n0..n1-1 of xh (N, H, W, C), in the
+        workspace: (nb*OH*OW, KH*KW*C)."""
+        cols = WORKSPACE.get(np, "cols", ((n1 - n0) * g.P, g.K), xh.dtype)
+        loops.im2col_nhwc(xh, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols)
+        return cols
+
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW) (a view of channels-last memory), and what backward needs."""
         N, P, K, OC = g.N, g.P, g.K, g.OC
-        w_mat = weight.reshape(OC, K)                               # (OC, C*KH*KW)
+        if self.channels_last(g):
+            x = as_nhwc(np, x)                                      # (N, H, W, C)
+            # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C): columns (kh, kw, c)
+            w_mat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(OC, K)
+        else:
+            w_mat = weight.reshape(OC, K)                           # (OC, C*KH*KW)
         y = np.empty((N * P, OC), dtype=x.dtype)                    # (N*OH*OW, OC)
         nb = self.images_per_chunk(g, x.dtype.itemsize)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
-            cols = self.columns(x, n0, n1, g, x.dtype)              # (nb*OH*OW, C*KH*KW)
+            cols = (self.columns_nhwc(x, n0, n1, g) if self.channels_last(g)
+                    else self.columns(x, n0, n1, g, x.dtype))       # (nb*OH*OW, K)
             out = y[n0 * P:n1 * P]
             cpu_threads.gemm(cols, w_mat.T, out)  # (nb*OH*OW, OC) = (nb*OH*OW, K) @ (K, OC)
             if bias is not None:
                 out += bias                                         # (nb*OH*OW, OC) + (OC,)
-        saved = Im2colSaved(x, w_mat, g) if keep else None
+        saved = Im2colSaved(x, w_mat, g, self.channels_last(g)) if keep else None
         # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW), a view: memory stays NHWC
         return y.reshape(N, g.OH, g.OW, OC).transpose(0, 3, 1, 2), saved
 
@@ -114,13 +144,16 @@ class Im2colGemmCPU:
         gy_mat = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(N * P, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
         gw = np.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, C*KH*KW)
-        gx = np.empty((N, g.C, g.H, g.W), dtype=gy.dtype) if need_x else None
+        cl = s.channels_last
+        gx_shape = (N, g.H, g.W, g.C) if cl else (N, g.C, g.H, g.W)
+        gx = np.empty(gx_shape, dtype=gy.dtype) if need_x else None
         nb = self.images_per_chunk(g, gy.dtype.itemsize)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             g_chunk = gy_mat[n0 * P:n1 * P]                         # (nb*OH*OW, OC)
             if need_w:
-                cols = self.columns(s.x, n0, n1, g, gy.dtype)       # the same columns again
+                cols = (self.columns_nhwc(s.x, n0, n1, g) if cl     # the same columns
+                        else self.columns(s.x, n0, n1, g, gy.dtype))  # again
                 if n0 == 0:
                     cpu_threads.gemm(g_chunk.T, cols, gw)  # (OC, K) = (OC, rows) @ (rows, K)
                 else:
@@ -130,8 +163,15 @@ class Im2colGemmCPU:
             if need_x:
                 gcols = WORKSPACE.get(np, "gcols", ((n1 - n0) * P, K), gy.dtype)
                 cpu_threads.gemm(g_chunk, s.w_mat, gcols)  # (rows, K) = (rows, OC) @ (OC, K)
-                self.col2im(gcols, n0, n1, g, gx)                   # images n0..n1-1 of gx
-        if need_w:
+                if cl:                                              # images n0..n1-1
+                    loops.col2im_nhwc(gcols, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                      g.OH, g.OW, gx, gx.dtype.type(0))
+                else:
+                    self.col2im(gcols, n0, n1, g, gx)
+        if cl:      # columns (kh, kw, c): gW (OC, KH, KW, C) and gx (N, H, W, C), as views
+            gw = None if gw is None else gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2)
+            gx = None if gx is None else gx.transpose(0, 3, 1, 2)
+        elif need_w:
             gw = gw.reshape(OC, g.C, g.KH, g.KW)                    # columns are (c, kh, kw)
         return gx, gw, gb
 

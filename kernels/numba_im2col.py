@@ -96,3 +96,59 @@ def col2im(gcols, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx, zero):
                             if 0 <= w < W:
                                 g[w] += gcols[r0 + ow, j]
     return gx
+
+
+# -- channels-last: columns (kh, kw, c) ------------------------------------------------------
+#
+#     cols[(n, oh, ow), (kh, kw, c)] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, c]
+#
+# for x (N, H, W, C) in channels-last memory: the reference's matrix with its columns
+# reordered (the filters' matrix is reordered alike, (OC, KH, KW, C)), so that every
+# window tap (kh, kw) copies C neighbouring numbers of x into C neighbouring columns.
+
+@njit(cache=True, nogil=True)
+def im2col_nhwc(x, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, cols):
+    """cols ((n1-n0)*OH*OW, KH*KW*C), columns (kh, kw, c), from x (N, H, W, C)."""
+    H, W, C = x.shape[1], x.shape[2], x.shape[3]
+    for n in range(n0, n1):
+        for oh in range(OH):
+            for ow in range(OW):
+                row = ((n - n0) * OH + oh) * OW + ow
+                for kh in range(KH):
+                    h = oh * SH - PH + kh
+                    for kw in range(KW):
+                        w = ow * SW - PW + kw
+                        j = (kh * KW + kw) * C           # column (kh, kw, 0)
+                        if 0 <= h < H and 0 <= w < W:
+                            for c in range(C):
+                                cols[row, j + c] = x[n, h, w, c]
+                        else:
+                            for c in range(C):
+                                cols[row, j + c] = 0
+    return cols
+
+
+@njit(cache=True, nogil=True)
+def col2im_nhwc(gcols, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx, zero):
+    """gx[n0:n1] (N, H, W, C, C-contiguous), overwritten with the sum of every window
+    entry of gcols ((n1-n0)*OH*OW, KH*KW*C), columns (kh, kw, c), over the pixel it was
+    copied from: a gather, adding in the (kh, kw) order the reference adds in."""
+    H, W, C = gx.shape[1], gx.shape[2], gx.shape[3]
+    for n in range(n0, n1):
+        for h in range(H):
+            for w in range(W):
+                g = gx[n, h, w]                          # (C,)
+                g[:] = zero
+                for kh in range(KH):
+                    t = h + PH - kh                      # = oh*SH for the window row oh
+                    if t < 0 or t % SH != 0 or t // SH >= OH:
+                        continue
+                    for kw in range(KW):
+                        u = w + PW - kw                  # = ow*SW for the window column ow
+                        if u < 0 or u % SW != 0 or u // SW >= OW:
+                            continue
+                        row = ((n - n0) * OH + t // SH) * OW + u // SW
+                        j = (kh * KW + kw) * C
+                        for c in range(C):
+                            g[c] += gcols[row, j + c]
+    return gx

@@ -102,6 +102,33 @@ def test_im2col_and_col2im_loops_match_the_reference(g, dtype, cl, transposed, s
     np.testing.assert_array_equal(gx, col2im(gcols, x.shape, KH, KW, SH, SW, PH, PW))
 
 
+@settings(max_examples=EXAMPLES)
+@given(g=geometry(), dtype=DTYPES, cl=st.booleans(), seed=st.integers(0, 2**16))
+@example(g=(2, 3, 5, 4, 3, 3, 2, 2, 1, 1), dtype=np.float32, cl=False, seed=0)  # stride 2
+def test_channels_last_columns_and_col2im_are_the_references_reordered(g, dtype, cl,
+                                                                       seed):
+    """im2col_nhwc's columns are the reference's matrix with its columns in (kh, kw, c)
+    order; col2im_nhwc equals the reference's col2im bit for bit (the same additions in
+    the same (kh, kw) order), in channels-last memory."""
+    from tinyalex.kernels import numba_im2col
+    from tinyalex.kernels.layout import as_nhwc
+    N, C, H, W, KH, KW, SH, SW, PH, PW = g
+    rng = np.random.default_rng(seed)
+    x = images(rng, (N, C, H, W), dtype, cl)
+    geo = conv_geometry(x.shape, (1, C, KH, KW), SH, SW, PH, PW)
+    cols = IM2COL.columns_nhwc(as_nhwc(np, x), 0, N, geo)
+    ref = im2col(x, KH, KW, SH, SW, PH, PW)                        # columns (c, kh, kw)
+    reordered = ref.reshape(-1, C, KH, KW).transpose(0, 2, 3, 1).reshape(ref.shape)
+    np.testing.assert_array_equal(cols, reordered)
+    gcols = rng.standard_normal(cols.shape).astype(dtype)         # columns (kh, kw, c)
+    gx = np.empty((N, H, W, C), dtype)
+    numba_im2col.col2im_nhwc(gcols, 0, N, KH, KW, SH, SW, PH, PW, geo.OH, geo.OW, gx,
+                             gx.dtype.type(0))
+    as_ref = gcols.reshape(-1, KH, KW, C).transpose(0, 3, 1, 2).reshape(gcols.shape)
+    np.testing.assert_array_equal(gx.transpose(0, 3, 1, 2),
+                                  col2im(as_ref, x.shape, KH, KW, SH, SW, PH, PW))
+
+
 # -- convolution -----------------------------------------------------------------------
 
 @settings(max_examples=EXAMPLES)
@@ -110,8 +137,13 @@ def test_im2col_and_col2im_loops_match_the_reference(g, dtype, cl, transposed, s
 @example(g=(2, 3, 4, 6, 4, 6, 1, 1, 0, 0), OC=2, dtype=np.float32, cl=True, bias=True, seed=3)
 @example(g=(2, 6, 7, 8, 3, 4, 2, 1, 1, 2), OC=3, dtype=np.float64, cl=False, bias=True, seed=4)
 @example(g=(1, 9, 5, 6, 2, 5, 1, 2, 2, 0), OC=2, dtype=np.float32, cl=True, bias=False, seed=5)
-def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed):
+@example(g=(2, 4, 7, 6, 3, 3, 2, 2, 1, 1), OC=3, dtype=np.float32, cl=False, bias=True,
+         seed=6)                                          # columns (kh, kw, c) below
+def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed, monkeypatch):
+    """Both column orders: (c, kh, kw) from the input as it lies, and (kh, kw, c) from
+    channels-last input (CHANNELS_LAST_MIN lowered to the drawn channels half the time)."""
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
+    monkeypatch.setattr(conv_im2col_cpu, "CHANNELS_LAST_MIN", 1 if seed % 2 == 0 else 10**9)
     rng = np.random.default_rng(seed)
     x = images(rng, (N, C, H, W), dtype, cl)
     w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
@@ -248,7 +280,7 @@ def test_winograd43_float32_error_at_alexnets_3x3_layers():
     both gradients stay within 1e-4 of the output's scale of the float64 reference."""
     rng = np.random.default_rng(9)
     C, OC = 256, 384
-    x = np.maximum(rng.standard_normal((2, C, 12, 12)), 0)
+    x = np.maximum(rng.standard_normal((4, C, 12, 12)), 0)
     w = rng.standard_normal((OC, C, 3, 3)) * np.sqrt(2 / (9 * C))
     g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
     assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F43

@@ -770,6 +770,7 @@ geometry = st.fixed_dictionaries({
 CONV_PATHS = {
     "im2col": {"numba_im2col.im2col", "numba_im2col.col2im"},
     "im2col transposed": {"numba_im2col.im2col_t", "numba_im2col.col2im"},
+    "im2col channels-last": {"numba_im2col.im2col_nhwc", "numba_im2col.col2im_nhwc"},
     "direct": {"numba_direct.forward", "numba_direct.weight_gradient",
                "numba_direct.input_gradient"},
     "winograd F(4,3)": {"numba_winograd_f43.input_transform",
@@ -800,6 +801,8 @@ def force_path(path, g, monkeypatch):
         kernels.set_conv_mode("auto")
         monkeypatch.setattr(conv_direct_cpu.DIRECT, "takes", lambda g: False)
         monkeypatch.setattr(conv_im2col_cpu, "SHORT_ROW", 10**9 if "transposed" in path else 0)
+        monkeypatch.setattr(conv_im2col_cpu, "CHANNELS_LAST_MIN",
+                            1 if "channels-last" in path else 10**9)
     elif path == "direct":
         g.update(SH=1, SW=1, PH=min(g["PH"], g["KH"] - 1), PW=min(g["PW"], g["KW"] - 1))
     else:
