@@ -107,9 +107,21 @@ class Im2colGemmCPU:
     def columns_nhwc(self, xh, n0, n1, g: ConvGeometry):
         """The (kh, kw, c) columns of images n0..n1-1 of xh (N, H, W, C), in the
         workspace: (nb*OH*OW, KH*KW*C)."""
-        cols = WORKSPACE.get(np, "cols", ((n1 - n0) * g.P, g.K), xh.dtype)
-        loops.im2col_nhwc(xh, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols)
+        P = g.P
+        cols = WORKSPACE.get(np, "cols", ((n1 - n0) * P, g.K), xh.dtype)
+        # images a..b-1 of the chunk (cut for threads) fill rows a*P..b*P-1 of cols
+        cpu_threads.split(n1 - n0, P * g.K, lambda a, b: loops.im2col_nhwc(
+            xh, n0 + a, n0 + b, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
+            cols[a * P:b * P]))
         return cols
+
+    def col2im_nhwc(self, gcols, n0, n1, g: ConvGeometry, gx):
+        """gx[n0:n1] (N, H, W, C) = col2im of the (kh, kw, c) columns gcols
+        ((n1-n0)*OH*OW, KH*KW*C), images cut for threads."""
+        P = g.P
+        cpu_threads.split(n1 - n0, P * g.K, lambda a, b: loops.col2im_nhwc(
+            gcols[a * P:b * P], n0 + a, n0 + b, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH,
+            g.OW, gx, gx.dtype.type(0)))
 
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW) (a view of channels-last memory), and what backward needs."""
@@ -164,8 +176,7 @@ class Im2colGemmCPU:
                 gcols = WORKSPACE.get(np, "gcols", ((n1 - n0) * P, K), gy.dtype)
                 cpu_threads.gemm(g_chunk, s.w_mat, gcols)  # (rows, K) = (rows, OC) @ (OC, K)
                 if cl:                                              # images n0..n1-1
-                    loops.col2im_nhwc(gcols, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
-                                      g.OH, g.OW, gx, gx.dtype.type(0))
+                    self.col2im_nhwc(gcols, n0, n1, g, gx)
                 else:
                     self.col2im(gcols, n0, n1, g, gx)
         if cl:      # columns (kh, kw, c): gW (OC, KH, KW, C) and gx (N, H, W, C), as views

@@ -293,6 +293,23 @@ def test_winograd43_float32_error_at_alexnets_3x3_layers():
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def test_channels_last_columns_cut_over_threads_match_the_reference(monkeypatch):
+    """im2col_nhwc and col2im_nhwc run on image ranges in several threads (pieces made
+    tiny here) and give the reference's results."""
+    monkeypatch.setattr(conv_im2col_cpu, "CHANNELS_LAST_MIN", 1)
+    monkeypatch.setattr(cpu_threads, "MIN_PART_ELEMENTS", 1)
+    calls = []
+    split = cpu_threads.split
+    monkeypatch.setattr(cpu_threads, "split", lambda n, unit, call: (
+        calls.append(n), split(n, unit, call))[1])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 6, 9, 8)).astype(np.float64)
+    w = rng.standard_normal((3, 6, 3, 3))
+    conv_pair(IM2COL, x, w, None, 2, 2, 1, 1, rng, np.float64, tol(np.float64),
+              needs=[(True, True, False)])
+    assert calls and set(calls) == {5}              # one call per pass, five images each
+
+
 @pytest.mark.parametrize("C, KW", [(1, 11), (9, 4)])    # transposed columns, row-major
 def test_conv_in_chunks_matches_one_chunk(monkeypatch, C, KW):
     """A workspace smaller than one image's columns: one image per GEMM."""
