@@ -166,7 +166,7 @@ def test_the_choosers_docstring_is_its_rules(monkeypatch):
     (8, 256, 6, "im2col+GEMM"), (32, 256, 6, "winograd F(4,3)"),       # and third stage
     (1, 384, 12, "im2col+GEMM"), (4, 384, 12, "winograd F(4,3)")])     # AlexNet's conv4
 def test_winograd_f43_takes_a_layer_where_its_tiles_pay(N, C, H, want):
-    """f43_pays: N*OH*OW >= 4 (tiles + 64); the layers it declines go to im2col + GEMM,
+    """f43_pays: N*OH*OW >= 4 (tiles + 96); the layers it declines go to im2col + GEMM,
     never to the direct convolution (whose channel loops are slowest there)."""
     from tinyalex.kernels.geometry import conv_geometry
     from tinyalex.ops import conv

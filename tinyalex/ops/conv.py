@@ -222,23 +222,24 @@ _F43, _F35 = conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F35
 _DIRECT, _IM2COL_GEMM = conv_direct_cpu.DIRECT, conv_im2col_cpu.IM2COL_GEMM
 
 F43_OUTPUTS_PER_TILE = 4    # F(4x4, 3x3) pays where a layer has this many outputs per
-F43_FILTER_TILES = 64       # 4x4 tile, its filter transforms counted as this many tiles
+F43_FILTER_TILES = 96       # 4x4 tile, its filter transforms counted as this many tiles
 
 
 def f43_pays(g: ConvGeometry) -> bool:
     """Whether Winograd F(4x4, 3x3) beats im2col + GEMM on a layer it takes:
-    ``N*OH*OW >= 4 * (tiles + 64)``, tiles = N * ceil(OH/4) * ceil(OW/4).
+    ``N*OH*OW >= 4 * (tiles + 96)``, tiles = N * ceil(OH/4) * ceil(OW/4).
 
     A tile costs 36 multiplications a channel pair and yields up to 16 outputs, where
     im2col pays 9 an output: Winograd wins by the outputs its tiles fill, but a 3x3
     output fills 9 of its tile's 16, and the filter's transform (and, in backward, the
-    weight gradient's) costs as much as some 64 tiles whatever the batch. So ResNet-18's
+    weight gradient's) costs as much as some 96 tiles whatever the batch. So ResNet-18's
     512-channel 3x3 layers (3x3 outputs) go to im2col at batch 32 and to Winograd from
-    64 on; AlexNet's 12x12 layers from a batch of 4 (fitted to single-thread CPU times of
+    77 on; AlexNet's 12x12 layers from a batch of 4 (fitted to single-thread CPU times of
     both algorithms, fwd + bwd, on those layers at batches 1-128: the record
     benchmarks/results/2026-12-07_epyc-avx512-2cores-resnet18/)."""
     tiles = g.N * -(-g.OH // 4) * -(-g.OW // 4)
     return g.N * g.OH * g.OW >= F43_OUTPUTS_PER_TILE * (tiles + F43_FILTER_TILES)
+
 
 CONV_RULES = (
     Rule("groups > 1 (any backend, any mode)", GROUPED.name + ", above",
