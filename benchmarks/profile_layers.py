@@ -5,6 +5,13 @@ Winograd layers, the GEMMs and the tile transforms).
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/profile_layers.py
     python3 benchmarks/profile_layers.py --model lenet --batch 256
     TINYALEX_KERNELS=reference python3 benchmarks/profile_layers.py --batch 8
+    OPENBLAS_NUM_THREADS=1 TINYALEX_CPU_THREADS=1 python3 benchmarks/profile_layers.py \
+        --model resnet18 --cpu-time                  # by op: ResNet's layers are in blocks
+
+``--by-op`` (the default for ResNet-18, whose top-level layers are whole stages) times
+every op instead of every top-level layer: each autograd Function's forward and
+backward, summed per (op, algorithm, input shape) over a step, so a residual block's
+convolutions, batch norms, ReLUs and additions each get a row.
 
 The layers run one by one exactly as ``net(x)`` runs them; each backward node is
 timed as the graph walk calls it. Inside the fast CPU convolutions the compiled
@@ -146,9 +153,83 @@ def profile(model, N, steps, backend="numpy"):
     return rows, total
 
 
+def profile_ops(model, N, steps, backend="numpy"):
+    """Per-op times: every Function subclass's forward and backward wrapped, summed per
+    (op, algorithm, input shape) over each step; medians over ``steps`` steps."""
+    from tinyalex import backend as B
+    from tinyalex.tensor import Function
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    clock = Clock()
+
+    def key(fn, arrays):
+        shapes = tuple(tuple(a.shape) for a in arrays[:2] if hasattr(a, "shape"))
+        return (type(fn).__name__, getattr(getattr(fn, "algorithm", None), "name", ""),
+                shapes)
+
+    patched = []
+    for cls in set(subclasses(Function)):
+        if "forward" in vars(cls):
+            def forward(self, *arrays, _f=vars(cls)["forward"]):
+                t0 = now()
+                out = _f(self, *arrays)
+                B.synchronize(backend)
+                self._profile_key = key(self, arrays)       # the algorithm is chosen now
+                clock.step[(self._profile_key, "forward")] += now() - t0
+                return out
+            patched.append((cls, "forward", vars(cls)["forward"]))
+            cls.forward = forward
+        if "backward" in vars(cls):
+            def backward(self, gy, _b=vars(cls)["backward"]):
+                t0 = now()
+                out = _b(self, gy)
+                B.synchronize(backend)
+                k = getattr(self, "_profile_key", (type(self).__name__, "", ()))
+                clock.step[(k, "backward")] += now() - t0
+                return out
+            patched.append((cls, "backward", vars(cls)["backward"]))
+            cls.backward = backward
+    try:
+        step = common.TinyalexStep(model, N, backend)
+        step()
+        clock.step.clear()
+        for _ in range(steps):
+            t0 = now()
+            step()
+            clock.step[("total", "step")] = now() - t0
+            clock.end_step()
+    finally:
+        for cls, name, original in patched:
+            setattr(cls, name, original)
+    keys = sorted({k for s in clock.steps for k, part in s if k != "total"},
+                  key=lambda k: -sum(clock.median((k, p)) for p in ("forward", "backward")))
+    rows = [{"op": k[0], "algorithm": k[1], "shapes": [list(s) for s in k[2]],
+             "forward": clock.median((k, "forward")),
+             "backward": clock.median((k, "backward"))} for k in keys]
+    return rows, {"step": clock.median(("total", "step"))}
+
+
+def print_ops(rows, total, batch):
+    print(f"{'ms fwd':>8} {'ms bwd':>8}  op, algorithm, input (and weight) shapes")
+    for r in rows:
+        shapes = " ".join("x".join(map(str, s)) for s in r["shapes"])
+        print(f"{r['forward'] * 1e3:8.1f} {r['backward'] * 1e3:8.1f}  {r['op']}"
+              f"{', ' + r['algorithm'] if r['algorithm'] else ''}, {shapes}")
+    ops = sum(r["forward"] + r["backward"] for r in rows)
+    print(f"ops {ops * 1e3:.1f} ms of the step's {total['step'] * 1e3:.1f} ms (the rest: "
+          f"loss, graph walk, SGD) = {batch / total['step']:.1f} images/s")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["alexnet", "lenet"], default="alexnet")
+    p.add_argument("--model", choices=["alexnet", "lenet", "resnet18"], default="alexnet")
+    p.add_argument("--by-op", action="store_true",
+                   help="time every op (forward, backward) instead of every top-level "
+                        "layer; always so for resnet18")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
@@ -165,9 +246,23 @@ def main(argv=None):
     info = common.machine(args.backend)
     info["kernels"] = kernels.get_mode()
     info["clock"] = "process CPU time" if args.cpu_time else "wall time"
-    rows, total = profile(args.model, args.batch, args.steps, args.backend)
+    by_op = args.by_op or args.model == "resnet18"
+    profiler = profile_ops if by_op else profile
+    rows, total = profiler(args.model, args.batch, args.steps, args.backend)
     info["load_average_at_end"] = os.getloadavg()
     info["numpy_blas"] = common.blas_description()     # as tinyalex left it (cpu_process.py)
+    if by_op:
+        print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on "
+              f"{args.backend}, by op ({info['clock']}); {info['numpy_blas']}; load "
+              f"{info['load_average_at_start'][0]:.1f}")
+        print_ops(rows, total, args.batch)
+        path = args.json or os.path.join(common.HERE, "results", f"profile_{args.model}_"
+                                         f"{args.batch}_{args.backend}_ops.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"machine": info, "ops": rows, "total": total}, f, indent=1)
+        print(f"wrote {path}")
+        return
 
     print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on {args.backend}; "
           f"{info['numpy_blas']}; load {info['load_average_at_start'][0]:.1f}")
