@@ -200,8 +200,13 @@ def channels_innermost(a) -> bool:
         a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous and a.shape[1] > 1)
 
 
-def _as4d(a):
-    """(N, C) -> (N, C, 1, 1), (N, C, L) -> (N, C, L, 1): views, no copy."""
+def _as4d(a, flat):
+    """(N, C) -> (N, C, 1, 1), (N, C, L) -> (N, C, L, 1): views, no copy. With ``flat``
+    (the op's input is C-contiguous) every array goes as (N, C, 1, H*W) (L alike), in C
+    order (a view, or a copy of a gradient lying otherwise): the loops' innermost run
+    is then a channel's whole plane, one contiguous run LLVM vectorizes."""
+    if flat:
+        return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], 1, -1)
     return a.reshape(a.shape + (1,) * (4 - a.ndim)) if a.ndim < 4 else a
 
 
@@ -224,7 +229,8 @@ class BatchNormCPU:
         training = mean is None
         if channels_innermost(x):
             return self._forward_rows(x, one, zero, eps, mean, var, gamma)
-        x4 = _as4d(x)
+        flat = x.flags.c_contiguous
+        x4 = _as4d(x, flat)
         if training:
             mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
             inv_std = np.empty(C, np.float64)
@@ -237,7 +243,7 @@ class BatchNormCPU:
         shift = zero - mean * scale                             # (C,)
         y = np.empty(x.shape, dtype=x.dtype)
         cpu_threads.split(C, x.size // C, lambda c0, c1: _affine(
-            x4, scale, shift, _as4d(y), c0, c1))
+            x4, scale, shift, _as4d(y, flat), c0, c1))
         saved = (x, mean, inv_std, gamma, training)
         return y, saved, mean.astype(x.dtype), var.astype(x.dtype)
 
@@ -285,9 +291,10 @@ class BatchNormCPU:
             return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
         dgamma, dbeta = np.empty(C, np.float64), np.empty(C, np.float64)
         dx = np.empty(x.shape, dtype=gy.dtype)
+        flat = x.flags.c_contiguous
+        g4, x4, dx4 = _as4d(gy, flat), _as4d(x, flat), _as4d(dx, flat)
         cpu_threads.split(C, x.size // C, lambda c0, c1: _backward(
-            _as4d(gy), _as4d(x), mean, inv_std, one, training, _as4d(dx), dgamma,
-            dbeta, c0, c1))
+            g4, x4, mean, inv_std, one, training, dx4, dgamma, dbeta, c0, c1))
         if gamma is None:
             return dx, None, None
         return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
