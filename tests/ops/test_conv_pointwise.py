@@ -13,11 +13,19 @@ from tinyalex.ops import conv
 from helpers.checks import check, randn
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape,OC,stride", [((2, 3, 5, 7), 4, 1), ((2, 3, 5, 7), 4, 2),
                                              ((1, 8, 6, 6), 5, (2, 3)), ((3, 2, 1, 4), 2, 3)])
-def test_pointwise_equals_the_reference(shape, OC, stride):
+def test_pointwise_equals_the_reference(shape, OC, stride, channels_last):
+    """Both ways: a batched GEMM straight into NCHW (plain input, stride 1), and the
+    pixels as rows, one GEMM into channels-last memory (channels-last input, or a
+    stride above 1); gradients in either memory order."""
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s) for s in (shape, (OC, shape[1], 1, 1), (OC,)))
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    rows = channels_last and shape[1] > 1 or stride != 1
+    assert POINTWISE_1X1.rows(x, conv.Conv2d(stride, 0).geometry(shape, w.shape)) == rows
     fn = conv.Conv2d(stride, 0)
     g = fn.geometry(shape, w.shape, b.shape)
     assert conv.conv2d_algorithm(g, np.dtype(np.float64), "numpy") is POINTWISE_1X1
