@@ -17,6 +17,8 @@ and ``backward``. The files, by algorithm and device:
 ``conv_winograd_cpu.py``     Winograd F(4x4, 3x3) and F(2x2, 5x5) (``numba_winograd_f43.py``,
                              ``numba_winograd_f25.py``)
 ``conv_direct_cpu.py``       the direct convolution of stride-1 layers (``numba_direct.py``)
+``conv_pointwise.py``        1x1 convolutions as one GEMM (no im2col)
+``conv_grouped_cpu.py``      grouped convolution: one im2col, one batched GEMM over groups
 ``pool_cpu.py``              max and average pooling (``numba_pool.py``)
 ``elementwise_cpu.py``       ReLU, sigmoid, dropout (``numba_elementwise.py``)
 ``dense_cpu.py``             the fully connected layers' GEMM

@@ -152,3 +152,66 @@ def col2im_nhwc(gcols, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx, zero):
                         for c in range(C):
                             g[c] += gcols[row, j + c]
     return gx
+
+
+# -- grouped, channels-last: the columns of every group at once --------------------------------
+#
+#     cols[g, (n, oh, ow), (kh, kw, cg)] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, g*Cg + cg]
+#
+# for a convolution of G groups of Cg = C/G channels (conv_grouped_cpu.py): one walk over
+# the windows fills G matrices, group g's from the run of channels g*Cg..(g+1)*Cg-1.
+
+@njit(cache=True, nogil=True)
+def im2col_grouped_nhwc(x, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, cols):
+    """cols (G, (n1-n0)*OH*OW, KH*KW*Cg), each group's (kh, kw, cg) columns, from x
+    (N, H, W, C)."""
+    H, W, C = x.shape[1], x.shape[2], x.shape[3]
+    G = cols.shape[0]
+    Cg = C // G
+    for n in range(n0, n1):
+        for oh in range(OH):
+            for ow in range(OW):
+                row = ((n - n0) * OH + oh) * OW + ow
+                for kh in range(KH):
+                    h = oh * SH - PH + kh
+                    for kw in range(KW):
+                        w = ow * SW - PW + kw
+                        j = (kh * KW + kw) * Cg          # column (kh, kw, 0) of each group
+                        if 0 <= h < H and 0 <= w < W:
+                            for g in range(G):
+                                for c in range(Cg):
+                                    cols[g, row, j + c] = x[n, h, w, g * Cg + c]
+                        else:
+                            for g in range(G):
+                                for c in range(Cg):
+                                    cols[g, row, j + c] = 0
+    return cols
+
+
+@njit(cache=True, nogil=True)
+def col2im_grouped_nhwc(gcols, n0, n1, KH, KW, SH, SW, PH, PW, OH, OW, gx, zero):
+    """gx[n0:n1] (N, H, W, C, C-contiguous), overwritten with the sum of every window
+    entry of gcols (G, (n1-n0)*OH*OW, KH*KW*Cg) over the pixel it was copied from, in
+    the (kh, kw) order the reference adds in."""
+    H, W, C = gx.shape[1], gx.shape[2], gx.shape[3]
+    G = gcols.shape[0]
+    Cg = C // G
+    for n in range(n0, n1):
+        for h in range(H):
+            for w in range(W):
+                g_px = gx[n, h, w]                       # (C,)
+                g_px[:] = zero
+                for kh in range(KH):
+                    t = h + PH - kh
+                    if t < 0 or t % SH != 0 or t // SH >= OH:
+                        continue
+                    for kw in range(KW):
+                        u = w + PW - kw
+                        if u < 0 or u % SW != 0 or u // SW >= OW:
+                            continue
+                        row = ((n - n0) * OH + t // SH) * OW + u // SW
+                        j = (kh * KW + kw) * Cg
+                        for g in range(G):
+                            for c in range(Cg):
+                                g_px[g * Cg + c] += gcols[g, row, j + c]
+    return gx

@@ -750,10 +750,10 @@ def loops_run(ran) -> set:
     return {name for name in ran if not name.rpartition(".")[2].startswith("_")}
 
 
-def conv_pass(mode, x, w, b, stride, padding, gy):
+def conv_pass(mode, x, w, b, stride, padding, gy, groups=1):
     with kernels.use(mode):
         xs, ws, bs = (tinyalex.tensor(a, requires_grad=True) for a in (x, w, b))
-        y = F.conv2d(xs, ws, bs, stride=stride, padding=padding)
+        y = F.conv2d(xs, ws, bs, stride=stride, padding=padding, groups=groups)
         y.backward(gy)
         return host(y), host(xs.grad), host(ws.grad), host(bs.grad)
 
@@ -771,6 +771,7 @@ CONV_PATHS = {
     "im2col": {"numba_im2col.im2col", "numba_im2col.col2im"},
     "im2col transposed": {"numba_im2col.im2col_t", "numba_im2col.col2im"},
     "im2col channels-last": {"numba_im2col.im2col_nhwc", "numba_im2col.col2im_nhwc"},
+    "grouped": {"numba_im2col.im2col_grouped_nhwc", "numba_im2col.col2im_grouped_nhwc"},
     "direct": {"numba_direct.forward", "numba_direct.weight_gradient",
                "numba_direct.input_gradient"},
     "winograd F(4,3)": {"numba_winograd_f43.input_transform",
@@ -795,7 +796,14 @@ def force_path(path, g, monkeypatch):
     g = dict(g)
     # a 1x1 kernel without padding is one GEMM (no loop of these to sweep): declined here
     monkeypatch.setattr(conv_pointwise.POINTWISE_1X1, "takes", lambda g: False)
-    if path.startswith("im2col"):
+    if path == "grouped":
+        # two groups of C channels each (C in, OC out a group), any window, stride,
+        # padding; the batched-groups algorithm however few channels a group has
+        from tinyalex.kernels import conv_grouped_cpu
+        kernels.set_conv_mode("auto")
+        monkeypatch.setattr(conv_grouped_cpu, "MIN_GROUP_CHANNELS", 1)
+        g.update(groups=2, C=2 * g["C"], OC=2 * g["OC"])
+    elif path.startswith("im2col"):
         # the fast im2col + GEMM loops: auto mode's last rule, once direct declines
         # (TINYALEX_CONV=im2col runs ops/im2col.py's reference instead)
         kernels.set_conv_mode("auto")
@@ -836,24 +844,26 @@ def conv_mode_restored():
 def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, conv_mode_restored, path, g,
                                    seed):
     """Convolution, forward and both gradients, through each fast path (im2col with
-    its columns stored row-major or transposed, direct, Winograd F(4x4, 3x3),
+    its columns stored row-major, transposed or (kh, kw, c) from channels-last memory,
+    grouped (all groups' columns at once), direct, Winograd F(4x4, 3x3),
     F(2x2, 5x5) and F(3x3, 5x5) with the channel threshold lowered to reach them with tiny shapes):
     exactly the path's loops run, none indexes outside its arrays, and the results
     equal the reference's."""
     g = force_path(path, g, monkeypatch)
     assume(g["H"] + 2 * g["PH"] >= g["KH"] and g["W"] + 2 * g["PW"] >= g["KW"])
     rng = np.random.default_rng(seed)
+    groups = g.get("groups", 1)
     x = rng.standard_normal((g["N"], g["C"], g["H"], g["W"]))
-    w = rng.standard_normal((g["OC"], g["C"], g["KH"], g["KW"]))
+    w = rng.standard_normal((g["OC"], g["C"] // groups, g["KH"], g["KW"]))
     b = rng.standard_normal(g["OC"])
     OH = (g["H"] + 2 * g["PH"] - g["KH"]) // g["SH"] + 1
     OW = (g["W"] + 2 * g["PW"] - g["KW"]) // g["SW"] + 1
     gy = rng.standard_normal((g["N"], g["OC"], OH, OW))
     stride, padding = (g["SH"], g["SW"]), (g["PH"], g["PW"])
     guarded_loops.clear()
-    fast = conv_pass("fast", x, w, b, stride, padding, gy)
+    fast = conv_pass("fast", x, w, b, stride, padding, gy, groups)
     assert loops_run(guarded_loops) == CONV_PATHS[path], sorted(set(guarded_loops))
-    ref = conv_pass("reference", x, w, b, stride, padding, gy)
+    ref = conv_pass("reference", x, w, b, stride, padding, gy, groups)
     for f, r, name in zip(fast, ref, ("y", "gx", "gw", "gb")):
         np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
 

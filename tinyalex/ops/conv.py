@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import tinyalex.kernels as kernels
-from tinyalex.kernels import conv_direct_cpu, conv_im2col_cpu, conv_im2col_gpu, \
-    conv_winograd_cpu
+from tinyalex.kernels import conv_direct_cpu, conv_grouped_cpu, conv_im2col_cpu, \
+    conv_im2col_gpu, conv_winograd_cpu
 from tinyalex.kernels.conv_pointwise import POINTWISE_1X1
 from tinyalex.kernels.geometry import ConvGeometry, conv_geometry
 from tinyalex.kernels.layout import FLOATS
@@ -241,8 +241,17 @@ def f43_pays(g: ConvGeometry) -> bool:
     return g.N * g.OH * g.OW >= F43_OUTPUTS_PER_TILE * (tiles + F43_FILTER_TILES)
 
 
+def _grouped_fast(g, dtype, backend) -> bool:
+    return _GROUPED_IM2COL.takes(g) and backend == "numpy" and dtype in FLOATS \
+        and kernels.get_mode() == "fast" and kernels.get_conv_mode() == "auto"
+
+
+_GROUPED_IM2COL = conv_grouped_cpu.GROUPED_IM2COL
+
 CONV_RULES = (
-    Rule("groups > 1 (any backend, any mode)", GROUPED.name + ", above",
+    Rule(f"{_GROUPED_IM2COL.condition}, NumPy, fast kernels, TINYALEX_CONV=auto",
+         _GROUPED_IM2COL.name, _grouped_fast, lambda: _GROUPED_IM2COL),
+    Rule("groups > 1 (any other backend or mode)", GROUPED.name + ", above",
          lambda g, dtype, backend: g.groups > 1, lambda: GROUPED),
     Rule("TINYALEX_KERNELS=reference, or dtype not float32/64", REFERENCE.name + ", above",
          _reference_mode, lambda: REFERENCE),
