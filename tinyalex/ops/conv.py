@@ -230,7 +230,7 @@ CONV_RULES = (
          lambda: REFERENCE),
     Rule("backend cupy", "im2col+GEMM (kh,kw,c): channels-last columns",
          lambda g, dtype, backend: backend == "cupy",
-         lambda: conv_im2col_gpu.for_cupy("kh,kw,c")),
+         lambda: conv_im2col_gpu.for_cupy()),
     Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
          lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
     Rule(_F43.condition, _F43.name, lambda g, dtype, backend: _F43.takes(g), lambda: _F43),
