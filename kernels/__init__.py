@@ -58,13 +58,13 @@ The contract every fast algorithm keeps:
   ``.grad`` may alias what backward returns, and the optimiser updates it in place.
 * A result has the shape and values the reference gives (PyTorch's semantics); its
   memory order may differ (``layout.py``), and every algorithm accepts any order.
-* It trusts its geometry. A window op (``tinyalex/ops/conv.py``, ``pool.py``) builds
+* A window op's algorithm trusts its geometry. The op (``tinyalex/ops/conv.py``, ``pool.py``) builds
   a ``ConvGeometry`` or ``PoolGeometry`` from its operands' shapes once
   (``geometry.py``: every size validated there, bad input refused with a ValueError
   naming the layer), takes the algorithm whose rule accepts that geometry, and hands
   it exactly the arrays the geometry describes: forward's x and weight, backward's
-  gradient of the output's shape (the autograd engine checks every gradient against
-  its tensor: ``tinyalex/tensor.py``), and the state its own forward saved. Below
+  gradient of the output's shape (the autograd engine checks each gradient's shape
+  against its tensor's: ``tinyalex/tensor.py``), and the state its own forward saved. Below
   that nothing is checked again, and the compiled loops index with the geometry's
   sizes: a direct caller (a test, a benchmark) builds ``g`` with ``conv_geometry`` /
   ``pool_geometry`` from the very arrays it passes, and calls an algorithm only on a
@@ -73,6 +73,8 @@ The contract every fast algorithm keeps:
   refuse any index out of their bounds. The GPU launch keeps one check, of every
   array against its plan (``cuda_launch.Plan.args``: dtype, size, contiguity),
   because a kernel writing past an array corrupts device memory without a crash.
+  The algorithms with no geometry (elementwise, the GEMMs, SGD) check their arrays
+  against each other before a loop runs.
 * It imports nothing from tinyalex's ops, nn, training or study code: kernels take
   arrays and a geometry.
 """
