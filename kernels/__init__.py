@@ -58,10 +58,10 @@ The contract every fast algorithm keeps:
   ``.grad`` may alias what backward returns, and the optimiser updates it in place.
 * A result has the shape and values the reference gives (PyTorch's semantics); its
   memory order may differ (``layout.py``), and every algorithm accepts any order.
-* A window op's algorithm trusts its geometry. The op (``tinyalex/ops/conv.py``, ``pool.py``) builds
-  a ``ConvGeometry`` or ``PoolGeometry`` from its operands' shapes once
-  (``geometry.py``: every size validated there, bad input refused with a ValueError
-  naming the layer), takes the algorithm whose rule accepts that geometry, and hands
+* A window op's algorithm trusts its geometry. The op (``tinyalex/ops/conv.py``,
+  ``pool.py``) builds a ``ConvGeometry`` or ``PoolGeometry`` from its operands'
+  shapes once (``geometry.py``: every size validated there, bad input refused with a
+  ValueError naming the layer), takes the algorithm whose rule accepts that geometry, and hands
   it exactly the arrays the geometry describes: forward's x and weight, backward's
   gradient of the output's shape (the autograd engine checks each gradient's shape
   against its tensor's: ``tinyalex/tensor.py``), and the state its own forward saved. Below
