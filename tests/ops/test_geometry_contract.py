@@ -229,3 +229,36 @@ def test_operands_that_disagree_are_refused_at_the_op(spied):
     with pytest.raises(ValueError, match="window does not fit"):
         F.max_pool2d(x, 7)
     assert spied == []
+
+
+class WideGradient(Function):
+    """Identity whose backward hands its input a float64 gradient."""
+
+    def forward(self, y):
+        return y.copy()
+
+    def backward(self, gy):
+        return gy.astype(np.float64)
+
+
+@pytest.mark.parametrize("window", ["conv", "max", "avg"])
+def test_a_gradient_of_another_dtype_takes_the_outputs_dtype(spied, window):
+    """A later op's float64 gradient reaches a float32 window op's algorithm as float32
+    (run_backward casts it, as PyTorch's engine does), so the algorithm computes what the
+    float32 gradient gives."""
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w0 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    grads = []
+    for wide in (True, False):
+        x = tinyalex.tensor(x0, requires_grad=True)
+        if window == "conv":
+            y = F.conv2d(x, tinyalex.tensor(w0, requires_grad=True))
+        else:
+            y = (F.max_pool2d if window == "max" else F.avg_pool2d)(x, 2)
+        z = WideGradient()(y) if wide else y
+        z.backward(np.ones(z.shape, np.float32))
+        grads.append(x.grad.array)
+    assert grads[0].dtype == np.float32
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert [c[0] for c in spied].count("backward") == 2   # the Spy checked its dtype
