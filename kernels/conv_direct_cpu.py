@@ -1,7 +1,7 @@
 """The direct convolution on the CPU, for stride-1 layers with padding below the
-kernel size that Winograd does not take (LeNet's two layers): checked calls of the
-loops in ``numba_direct.py``, the batch cut into parts for threads (letters as in the
-Notation of ``tinyalex/ops/im2col.py``).
+kernel size that Winograd does not take (LeNet's two layers): the loops of
+``numba_direct.py`` over the op's geometry, the batch cut into parts for threads
+(letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 Unlike im2col + GEMM and Winograd, images stay in plain (N, C, H, W) memory: each
 loop works on one image's padded channel planes with no column matrix (im2col would
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cpu_threads, numba_direct as loops
-from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved, check_gradient
+from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved
 from .geometry import ConvGeometry
 
 MIN_PART_MACS = 1 << 21  # a part of the batch smaller than this is not worth a thread
@@ -61,9 +61,6 @@ class DirectCPU:
 
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW), C-contiguous, and what backward needs."""
-        if not self.takes(g):
-            raise ValueError(f"direct convolution: stride 1 and padding below the kernel "
-                             f"size only, not {g}")
         x = np.ascontiguousarray(x)                                 # (N, C, H, W)
         w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
         b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
@@ -76,7 +73,6 @@ class DirectCPU:
     def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool):
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
         g, x, w = s.g, s.x, s.w
-        check_gradient("conv2d backward", gy, g, x.dtype)
         gy = np.ascontiguousarray(gy)                               # (N, OC, OH, OW)
         dt, K = gy.dtype, g.C * g.KH * g.KW
         parts = self._parts(g)

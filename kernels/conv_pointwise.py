@@ -83,7 +83,7 @@ class Pointwise1x1:
             if bias is not None:
                 y += bias                                              # + (OC,)
             y = y.reshape(N, g.OH, g.OW, OC).transpose(0, 3, 1, 2)     # NHWC memory
-            return y, ((xs, w_mat, g, True) if keep else None)
+            return y, ((xs, w_mat, True, g) if keep else None)
         xs = x[:, :, ::g.SH, ::g.SW]                                   # (N, C, OH, OW)
         xs = xp.ascontiguousarray(xs).reshape(N, C, P)                 # (N, C, P)
         w_mat = weight.reshape(OC, C)                                  # (OC, C)
@@ -91,10 +91,10 @@ class Pointwise1x1:
         if bias is not None:
             y += bias.reshape(1, OC, 1)                                # (N, OC, P) + (1, OC, 1)
         y = y.reshape(N, OC, g.OH, g.OW)
-        return y, ((xs, w_mat, g, False) if keep else None)
+        return y, ((xs, w_mat, False, g) if keep else None)
 
     def backward(self, gy, saved, need_x, need_w, need_b):
-        xs, w_mat, g, rows = saved
+        xs, w_mat, rows, g = saved
         xp = B.get_array_module(gy)
         if rows:
             return self._backward_rows(xp, gy, xs, w_mat, g, need_x, need_w, need_b)

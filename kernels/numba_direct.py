@@ -1,5 +1,5 @@
 """Numba loops of the direct convolution for layers with few channels (stride 1), on
-plain (N, C, H, W) memory; ``conv_direct_cpu.py`` checks the arguments and calls them
+plain (N, C, H, W) memory; ``conv_direct_cpu.py`` calls them with the op's geometry
 (letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 For LeNet's layers (1 -> 6 and 6 -> 16 channels, 5x5) im2col + GEMM is a poor fit:

@@ -259,7 +259,7 @@ CONV_RULES = (
          lambda: REFERENCE),
     Rule("backend cupy", "im2col+GEMM (kh,kw,c): channels-last columns",
          lambda g, dtype, backend: backend == "cupy",
-         lambda: conv_im2col_gpu.for_cupy("kh,kw,c")),
+         lambda: conv_im2col_gpu.for_cupy()),
     Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
          lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
     Rule(f"{_F43.condition}, N*OH*OW >= {F43_OUTPUTS_PER_TILE} (tiles + "
