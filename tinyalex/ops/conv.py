@@ -188,7 +188,8 @@ GROUPED = GroupedReference()
 class ConvAlgorithm(Protocol):
     """What every convolution algorithm offers: the reference above and each fast one of
     ``tinyalex.kernels`` (``conv_im2col_cpu``, ``conv_winograd_cpu``, ``conv_direct_cpu``,
-    ``conv_im2col_gpu``). ``conv2d_algorithm`` returns one; ``Conv2d`` calls it."""
+    ``conv_pointwise``, ``conv_grouped_cpu``, ``conv_im2col_gpu``). ``conv2d_algorithm``
+    returns one; ``Conv2d`` calls it."""
 
     name: str
 
@@ -293,10 +294,12 @@ def conv2d_algorithm(g: ConvGeometry, dtype, backend: str) -> ConvAlgorithm:
     multiplications per 16 outputs of a 3x3 filter where im2col needs 144 (4x fewer),
     F(3x3, 5x5) 49 per 9 where im2col needs 225 (4.6x fewer; ``WINOGRAD_F25``, 36 per
     4, is kept as the simpler 5x5 version that the tests hold to the same bounds), at
-    the price of transforming every tile; with few channels its 36 GEMMs are too thin to pay. The
-    direct convolution makes no column matrix at all (im2col copies every pixel KH*KW
-    times) and suits the few-channel layers whose GEMM would have 6 or 16 columns.
-    docs/convolution.md shows AlexNet's and LeNet's choices.
+    the price of transforming every tile; with few channels its 36 GEMMs are too thin to
+    pay, and with few outputs per tile, or few tiles, neither does F(4,3) (``f43_pays``).
+    The direct convolution makes no column matrix at all (im2col copies every pixel
+    KH*KW times) and suits the few-channel layers whose GEMM would have 6 or 16 columns.
+    A 1x1 layer is a GEMM as it is; a grouped one is G GEMMs, batched where the groups
+    are wide enough. docs/convolution.md shows AlexNet's and LeNet's choices.
     """
     for rule in CONV_RULES:
         if rule.applies(g, dtype, backend):
