@@ -331,18 +331,19 @@ class Sequential(Module):
         function it names, called with the run's layers); exactly those classes (a
         subclass may have its own forward)."""
         layers, found, i = list(self._modules.values()), {}, 0
+        types = tuple(type(m) for m in layers)
         while i < len(layers):
             run = None
             if backend == "cupy" and i + 1 < len(layers):
-                name = self.FUSED_PAIRS.get((type(layers[i]), type(layers[i + 1])))
+                name = self.FUSED_PAIRS.get(types[i:i + 2])
                 if name is not None:
                     run = (name, 2, layers[i].forward_relu)
             elif backend == "numpy":
                 for classes, forward in self.FUSED_CPU.items():
-                    run_layers = layers[i:i + len(classes)]
-                    if tuple(type(m) for m in run_layers) == classes:
+                    if types[i:i + len(classes)] == classes:
                         run = ("+".join(c.__name__ for c in classes), len(classes),
-                               lambda x, f=forward, ms=run_layers: f(ms[0], x, *ms[1:]))
+                               lambda x, f=forward, ms=layers[i:i + len(classes)]:
+                               f(ms[0], x, *ms[1:]))
                         break
             if run is not None:
                 found[i] = run
