@@ -91,8 +91,11 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
                 if i in runs:                   # this layer and the next, one loop
-                    fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
-                                                  dtype, backend)
+                    try:
+                        fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
+                                                      dtype, backend)
+                    except (ValueError, TypeError):  # the next layers say why, in their rows
+                        fused = None
                     if fused is not None:
                         algorithm = fused
                         one_loop.add(i)
