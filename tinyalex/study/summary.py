@@ -64,12 +64,17 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     ``activation_bytes`` (the memory of the layer's output for the whole batch) and
     ``algorithm``: for convolution and pooling layers, the name of the algorithm that
     computes the layer on ``backend`` in the current kernel mode (the ops' choosers,
-    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else ""."""
+    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else "". Where a Sequential runs
+    layers as one loop (``fused_runs``), the first layer's row names that loop and the
+    others say "fused into layer i"."""
     shape = _check_net_and_shape(net, input_shape)
     check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
                 "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
+    runs = net.fused_runs(backend) if hasattr(net, "fused_runs") and net.fuse else {}
+    fused_into = {j: i for i, (_, k, _) in runs.items() for j in range(i + 1, i + k)}
+    layers, one_loop = list(net), set()     # one_loop: first layers of a fused run
     was_training = net.training
     net.eval()
     try:
@@ -87,6 +92,17 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                     undo()
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
+                if i in runs:                   # this layer and the next, one loop
+                    try:
+                        fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
+                                                      dtype, backend)
+                    except (ValueError, TypeError):  # the next layers say why, in their rows
+                        fused = None
+                    if fused is not None:
+                        algorithm = fused
+                        one_loop.add(i)
+                elif fused_into.get(i) in one_loop:
+                    algorithm = f"fused into layer {fused_into[i]}"
                 macs = layer_macs(layer, in_shape, tuple(x.shape)) if not inner \
                     else sum(r["macs"] for r in inner)
                 rows.append({"index": i, "name": type(layer).__name__,
