@@ -116,9 +116,15 @@ def data(tmp_path_factory):
     return small_folder(tmp_path_factory.mktemp("modern_data"), 512, 256)
 
 
-def run_script(name, data, folder, **extra):
+def run_script(name, data, folder, seed=None, **extra):
+    """Run one of examples/d2l/ as a script; with ``seed``, tinyalex.manual_seed(seed)
+    first (the book's cells draw their weights and batches unseeded)."""
     env = dict(child_env(), FASHION_MNIST_DIR=str(data), TINYALEX_D2L_EPOCHS="1", **extra)
-    out = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=folder,
+    script = str(EXAMPLES / f"{name}.py")
+    command = [sys.executable, script] if seed is None else [
+        sys.executable, "-c", f"import runpy, sys, tinyalex; tinyalex.manual_seed({seed}); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')", script]
+    out = subprocess.run(command, cwd=folder,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
@@ -131,12 +137,15 @@ def run_script(name, data, folder, **extra):
 def test_batch_norm_train_ch6_edition(data, tmp_path):
     """LeNet with the section's own batch_norm, its gamma and beta, then with
     nn.BatchNorm2d/1d: 1 epoch each on 512 images."""
-    lines = run_script("batch_norm_ch6", data, tmp_path)
+    lines = run_script("batch_norm_ch6", data, tmp_path, seed=0)
     assert_lines(lines[:4], TRAINED)
     assert_lines(lines[-4:], TRAINED)
     assert PARAMS.fullmatch("\n".join(lines[4:-4])), lines[4:-4]
     loss = float(re.search(r"loss (\S+),", lines[-2])[1])
-    assert loss < 2.5                 # near ln 10 = 2.30 after so few steps, and finite
+    # Two steps at lr 1.0 leave the epoch's mean loss near ln 10 = 2.30: 2.16-2.83 over
+    # six draws of weights and batches (seed 0 here, so the test is deterministic); a
+    # step that diverges gives far more, or nan.
+    assert loss < 3.0
 
 
 def test_batch_norm_v1_edition(data, tmp_path):
