@@ -19,12 +19,13 @@ n*n positions is a matrix product, so a layer is
     M[k] (T, OC)  = V[k] @ U[k].T                  k = 0..n*n-1: n*n GEMMs
     y             = output transform of M          (T, m x m, OC) -> (N, OH, OW, OC)
 
-Backward, by the same algebra:
+Backward, by the same algebra, from the output gradient's transform, once per chunk:
 
-    gU[k] (OC, C) = gM[k]^T (OC, T) @ V[k] (T, C),  gM = grad-output transform of gy
-    gW            = G^T gU G
-    gx            = the same convolution of gy, padded by r - 1 - P, with the filters
-                    turned by 180 degrees and their in/out channels swapped
+    gM[k] (T, OC) = A g A^T for every tile g of gy (the output transform's adjoint)
+    gU[k] (OC, C) = gM[k]^T (OC, T) @ V[k] (T, C),   gW = G^T gU G
+    gV[k] (T, C)  = gM[k] (T, OC) @ U[k] (OC, C)      (the forward's product, transposed)
+    gx            = B gV B^T for every tile, added onto the pixels of its patch
+                    (the input transform's adjoint; the patches overlap by r - 1)
 
 F(4x4, 3x3) and F(2x2, 5x5) use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook
 at the points 0, 1, -1, 2, -2 and infinity (the same B^T); F(3x3, 5x5) 7x7 tiles (49
@@ -130,14 +131,10 @@ class WinogradCPU:
         return f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
 
     # -- the filter transforms: one GEMM each ------------------------------------------
-    def filter_transform(self, w, dtype, turn=False):
-        """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter. With ``turn``,
-        each filter is first turned by 180 degrees (for the input gradient): reversing
-        the r*r taps of a row-major filter is that turn."""
+    def filter_transform(self, w, dtype):
+        """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter."""
         OC, C, r, _ = w.shape
         wr = w.reshape(OC * C, r * r)                  # (OC*C, r*r), a view when contiguous
-        if turn:
-            wr = wr[:, ::-1]
         GG = self.GG.astype(dtype)
         return (GG @ wr.T).reshape(GG.shape[0], OC, C)  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
 
@@ -181,51 +178,68 @@ class WinogradCPU:
                                    TH, TW, b, bias is not None, y2)
         return yh
 
-    def weight_gradient(self, xh, gyh, PH, PW):
-        """gW (OC, C, r, r) from channels-last xh (N, H, W, C) and gyh (N, OH, OW, OC)."""
+    def gradients(self, xh, gyh, weight, PH, PW, need_x=True, need_w=True):
+        """(gW, gx): gW (OC, C, r, r) and channels-last gx (N, H, W, C) (None where not
+        needed) from xh (N, H, W, C), gyh (N, OH, OW, OC) and the filters, in one pass
+        over the batch. Each chunk's output gradient is transformed once, gM (n*n, T,
+        OC), and serves both: gU[k] = gM[k]^T V[k] for the filters, and gV[k] = gM[k]
+        U[k] (the forward's product, transposed) for the input, whose tiles go back to
+        the pixels by the input transform's adjoint, B gV B^T, added over the
+        overlapping patches."""
         N, H, W, C = xh.shape
         _, OH, OW, OC = gyh.shape
         m, nn = self.m, self.n * self.n
         TH, TW = -(-OH // m), -(-OW // m)
         dt = xh.dtype
         zero = dt.type(0)
-        # The chunks' parts are summed in the transformed domain, gU (n*n, OC, C), and
-        # turned back once, when that sum is small; when it is larger than a chunk
-        # (F(4,3) on 384 channels), each part goes back to the filter domain at once and
-        # the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a GEMM
-        # per chunk, too much for conv2's 5x5 sets, which take one or two images a chunk.
+        # The chunks' parts of gW are summed in the transformed domain, gU (n*n, OC, C),
+        # and turned back once, when that sum is small; when it is larger than a chunk
+        # (F(4,3) on 384 channels), each part goes back to the filter domain at once
+        # and the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a
+        # GEMM per chunk, too much for conv2's 5x5 sets, which take one or two images
+        # a chunk.
         in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
-        gU = None if in_filters else np.zeros((nn, OC, C), dtype=dt)   # (n*n, OC, C)
+        gU = np.zeros((nn, OC, C), dtype=dt) if need_w and not in_filters else None
         gW = None                                                  # (OC, C, r, r)
+        U = self.filter_transform(weight, dt) if need_x else None  # (n*n, OC, C)
+        gxh = np.zeros((N, H, W, C), dtype=dt) if need_x else None
         nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             T = (n1 - n0) * TH * TW
             V = WORKSPACE.get(np, "wino_V", (nn, T, C), dt)         # (n*n, T, C)
             gM = WORKSPACE.get(np, "wino_M", (nn, T, OC), dt)       # (n*n, T, OC)
-            part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
-            x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
-            cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W, C,
-                                   PH, PW, TH, TW, V, zero)
             gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
             cpu_threads.run_ranges(self.loops.grad_output_transform, T, gy2, n1 - n0, OH,
                                    OW, OC, TH, TW, gM, zero)
-            cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
-            if not in_filters:
-                gU += part
-            elif gW is None:
-                gW = self.filter_gradient(part, dt)                # (OC, C, r, r)
-            else:
-                gW += self.filter_gradient(part, dt)
-        return gW if in_filters else self.filter_gradient(gU, dt)
+            if need_w:
+                part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
+                x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)       # ((n1-n0)*H, W*C)
+                cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W,
+                                       C, PH, PW, TH, TW, V, zero)
+                cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
+                if not in_filters:
+                    gU += part
+                elif gW is None:
+                    gW = self.filter_gradient(part, dt)            # (OC, C, r, r)
+                else:
+                    gW += self.filter_gradient(part, dt)
+            if need_x:
+                cpu_threads.gemm(gM, U, V)  # gV (n*n, T, C) = (n*n, T, OC) @ (n*n, OC, C), in V's place
+                gx2 = gxh[n0:n1].reshape((n1 - n0) * H, W * C)
+                self.tiles_to_pixels(V, n1 - n0, H, W, C, PH, PW, TH, TW, gx2)
+        if need_w and not in_filters:
+            gW = self.filter_gradient(gU, dt)
+        return gW, gxh
 
-    def input_gradient(self, gyh, w, PH, PW, H, W):
-        """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
-        r = self.r
-        # filters turned by 180 degrees, in/out channels swapped: the conv from OC
-        # channels to C takes U'[k] (C, OC) = U_turned[k].T: (n*n, OC, C) -> (n*n, C, OC)
-        U = self.filter_transform(w, gyh.dtype, turn=True).transpose(0, 2, 1)
-        return self.conv(gyh, U, None, r - 1 - PH, r - 1 - PW, H, W)
+    def tiles_to_pixels(self, gV, images, H, W, C, PH, PW, TH, TW, gx2):
+        """gx2 (images*H, W*C) += the input transform's adjoint of gV (n*n, T, C), a
+        thread taking whole images (their patches overlap)."""
+        tiles = TH * TW
+        cpu_threads.split(images, tiles * self.n * self.n * C, lambda i0, i1:
+                          self.loops.input_gradient_transform(gV, images, H, W, C, PH, PW,
+                                                              TH, TW, gx2, i0 * tiles,
+                                                              i1 * tiles))
 
     # -- the algorithm: forward and backward of a layer ----------------------------------
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
@@ -248,9 +262,10 @@ class WinogradCPU:
                              f"expected {(g.N, g.OC, g.OH, g.OW)} ({s.xh.dtype})")
         gyh = as_nhwc(np, gy)                                       # (N, OH, OW, OC)
         gb = gyh.reshape(-1, g.OC).sum(axis=0) if need_b else None  # (OC,)
-        gw = self.weight_gradient(s.xh, gyh, g.PH, g.PW) if need_w else None
-        gx = (self.input_gradient(gyh, s.weight, g.PH, g.PW, g.H, g.W)
-              .transpose(0, 3, 1, 2) if need_x else None)           # (N, C, H, W) view
+        gw = gxh = None
+        if need_x or need_w:
+            gw, gxh = self.gradients(s.xh, gyh, s.weight, g.PH, g.PW, need_x, need_w)
+        gx = gxh.transpose(0, 3, 1, 2) if need_x else None          # (N, C, H, W) view
         return gx, gw, gb
 
 

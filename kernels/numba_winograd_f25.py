@@ -50,6 +50,21 @@ def _bt(d0, d1, d2, d3, d4, d5):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _btT(u0, u1, u2, u3, u4, u5):
+    """B u (B^T's transpose): the adjoint of ``_bt``, for the input gradient."""
+    u00 = u0 + u0
+    p = (u2 - u1) + u5
+    p2 = p + p
+    q = u4 - u3
+    r = (u0 + u1) + u2
+    r2 = r + r
+    e = u3 - u4
+    f = u5 + u5
+    return (u00 + u00, (p2 + p2) + (q + q), -((r2 + r2) + u0 + u3 + u4),
+            (u1 - u2) + (e + e) - (f + f + u5), r + u3 + u4, u5)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _at(m0, m1, m2, m3, m4, m5):
     """A^T m: the 2 outputs of a 6-vector of products."""
     d = m3 - m4
@@ -130,6 +145,51 @@ def input_transform6(x2, N, H, W, C, PH, PW, TH, TW, step, V, zero, t0, t1):
                 v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _bt(s0[c], s1[c], s2[c], s3[c],
                                                                s4[c], s5[c])
     return V
+
+
+@njit(cache=True, nogil=True)
+def input_gradient_transform(gV, N, H, W, C, PH, PW, TH, TW, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t: the adjoint of ``input_transform``
+    (``input_gradient_transform6`` with a step of 2)."""
+    return input_gradient_transform6(gV, N, H, W, C, PH, PW, TH, TW, 2, gx2, t0, t1)
+
+
+@njit(cache=True, nogil=True)
+def input_gradient_transform6(gV, N, H, W, C, PH, PW, TH, TW, step, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t (gV_t[a, b] = gV[6a+b, t]), tiles
+    ``step`` apart: the adjoint of ``input_transform6``, each pixel getting the gradient
+    of every patch it lies in (the padding's is dropped). The patches of one image
+    overlap: a thread must take whole images."""
+    tmp = np.empty((36, C), dtype=gV.dtype)              # tmp[6j + a] = (gV_t B^T)[a, j]
+    col = np.empty((6, C), dtype=gV.dtype)               # column j of B gV_t B^T
+    for t in range(t0, t1):
+        n = t // (TH * TW)
+        h0, w0 = step * ((t // TW) % TH) - PH, step * (t % TW) - PW
+        for a in range(6):                               # along each row a of gV_t
+            g0, g1, g2, g3, g4, g5 = gV[6 * a, t], gV[6 * a + 1, t], gV[6 * a + 2, t], \
+                gV[6 * a + 3, t], gV[6 * a + 4, t], gV[6 * a + 5, t]
+            u0, u1, u2, u3, u4, u5 = tmp[a], tmp[6 + a], tmp[12 + a], tmp[18 + a], \
+                tmp[24 + a], tmp[30 + a]
+            for c in range(C):
+                u0[c], u1[c], u2[c], u3[c], u4[c], u5[c] = _btT(g0[c], g1[c], g2[c], g3[c],
+                                                                g4[c], g5[c])
+        for j in range(6):                               # then down each column j
+            w = w0 + j
+            if w < 0 or w >= W:
+                continue
+            s0, s1, s2, s3, s4, s5 = tmp[6 * j], tmp[6 * j + 1], tmp[6 * j + 2], \
+                tmp[6 * j + 3], tmp[6 * j + 4], tmp[6 * j + 5]
+            c0, c1, c2, c3, c4, c5 = col[0], col[1], col[2], col[3], col[4], col[5]
+            for c in range(C):
+                c0[c], c1[c], c2[c], c3[c], c4[c], c5[c] = _btT(s0[c], s1[c], s2[c], s3[c],
+                                                                s4[c], s5[c])
+            for i in range(6):                           # added onto the patch's pixels
+                h = h0 + i
+                if 0 <= h < H:
+                    dst, src = gx2[n * H + h, w * C:(w + 1) * C], col[i]
+                    for c in range(C):
+                        dst[c] += src[c]
+    return gx2
 
 
 @njit(cache=True, nogil=True)

@@ -54,6 +54,18 @@ def _bt(d0, d1, d2, d3, d4, d5, d6):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _btT(u0, u1, u2, u3, u4, u5, u6):
+    """B u (B^T's transpose): the adjoint of ``_bt``, for the input gradient."""
+    return (-C2 * u0,
+            C4 * u0 + C2 * u1 - C2 * u2 + u3 - u4 + C4 * u5 - C2 * u6,
+            C5_2 * u0 - C2 * u1 + C6 * u2 - C3_2 * u3 + C5_2 * u4 + C4 * u6,
+            C5_2 * u6 - C5 * u0 - C9_2 * u1 - C7_2 * u2 - C2 * u3 - C5 * u5,
+            HALF * u1 - HALF * u0 - C3_2 * u2 + C3_2 * u3 - C5_2 * u4 - C5 * u6,
+            u0 + u1 + u2 + u3 + u4 + u5 - HALF * u6,
+            u6)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _at(m0, m1, m2, m3, m4, m5, m6):
     """A^T m: the 3 outputs of a 7-vector of products."""
     return (m0 + m1 + m2 + m3 + m4 + m5,
@@ -192,3 +204,42 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, gM, zero, t0, t1):
             for c in range(OC):
                 v0[c], v1[c], v2[c], v3[c], v4[c], v5[c], v6[c] = _a(p0[c], p1[c], p2[c])
     return gM
+
+
+@njit(cache=True, nogil=True)
+def input_gradient_transform(gV, N, H, W, C, PH, PW, TH, TW, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t (gV_t[a, b] = gV[7a+b, t]): the
+    adjoint of ``input_transform``, each pixel getting the gradient of every patch it
+    lies in (the padding's is dropped). The patches of one image overlap: a thread
+    must take whole images."""
+    tmp = np.empty((49, C), dtype=gV.dtype)              # tmp[7j + a] = (gV_t B^T)[a, j]
+    col = np.empty((7, C), dtype=gV.dtype)               # column j of B gV_t B^T
+    for t in range(t0, t1):
+        n = t // (TH * TW)
+        h0, w0 = 3 * ((t // TW) % TH) - PH, 3 * (t % TW) - PW
+        for a in range(7):                               # along each row a of gV_t
+            g0, g1, g2, g3, g4, g5, g6 = gV[7 * a, t], gV[7 * a + 1, t], gV[7 * a + 2, t], \
+                gV[7 * a + 3, t], gV[7 * a + 4, t], gV[7 * a + 5, t], gV[7 * a + 6, t]
+            u0, u1, u2, u3, u4, u5, u6 = tmp[a], tmp[7 + a], tmp[14 + a], tmp[21 + a], \
+                tmp[28 + a], tmp[35 + a], tmp[42 + a]
+            for c in range(C):
+                u0[c], u1[c], u2[c], u3[c], u4[c], u5[c], u6[c] = _btT(
+                    g0[c], g1[c], g2[c], g3[c], g4[c], g5[c], g6[c])
+        for j in range(7):                               # then down each column j
+            w = w0 + j
+            if w < 0 or w >= W:
+                continue
+            s0, s1, s2, s3, s4, s5, s6 = tmp[7 * j], tmp[7 * j + 1], tmp[7 * j + 2], \
+                tmp[7 * j + 3], tmp[7 * j + 4], tmp[7 * j + 5], tmp[7 * j + 6]
+            c0, c1, c2, c3, c4, c5, c6 = col[0], col[1], col[2], col[3], col[4], col[5], \
+                col[6]
+            for c in range(C):
+                c0[c], c1[c], c2[c], c3[c], c4[c], c5[c], c6[c] = _btT(
+                    s0[c], s1[c], s2[c], s3[c], s4[c], s5[c], s6[c])
+            for i in range(7):                           # added onto the patch's pixels
+                h = h0 + i
+                if 0 <= h < H:
+                    dst, src = gx2[n * H + h, w * C:(w + 1) * C], col[i]
+                    for c in range(C):
+                        dst[c] += src[c]
+    return gx2

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .numba_winograd_f25 import _patch_row, input_transform6
+from .numba_winograd_f25 import _patch_row, input_gradient_transform6, input_transform6
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -54,6 +54,13 @@ def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[6a+b, t, c] = (B^T d B)[a, b] for the 6x6 input patch d of tile t, channel c
     (top-left corner (4*th - PH, 4*tw - PW))."""
     return input_transform6(x2, N, H, W, C, PH, PW, TH, TW, 4, V, zero, t0, t1)
+
+
+@njit(cache=True, nogil=True)
+def input_gradient_transform(gV, N, H, W, C, PH, PW, TH, TW, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t: the adjoint of ``input_transform``
+    (``numba_winograd_f25.input_gradient_transform6`` with a step of 4)."""
+    return input_gradient_transform6(gV, N, H, W, C, PH, PW, TH, TW, 4, gx2, t0, t1)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -189,9 +189,9 @@ def test_winograd43_matrices_are_toom_cook_at_0_1_minus1_2_minus2_inf():
                                                (F43, "numba_winograd_f43"),
                                                (F35, "numba_winograd_f35")])
 def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
-    """numba_winograd_f25.py and numba_winograd_f35.py write B^T d, A^T m and A g of
-    F(2, 5) and F(3, 5) out by hand, and numba_winograd_f43.py A^T m and A g of F(4, 3)
-    (its B^T is F(2, 5)'s): the matrices."""
+    """numba_winograd_f25.py and numba_winograd_f35.py write B^T d, its adjoint B u,
+    A^T m and A g of F(2, 5) and F(3, 5) out by hand, and numba_winograd_f43.py A^T m
+    and A g of F(4, 3) (its B^T is F(2, 5)'s): the matrices."""
     loops = importlib.import_module(f"tinyalex.kernels.{module}")
     m, r = algorithm.m, algorithm.r
     rng = np.random.default_rng(7)
@@ -199,6 +199,8 @@ def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
         d, g = rng.standard_normal(m + r - 1), rng.standard_normal(m)
         if hasattr(loops, "_bt"):
             np.testing.assert_allclose(loops._bt(*d), algorithm.BT @ d, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(loops._btT(*d), algorithm.BT.T @ d, rtol=1e-12,
+                                       atol=1e-12)
         np.testing.assert_allclose(loops._at(*d), algorithm.AT @ d, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(loops._a(*g), algorithm.AT.T @ g, rtol=1e-12, atol=1e-12)
 

@@ -775,14 +775,19 @@ CONV_PATHS = {
     "winograd F(4,3)": {"numba_winograd_f43.input_transform",
                         "numba_winograd_f43.input_transform6",
                         "numba_winograd_f43.output_transform",
-                        "numba_winograd_f43.grad_output_transform"},
+                        "numba_winograd_f43.grad_output_transform",
+                        "numba_winograd_f43.input_gradient_transform",
+                        "numba_winograd_f43.input_gradient_transform6"},
     "winograd F(2,5)": {"numba_winograd_f25.input_transform",
                         "numba_winograd_f25.input_transform6",
                         "numba_winograd_f25.output_transform",
-                        "numba_winograd_f25.grad_output_transform"},
+                        "numba_winograd_f25.grad_output_transform",
+                        "numba_winograd_f25.input_gradient_transform",
+                        "numba_winograd_f25.input_gradient_transform6"},
     "winograd F(3,5)": {"numba_winograd_f35.input_transform",
                         "numba_winograd_f35.output_transform",
-                        "numba_winograd_f35.grad_output_transform"},
+                        "numba_winograd_f35.grad_output_transform",
+                        "numba_winograd_f35.input_gradient_transform"},
 }
 
 
