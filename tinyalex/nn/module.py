@@ -287,11 +287,13 @@ class Sequential(Module):
 
     On the GPU (cupy backend) a layer and the ReLU after it run as one op where
     ``FUSED_PAIRS`` names the pair (``fusions``; nn/layers.py fills it in: Conv2d+ReLU,
-    Linear+ReLU, the bias and ReLU in the GEMM's epilogue). ``net.fuse = False`` runs
-    every layer on its own."""
+    Linear+ReLU, the bias and ReLU in the GEMM's epilogue); on the CPU (numpy) the
+    layers of a run that ``FUSED_CPU`` names (Conv2d, Sigmoid, AvgPool2d: one loop per
+    image). ``net.fuse = False`` runs every layer on its own."""
 
     FUSED_PAIRS: dict = {}      # {(layer class, next layer class): the fused op's name}
-    fuse = True                 # run FUSED_PAIRS as one op on the GPU (forward)
+    FUSED_CPU: dict = {}        # {(layer classes, ...): the first one's fused forward}
+    fuse = True                 # run FUSED_PAIRS / FUSED_CPU as one op (forward)
 
     def __init__(self, *modules):
         super().__init__()
@@ -306,30 +308,46 @@ class Sequential(Module):
             self.add_module(name, m)
 
     def forward(self, x):
-        fused = self.fusions(getattr(x, "backend", None)) if self.fuse else {}
+        runs = self.fused_runs(getattr(x, "backend", None)) if self.fuse else {}
         layers, i = list(self._modules.values()), 0
         while i < len(layers):
-            if i in fused:                   # this layer and its ReLU, one op (fusions)
-                x = layers[i].forward_relu(x)
-                i += 2
+            if i in runs:                    # this layer and the next, one op (fused_runs)
+                _, k, run = runs[i]
+                x = run(x)
+                i += k
             else:
                 x = layers[i](x)
                 i += 1
         return x
 
     def fusions(self, backend: str) -> dict:
-        """{index of a layer: the name of the one op that computes it and the next}: on
-        the cupy backend each pair of ``FUSED_PAIRS`` (exactly those classes: a
-        subclass may have its own forward) runs as one op, the first layer's
-        ``forward_relu``; nothing is fused on other backends."""
-        if backend != "cupy":
-            return {}
+        """{index of a layer: the name of the one op that computes it and the next}."""
+        return {i: name for i, (name, _, _) in self.fused_runs(backend).items()}
+
+    def fused_runs(self, backend: str) -> dict:
+        """{index of a layer: (name, k, run)}: ``run(x)`` computes layers index..
+        index+k-1 as one op. On the cupy backend each pair of ``FUSED_PAIRS`` (the
+        first layer's ``forward_relu``), on numpy each run of ``FUSED_CPU`` (the
+        function it names, called with the run's layers); exactly those classes (a
+        subclass may have its own forward)."""
         layers, found, i = list(self._modules.values()), {}, 0
-        while i < len(layers) - 1:
-            name = self.FUSED_PAIRS.get((type(layers[i]), type(layers[i + 1])))
-            if name is not None:
-                found[i] = name
-                i += 2
+        types = tuple(type(m) for m in layers)
+        while i < len(layers):
+            run = None
+            if backend == "cupy" and i + 1 < len(layers):
+                name = self.FUSED_PAIRS.get(types[i:i + 2])
+                if name is not None:
+                    run = (name, 2, layers[i].forward_relu)
+            elif backend == "numpy":
+                for classes, forward in self.FUSED_CPU.items():
+                    if types[i:i + len(classes)] == classes:
+                        run = ("+".join(c.__name__ for c in classes), len(classes),
+                               lambda x, f=forward, ms=layers[i:i + len(classes)]:
+                               f(ms[0], x, *ms[1:]))
+                        break
+            if run is not None:
+                found[i] = run
+                i += run[1]
             else:
                 i += 1
         return found

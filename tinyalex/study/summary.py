@@ -70,6 +70,9 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                 "use a smaller batch")
     x = Tensor(B.xp_of(backend).zeros(shape, dtype=dtype))
     rows = []
+    runs = net.fused_runs(backend) if hasattr(net, "fused_runs") and net.fuse else {}
+    fused_into = {j: i for i, (_, k, _) in runs.items() for j in range(i + 1, i + k)}
+    layers, one_loop = list(net), set()     # one_loop: first layers of a fused run
     was_training = net.training
     net.eval()
     try:
@@ -87,6 +90,14 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                     undo()
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
+                if i in runs:                   # this layer and the next, one loop
+                    fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
+                                                  dtype, backend)
+                    if fused is not None:
+                        algorithm = fused
+                        one_loop.add(i)
+                elif fused_into.get(i) in one_loop:
+                    algorithm = f"fused into layer {fused_into[i]}"
                 macs = layer_macs(layer, in_shape, tuple(x.shape)) if not inner \
                     else sum(r["macs"] for r in inner)
                 rows.append({"index": i, "name": type(layer).__name__,
