@@ -632,7 +632,8 @@ def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
 def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, seed,
                                                 monkeypatch):
     """The fully connected layers' GEMM: cut by rows (many rows) or by columns (few
-    rows, many columns) into one GEMM per thread, or whole; operands in any order."""
+    rows, many columns) into one GEMM per thread, or whole; operands in any order (a
+    layer's x @ W.T, few rows times a transposed matrix, run as (W @ x.T).T)."""
     monkeypatch.setattr(cpu_threads, "MIN_PIECE_FLOPS", 1 if split else 1 << 62)
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
