@@ -1,9 +1,10 @@
 """3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering on the CPU:
-F(4x4, 3x3) for AlexNet's conv3-5 and F(3x3, 5x5) for its conv2, the results of
-im2col + GEMM with 4 and 4.6 times fewer multiplications (letters as in the Notation
-of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f43.py``,
-``numba_winograd_f35.py`` and ``numba_winograd_f25.py``: F(2x2, 5x5), 2.8 times fewer,
-the simpler 5x5 set, which the chooser no longer picks).
+F(6x6, 3x3) for AlexNet's conv3-5 (F(4x4, 3x3) for 3x3 layers whose maps its 6x6
+tiles cover with fewer products) and F(3x3, 5x5) for its conv2, the results of
+im2col + GEMM with 5, 4 and 4.6 times fewer multiplications (letters as in the
+Notation of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f63.py``,
+``numba_winograd_f43.py``, ``numba_winograd_f35.py`` and ``numba_winograd_f25.py``:
+F(2x2, 5x5), 2.8 times fewer, the simpler 5x5 set, which the chooser no longer picks).
 
 The idea (Lavin and Gray, 2016), for F(m x m, r x r): the m x m block of outputs of an
 r x r filter g needs the n x n input patch d around it (n = m + r - 1), and equals
@@ -29,11 +30,15 @@ Backward, by the same algebra, from the output gradient's transform, once per ch
 
 F(4x4, 3x3) and F(2x2, 5x5) use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook
 at the points 0, 1, -1, 2, -2 and infinity (the same B^T); F(3x3, 5x5) 7x7 tiles (49
-GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity (a test checks that each set
-computes a correlation). Larger tiles need fewer products per output (F(4x4, 3x3) 36
-per 16, F(3x3, 5x5) 49 per 9) at the price of larger constants (up to 8 in A^T, 1/60
-in G) and so a larger float32 rounding error: the tests hold it to 1e-4 of the
-output's scale at AlexNet's widths. A batch is processed
+GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity; F(6x6, 3x3) 8x8 tiles (64
+GEMMs) and those points and -1/2 (a test checks that each set computes a
+correlation). Larger tiles need fewer products per output (F(4x4, 3x3) 36 per 16,
+F(6x6, 3x3) 64 per 36, F(3x3, 5x5) 49 per 9) at the price of larger constants (up to
+32 in A^T, 1/90 in G) and so a larger float32 rounding error: the tests hold it to
+1e-4 of the output's scale at AlexNet's widths. A larger tile also wastes more of
+itself past the edge of a map: F(6x6, 3x3) takes a layer only where its tiles need
+fewer products than F(4x4, 3x3)'s (``rival``: on 12x12 maps 4 tiles of 64 against 9
+of 36, on 7x7 maps 4 of 64 against 4 of 36). A batch is processed
 a few images at a time so that V and M stay small (``CHUNK_BYTES``). Images are
 channels-last, as the GEMMs leave them.
 """
@@ -44,7 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43
+from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43, \
+    numba_winograd_f63
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
@@ -95,6 +101,30 @@ BT35 = np.array([[-2, 4, 5 / 2, -5, -1 / 2, 1, 0],
                  [0, -1, 5 / 2, 0, -5 / 2, 1, 0],
                  [0, 4, 0, -5, 0, 1, 0],
                  [0, -2, 4, 5 / 2, -5, -1 / 2, 1]])
+# F(6, 3): 8x8 tiles, the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity, by the same
+# rules as F(3, 5).
+AT63 = np.array([[1, 1, 1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0],
+                 [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
+                 [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0],
+                 [0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0],
+                 [0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1]])
+G63 = np.array([[-1, 0, 0],
+                [-2 / 9, -2 / 9, -2 / 9],
+                [-2 / 9, 2 / 9, -2 / 9],
+                [1 / 90, 1 / 45, 2 / 45],
+                [1 / 90, -1 / 45, 2 / 45],
+                [32 / 45, 16 / 45, 8 / 45],
+                [32 / 45, -16 / 45, 8 / 45],
+                [0, 0, 1]])
+BT63 = np.array([[-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0],
+                 [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+                 [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0],
+                 [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+                 [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0],
+                 [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+                 [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+                 [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]])
 
 
 @dataclass
@@ -109,26 +139,34 @@ class WinogradCPU:
     """Winograd F(m x m, r x r) with the tile loops of ``loops`` (a numba_winograd_*
     module, looked up at each call)."""
 
-    def __init__(self, m: int, r: int, AT, G, BT, loops):
+    def __init__(self, m: int, r: int, AT, G, BT, loops, rival=None):
         self.m, self.r, self.n = m, r, m + r - 1
         self.name = f"winograd F({m},{r})"
         self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
         self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
         self.chunk_bytes = CHUNK_BYTES
         self.min_channels = MIN_CHANNELS
+        self.rival = rival                         # takes only layers it needs fewer
+                                                   # products for than this set
+
+    def products(self, g: ConvGeometry) -> int:
+        """Multiplications per image and channel pair: tiles times n*n."""
+        return -(-g.OH // self.m) * -(-g.OW // self.m) * self.n * self.n
 
     def takes(self, g: ConvGeometry) -> bool:
-        """The layers it computes: r x r filters, stride 1, padding below r, and at least
-        ``min_channels`` channels in and out."""
+        """The layers it computes: r x r filters, stride 1, padding below r, at least
+        ``min_channels`` channels in and out (and fewer products than ``rival``)."""
         r = self.r
         return g.KH == r and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r \
-            and g.PW < r and min(g.C, g.OC) >= self.min_channels
+            and g.PW < r and min(g.C, g.OC) >= self.min_channels \
+            and (self.rival is None or self.products(g) < self.rival.products(g))
 
     @property
     def condition(self) -> str:
         """``takes`` in words, for the chooser's table (ops/conv.py)."""
         r = self.r
-        return f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
+        words = f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
+        return words + (f", fewer products than {self.rival.name[9:]}" if self.rival else "")
 
     # -- the filter transforms: one GEMM each ------------------------------------------
     def filter_transform(self, w, dtype):
@@ -272,3 +310,4 @@ class WinogradCPU:
 WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
 WINOGRAD_F25 = WinogradCPU(2, 5, AT25, G25, BT25, numba_winograd_f25)
 WINOGRAD_F35 = WinogradCPU(3, 5, AT35, G35, BT35, numba_winograd_f35)
+WINOGRAD_F63 = WinogradCPU(6, 3, AT63, G63, BT63, numba_winograd_f63, rival=WINOGRAD_F43)

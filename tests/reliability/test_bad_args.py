@@ -784,6 +784,10 @@ CONV_PATHS = {
                         "numba_winograd_f25.grad_output_transform",
                         "numba_winograd_f25.input_gradient_transform",
                         "numba_winograd_f25.input_gradient_transform6"},
+    "winograd F(6,3)": {"numba_winograd_f63.input_transform",
+                        "numba_winograd_f63.output_transform",
+                        "numba_winograd_f63.grad_output_transform",
+                        "numba_winograd_f63.input_gradient_transform"},
     "winograd F(3,5)": {"numba_winograd_f35.input_transform",
                         "numba_winograd_f35.output_transform",
                         "numba_winograd_f35.grad_output_transform",
@@ -810,8 +814,11 @@ def force_path(path, g, monkeypatch):
     else:
         algorithm = {"F(4,3)": conv_winograd_cpu.WINOGRAD_F43,
                      "F(2,5)": conv_winograd_cpu.WINOGRAD_F25,
-                     "F(3,5)": conv_winograd_cpu.WINOGRAD_F35}[path[len("winograd "):]]
+                     "F(3,5)": conv_winograd_cpu.WINOGRAD_F35,
+                     "F(6,3)": conv_winograd_cpu.WINOGRAD_F63}[path[len("winograd "):]]
         monkeypatch.setattr(algorithm, "min_channels", 1)
+        if algorithm is conv_winograd_cpu.WINOGRAD_F63:    # any map, not only where it
+            monkeypatch.setattr(algorithm, "rival", None)  # needs fewer products
         if algorithm is conv_winograd_cpu.WINOGRAD_F25:    # the chooser's 5x5 rule picks
             from tinyalex.ops import conv as conv_ops      # F(3,5): let it pick F(2,5)
             monkeypatch.setattr(conv_ops, "_F35", algorithm)
