@@ -1,9 +1,9 @@
 """3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering on the CPU:
-F(6x6, 3x3) for AlexNet's conv3-5 (F(4x4, 3x3) for 3x3 layers whose maps its 6x6
-tiles cover with fewer products) and F(3x3, 5x5) for its conv2, the results of
-im2col + GEMM with 5, 4 and 4.6 times fewer multiplications (letters as in the
-Notation of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f63.py``,
-``numba_winograd_f43.py``, ``numba_winograd_f35.py`` and ``numba_winograd_f25.py``:
+F(6x6, 3x3) for AlexNet's conv3-5 and F(4x4, 5x5) for its conv2 (F(4x4, 3x3) and
+F(3x3, 5x5) for the layers whose maps their smaller tiles cover with fewer products),
+the results of im2col + GEMM with 5, 6.25, 4 and 4.6 times fewer multiplications
+(letters as in the Notation of ``tinyalex/ops/im2col.py``; tile loops in
+``numba_winograd_f63.py``, ``_f45.py``, ``_f43.py``, ``_f35.py`` and ``_f25.py``:
 F(2x2, 5x5), 2.8 times fewer, the simpler 5x5 set, which the chooser no longer picks).
 
 The idea (Lavin and Gray, 2016), for F(m x m, r x r): the m x m block of outputs of an
@@ -30,15 +30,17 @@ Backward, by the same algebra, from the output gradient's transform, once per ch
 
 F(4x4, 3x3) and F(2x2, 5x5) use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook
 at the points 0, 1, -1, 2, -2 and infinity (the same B^T); F(3x3, 5x5) 7x7 tiles (49
-GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity; F(6x6, 3x3) 8x8 tiles (64
-GEMMs) and those points and -1/2 (a test checks that each set computes a
-correlation). Larger tiles need fewer products per output (F(4x4, 3x3) 36 per 16,
-F(6x6, 3x3) 64 per 36, F(3x3, 5x5) 49 per 9) at the price of larger constants (up to
-32 in A^T, 1/90 in G) and so a larger float32 rounding error: the tests hold it to
-1e-4 of the output's scale at AlexNet's widths. A larger tile also wastes more of
-itself past the edge of a map: F(6x6, 3x3) takes a layer only where its tiles need
-fewer products than F(4x4, 3x3)'s (``rival``: on 12x12 maps 4 tiles of 64 against 9
-of 36, on 7x7 maps 4 of 64 against 4 of 36). A batch is processed
+GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity; F(6x6, 3x3) and F(4x4, 5x5)
+8x8 tiles (64 GEMMs) and those points and -1/2 (the same B^T; a test checks that each
+set computes a correlation). Larger tiles need fewer products per output (F(4x4,
+3x3) 36 per 16, F(6x6, 3x3) 64 per 36, F(3x3, 5x5) 49 per 9, F(4x4, 5x5) 64 per 16)
+at the price of larger constants (up to 32 in A^T, 1/90 in G) and so a larger
+float32 rounding error: the tests hold it to 1e-4 of the output's scale at
+AlexNet's widths. A larger tile also wastes more of itself past the edge of a map:
+the 8x8 sets take a layer only where their tiles need fewer products than the
+smaller set's (``rival``: on 12x12 maps 4 tiles of 64 against F(4x4, 3x3)'s 9 of 36,
+on 7x7 maps 4 of 64 against 4 of 36; on 26x26 maps 49 of 64 against F(3x3, 5x5)'s
+81 of 49). A batch is processed
 a few images at a time so that V and M stay small (``CHUNK_BYTES``). Images are
 channels-last, as the GEMMs leave them.
 """
@@ -50,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43, \
-    numba_winograd_f63
+    numba_winograd_f45, numba_winograd_f63
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
@@ -125,6 +127,18 @@ BT63 = np.array([[-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0],
                  [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
                  [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0],
                  [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]])
+# F(4, 5): F(6, 3)'s eight points and B^T, 4 outputs of a 5-tap filter.
+AT45 = AT63[:4].copy()
+AT45[3, 7] = 1
+G45 = np.array([[-1, 0, 0, 0, 0],
+                [-2 / 9, -2 / 9, -2 / 9, -2 / 9, -2 / 9],
+                [-2 / 9, 2 / 9, -2 / 9, 2 / 9, -2 / 9],
+                [1 / 90, 1 / 45, 2 / 45, 4 / 45, 8 / 45],
+                [1 / 90, -1 / 45, 2 / 45, -4 / 45, 8 / 45],
+                [32 / 45, 16 / 45, 8 / 45, 4 / 45, 2 / 45],
+                [32 / 45, -16 / 45, 8 / 45, -4 / 45, 2 / 45],
+                [0, 0, 0, 0, 1]])
+BT45 = BT63
 
 
 @dataclass
@@ -311,3 +325,4 @@ WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
 WINOGRAD_F25 = WinogradCPU(2, 5, AT25, G25, BT25, numba_winograd_f25)
 WINOGRAD_F35 = WinogradCPU(3, 5, AT35, G35, BT35, numba_winograd_f35)
 WINOGRAD_F63 = WinogradCPU(6, 3, AT63, G63, BT63, numba_winograd_f63, rival=WINOGRAD_F43)
+WINOGRAD_F45 = WinogradCPU(4, 5, AT45, G45, BT45, numba_winograd_f45, rival=WINOGRAD_F35)

@@ -121,11 +121,19 @@ def _a_row(src, r, o, C, tmp, i):
 def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
     """V[8a+b, t, c] = (B^T d B)[a, b] for the 8x8 input patch d of tile t, channel c
     (top-left corner (6*th - PH, 6*tw - PW))."""
+    return input_transform8(x2, N, H, W, C, PH, PW, TH, TW, 6, V, zero, t0, t1)
+
+
+@njit(cache=True, nogil=True)
+def input_transform8(x2, N, H, W, C, PH, PW, TH, TW, step, V, zero, t0, t1):
+    """V[8a+b, t, c] = (B^T d B)[a, b] for the 8x8 input patch d of tile t, channel c,
+    tiles ``step`` apart (top-left corner (step*th - PH, step*tw - PW)): step 6 for
+    F(6x6, 3x3), 4 for F(4x4, 5x5), which share B^T."""
     tmp = np.empty((64, C), dtype=V.dtype)               # tmp[8b + i] = (d B)[i, b]
     pad = np.empty((1, 8 * C), dtype=V.dtype)            # an edge tile's row, zero-padded
     for t in range(t0, t1):
         n = t // (TH * TW)
-        h0, w0 = 6 * ((t // TW) % TH) - PH, 6 * (t % TW) - PW
+        h0, w0 = step * ((t // TW) % TH) - PH, step * (t % TW) - PW
         for i in range(8):                               # along each row i of the patch
             h = h0 + i
             if h < 0 or h >= H:                          # a row of padding
@@ -223,15 +231,22 @@ def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, gM, zero, t0, t1):
 
 @njit(cache=True, nogil=True)
 def input_gradient_transform(gV, N, H, W, C, PH, PW, TH, TW, gx2, t0, t1):
-    """gx2 (N*H, W*C) += B gV_t B^T for every tile t (gV_t[a, b] = gV[8a+b, t]): the
-    adjoint of ``input_transform``, each pixel getting the gradient of every patch it
-    lies in (the padding's is dropped). The patches of one image overlap: a thread
-    must take whole images."""
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t: the adjoint of
+    ``input_transform`` (``input_gradient_transform8`` with a step of 6)."""
+    return input_gradient_transform8(gV, N, H, W, C, PH, PW, TH, TW, 6, gx2, t0, t1)
+
+
+@njit(cache=True, nogil=True)
+def input_gradient_transform8(gV, N, H, W, C, PH, PW, TH, TW, step, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t (gV_t[a, b] = gV[8a+b, t]), tiles
+    ``step`` apart: the adjoint of ``input_transform8``, each pixel getting the
+    gradient of every patch it lies in (the padding's is dropped). The patches of one
+    image overlap: a thread must take whole images."""
     tmp = np.empty((64, C), dtype=gV.dtype)              # tmp[8j + a] = (gV_t B^T)[a, j]
     col = np.empty((8, C), dtype=gV.dtype)               # column j of B gV_t B^T
     for t in range(t0, t1):
         n = t // (TH * TW)
-        h0, w0 = 6 * ((t // TW) % TH) - PH, 6 * (t % TW) - PW
+        h0, w0 = step * ((t // TW) % TH) - PH, step * (t % TW) - PW
         for a in range(8):                               # along each row a of gV_t
             g0, g1, g2, g3, g4, g5, g6, g7 = gV[8 * a, t], gV[8 * a + 1, t], \
                 gV[8 * a + 2, t], gV[8 * a + 3, t], gV[8 * a + 4, t], gV[8 * a + 5, t], \

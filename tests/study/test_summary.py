@@ -116,7 +116,7 @@ def test_bad_input_is_reported_clearly():
 
 RELU_POOL = "max-pool loop, then ReLU on the pooled"      # ReLU+MaxPool2d, one op
 ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 1: RELU_POOL, 2: "fused into layer 1",
-                      3: "winograd F(3,5)", 4: RELU_POOL, 5: "fused into layer 4",
+                      3: "winograd F(4,5)", 4: RELU_POOL, 5: "fused into layer 4",
                       6: "winograd F(6,3)", 8: "winograd F(6,3)", 10: "winograd F(6,3)",
                       11: RELU_POOL, 12: "fused into layer 11"}
 LENET_ALGORITHMS = {0: "direct", 2: "avg-pool loop", 3: "direct", 5: "avg-pool loop"}
