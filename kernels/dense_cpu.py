@@ -19,6 +19,7 @@ from .recycle import Recycler
 
 
 RESULTS = Recycler(min_bytes=MMAP_THRESHOLD, max_free_bytes=512 << 20)
+LARGE = 1 << 20           # a weight of at least this many numbers is read as the left operand
 
 
 class MatmulCPU:
@@ -41,9 +42,10 @@ class MatmulCPU:
 
     @staticmethod
     def left_transposed(a, b) -> bool:
-        """Run ``a @ b`` as ``(b.T @ a.T).T``: b is the transpose of a row-major matrix
-        (a weight seen as W.T) and a has fewer rows than b has columns."""
-        return a.shape[0] < b.shape[1] and b.T.flags.c_contiguous \
+        """Run ``a @ b`` as ``(b.T @ a.T).T``: b is the transpose of a large row-major
+        matrix (a weight seen as W.T, of at least ``LARGE`` numbers, whose streaming
+        the order is about) and a has fewer rows than b has columns."""
+        return a.shape[0] < b.shape[1] and b.size >= LARGE and b.T.flags.c_contiguous \
             and not b.flags.c_contiguous
 
 

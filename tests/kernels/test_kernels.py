@@ -677,6 +677,7 @@ def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, s
     rows, many columns) into one GEMM per thread, or whole; operands in any order (a
     layer's x @ W.T, few rows times a transposed matrix, run as (W @ x.T).T)."""
     monkeypatch.setattr(cpu_threads, "MIN_PIECE_FLOPS", 1 if split else 1 << 62)
+    monkeypatch.setattr(dense_cpu, "LARGE", 1)
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
     b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
