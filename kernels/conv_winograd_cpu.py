@@ -57,7 +57,7 @@ from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
 
-CHUNK_BYTES = 8 << 20        # transformed tiles per GEMM batch (V or M)
+CHUNK_BYTES = 16 << 20       # transformed tiles per GEMM batch (V or M)
 MIN_CHANNELS = 96            # below, the direct convolution is faster: Winograd's GEMMs
                              # are too thin (benchmarks/README.md)
 
