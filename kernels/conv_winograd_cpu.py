@@ -188,14 +188,18 @@ class WinogradCPU:
         OC, C, r, _ = w.shape
         wr = w.reshape(OC * C, r * r)                  # (OC*C, r*r), a view when contiguous
         GG = self.GG.astype(dtype)
-        return (GG @ wr.T).reshape(GG.shape[0], OC, C)  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+        U = np.empty((GG.shape[0], OC * C), dtype=dtype)
+        cpu_threads.gemm(GG, wr.T, U)                  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+        return U.reshape(GG.shape[0], OC, C)
 
     def filter_gradient(self, gU, dtype):
         """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G."""
         nn, OC, C = gU.shape
         r = self.r
+        gW = np.empty((OC * C, r * r), dtype=dtype)
         # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
-        return (gU.reshape(nn, OC * C).T @ self.GG.astype(dtype)).reshape(OC, C, r, r)
+        cpu_threads.gemm(gU.reshape(nn, OC * C).T, self.GG.astype(dtype), gW)
+        return gW.reshape(OC, C, r, r)
 
     def _images_per_chunk(self, N, tiles_per_image, channels, itemsize):
         per_image = self.n * self.n * tiles_per_image * channels * itemsize
