@@ -183,7 +183,7 @@ def kernels(args):
             timed(name, "GEMM gcols", lambda: conv.gemm(gy, w_mat, gcols, tf32=tf32),
                   gcols.size)
             timed(name, "col2im", lambda: ops["modules"].launch(
-                conv_im2col_gpu.col2im(N, C, H, W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, f32, "nhwc"),
+                conv_im2col_gpu.col2im(g, f32),
                 cols=gcols, gx=gx), gx.size)
         cols = gcols = None                  # free before the next layer
     for name, (C, H, W) in ALEXNET_POOLS:

@@ -68,7 +68,16 @@ def profile(model, N, steps, backend="numpy"):
     clock = Clock()
     step = common.TinyalexStep(model, N, backend)
     net, loss_fn, opt = step.net, step.loss, step.opt
-    layers = [(f"{i} {type(m).__name__}", m) for i, m in enumerate(net)]
+    # the layers as net(x) runs them: a run Sequential fuses (fused_runs) is one op
+    runs, modules, layers, i = net.fused_runs(backend) if net.fuse else {}, list(net), [], 0
+    while i < len(modules):
+        if i in runs:
+            fused, k, run = runs[i]
+            layers.append((f"{i}-{i + k - 1} {fused}", run))
+            i += k
+        else:
+            layers.append((f"{i} {type(modules[i]).__name__}", modules[i]))
+            i += 1
 
     patched = []
     if kernels.get_mode() == "fast" and backend == "numpy":
@@ -174,14 +183,14 @@ def main(argv=None):
 
     print(f"\n{args.model} batch {args.batch}, {kernels.get_mode()} kernels on {args.backend}; "
           f"{info['numpy_blas']}; load {info['load_average_at_start'][0]:.1f}")
-    print(f"{'layer':18} {'fwd ms':>8} {'bwd ms':>8} | {'im2col':>8} {'gemm':>8} "
+    print(f"{'layer':28} {'fwd ms':>8} {'bwd ms':>8} | {'im2col':>8} {'gemm':>8} "
           f"{'col2im':>8} {'wino tf':>8}  (inside the conv, fwd+bwd)")
     ms = lambda r, k: f"{r[k] * 1e3:8.1f}" if k in r else f"{'':8}"   # noqa: E731
     for r in rows:
-        print(f"{r['layer']:18} {ms(r, 'forward')} {ms(r, 'backward')} | {ms(r, 'im2col')} "
+        print(f"{r['layer']:28} {ms(r, 'forward')} {ms(r, 'backward')} | {ms(r, 'im2col')} "
               f"{ms(r, 'gemm')} {ms(r, 'col2im')} {ms(r, 'transforms')}")
     fwd = sum(r.get("forward", 0) for r in rows)
-    print(f"{'sum':18} {fwd * 1e3:8.1f} {total['backward'] * 1e3:8.1f}   step (median) "
+    print(f"{'sum':28} {fwd * 1e3:8.1f} {total['backward'] * 1e3:8.1f}   step (median) "
           f"{total['step'] * 1e3:.1f} ms = {args.batch / total['step']:.1f} images/s")
     path = args.json or os.path.join(common.HERE, "results", f"profile_{args.model}_"
                                      f"{args.batch}_{args.backend}.json")

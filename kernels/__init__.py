@@ -30,7 +30,7 @@ and ``backward``. The files, by algorithm and device:
 ``cuda_emulation.py``        the same kernels built by g++ for the CPU tests
 ``gemm_gpu.py``              the GPU GEMMs (cuBLAS called directly: capturable in a
                              CUDA graph; or cupy.matmul)
-``geometry.py``              the checked geometry of a window op
+``geometry.py``              a window op's geometry, validated once
 ``layout.py``                memory orders (plain, channels-last)
 ``workspace.py``             reused scratch buffers;  ``recycle.py``: recycled GEMM results
 ``cpu_threads.py``           the CPU kernels' threads
@@ -59,8 +59,23 @@ The contract every fast algorithm keeps:
   ``.grad`` may alias what backward returns, and the optimiser updates it in place.
 * A result has the shape and values the reference gives (PyTorch's semantics); its
   memory order may differ (``layout.py``), and every algorithm accepts any order.
-* Arguments are checked before compiled code runs (shapes, dtypes, ranges): bad input
-  raises ValueError or TypeError, never reads or writes out of bounds.
+* A window op's algorithm trusts its geometry. The op (``tinyalex/ops/conv.py``,
+  ``pool.py``) builds a ``ConvGeometry`` or ``PoolGeometry`` from its operands'
+  shapes once (``geometry.py``: every size validated there, bad input refused with a
+  ValueError naming the layer), takes the algorithm whose rule accepts that geometry, and hands
+  it exactly the arrays the geometry describes: forward's x and weight, backward's
+  gradient of the output's shape (the autograd engine checks each gradient's shape
+  against its tensor's: ``tinyalex/tensor.py``), and the state its own forward saved. Below
+  that nothing is checked again, and the compiled loops index with the geometry's
+  sizes: a direct caller (a test, a benchmark) builds ``g`` with ``conv_geometry`` /
+  ``pool_geometry`` from the very arrays it passes, and calls an algorithm only on a
+  geometry its ``takes`` accepts. ``tests/reliability/test_bad_args.py`` runs every
+  compiled loop, on hypothesis-drawn geometries through the ops, on arrays that
+  refuse any index out of their bounds. The GPU launch keeps one check, of every
+  array against its plan (``cuda_launch.Plan.args``: dtype, size, contiguity),
+  because a kernel writing past an array corrupts device memory without a crash.
+  The algorithms with no geometry (elementwise, the GEMMs, SGD) check their arrays
+  against each other before a loop runs.
 * It imports nothing from tinyalex's ops, nn, training or study code: kernels take
   arrays and a geometry.
 """

@@ -1,13 +1,17 @@
 """The direct convolution on the CPU, for stride-1 layers with padding below the
-kernel size that Winograd does not take (LeNet's two layers): checked calls of the
-loops in ``numba_direct.py``, the batch cut into parts for threads (letters as in the
-Notation of ``tinyalex/ops/im2col.py``).
+kernel size that Winograd does not take (LeNet's two layers): the loops of
+``numba_direct.py`` over the op's geometry, the batch cut into parts for threads
+(letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 Unlike im2col + GEMM and Winograd, images stay in plain (N, C, H, W) memory: each
 loop works on one image's padded channel planes with no column matrix (im2col would
 copy every pixel KH*KW times, and a GEMM with LeNet's 6 or 16 columns runs far from
 BLAS's peak), and the result is a C-contiguous (N, OC, OH, OW) array, as PyTorch
 returns it.
+
+Fused: ``forward_sigmoid_avgpool`` and ``backward_sigmoid_avgpool`` compute a
+convolution, the sigmoid after it and a 2x2 average pooling as one op (d2l's LeNet
+blocks, ``ops/conv.py``'s ``Conv2dSigmoidAvgPool``), with the numbers of the three.
 
 Threads: each part of the batch adds its share of the weight gradient to arrays of
 its own, summed at the end, so no two threads ever write the same memory.
@@ -25,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cpu_threads, numba_direct as loops
-from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved, check_gradient
-from .geometry import ConvGeometry
+from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved
+from .geometry import ConvGeometry, PoolGeometry
 
 MIN_PART_MACS = 1 << 21  # a part of the batch smaller than this is not worth a thread
 
@@ -37,6 +41,13 @@ class DirectSaved:
     x: object             # (N, C, H, W)
     w: object             # (OC, C, KH, KW)
     g: ConvGeometry
+
+
+@dataclass
+class FusedSaved:
+    """What the fused convolution + sigmoid + pooling's backward needs."""
+    conv: DirectSaved
+    s: object             # (N, OC, OH, OW): the sigmoid's output
 
 
 class DirectCPU:
@@ -61,9 +72,6 @@ class DirectCPU:
 
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW), C-contiguous, and what backward needs."""
-        if not self.takes(g):
-            raise ValueError(f"direct convolution: stride 1 and padding below the kernel "
-                             f"size only, not {g}")
         x = np.ascontiguousarray(x)                                 # (N, C, H, W)
         w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
         b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
@@ -73,23 +81,36 @@ class DirectCPU:
                               for n0, n1 in self._parts(g)])
         return y, (DirectSaved(x, w, g) if keep else None)
 
-    def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool):
-        """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
+    def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool,
+                 make_gy=None):
+        """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed. Each thread takes
+        its part of the batch through both gradient loops. ``make_gy(n0, n1)``, if
+        given, first writes images n0..n1 of gy in that thread (the fused op's pass
+        from the pooled gradient, ``backward_sigmoid_avgpool``)."""
         g, x, w = s.g, s.x, s.w
-        check_gradient("conv2d backward", gy, g, x.dtype)
-        gy = np.ascontiguousarray(gy)                               # (N, OC, OH, OW)
+        if make_gy is None:
+            gy = np.ascontiguousarray(gy)                           # (N, OC, OH, OW)
         dt, K = gy.dtype, g.C * g.KH * g.KW
-        parts = self._parts(g)
-        gx = gw = gb = None
-        if need_w:
-            def weight_part(n0, n1):
+        direct_x = need_x and np.isfinite(w).all()   # inf weights: im2col, below
+        gx = np.empty((g.N, g.C, g.H, g.W), dtype=dt) if direct_x else None  # (N, C, H, W)
+
+        def part(n0, n1):
+            if make_gy is not None:
+                make_gy(n0, n1)
+            weights = None
+            if need_w:
                 gw_part = np.zeros((g.OC, K), dt)                   # (OC, C*KH*KW)
                 gb_part = np.zeros(g.OC, dt)                        # (OC,)
                 finite = loops.weight_gradient(x, gy, g.PH, g.PW, gw_part, gb_part,
                                                dt.type(0), n0, n1)
-                return finite, gw_part, gb_part
-            results = cpu_threads.parallel([lambda n0=n0, n1=n1: weight_part(n0, n1)
-                                            for n0, n1 in parts])
+                weights = finite, gw_part, gb_part
+            if direct_x:
+                loops.input_gradient(gy, w, g.PH, g.PW, gx, n0, n1)
+            return weights
+        results = cpu_threads.parallel([lambda n0=n0, n1=n1: part(n0, n1)
+                                        for n0, n1 in self._parts(g)])
+        gw = gb = None
+        if need_w:
             if all(finite for finite, _, _ in results):
                 # (OC, C*KH*KW) -> (OC, C, KH, KW): columns are ordered (c, kh, kw)
                 gw = sum(r[1] for r in results).reshape(g.OC, g.C, g.KH, g.KW)
@@ -99,15 +120,46 @@ class DirectCPU:
                                                  False, True, need_b)
         elif need_b:
             gb = gy.sum(axis=(0, 2, 3))                             # (OC,)
-        if need_x:
-            if not np.isfinite(w).all():     # inf weights: as above
-                gx, _, _ = IM2COL_GEMM.backward(gy, Im2colSaved(x, w.reshape(g.OC, K), g),
-                                                True, False, False)
-            else:
-                gx = np.empty((g.N, g.C, g.H, g.W), dtype=dt)       # (N, C, H, W)
-                cpu_threads.parallel([lambda n0=n0, n1=n1: loops.input_gradient(
-                    gy, w, g.PH, g.PW, gx, n0, n1) for n0, n1 in parts])
+        if need_x and not direct_x:          # inf weights: as above
+            gx, _, _ = IM2COL_GEMM.backward(gy, Im2colSaved(x, w.reshape(g.OC, K), g),
+                                            True, False, False)
         return gx, gw, gb
+
+    # -- fused with the sigmoid and the 2x2 average pooling after it (d2l's LeNet) ------
+
+    fused_name = "direct + sigmoid + avg-pool (fused)"
+
+    def takes_sigmoid_avgpool(self, g: ConvGeometry, pool: PoolGeometry) -> bool:
+        """A convolution this class takes followed by a sigmoid and a 2x2 average
+        pooling of stride 2 without padding."""
+        return self.takes(g) and pool.window == (2, 2, 2, 2, 0, 0)
+
+    def forward_sigmoid_avgpool(self, x, weight, bias, g: ConvGeometry, pool: PoolGeometry,
+                                keep: bool):
+        """y (N, OC, OH//2, OW//2) = avg_pool2d(sigmoid(conv2d(x)), 2) in one pass per
+        image (``numba_direct.forward_sigmoid_avgpool``), and what backward needs."""
+        x = np.ascontiguousarray(x)                                 # (N, C, H, W)
+        w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
+        b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
+        s = np.empty((g.N, g.OC, g.OH, g.OW), dtype=x.dtype)        # sigmoid(conv2d(x))
+        y = np.empty((g.N, g.OC, pool.OH, pool.OW), dtype=x.dtype)  # its pooling
+        cpu_threads.parallel([lambda n0=n0, n1=n1: loops.forward_sigmoid_avgpool(
+            x, w, b, g.PH, g.PW, s, y, n0, n1) for n0, n1 in self._parts(g)])
+        return y, (FusedSaved(DirectSaved(x, w, g), s) if keep else None)
+
+    def backward_sigmoid_avgpool(self, gy, saved: FusedSaved, need_x: bool, need_w: bool,
+                                 need_b: bool):
+        """(gx, gW, gb) for gy (N, OC, OH//2, OW//2): the pooling's and the sigmoid's
+        backward in one pass (``numba_direct.sigmoid_avgpool_backward``), then the
+        convolution's (``backward``), each thread's part of the batch through all three
+        loops."""
+        s = saved.s
+        gy = np.ascontiguousarray(gy)                               # (N, OC, OH//2, OW//2)
+        gs = np.empty(s.shape, dtype=s.dtype)                       # (N, OC, OH, OW)
+        one, quarter = s.dtype.type(1), s.dtype.type(0.25)
+        return self.backward(gs, saved.conv, need_x, need_w, need_b,
+                             make_gy=lambda n0, n1: loops.sigmoid_avgpool_backward(
+                                 gy, s, one, quarter, gs, n0, n1))
 
 
 DIRECT = DirectCPU()

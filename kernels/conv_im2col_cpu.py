@@ -66,9 +66,6 @@ class Im2colGemmCPU:
         """The im2col matrix of images n0..n1-1, (nb*OH*OW, C*KH*KW), in the workspace
         (a transposed view of a (K, rows) buffer for short window rows)."""
         rows = (n1 - n0) * g.P
-        if not 0 <= n0 < n1 <= g.N or x.shape != (g.N, g.C, g.H, g.W) or x.dtype != dtype:
-            raise ValueError(f"im2col: inconsistent sizes: x {x.shape} ({x.dtype}), images "
-                             f"{n0}..{n1}, {g}")
         if self.transposed(g):
             colsT = WORKSPACE.get(np, "colsT", (g.K, rows), dtype)        # (K, nb*OH*OW)
             loops.im2col_t(x, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, colsT)
@@ -79,11 +76,6 @@ class Im2colGemmCPU:
 
     def col2im(self, gcols, n0, n1, g: ConvGeometry, gx):
         """gx[n0:n1] = col2im(gcols): gcols ((n1-n0)*OH*OW, K) C-contiguous, gx plain."""
-        if gcols.shape != ((n1 - n0) * g.P, g.K) or not gcols.flags.c_contiguous \
-                or gx.shape != (g.N, g.C, g.H, g.W) or not gx.flags.c_contiguous \
-                or not 0 <= n0 < n1 <= g.N or gcols.dtype != gx.dtype:
-            raise ValueError(f"col2im: inconsistent sizes: gx {gx.shape}, images "
-                             f"{n0}..{n1}, cols {gcols.shape}, {g}")
         loops.col2im(gcols, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, gx,
                      gx.dtype.type(0))
 
@@ -108,7 +100,6 @@ class Im2colGemmCPU:
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
         g = s.g
         N, P, K, OC = g.N, g.P, g.K, g.OC
-        check_gradient("conv2d backward", gy, g, s.w_mat.dtype)
         # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC): a view for channels-last gy
         t = gy.transpose(0, 2, 3, 1)
         gy_mat = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(N * P, OC)
@@ -134,12 +125,6 @@ class Im2colGemmCPU:
         if need_w:
             gw = gw.reshape(OC, g.C, g.KH, g.KW)                    # columns are (c, kh, kw)
         return gx, gw, gb
-
-
-def check_gradient(where, gy, g: ConvGeometry, dtype):
-    if gy.shape != (g.N, g.OC, g.OH, g.OW) or gy.dtype != dtype:
-        raise ValueError(f"{where}: gradient of shape {gy.shape} ({gy.dtype}), expected "
-                         f"{(g.N, g.OC, g.OH, g.OW)} ({np.dtype(dtype)})")
 
 
 IM2COL_GEMM = Im2colGemmCPU()

@@ -3,14 +3,13 @@ kernels of ``kernels/cuda/im2col.cu`` (launched through the service ``cuda_launc
 which builds them with NVRTC) and a GEMM (``gemm_gpu.py``), letters as in the Notation of
 ``tinyalex/ops/im2col.py``.
 
-Memory orders. By default images are channels-last, x (N, H, W, C) in memory, and the
-columns are ordered (kh, kw, c), so that one kernel row of a window is KW*C numbers in
-a row of memory, and the GEMM's (N*OH*OW, OC) result is the next layer's channels-last
-input with no transpose. ``order="c,kh,kw"`` builds the reference's (c, kh, kw) columns
-from plain (N, C, H, W) memory instead (the ``*_nchw`` kernels, held to
-``tinyalex/ops/im2col.py`` by the tests); ``TINYALEX_CONV=im2col`` runs neither: on the
-GPU as on the CPU it runs ``ops/conv.py``'s ``Im2colReference`` (``ops/im2col.py`` on
-CuPy arrays and one GEMM).
+Memory order. Images are channels-last, x (N, H, W, C) in memory, and the columns
+are ordered (kh, kw, c): the reference's columns (``tinyalex/ops/im2col.py``, (c, kh,
+kw)) with each row's entries reordered, so that one kernel row of a window is KW*C
+numbers in a row of memory, and the GEMM's (N*OH*OW, OC) result is the next layer's
+channels-last input with no transpose. ``TINYALEX_CONV=im2col`` runs the reference
+itself: on the GPU as on the CPU, ``ops/conv.py``'s ``Im2colReference``
+(``ops/im2col.py`` on CuPy arrays and one GEMM).
 
 One pass of work per layer and direction:
 
@@ -25,9 +24,8 @@ One pass of work per layer and direction:
 * backward: ``gW (OC, K) += gy_chunk.T @ cols`` accumulated by the GEMM itself,
   ``gcols = gy_chunk @ W`` and col2im (a gather: no atomics) into gx.
 
-The weight enters the GEMM as ``W (OC, K)``: a view of the parameter for (c, kh, kw)
-columns, one reordered copy per forward for (kh, kw, c) columns (no stride maps
-(OC, C, KH, KW) memory onto (kh, kw, c) columns), kept for backward. The weight
+The weight enters the GEMM as ``W (OC, K)``, one reordered copy per forward (no stride
+maps (OC, C, KH, KW) memory onto (kh, kw, c) columns), kept for backward. The weight
 gradient comes back as a strided (OC, C, KH, KW) view of the GEMM's (OC, KH, KW, C)
 result, with no reordering copy (the flat gradient buffer of ``nn.FlatParameters``
 takes it with the one copy it makes anyway). Buffers come from CuPy's memory pool per
@@ -36,19 +34,19 @@ uses. The GEMMs run in TF32 where enabled and available (``precision.py``).
 
 The launch plans of ``im2col.cu`` (``im2col``, ``col2im``: kernel, grid, index width,
 arguments) come first below, then the algorithm; ``cuda_launch.py`` holds what every
-op's plans share.
+op's plans share. Plans are built from the layer's ``ConvGeometry`` (validated once,
+by the op) and trust it; ``Plan.args`` checks each array against the plan.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tinyalex import backend as B
 
 from . import cuda_launch, gemm_gpu, precision
-from .cuda_launch import (LAYOUTS, MAX_BLOCKS, Params, Plan, check_sizes, dtype_suffix,
-                        make_plan, window)
+from .cuda_launch import MAX_BLOCKS, Params, Plan, dtype_suffix, make_plan
 from .elementwise_gpu import bias_activation, relu_forward
 from .geometry import ConvGeometry
 from .layout import as_nhwc
@@ -61,73 +59,51 @@ EPILOGUES = (None, "relu")
 # -- launch plans of cuda/im2col.cu -----------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1024)
-def im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
-           max_blocks=MAX_BLOCKS) -> Plan:
-    """x -> cols (N*OH*OW, K), rows (n, oh, ow), K = C*KH*KW.
-
-    layout "nchw": x (N, C, H, W), columns (c, kh, kw) (tinyalex/ops/im2col.py's order);
-    layout "nhwc": x (N, H, W, C), columns (kh, kw, c). Arrays: ``x``, ``cols``."""
+def im2col(g: ConvGeometry, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
+    """x (N, H, W, C) -> cols (N*OH*OW, K), rows (n, oh, ow), columns (kh, kw, c),
+    K = C*KH*KW, for the g.N images of this launch. Arrays: ``x``, ``cols``."""
     dtype, suffix = dtype_suffix(dtype, "im2col")
-    check_sizes("im2col", N=(N, 1), C=(C, 1))
-    if layout not in LAYOUTS:
-        raise ValueError(f"im2col: layout must be one of {LAYOUTS}, got {layout!r}")
-    OH, OW = window("im2col", H, W, KH, KW, SH, SW, PH, PW)
-    K, rows = C * KH * KW, N * OH * OW
-    total = rows * K
+    total = g.N * g.P * g.K
 
     def build(bits):
         p = Params(bits, dtype)
-        p.array("x", N * C * H * W)
+        p.array("x", g.N * g.C * g.H * g.W)
         p.array("cols", total)
         p.index("total", total)
-        p.div("K", K)
-        p.div("OW", OW)
-        p.div("OH", OH)
-        if layout == "nchw":
-            p.div("KW", KW)
-            p.div("KH", KH)
-            p.index("C", C)
-        else:
-            p.div("KWC", KW * C)
-            p.div("C", C)
-        for name, v in (("H", H), ("W", W), ("SH", SH), ("SW", SW), ("PH", PH), ("PW", PW)):
-            p.index(name, v)
+        p.div("K", g.K)
+        p.div("OW", g.OW)
+        p.div("OH", g.OH)
+        p.div("KWC", g.KW * g.C)
+        p.div("C", g.C)
+        for name in ("H", "W", "SH", "SW", "PH", "PW"):
+            p.index(name, getattr(g, name))
         return p
 
-    return make_plan("im2col", f"im2col_{layout}", suffix, total, max(total, N * C * H * W),
-                 index_bits, max_blocks, build)
+    return make_plan("im2col", "im2col_nhwc", suffix, total,
+                     max(total, g.N * g.C * g.H * g.W), index_bits, max_blocks, build)
 
 
 @functools.lru_cache(maxsize=1024)
-def col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, dtype, layout="nchw", *, index_bits=None,
-           max_blocks=MAX_BLOCKS) -> Plan:
-    """cols (N*OH*OW, K) -> gx, im2col's adjoint, gathered in (kh, kw) order; gx is
-    (N, C, H, W) for layout "nchw", (N, H, W, C) for "nhwc" (columns as im2col's).
+def col2im(g: ConvGeometry, dtype, *, index_bits=None, max_blocks=MAX_BLOCKS) -> Plan:
+    """cols (N*OH*OW, K), columns (kh, kw, c) -> gx (N, H, W, C), im2col's adjoint,
+    gathered in (kh, kw) order, for the g.N images of this launch.
     Arrays: ``cols``, ``gx`` (overwritten)."""
     dtype, suffix = dtype_suffix(dtype, "col2im")
-    check_sizes("col2im", N=(N, 1), C=(C, 1))
-    if layout not in LAYOUTS:
-        raise ValueError(f"col2im: layout must be one of {LAYOUTS}, got {layout!r}")
-    OH, OW = window("col2im", H, W, KH, KW, SH, SW, PH, PW)
-    total, ncols = N * C * H * W, N * OH * OW * C * KH * KW
+    total, ncols = g.N * g.C * g.H * g.W, g.N * g.P * g.K
 
     def build(bits):
         p = Params(bits, dtype)
         p.array("cols", ncols)
         p.array("gx", total)
         p.index("total", total)
-        for name, d in ((("W", W), ("H", H), ("C", C)) if layout == "nchw"
-                        else (("C", C), ("W", W), ("H", H))):
-            p.div(name, d)
-        p.div("SH", SH)
-        p.div("SW", SW)
-        for name, v in (("KH", KH), ("KW", KW), ("OH", OH), ("OW", OW), ("PH", PH),
-                        ("PW", PW)):
-            p.index(name, v)
+        for name in ("C", "W", "H", "SH", "SW"):
+            p.div(name, getattr(g, name))
+        for name in ("KH", "KW", "OH", "OW", "PH", "PW"):
+            p.index(name, getattr(g, name))
         return p
 
-    return make_plan("im2col", f"col2im_{layout}", suffix, total, max(total, ncols), index_bits,
-                 max_blocks, build)
+    return make_plan("im2col", "col2im_nhwc", suffix, total, max(total, ncols), index_bits,
+                     max_blocks, build)
 
 
 @dataclass
@@ -142,36 +118,24 @@ class Im2colGemmGPU:
     """im2col + GEMM over CuPy arrays, or NumPy ones with the CPU emulation's
     ``modules`` and ``gemm`` (the tests)."""
 
-    def __init__(self, xp, modules, gemm, order="kh,kw,c", chunk_bytes=CHUNK_BYTES,
-                 keep_bytes=KEEP_BYTES, max_blocks=MAX_BLOCKS):
-        if order not in ("kh,kw,c", "c,kh,kw"):
-            raise ValueError(f"im2col+GEMM (GPU): order must be 'kh,kw,c' or 'c,kh,kw', "
-                             f"got {order!r}")
+    name = "im2col+GEMM (kh,kw,c)"
+
+    def __init__(self, xp, modules, gemm, chunk_bytes=CHUNK_BYTES, keep_bytes=KEEP_BYTES,
+                 max_blocks=MAX_BLOCKS):
         self.xp, self.modules, self.gemm = xp, modules, gemm
         self.chunk_bytes, self.keep_bytes, self.max_blocks = chunk_bytes, keep_bytes, max_blocks
-        # (kh, kw, c) columns read channels-last images: x (N, H, W, C) in memory
-        self.channels_last = order == "kh,kw,c"
-        self.layout = "nhwc" if self.channels_last else "nchw"
-        self.name = "im2col+GEMM (kh,kw,c)" if self.channels_last else "im2col+GEMM"
 
     # -- pieces ----------------------------------------------------------------------
-    def _input(self, x):
-        """x (N, C, H, W) as the im2col kernel reads it: (N, H, W, C) or (N, C, H, W)
-        C-contiguous (a view when the memory already lies so)."""
-        return as_nhwc(self.xp, x) if self.channels_last else self.xp.ascontiguousarray(x)
-
     def _w_mat(self, weight, g):
-        if self.channels_last:  # (OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), a copy
-            return self.xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(g.OC, g.K)
-        return weight.reshape(g.OC, g.K)                            # (OC, C*KH*KW), a view
+        """(OC, C, KH, KW) -> (OC, KH, KW, C) -> (OC, KH*KW*C), a copy."""
+        return self.xp.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(g.OC, g.K)
 
     def _columns(self, xk, g, dtype):
-        """cols (nb*OH*OW, K) of the images in xk (nb images), one kernel launch."""
+        """cols (nb*OH*OW, K) of the channels-last images xk (nb, H, W, C), one launch."""
         nb = xk.shape[0]
         cols = self.xp.empty((nb * g.P, g.K), dtype=dtype)
-        self.modules.launch(im2col(nb, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH,
-                                        g.PW, dtype, self.layout, max_blocks=self.max_blocks),
-                            x=xk, cols=cols)
+        self.modules.launch(im2col(g if nb == g.N else replace(g, N=nb), dtype,
+                                   max_blocks=self.max_blocks), x=xk, cols=cols)
         return cols
 
     def _epilogue(self, out, bias, activation, dtype):
@@ -203,7 +167,7 @@ class Im2colGemmGPU:
             raise ValueError(f"im2col+GEMM (GPU): activation must be one of {EPILOGUES}, "
                              f"got {activation!r}")
         xp, N, P, OC, dtype = self.xp, g.N, g.P, g.OC, x.dtype
-        xk = self._input(x)                                         # (N, H, W, C) | (N, C, H, W)
+        xk = as_nhwc(xp, x)                                         # (N, H, W, C)
         w_mat = self._w_mat(weight, g)                              # (OC, K)
         b = None if bias is None else xp.ascontiguousarray(bias)    # (OC,)
         y = xp.empty((N * P, OC), dtype=dtype)                      # (N*OH*OW, OC)
@@ -229,14 +193,10 @@ class Im2colGemmGPU:
         xp, g = self.xp, s.g
         N, P, K, OC = g.N, g.P, g.K, g.OC
         dtype = s.w_mat.dtype
-        if gy.shape != (N, OC, g.OH, g.OW) or gy.dtype != dtype:
-            raise ValueError(f"conv2d backward: gradient of shape {gy.shape} ({gy.dtype}), "
-                             f"expected {(N, OC, g.OH, g.OW)} ({dtype})")
         gy_mat = as_nhwc(xp, gy).reshape(N * P, OC)                 # (N*OH*OW, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
         gw = xp.empty((OC, K), dtype=dtype) if need_w else None     # (OC, K)
-        x_shape = (N, g.H, g.W, g.C) if self.channels_last else (N, g.C, g.H, g.W)
-        gxk = xp.empty(x_shape, dtype=dtype) if need_x else None
+        gxk = xp.empty((N, g.H, g.W, g.C), dtype=dtype) if need_x else None
         nb = N if s.cols is not None else self.images_per_chunk(g, dtype.itemsize)
         tf32 = precision.tf32_enabled()
         for n0 in range(0, N, nb):
@@ -250,27 +210,21 @@ class Im2colGemmGPU:
                 gcols = xp.empty(((n1 - n0) * P, K), dtype=dtype)
                 self.gemm(g_chunk, s.w_mat, gcols, tf32=tf32)  # (rows, K) = (rows, OC) @ (OC, K)
                 # col2im is im2col's adjoint: every window's gradient added back onto its pixels
-                self.modules.launch(col2im(n1 - n0, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW,
-                                                g.PH, g.PW, dtype, self.layout,
-                                                max_blocks=self.max_blocks),
+                gi = g if n1 - n0 == N else replace(g, N=n1 - n0)
+                self.modules.launch(col2im(gi, dtype, max_blocks=self.max_blocks),
                                     cols=gcols, gx=gxk[n0:n1])
-        if need_w:
-            if self.channels_last:  # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), a view
-                gw = gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2)
-            else:
-                gw = gw.reshape(OC, g.C, g.KH, g.KW)
-        gx = None
-        if need_x:
-            gx = gxk.transpose(0, 3, 1, 2) if self.channels_last else gxk   # (N, C, H, W)
+        if need_w:  # (OC, KH*KW*C) -> (OC, KH, KW, C) -> (OC, C, KH, KW), a view
+            gw = gw.reshape(OC, g.KH, g.KW, g.C).transpose(0, 3, 1, 2)
+        gx = gxk.transpose(0, 3, 1, 2) if need_x else None          # (N, C, H, W), a view
         return gx, gw, gb
 
 
 _cache = {}
 
 
-def for_cupy(order="kh,kw,c") -> Im2colGemmGPU:
-    """The algorithm on CuPy arrays (CuPy and a GPU must be usable)."""
-    if order not in _cache:
+def for_cupy() -> Im2colGemmGPU:
+    """The algorithm on CuPy arrays (CuPy and a GPU must be usable), built once."""
+    if "algorithm" not in _cache:
         cp = B.cupy_module()
-        _cache[order] = Im2colGemmGPU(cp, cuda_launch.for_cupy(cp), gemm_gpu.for_cupy(), order)
-    return _cache[order]
+        _cache["algorithm"] = Im2colGemmGPU(cp, cuda_launch.for_cupy(cp), gemm_gpu.for_cupy())
+    return _cache["algorithm"]

@@ -5,14 +5,14 @@ A GPU op is its algorithm file (the op's launch plans and its host code:
 ``conv_im2col_gpu.py``, ``pool_gpu.py``, ``elementwise_gpu.py``), its ``.cu`` file and
 ``common.cuh``. What they share is here, called as a library is::
 
-    plan = conv_im2col_gpu.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, x.dtype, "nhwc")
+    plan = conv_im2col_gpu.im2col(g, x.dtype)      # g: the layer's ConvGeometry
     modules.launch(plan, x=x, cols=cols)
     # = the kernel plan.kernel of kernels/cuda/<plan.source>.cu, called as
     #   cupy.RawKernel is: kernel((plan.grid,), (plan.block,), plan.args(x=x, cols=cols))
 
 A plan (``Plan``, built by an op with ``Params`` and ``make_plan``; letters as in the
 Notation of ``tinyalex/ops/im2col.py``) says everything the host decides about one
-launch, from sizes alone:
+launch, from sizes alone (a window op's from its validated geometry, trusted):
 
 * which kernel: the ``extern "C"`` name, e.g. ``im2col_nhwc_f32_i32`` (family, memory
   order, dtype, index type), and ``source``, the file that holds it;
@@ -26,8 +26,9 @@ launch, from sizes alone:
   see ``magic_divider``: the host half of common.cuh's ``Div``).
 
 ``plan.args`` checks every array (name, dtype, number of elements, C-contiguity)
-before anything is launched, since a kernel does not check bounds. Plans are pure
-functions of sizes, cached (``lru_cache``), so a layer pays for planning once.
+before anything is launched, since a kernel does not check bounds: the one check below
+the geometry (``kernels/__init__.py``'s contract). Plans are pure functions of sizes,
+cached (``lru_cache``), so a layer pays for planning once.
 
 Where a source's kernels come from (a *module provider*, ``launch(plan, **arrays)``):
 
@@ -64,14 +65,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import output_size
-
 BLOCK = 256                     # threads per block (kernels/cuda/common.cuh, TINYALEX_BLOCK)
 MAX_BLOCKS = 16 * 1024          # grid-stride loops cover anything larger
 INDEX_LIMIT = 2**31             # every i32 index stays below this
 
 FLOATS = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-LAYOUTS = ("nchw", "nhwc")
 
 # one letter per C parameter type, as emulate.h's signature() spells them
 SCALAR_TYPES = {"i": np.int32, "l": np.int64, "I": np.uint32, "L": np.uint64,
@@ -239,16 +237,6 @@ class Params:
 
     def real(self, name, value):            # T
         self.scalar(name, "f" if self.dtype == np.float32 else "d", value)
-
-
-def window(where, H, W, KH, KW, SH, SW, PH, PW) -> tuple[int, int]:
-    check_sizes(where, H=(H, 1), W=(W, 1), KH=(KH, 1), KW=(KW, 1), SH=(SH, 1),
-                 SW=(SW, 1), PH=(PH, 0), PW=(PW, 0))
-    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
-    if OH < 1 or OW < 1:
-        raise ValueError(f"{where}: a {KH}x{KW} window does not fit an input of {H}x{W} "
-                         f"padded by {PH}x{PW}")
-    return OH, OW
 
 
 def make_plan(source, family, suffix, total, largest, index_bits, max_blocks, build) -> Plan:

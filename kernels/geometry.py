@@ -7,11 +7,11 @@ before any compiled loop sees it (letters as in the Notation of
     PH PW        the zero padding         OH OW        the output:
                                           OH = (H + 2*PH - KH) // SH + 1
 
-Compiled loops do not check bounds: every kernel wrapper builds its geometry here, so
-a bad call raises ValueError and never reaches a loop. This is the one place that
-validates a window op's shapes and sizes (the ops call ``conv_geometry`` and
-``pool_geometry`` and nothing else for them), the one output-size formula
-(``output_size``) and the one "window does not fit" error (``window_output``).
+This is the one place that validates a window op's shapes and sizes: the ops build
+the geometry of their operands with ``conv_geometry`` and ``pool_geometry``, and the
+algorithms below them trust it (compiled loops do not check bounds; the contract is
+in ``kernels/__init__.py``). It holds the one output-size formula (``output_size``)
+and the one "window does not fit" error (``window_output``).
 """
 
 from __future__ import annotations

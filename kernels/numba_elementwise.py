@@ -61,31 +61,36 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy", inline="always")
+def _sigmoid32(v):
+    """1 / (1 + exp(-v)) of one float32 (inlined into the loops, which vectorise it)."""
+    t = -v
+    big = t > T_MAX
+    t = t if t < T_MAX else T_MAX
+    t = t if t > T_MIN else T_MIN
+    n = (t * LOG2E + MAGIC) - MAGIC                 # round(t / ln 2)
+    r = (t - n * LN2_HI) - n * LN2_LO               # t - n ln 2, |r| <= ln2 / 2
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    e = p * r * r + r + np.float32(1.0)             # exp(r)
+    # 2**n as 2**(n-1) * 2: n - 1 + 127 stays within the exponent field's 1..254
+    e = e * _float32_from_bits(np.int32((np.int32(n) + np.int32(126)) << np.int32(23)))
+    e = e * np.float32(2.0)
+    e = np.float32(np.inf) if big else e
+    s = np.float32(1.0) / (np.float32(1.0) + e)
+    return s if v == v else v                       # NaN stays NaN
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def forward_float32(x, y, i0, i1):
     """y[i] = 1 / (1 + exp(-x[i])) for i in i0..i1-1 (1-D float32 arrays)."""
     xs, ys = x[i0:i1], y[i0:i1]
     for i in range(i1 - i0):
-        v = xs[i]
-        t = -v
-        big = t > T_MAX
-        t = t if t < T_MAX else T_MAX
-        t = t if t > T_MIN else T_MIN
-        n = (t * LOG2E + MAGIC) - MAGIC                 # round(t / ln 2)
-        r = (t - n * LN2_HI) - n * LN2_LO               # t - n ln 2, |r| <= ln2 / 2
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        e = p * r * r + r + np.float32(1.0)             # exp(r)
-        # 2**n as 2**(n-1) * 2: n - 1 + 127 stays within the exponent field's 1..254
-        e = e * _float32_from_bits(np.int32((np.int32(n) + np.int32(126)) << np.int32(23)))
-        e = e * np.float32(2.0)
-        e = np.float32(np.inf) if big else e
-        s = np.float32(1.0) / (np.float32(1.0) + e)
-        ys[i] = s if v == v else v                      # NaN stays NaN
+        ys[i] = _sigmoid32(xs[i])
     return y
 
 

@@ -1,5 +1,5 @@
-"""Numba loops of the fast im2col + GEMM convolution (``conv_im2col_cpu.py`` checks the
-arguments and calls them; letters as in the Notation of ``tinyalex/ops/im2col.py``).
+"""Numba loops of the fast im2col + GEMM convolution (``conv_im2col_cpu.py`` calls them
+with the op's geometry; letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 The matrix is the reference's: rows ``(n, oh, ow)``, columns ``(c, kh, kw)``::
 

@@ -1,4 +1,4 @@
-"""Numba loops of the CPU pooling (``pool_cpu.py`` checks the arguments and calls them;
+"""Numba loops of the CPU pooling (``pool_cpu.py`` calls them with the op's geometry;
 letters as in the Notation of ``tinyalex/ops/im2col.py``).
 
 Images are channels-last and flattened to 2-D so that every loop walks memory in

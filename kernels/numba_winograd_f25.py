@@ -1,10 +1,10 @@
 """Numba loops of the Winograd F(2x2, 5x5) convolution (``conv_winograd_cpu.py``, which
-holds the matrices ``AT25`` and ``BT25`` and checks the arguments), written out for
-those matrices. Images are channels-last and flattened to 2-D, ``x2`` (N*H, W*C), row
-(n, h), column (w, c); transformed tiles are stored (36, T, C), plane ``6*a + b``
-holding element (a, b) of every tile's 6x6 transform, so each plane is one GEMM
-operand; every loop covers tiles t0..t1-1 (so that several threads can take disjoint
-ranges) and releases the GIL.
+holds the matrices ``AT25`` and ``BT25`` and calls them on the op's geometry),
+written out for those matrices. Images are channels-last and flattened to 2-D, ``x2``
+(N*H, W*C), row (n, h), column (w, c); transformed tiles are stored (36, T, C), plane
+``6*a + b`` holding element (a, b) of every tile's 6x6 transform, so each plane is
+one GEMM operand; every loop covers tiles t0..t1-1 (so that several threads can take
+disjoint ranges) and releases the GIL.
 
 Each 2-D transform is two passes of the 1-D one through a scratch array, each pass a
 loop over the channels that the compiler vectorises. It tests at run time that the

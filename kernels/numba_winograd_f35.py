@@ -1,9 +1,9 @@
 """Numba loops of the Winograd F(3x3, 5x5) convolution (``conv_winograd_cpu.py``, which
-holds the matrices ``AT35`` and ``BT35`` and checks the arguments), written out for
-those matrices. Same layouts and signatures as ``numba_winograd_f25.py``: images
-channels-last, ``x2`` (N*H, W*C); transformed tiles (49, T, C), plane ``7*a + b``
-holding element (a, b) of every tile's 7x7 transform; every loop covers tiles
-t0..t1-1 and releases the GIL.
+holds the matrices ``AT35`` and ``BT35`` and calls them on the op's geometry),
+written out for those matrices. Same layouts and signatures as
+``numba_winograd_f25.py``: images channels-last, ``x2`` (N*H, W*C); transformed tiles
+(49, T, C), plane ``7*a + b`` holding element (a, b) of every tile's 7x7 transform;
+every loop covers tiles t0..t1-1 and releases the GIL.
 
 A tile t = (n, th, tw) is the 7x7 input patch with top-left corner (3*th - PH,
 3*tw - PW); it yields the 3x3 outputs (3*th + i, 3*tw + j), cropped at the edges. The

@@ -1,9 +1,9 @@
 """Numba loops of the Winograd F(4x4, 3x3) convolution (``conv_winograd_cpu.py``, which
-holds the matrices ``AT43`` and ``BT43`` and checks the arguments), written out for
-those matrices. Same layouts and signatures as ``numba_winograd_f25.py``: images
-channels-last, ``x2`` (N*H, W*C); transformed tiles (36, T, C), plane ``6*a + b``
-holding element (a, b) of every tile's 6x6 transform; every loop covers tiles
-t0..t1-1 and releases the GIL.
+holds the matrices ``AT43`` and ``BT43`` and calls them on the op's geometry),
+written out for those matrices. Same layouts and signatures as
+``numba_winograd_f25.py``: images channels-last, ``x2`` (N*H, W*C); transformed tiles
+(36, T, C), plane ``6*a + b`` holding element (a, b) of every tile's 6x6 transform;
+every loop covers tiles t0..t1-1 and releases the GIL.
 
 A tile t = (n, th, tw) is the 6x6 input patch with top-left corner (4*th - PH,
 4*tw - PW); it yields the 4x4 outputs (4*th + i, 4*tw + j), cropped at the edges. B^T

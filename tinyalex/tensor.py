@@ -110,6 +110,7 @@ class Function:
             self.edges = tuple(t._creator if t._creator is not None
                                else (t if t.requires_grad else None) for t in tensors)
             self.input_shapes = tuple(t.array.shape for t in tensors)
+            self.input_dtypes = tuple(t.array.dtype for t in tensors)
             return Tensor(out, requires_grad=True, _creator=self)
         return Tensor(out)
 
@@ -634,14 +635,18 @@ def run_backward(root: Function, grad, retain_graph: bool = False) -> None:
             if len(gxs) != len(edges):
                 raise RuntimeError(f"{node.name}.backward returned {len(gxs)} gradients for "
                                    f"{len(edges)} inputs")
-            for edge, gx, need, shape in zip(edges, gxs, node.needs_input_grad,
-                                             node.input_shapes):
+            for edge, gx, need, shape, dtype in zip(edges, gxs, node.needs_input_grad,
+                                                    node.input_shapes, node.input_dtypes):
                 if not need or gx is None or edge is None:
                     continue
                 if gx.shape != shape:
                     raise RuntimeError(f"{node.name}.backward returned a gradient of shape "
                                        f"{tuple(gx.shape)} for an input of shape "
                                        f"{tuple(shape)}")
+                if gx.dtype != dtype:
+                    # As PyTorch's engine does: a gradient takes its input's dtype, so
+                    # the backward below it (a float32 kernel) never sees another one.
+                    gx = gx.astype(dtype)
                 if isinstance(edge, Tensor):
                     # A backward may hand one array (or views of it) to several inputs
                     # (add's does): a leaf's .grad gets its own copy of an array another

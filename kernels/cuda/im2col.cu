@@ -2,13 +2,12 @@
 // (letters as in the Notation of tinyalex/ops/im2col.py).
 //
 // What it holds, each for T = float, double and I = i32, i64 (the index type):
-//   im2col_nchw_<t>_<i>   x (N, C, H, W)  -> cols (N*OH*OW, C*KH*KW), columns (c, kh, kw)
-//                         (the teaching order of tinyalex/ops/im2col.py)
 //   im2col_nhwc_<t>_<i>   x (N, H, W, C)  -> cols (N*OH*OW, KH*KW*C), columns (kh, kw, c)
-//                         (the channels-last order of the fast engine)
-//   col2im_nchw_<t>_<i>   cols, columns (c, kh, kw) -> gx (N, C, H, W), overwritten
 //   col2im_nhwc_<t>_<i>   cols, columns (kh, kw, c) -> gx (N, H, W, C), overwritten
-// with rows (n, oh, ow) everywhere, <t> f32 | f64 and <i> i32 | i64.
+// with rows (n, oh, ow), <t> f32 | f64 and <i> i32 | i64: the columns of
+// tinyalex/ops/im2col.py with each row's entries in channels-last order, (kh, kw, c)
+// for its (c, kh, kw), so that one kernel row of a window is KW*C numbers in a row of
+// memory (TINYALEX_CONV=im2col runs ops/im2col.py itself on CuPy arrays).
 //
 // How the work is cut: a grid-stride loop over the elements of the RESULT, in memory
 // order, so consecutive threads write consecutive addresses (coalesced), and one
@@ -27,41 +26,8 @@
 // How it is launched: kernels/conv_im2col_gpu.py's plans (im2col, col2im) say the grid,
 // the block, the index type and the arguments in the order of the parameter lists below.
 // Reference: tinyalex/ops/im2col.py (im2col, col2im); tests/gpu/test_gpu_kernels.py
-// checks every kernel here against it.
+// checks every kernel here against it (its columns reordered to (kh, kw, c)).
 #include "common.cuh"
-
-// cols[row, col] = x[n, c, oh*SH - PH + kh, ow*SW - PW + kw] (0 outside the image)
-// row = (n, oh, ow), col = (c, kh, kw); x is (N, C, H, W), cols (N*OH*OW, K = C*KH*KW)
-template <typename T, typename I, typename U>
-__device__ __forceinline__ void im2col_nchw(const T* __restrict__ x, T* __restrict__ cols,
-                                            I total, Div<U> K, Div<U> OW, Div<U> OH,
-                                            Div<U> KW, Div<U> KH, I C, I H, I W, I SH, I SW,
-                                            I PH, I PW) {
-    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
-        U row, col, t, ow, n, oh, kc, kw, c, kh;
-        K.divmod((U)e, row, col);
-        OW.divmod(row, t, ow);
-        OH.divmod(t, n, oh);
-        KW.divmod(col, kc, kw);
-        KH.divmod(kc, c, kh);
-        const I h = (I)oh * SH - PH + (I)kh;
-        const I w = (I)ow * SW - PW + (I)kw;
-        const bool inside = h >= 0 && h < H && w >= 0 && w < W;
-        cols[e] = inside ? x[(((I)n * C + (I)c) * H + h) * W + w] : T(0);
-    }
-}
-
-// im2col_nchw_<t>_<i>: its parameters in the order the plan im2col(layout="nchw") packs
-#define IM2COL_NCHW(NAME, T, I, U)                                                         \
-    extern "C" __global__ void TINYALEX_BOUNDS im2col_nchw_##NAME(                         \
-        const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(U, K),          \
-        DIV_PARAMS(U, OW), DIV_PARAMS(U, OH), DIV_PARAMS(U, KW), DIV_PARAMS(U, KH),        \
-        I C, I H, I W, I SH, I SW, I PH, I PW) {                                           \
-        im2col_nchw<T, I, U>(x, cols, total, DIV(U, K), DIV(U, OW), DIV(U, OH),            \
-                             DIV(U, KW), DIV(U, KH), C, H, W, SH, SW, PH, PW);             \
-    }                                                                                      \
-    EMULATE_ENTRY(im2col_nchw_##NAME)
-FOR_EACH_VARIANT(IM2COL_NCHW)
 
 // cols[row, col] = x[n, oh*SH - PH + kh, ow*SW - PW + kw, c] (0 outside the image)
 // row = (n, oh, ow), col = (kh, kw, c); x is (N, H, W, C), cols (N*OH*OW, K = KH*KW*C).
@@ -85,7 +51,7 @@ __device__ __forceinline__ void im2col_nhwc(const T* __restrict__ x, T* __restri
     }
 }
 
-// im2col_nhwc_<t>_<i>: its parameters in the order the plan im2col(layout="nhwc") packs
+// im2col_nhwc_<t>_<i>: its parameters in the order the plan im2col packs
 #define IM2COL_NHWC(NAME, T, I, U)                                                         \
     extern "C" __global__ void TINYALEX_BOUNDS im2col_nhwc_##NAME(                         \
         const T* __restrict__ x, T* __restrict__ cols, I total, DIV_PARAMS(U, K),          \
@@ -99,40 +65,6 @@ FOR_EACH_VARIANT(IM2COL_NHWC)
 
 // col2im adds, for each input element, the columns of every window that covers it
 // (common.cuh, sum_over_windows: in the reference's order).
-
-// gx[n, c, h, w] = sum over (kh, kw) of cols[(n, oh, ow), (c, kh, kw)]
-// gx is (N, C, H, W), cols (N*OH*OW, C*KH*KW)
-template <typename T, typename I, typename U>
-__device__ __forceinline__ void col2im_nchw(const T* __restrict__ cols, T* __restrict__ gx,
-                                            I total, Div<U> W, Div<U> H, Div<U> C,
-                                            Div<U> SH, Div<U> SW, I KH, I KW, I OH, I OW,
-                                            I PH, I PW) {
-    const I K = (I)C.d * KH * KW;
-    for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
-        U t, w, t2, h, n, c;
-        W.divmod((U)e, t, w);
-        H.divmod(t, t2, h);
-        C.divmod(t2, n, c);
-        const I hp = (I)h + PH, wp = (I)w + PW;
-        gx[e] = sum_over_windows<T, I, U>(hp, wp, SH, SW, KH, KW, OH, OW,
-            [&](I oh, I ow, I kh, I kw) {
-                const I row = ((I)n * OH + oh) * OW + ow;
-                return cols[row * K + ((I)c * KH + kh) * KW + kw];
-            });
-    }
-}
-
-// col2im_nchw_<t>_<i>: its parameters in the order the plan col2im(layout="nchw") packs
-#define COL2IM_NCHW(NAME, T, I, U)                                                         \
-    extern "C" __global__ void TINYALEX_BOUNDS col2im_nchw_##NAME(                         \
-        const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(U, W),         \
-        DIV_PARAMS(U, H), DIV_PARAMS(U, C), DIV_PARAMS(U, SH), DIV_PARAMS(U, SW),          \
-        I KH, I KW, I OH, I OW, I PH, I PW) {                                              \
-        col2im_nchw<T, I, U>(cols, gx, total, DIV(U, W), DIV(U, H), DIV(U, C),             \
-                             DIV(U, SH), DIV(U, SW), KH, KW, OH, OW, PH, PW);              \
-    }                                                                                      \
-    EMULATE_ENTRY(col2im_nchw_##NAME)
-FOR_EACH_VARIANT(COL2IM_NCHW)
 
 // gx[n, h, w, c] = sum over (kh, kw) of cols[(n, oh, ow), (kh, kw, c)]
 // gx is (N, H, W, C), cols (N*OH*OW, KH*KW*C)
@@ -156,7 +88,7 @@ __device__ __forceinline__ void col2im_nhwc(const T* __restrict__ cols, T* __res
     }
 }
 
-// col2im_nhwc_<t>_<i>: its parameters in the order the plan col2im(layout="nhwc") packs
+// col2im_nhwc_<t>_<i>: its parameters in the order the plan col2im packs
 #define COL2IM_NHWC(NAME, T, I, U)                                                         \
     extern "C" __global__ void TINYALEX_BOUNDS col2im_nhwc_##NAME(                         \
         const T* __restrict__ cols, T* __restrict__ gx, I total, DIV_PARAMS(U, C),         \

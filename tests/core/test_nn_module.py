@@ -203,3 +203,35 @@ def test_repr_reads_like_pytorchs():
     assert text.startswith("Sequential(\n  (0): Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), "
                            "padding=(2, 2))")
     assert "(7): Linear(in_features=400, out_features=120, bias=True)" in text
+
+
+def test_lenet_runs_each_conv_sigmoid_pool_block_as_one_op_on_the_cpu():
+    """Sequential runs d2l's LeNet blocks (Conv2d, Sigmoid, AvgPool2d) as one op on the
+    CPU (FUSED_CPU): the same float32 numbers as the three layers one after the other
+    (``net.fuse = False``), output and every parameter's gradient bit for bit; a
+    subclass of one of the layers (which may have its own forward) is not fused."""
+    from tinyalex.ops.conv import Conv2dSigmoidAvgPool
+    fused = "Conv2d+Sigmoid+AvgPool2d"
+    net = tinyalex.models.lenet()
+    assert net.fusions("numpy") == {0: fused, 3: fused} and net.fusions("cupy") == {}
+    x = tinyalex.tensor(np.random.default_rng(0).standard_normal((5, 1, 28, 28),
+                                                                 dtype=np.float32))
+    results = []
+    for fuse in (True, False):
+        net.fuse = fuse
+        net.zero_grad()
+        y = net(x)
+        nodes, stack = [], [y.creator]                  # every op of the graph
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            stack += [e for e in getattr(node, "edges", ()) if hasattr(e, "edges")]
+        assert sum(isinstance(n, Conv2dSigmoidAvgPool) for n in nodes) == (2 if fuse else 0)
+        y.backward(np.ones(y.shape, np.float32))
+        results.append([y.numpy()] + [p.grad.numpy() for p in net.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+    class MySigmoid(nn.Sigmoid):
+        pass
+    assert nn.Sequential(nn.Conv2d(1, 2, 3), MySigmoid(), nn.AvgPool2d(2)).fusions("numpy") == {}

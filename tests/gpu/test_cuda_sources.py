@@ -29,7 +29,8 @@ from hypothesis import given, settings, strategies as st
 from tinyalex.kernels import conv_im2col_gpu, cuda_emulation, cuda_launch, elementwise_gpu, \
     pool_gpu
 from tinyalex.kernels import cuda_launch as plan          # the plans' shared parts
-from tinyalex.kernels.geometry import output_size as conv_output_size
+from tinyalex.kernels.geometry import conv_geometry, output_size as conv_output_size, \
+    pool_geometry
 
 
 DTYPES = (np.float32, np.float64)
@@ -45,11 +46,9 @@ def planned_plans() -> dict:
     for dtype in DTYPES:
         for bits in BITS:
             b = dict(index_bits=bits)
-            plans = [conv_im2col_gpu.im2col(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
-                     plan.LAYOUTS]
-            plans += [conv_im2col_gpu.col2im(1, 1, 3, 3, 2, 2, 1, 1, 0, 0, dtype, lay, **b) for lay in
-                      plan.LAYOUTS]
-            plans += [f(1, 3, 3, 1, 2, 2, 1, 1, 0, 0, dtype, **b) for f in
+            cg = conv_geometry((1, 1, 3, 3), (1, 1, 2, 2), 1, 1, 0, 0)
+            plans = [conv_im2col_gpu.im2col(cg, dtype, **b), conv_im2col_gpu.col2im(cg, dtype, **b)]
+            plans += [f(pool_geometry((1, 1, 3, 3), 2, 2, 1, 1, 0, 0), dtype, **b) for f in
                       (pool_gpu.max_pool_forward, pool_gpu.max_pool_backward, pool_gpu.avg_pool_forward,
                        pool_gpu.avg_pool_backward)]
             plans += [elementwise_gpu.bias_activation(2, 3, dtype, a, **b) for a in elementwise_gpu.ACTIVATIONS]
@@ -221,10 +220,11 @@ def test_plans_pack_the_arguments_each_compiled_kernel_declares(emu):
             assert emu.get_function(name).signature, name
     for dtype in DTYPES:
         for bits in BITS:
-            for p in (conv_im2col_gpu.im2col(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nhwc", index_bits=bits),
-                      conv_im2col_gpu.col2im(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, dtype, "nchw", index_bits=bits),
-                      pool_gpu.max_pool_backward(2, 5, 5, 3, 3, 3, 2, 2, 1, 1, dtype,
-                                             index_bits=bits),
+            cg = conv_geometry((2, 3, 5, 5), (1, 3, 3, 3), 1, 1, 1, 1)
+            for p in (conv_im2col_gpu.im2col(cg, dtype, index_bits=bits),
+                      conv_im2col_gpu.col2im(cg, dtype, index_bits=bits),
+                      pool_gpu.max_pool_backward(pool_geometry((2, 3, 5, 5), 3, 3, 2, 2, 1, 1),
+                                                 dtype, index_bits=bits),
                       elementwise_gpu.dropout(7, dtype, 0.3, 2, index_bits=bits),
                       elementwise_gpu.sgd_update(7, dtype, 0.1, 0.9, 1e-4, index_bits=bits),
                       elementwise_gpu.cross_entropy_backward(4, 10, dtype, index_bits=bits),
@@ -309,7 +309,8 @@ def test_the_planner_takes_64_bit_indices_past_two_to_the_31():
     # AlexNet's conv1 columns at batch 4096: 4096*55*55*363 = 4.5e9 entries
     N, C, H, W, KH, KW, SH, SW, PH, PW = 4096, 3, 224, 224, 11, 11, 4, 4, 2, 2
     OH = conv_output_size(H, KH, SH, PH)
-    big = conv_im2col_gpu.im2col(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32, "nhwc")
+    geo = conv_geometry((N, C, H, W), (1, C, KH, KW), SH, SW, PH, PW)
+    big = conv_im2col_gpu.im2col(geo, np.float32)
     assert big.kernel == "im2col_nhwc_f32_i64" and big.index_bits == 64
     total = N * OH * OH * C * KH * KW
     values = {q.name: int(q.value) for q in big.params if q.letter != "p"}
@@ -320,17 +321,18 @@ def test_the_planner_takes_64_bit_indices_past_two_to_the_31():
         assert values[name + "_d"] == d
         assert plan.divide(n, values[name + "_m"], values[name + "_s"], 64) == n // d
     # at batch 128 it fits 32 bits
-    assert conv_im2col_gpu.im2col(128, C, H, W, KH, KW, SH, SW, PH, PW, np.float32,
-                       "nhwc").kernel == "im2col_nhwc_f32_i32"
+    assert conv_im2col_gpu.im2col(conv_geometry((128, C, H, W), (1, C, KH, KW), SH, SW, PH, PW),
+                                  np.float32).kernel == "im2col_nhwc_f32_i32"
     # col2im and pooling count their input arrays too: a small result, large input
-    assert conv_im2col_gpu.col2im(N, C, H, W, KH, KW, SH, SW, PH, PW, np.float32).index_bits == 64
-    assert pool_gpu.max_pool_backward(2**16, 128, 128, 2, 64, 64, 64, 64, 0, 0,
-                                  np.float32).index_bits == 64
+    assert conv_im2col_gpu.col2im(geo, np.float32).index_bits == 64
+    assert pool_gpu.max_pool_backward(pool_geometry((2**16, 2, 128, 128), 64, 64, 64, 64, 0, 0),
+                                      np.float32).index_bits == 64
 
 
 def test_plan_args_check_every_array_before_a_launch():
-    p = conv_im2col_gpu.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float32, "nchw")
-    x, cols = np.zeros((1, 2, 4, 4), np.float32), np.zeros((16, 18), np.float32)
+    geo = conv_geometry((1, 2, 4, 4), (1, 2, 3, 3), 1, 1, 1, 1)
+    p = conv_im2col_gpu.im2col(geo, np.float32)
+    x, cols = np.zeros((1, 4, 4, 2), np.float32), np.zeros((16, 18), np.float32)
     args = p.args(x=x, cols=cols)
     assert args[0] is x and args[1] is cols and len(args) == len(p.signature)
     assert all(type(a) is plan.SCALAR_TYPES[s] for a, s in zip(args, p.signature) if s != "p")
@@ -343,11 +345,12 @@ def test_plan_args_check_every_array_before_a_launch():
     with pytest.raises(ValueError, match="missing \\['cols'\\]"):
         p.args(x=x)
     with pytest.raises(ValueError, match="float32 or float64"):
-        conv_im2col_gpu.im2col(1, 2, 4, 4, 3, 3, 1, 1, 1, 1, np.float16)
+        conv_im2col_gpu.im2col(geo, np.float16)
+    # sizes are refused once, by the geometry a plan is built from (a window op's)
     with pytest.raises(ValueError, match="does not fit"):
-        conv_im2col_gpu.im2col(1, 2, 4, 4, 7, 3, 1, 1, 1, 1, np.float32)
-    with pytest.raises(ValueError, match="KH must be an int >= 1"):
-        pool_gpu.max_pool_forward(1, 4, 4, 1, 0, 3, 1, 1, 0, 0, np.float32)
+        conv_geometry((1, 2, 4, 4), (1, 2, 7, 3), 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="KH must be a positive int"):
+        pool_geometry((1, 1, 4, 4), 0, 3, 1, 1, 0, 0)
     # an unused momentum buffer is a null pointer, as CuPy would pass it
     s = elementwise_gpu.sgd_update(3, np.float32, 0.1)
     assert s.args(p=np.zeros(3, np.float32), g=np.zeros(3, np.float32), buf=None)[2] == 0

@@ -117,30 +117,28 @@ def cl_columns(cols, C, KH, KW):
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @FEW
 @given(g=batch_geometry(), blocks=GRIDS, seed=st.integers(0, 2**32 - 1))
-def test_im2col_and_col2im_equal_the_reference_in_both_layouts(emu, dtype, bits, g, blocks,
-                                                               seed):
+def test_im2col_and_col2im_equal_the_reference(emu, dtype, bits, g, blocks, seed):
+    """The channels-last kernels against ops/im2col.py, its columns reordered (kh, kw, c)."""
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
     x = data(seed, (N, C, H, W), dtype)
     cols_ref = im2col(x, KH, KW, SH, SW, PH, PW)                # (N*OH*OW, C*KH*KW)
     gcols = data(seed + 1, cols_ref.shape, dtype)
     gx_ref = col2im(gcols, x.shape, KH, KW, SH, SW, PH, PW)     # (N, C, H, W)
-    geometry = (N, C, H, W, KH, KW, SH, SW, PH, PW, dtype)
+    geo = conv_geometry(x.shape, (1, C, KH, KW), SH, SW, PH, PW)
     opts = dict(index_bits=bits, max_blocks=blocks)
-    for layout, xin, want, gin in (
-            ("nchw", x, cols_ref, gcols),
-            ("nhwc", nhwc(x), cl_columns(cols_ref, C, KH, KW), cl_columns(gcols, C, KH, KW))):
-        cols = np.full(want.shape, np.nan, dtype)
-        plan.launch(emu, conv_im2col_gpu.im2col(*geometry, layout, **opts), x=xin, cols=cols)
-        np.testing.assert_array_equal(cols, want)
-        gx = np.full(xin.shape, np.nan, dtype)
-        plan.launch(emu, conv_im2col_gpu.col2im(*geometry, layout, **opts), cols=gin, gx=gx)
-        # the gather adds in the reference's (kh, kw) order: equal bit for bit
-        np.testing.assert_array_equal(gx if layout == "nchw" else gx.transpose(0, 3, 1, 2),
-                                      gx_ref)
+    want = cl_columns(cols_ref, C, KH, KW)
+    cols = np.full(want.shape, np.nan, dtype)
+    plan.launch(emu, conv_im2col_gpu.im2col(geo, dtype, **opts), x=nhwc(x), cols=cols)
+    np.testing.assert_array_equal(cols, want)
+    gx = np.full((N, H, W, C), np.nan, dtype)
+    plan.launch(emu, conv_im2col_gpu.col2im(geo, dtype, **opts),
+                cols=cl_columns(gcols, C, KH, KW), gx=gx)
+    # the gather adds in the reference's (kh, kw) order: equal bit for bit
+    np.testing.assert_array_equal(gx.transpose(0, 3, 1, 2), gx_ref)
 
 
 def pool_images(x, layout):
-    """(x_images (NI, H, W, CI), to_nchw) as kernels/fastset.py pools either memory order."""
+    """(x_images (NI, H, W, CI), to_nchw) as kernels/pool_gpu.py pools either memory order."""
     N, C, H, W = x.shape
     if layout == "plain":
         return np.ascontiguousarray(x).reshape(N * C, H, W, 1), \
@@ -168,7 +166,7 @@ def test_max_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed, specia
         OH, OW = y_ref.shape[2:]
         y = np.full((NI, OH, OW, CI), np.nan, dtype)
         arg = np.full((NI, OH, OW, CI), -1, np.int32)
-        sizes = (NI, H, W, CI, *win, dtype)
+        sizes = (pool_geometry((NI, CI, H, W), *win), dtype)    # the pooled images'
         opts = dict(index_bits=bits, max_blocks=blocks)
         plan.launch(emu, pool_gpu.max_pool_forward(*sizes, **opts), x=xi, y=y, argmax=arg)
         np.testing.assert_array_equal(to_nchw(y), y_ref)
@@ -194,7 +192,8 @@ def test_float32_subnormals_are_kept_as_ieee_and_the_numpy_reference_keep_them(e
     pair = np.array([0, tiny], np.float32).reshape(1, 1, 1, 2)       # one 1x2 window
     y_ref, arg_ref = max_pool_reference(pair, 1, 2, 1, 2, 0, 0)
     out, arg = np.full((1, 1, 1, 1), np.nan, np.float32), np.full((1, 1, 1, 1), -1, np.int32)
-    plan.launch(emu, pool_gpu.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+    plan.launch(emu, pool_gpu.max_pool_forward(pool_geometry((1, 1, 1, 2), 1, 2, 1, 2, 0, 0),
+                                               np.float32),
                 x=pair.reshape(1, 1, 2, 1), y=out, argmax=arg)
     assert out.item() == y_ref.item() == tiny and arg.item() == arg_ref.item() == 1
     z = np.array([[tiny, 0]], np.float32)
@@ -223,7 +222,7 @@ def test_avg_pool_equals_the_reference(emu, dtype, bits, g, blocks, seed):
         xi, to_nchw = pool_images(x, layout)
         NI, _, _, CI = xi.shape
         y = np.full((NI, *y_ref.shape[2:], CI), np.nan, dtype)
-        sizes = (NI, H, W, CI, *win, dtype)
+        sizes = (pool_geometry((NI, CI, H, W), *win), dtype)    # the pooled images'
         opts = dict(index_bits=bits, max_blocks=blocks)
         plan.launch(emu, pool_gpu.avg_pool_forward(*sizes, **opts), x=xi, y=y)
         if KH * KW < 8:     # NumPy sums rows of fewer than 8 in order, longer ones pairwise
@@ -422,14 +421,14 @@ def channels_last(x):
 
 @settings(max_examples=10)
 @given(g=batch_geometry(batch=3, channels=3, kernel=3, pad=1, stride=2, extra=3),
-       dtype=DTYPES, cl=st.booleans(), fused=st.booleans(), bias=st.booleans(),
+       dtype=DTYPES, fused=st.booleans(), bias=st.booleans(),
        kept=st.booleans(), chunks=st.booleans(), seed=st.integers(0, 2**16))
-@example(g=(1, 2, 2, 3, 2, 3, 1, 1, 0, 0), dtype=np.float32, cl=True, fused=True, bias=True,
+@example(g=(1, 2, 2, 3, 2, 3, 1, 1, 0, 0), dtype=np.float32, fused=True, bias=True,
          kept=True, chunks=False, seed=0)                   # the kernel is the whole input
-def test_conv_forward_and_backward_equal_the_reference(cuda_emulation, g, dtype, cl, fused,
+def test_conv_forward_and_backward_equal_the_reference(cuda_emulation, g, dtype, fused,
                                                        bias, kept, chunks, seed):
-    """Both column orders, with and without the fused bias + ReLU epilogue, the forward's
-    columns kept or built again in backward, one chunk or one image a chunk."""
+    """With and without the fused bias + ReLU epilogue, the forward's columns kept or
+    built again in backward, one chunk or one image a chunk, either memory order in."""
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -441,7 +440,7 @@ def test_conv_forward_and_backward_equal_the_reference(cuda_emulation, g, dtype,
     options = dict(keep_bytes=(1 << 30) if kept else 0,
                    chunk_bytes=1 if chunks else 1 << 30)       # 1 byte: one image a chunk
     k = Algorithms(cuda_emulation, **options)
-    algorithm = k.conv if cl else k.conv_ref_order
+    algorithm = k.conv
     y_ref, s_ref = conv.REFERENCE.forward(x, w, b, geo, True)
     if fused:
         y_ref = activation.RELU_REFERENCE.forward(y_ref)
@@ -464,12 +463,11 @@ def test_conv_forward_and_backward_equal_the_reference(cuda_emulation, g, dtype,
 @settings(max_examples=8)
 @given(g=batch_geometry(batch=2, channels=3, kernel=3, pad=1, stride=2, extra=3),
        dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_conv_columns_are_the_references_in_either_order(gpu, g, dtype, seed):
+def test_conv_columns_are_the_references_reordered(gpu, g, dtype, seed):
     N, C, H, W, KH, KW, SH, SW, PH, PW = g
     x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
     geo = conv_geometry(x.shape, (2, C, KH, KW), SH, SW, PH, PW)
     ref = im2col(x, KH, KW, SH, SW, PH, PW)                 # (N*OH*OW, C*KH*KW)
-    np.testing.assert_array_equal(gpu.conv_ref_order._columns(x, geo, x.dtype), ref)
     cl_ref = ref.reshape(-1, C, KH, KW).transpose(0, 2, 3, 1).reshape(ref.shape)
     np.testing.assert_array_equal(
         gpu.conv._columns(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), geo, x.dtype), cl_ref)
@@ -848,9 +846,9 @@ def test_the_fused_ops_elsewhere_give_conv_or_linear_then_relu_bit_for_bit():
 F32 = np.dtype(np.float32)
 
 
-def gpu_conv(order="kh,kw,c"):
+def gpu_conv():
     from tinyalex.kernels import conv_im2col_gpu
-    return conv_im2col_gpu.for_cupy(order)
+    return conv_im2col_gpu.for_cupy()
 
 
 def host(a):
@@ -876,19 +874,20 @@ def test_gpu_conv_im2col_col2im_match_the_reference(g, dtype, seed):
     w = rng.standard_normal((3, C, KH, KW)).astype(dtype)
     b = rng.standard_normal(3).astype(dtype)
     geo = conv_geometry(x.shape, w.shape, SH, SW, PH, PW)
-    k = gpu_conv("c,kh,kw")                     # the reference's column order
-    cols = k._columns(dev(x), geo, x.dtype)
-    np.testing.assert_array_equal(host(cols), im2col(x, KH, KW, SH, SW, PH, PW))
+    k = gpu_conv()
+    cols = k._columns(dev(np.ascontiguousarray(x.transpose(0, 2, 3, 1))), geo, x.dtype)
+    ref = im2col(x, KH, KW, SH, SW, PH, PW)                 # columns (c, kh, kw) -> (kh, kw, c)
+    np.testing.assert_array_equal(
+        host(cols), ref.reshape(-1, C, KH, KW).transpose(0, 2, 3, 1).reshape(ref.shape))
     with kernels.tf32(False):
-        for k in (gpu_conv("c,kh,kw"), gpu_conv("kh,kw,c")):
-            y_ref, s_ref = conv.REFERENCE.forward(x, w, b, geo, True)
-            y, s = k.forward(dev(x), dev(w), dev(b), geo, True)
-            tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9)
-            np.testing.assert_allclose(host(y), y_ref, **tol)
-            gy = rng.standard_normal(y.shape).astype(dtype)
-            for a, e in zip(k.backward(dev(gy), s, True, True, True),
-                            conv.REFERENCE.backward(gy, s_ref, True, True, True)):
-                np.testing.assert_allclose(host(a), e, **tol)
+        y_ref, s_ref = conv.REFERENCE.forward(x, w, b, geo, True)
+        y, s = k.forward(dev(x), dev(w), dev(b), geo, True)
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9)
+        np.testing.assert_allclose(host(y), y_ref, **tol)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        for a, e in zip(k.backward(dev(gy), s, True, True, True),
+                        conv.REFERENCE.backward(gy, s_ref, True, True, True)):
+            np.testing.assert_allclose(host(a), e, **tol)
 
 
 @on_gpu
@@ -1125,6 +1124,7 @@ def test_float32_subnormals_survive_the_gpu_kernels():
     np.testing.assert_array_equal(host(y), [tiny, 0, 0, 3 * tiny])
     pair = dev(np.array([0, tiny], np.float32))             # one image 1x2, one channel
     out, arg = cp.full(1, np.nan, np.float32), cp.full(1, -1, np.int32)
-    modules.launch(pool_gpu.max_pool_forward(1, 1, 2, 1, 1, 2, 1, 2, 0, 0, np.float32),
+    modules.launch(pool_gpu.max_pool_forward(pool_geometry((1, 1, 1, 2), 1, 2, 1, 2, 0, 0),
+                                             np.float32),
                    x=pair, y=out, argmax=arg)
     assert host(out)[0] == tiny and host(arg)[0] == 1

@@ -105,8 +105,6 @@ class Algorithms:
         self.xp = xp = EmulatedCupy()
         m, b = self.modules, dict(max_blocks=BLOCKS)
         self.conv = conv_im2col_gpu.Im2colGemmGPU(xp, m, self.gemm, **b, **conv_options)
-        self.conv_ref_order = conv_im2col_gpu.Im2colGemmGPU(xp, m, self.gemm, "c,kh,kw", **b,
-                                                            **conv_options)
         self.max, self.avg = pool_gpu.MaxPoolGPU(xp, m, **b), pool_gpu.AvgPoolGPU(xp, m, **b)
         self.relu, self.sigmoid = ew.ReluGPU(xp, m, **b), ew.SigmoidGPU(xp, m, **b)
         self.bias_activation = ew.BiasActivationGPU(xp, m, **b)
@@ -125,14 +123,13 @@ def install(monkeypatch, k: Algorithms) -> Algorithms:
         k.calls.append((a.shape, b.shape))
         return gemm(a, b, out, tf32, accumulate)
 
-    for algorithm in (k.conv, k.conv_ref_order, k.matmul):
+    for algorithm in (k.conv, k.matmul):
         algorithm.gemm = counted
     monkeypatch.setattr(B, "backend_of", lambda array: "cupy")
     monkeypatch.setattr(B, "get_array_module", lambda *arrays: np)
     monkeypatch.setattr(B, "synchronize", lambda name: None)       # the CPU has no queue
     guard_transfers(monkeypatch)
-    monkeypatch.setattr(conv_im2col_gpu, "for_cupy",
-                        lambda order="kh,kw,c": k.conv if order == "kh,kw,c" else k.conv_ref_order)
+    monkeypatch.setattr(conv_im2col_gpu, "for_cupy", lambda: k.conv)
     monkeypatch.setattr(pool_gpu, "for_cupy",
                         lambda cls: k.max if cls is pool_gpu.MaxPoolGPU else k.avg)
     by_class = {ew.ReluGPU: k.relu, ew.SigmoidGPU: k.sigmoid, ew.DropoutGPU: k.dropout,

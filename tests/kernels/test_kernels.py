@@ -1,8 +1,9 @@
 """The fast CPU algorithms (Numba) against the readable references, on hypothesis-drawn
 shapes, strides and paddings (kernel = input size and non-square included), forward
 and backward, float32 and float64, inputs in both memory orders; the choosers and the
-switches; argument checks before compiled code; and the buffer contract (no result
-ever aliases a reused workspace).
+switches; argument checks before compiled code (the window ops': at their geometry,
+tests/ops/test_geometry_contract.py); and the buffer contract (no result ever aliases
+a reused workspace).
 
 Exact equality where the fast loop adds in the reference's order (im2col, col2im,
 max pooling, ReLU, dropout); a tolerance where BLAS or a different summation order
@@ -401,35 +402,14 @@ def test_other_dtypes_run_the_reference_through_the_ops():
 
 
 def test_bad_arguments_are_refused_before_compiled_code():
+    """The geometry refuses bad sizes; the elementwise and GEMM algorithms (no geometry)
+    check their own arguments. Window ops' algorithms trust their geometry: their
+    operands and gradients are refused at the op (tests/ops/test_geometry_contract.py)."""
     x = np.zeros((2, 3, 5, 5), np.float32)
     with pytest.raises(ValueError, match="window does not fit"):
         conv_geometry(x.shape, (4, 3, 7, 7), 1, 1, 0, 0)
     with pytest.raises(ValueError, match="SH must be a positive int"):
         pool_geometry(x.shape, 2, 2, 0, 1, 0, 0)
-    g = conv_geometry(x.shape, (4, 3, 3, 3), 1, 1, 0, 0)
-    with pytest.raises(ValueError, match="col2im: inconsistent sizes"):
-        IM2COL.col2im(np.zeros((3, 4), np.float32), 0, 2, g, np.zeros(x.shape, np.float32))
-    with pytest.raises(ValueError, match="im2col: inconsistent sizes"):
-        IM2COL.columns(np.zeros((2, 3, 6, 5), np.float32), 0, 2, g, np.float32)
-    with pytest.raises(ValueError, match="im2col: inconsistent sizes"):
-        IM2COL.columns(x, 1, 3, g, np.float32)
-    pg = pool_geometry(x.shape, 2, 2, 2, 2, 0, 0)
-    y, saved = pool_cpu.MAX_POOL.forward(x, pg)
-    saved.argmax = saved.argmax[:1]
-    with pytest.raises(ValueError, match="max_pool2d backward"):
-        pool_cpu.MAX_POOL.backward(np.zeros_like(y), saved)
-    with pytest.raises(ValueError, match="avg_pool2d backward"):
-        pool_cpu.AVG_POOL.backward(np.zeros((2, 3, 9, 9), np.float32), pg)
-    for algorithm in (IM2COL, DIRECT):
-        y, s = algorithm.forward(x, np.zeros((4, 3, 3, 3), np.float32), None, g, True)
-        with pytest.raises(ValueError, match="conv2d backward: gradient of shape"):
-            algorithm.backward(np.zeros((2, 4, 2, 2), np.float32), s, True, True, False)
-    with pytest.raises(ValueError, match="winograd F\\(4,3\\) computes 3x3 stride-1"):
-        F43.forward(x, np.zeros((4, 3, 3, 3), np.float32), None,
-                    conv_geometry(x.shape, (4, 3, 3, 3), 2, 2, 1, 1), False)
-    with pytest.raises(ValueError, match="direct convolution: stride 1"):
-        DIRECT.forward(x, np.zeros((4, 3, 3, 3), np.float32), None,
-                       conv_geometry(x.shape, (4, 3, 3, 3), 2, 2, 0, 0), False)
     with pytest.raises(ValueError, match="dropout: p must lie in"):
         elementwise_cpu.DROPOUT.forward(x, 1.5, 0)
     with pytest.raises(ValueError, match="dropout: p must lie in"):

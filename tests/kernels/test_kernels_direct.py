@@ -135,3 +135,68 @@ def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_
     plain = gy.flags.c_contiguous                      # gx comes in gy's memory order
     assert (ga if plain else ga.transpose(0, 2, 3, 1)).flags.c_contiguous
     np.testing.assert_allclose(ga, pool.AVG_REFERENCE.backward(gy, pg), **tol(dtype))
+
+
+@settings(max_examples=30)
+@given(N=st.integers(1, 4), C=st.integers(1, 6), OC=st.integers(1, 6), KH=st.integers(1, 5),
+       KW=st.integers(1, 5), PH=st.integers(0, 4), PW=st.integers(0, 4),
+       dH=st.integers(0, 6), dW=st.integers(0, 6), dtype=st.sampled_from([np.float32,
+                                                                          np.float64]),
+       scale=st.sampled_from([1.0, 30.0]), bias=st.booleans(), split=st.booleans(),
+       seed=st.integers(0, 2**16))
+@example(N=3, C=1, OC=6, KH=5, KW=5, PH=2, PW=2, dH=22, dW=22, dtype=np.float32, scale=1.0,
+         bias=True, split=True, seed=0)                               # LeNet's first block
+@example(N=2, C=6, OC=16, KH=5, KW=5, PH=0, PW=0, dH=8, dW=8, dtype=np.float32, scale=1.0,
+         bias=True, split=True, seed=1)                               # LeNet's second block
+@example(N=2, C=2, OC=3, KH=3, KW=2, PH=1, PW=0, dH=3, dW=4, dtype=np.float32, scale=30.0,
+         bias=False, split=False, seed=2)                             # odd OH, saturation
+def test_fused_conv_sigmoid_avgpool_is_the_three_loops(N, C, OC, KH, KW, PH, PW, dH, dW,
+                                                       dtype, scale, bias, split, seed, parts,
+                                                       monkeypatch):
+    """The direct convolution + sigmoid + 2x2 average pooling as one loop per image
+    (``forward_sigmoid_avgpool``, ``backward_sigmoid_avgpool``) gives the numbers of
+    the three fast loops run one after the other: bit for bit in float32 (LeNet's d2l
+    figures stay as they are), to rounding in float64 (NumPy's exp against the
+    compiled one); odd output sizes (a row or column no window covers), saturated
+    sigmoids, every subset of gradients, the batch cut for threads or not."""
+    from tinyalex.kernels import elementwise_cpu
+    PH, PW = min(PH, KH - 1), min(PW, KW - 1)
+    H, W = max(1, KH - 2 * PH) + 1 + dH, max(1, KW - 2 * PW) + 1 + dW   # output >= 2x2
+    parts(split)
+    monkeypatch.setattr(cpu_threads, "MIN_PART_ELEMENTS", 1 if split else 1 << 62)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, C, H, W)) * scale).astype(dtype)
+    w = rng.standard_normal((OC, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(OC).astype(dtype) if bias else None
+    g = conv_geometry(x.shape, w.shape, 1, 1, PH, PW)
+    pg = pool_geometry((N, OC, g.OH, g.OW), 2, 2, 2, 2, 0, 0)
+    assert DIRECT.takes_sigmoid_avgpool(g, pg)
+    y, saved = DIRECT.forward_sigmoid_avgpool(x, w, b, g, pg, True)
+    c, c_saved = DIRECT.forward(x, w, b, g, True)                     # the three loops
+    s = elementwise_cpu.SIGMOID.forward(c)
+    y3, _ = pool_cpu.AVG_POOL.forward(s, pg)
+    same = np.testing.assert_array_equal if dtype == np.float32 else \
+        lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-15)
+    assert y.shape == y3.shape and y.dtype == dtype and y.flags.c_contiguous
+    same(y, y3)
+    same(saved.s, s)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gs = elementwise_cpu.SIGMOID.backward(pool_cpu.AVG_POOL.backward(gy, pg), s)
+    for need in [(True, True, bias), (False, True, bias), (True, False, False),
+                 (False, False, True)]:
+        for a, e in zip(DIRECT.backward_sigmoid_avgpool(gy, saved, *need),
+                        DIRECT.backward(gs, c_saved, *need)):
+            assert (a is None) == (e is None)
+            if a is not None:
+                same(a, e)
+
+
+def test_the_fused_loop_takes_only_2x2_pooling_after_the_direct_convolution():
+    g = conv_geometry((2, 3, 12, 12), (4, 3, 5, 5), 1, 1, 2, 2)
+    for window, takes in [((2, 2, 2, 2, 0, 0), True), ((3, 3, 2, 2, 0, 0), False),
+                          ((2, 2, 1, 1, 0, 0), False), ((2, 2, 2, 2, 1, 1), False)]:
+        pg = pool_geometry((2, 4, 12, 12), *window)
+        assert DIRECT.takes_sigmoid_avgpool(g, pg) == takes, window
+    strided = conv_geometry((2, 3, 12, 12), (4, 3, 5, 5), 2, 2, 2, 2)
+    assert not DIRECT.takes_sigmoid_avgpool(strided, pool_geometry((2, 4, 6, 6), 2, 2, 2, 2,
+                                                                   0, 0))

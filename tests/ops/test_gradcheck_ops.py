@@ -12,12 +12,14 @@ The two ops of ``tinyalex/tensor.py``, ``_Cast`` (``.float()``, ``.double()``) a
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import tinyalex
 import tinyalex.nn.functional as F
 from tinyalex import backend as B, ops
+from tinyalex.kernels import conv_direct_cpu
+from tinyalex.kernels.geometry import conv_geometry
 from tinyalex.tensor import _Cast, _Move
 from helpers.strategies import window_geometry
 from helpers.checks import BACKENDS, arr, away_from_zero, check, distinct, host, randn
@@ -66,6 +68,35 @@ def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
         else:
             assert g is None, f"the gradient of {name}, which nobody needs, was computed"
     check(lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1), x, w, b)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), OC=st.integers(1, 3),
+       geom=window_geometry(stride=1, extra=6), pool_k=st.sampled_from([2, 3]),
+       bias=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=2, C=1, OC=3, geom=(8, 8, 5, 5, 1, 1, 2, 2), pool_k=2, bias=True, seed=0)  # LeNet's 1st
+@example(N=1, C=2, OC=2, geom=(9, 6, 3, 2, 1, 1, 0, 1), pool_k=2, bias=False, seed=1)  # odd OH
+def test_conv2d_sigmoid_avg_pool2d_gradients(backend, kernel_mode, N, C, OC, geom, pool_k,
+                                             bias, seed):
+    """The convolution + sigmoid + average pooling of d2l's LeNet blocks as one op
+    (one loop per image for a 2x2 pooling after the direct convolution; the three
+    algorithms one after the other otherwise)."""
+    H, W, KH, KW, _, _, PH, PW = geom
+    OH, OW = H + 2 * PH - KH + 1, W + 2 * PW - KW + 1
+    assume(OH >= pool_k and OW >= pool_k)
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (N, C, H, W), backend)
+    w = randn(rng, (OC, C, KH, KW), backend)
+    inputs = [x, w] + ([randn(rng, (OC,), backend)] if bias else [])
+
+    def fn(*a):
+        return ops.conv.conv2d_sigmoid_avg_pool2d(*a, padding=(PH, PW), pool_kernel=pool_k,
+                                                  pool_stride=2)
+    g = conv_geometry((N, C, H, W), (OC, C, KH, KW), 1, 1, PH, PW)
+    one_loop = pool_k == 2 and ops.conv.conv2d_algorithm(g, np.dtype(np.float64), backend) \
+        is conv_direct_cpu.DIRECT               # fast mode, numpy, no 1x1 GEMM, pad < kernel
+    assert (fn(*inputs).creator.pool_geometry is not None) == one_loop
+    check(fn, *inputs)
 
 
 # -- pooling --------------------------------------------------------------------------

@@ -873,6 +873,40 @@ def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, conv_mode_restore
         np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
+FUSED_LOOPS = {"numba_direct.forward_sigmoid_avgpool", "numba_direct.sigmoid_avgpool_backward",
+               "numba_direct.weight_gradient", "numba_direct.input_gradient"}
+
+
+@settings(max_examples=15, deadline=None)
+@given(g=geometry, seed=st.integers(0, 2**16))
+def test_fused_conv_sigmoid_avgpool_loops_stay_in_bounds(guarded_loops, monkeypatch, g, seed):
+    """The direct convolution + sigmoid + 2x2 average pooling as one op (LeNet's blocks):
+    exactly its loops run, none indexes outside its arrays, and the results equal the
+    reference's (the three reference ops one after the other)."""
+    from tinyalex.kernels import conv_pointwise
+    from tinyalex.ops.conv import conv2d_sigmoid_avg_pool2d
+    monkeypatch.setattr(conv_pointwise.POINTWISE_1X1, "takes", lambda g: False)  # 1x1: a GEMM
+    PH, PW = min(g["PH"], g["KH"] - 1), min(g["PW"], g["KW"] - 1)
+    OH, OW = g["H"] + 2 * PH - g["KH"] + 1, g["W"] + 2 * PW - g["KW"] + 1
+    assume(OH >= 2 and OW >= 2)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((g["N"], g["C"], g["H"], g["W"]))
+    w = rng.standard_normal((g["OC"], g["C"], g["KH"], g["KW"]))
+    b = rng.standard_normal(g["OC"])
+    gy = rng.standard_normal((g["N"], g["OC"], OH // 2, OW // 2))
+    guarded_loops.clear()
+    out = {}
+    for mode in ("fast", "reference"):
+        with kernels.use(mode):
+            xs, ws, bs = (tinyalex.tensor(a, requires_grad=True) for a in (x, w, b))
+            y = conv2d_sigmoid_avg_pool2d(xs, ws, bs, padding=(PH, PW))
+            y.backward(gy)
+            out[mode] = (host(y), host(xs.grad), host(ws.grad), host(bs.grad))
+    assert loops_run(guarded_loops) == FUSED_LOOPS, sorted(set(guarded_loops))
+    for f, r, name in zip(out["fast"], out["reference"], ("y", "gx", "gw", "gb")):
+        np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
 @settings(max_examples=30, deadline=None)
 @given(N=st.integers(1, 2), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7),
        K=st.integers(1, 4), S=st.integers(1, 3), data_=st.data(),
@@ -939,10 +973,11 @@ def test_the_guard_catches_an_out_of_bounds_loop(guarded_loops):
 
 def test_every_compiled_loop_is_swept_but_the_float32_sigmoid():
     """The sweeps above run every compiled loop of kernels/numba_*.py as guarded Python
-    but one: the float32 sigmoid forward builds 2**n from its IEEE-754 bits with a
+    but one: the float32 sigmoid forward (its scalar ``_sigmoid32``, which the fused
+    LeNet loop runs too) builds 2**n from its IEEE-754 bits with a
     Numba intrinsic (``_float32_from_bits``), which has no Python form, so it is held
     to the reference compiled (tests/kernels/test_kernels.py, on saturating and random values)."""
-    swept = set().union(*CONV_PATHS.values()) | {
+    swept = set().union(*CONV_PATHS.values()) | FUSED_LOOPS | {
         f"numba_pool.{k}_pool_{d}" for k in ("max", "avg") for d in ("forward", "backward")} | {
         "numba_elementwise.relu_forward", "numba_elementwise.relu_backward",
         "numba_elementwise.backward", "numba_elementwise.sgd_update",
@@ -954,8 +989,7 @@ def test_every_compiled_loop_is_swept_but_the_float32_sigmoid():
     assert swept - every - {"numba_winograd_f43.input_transform6"} == set()
     from tinyalex.kernels import numba_elementwise
     with pytest.raises(Exception):       # the intrinsic cannot be called from Python
-        numba_elementwise.forward_float32.py_func(np.ones(3, np.float32),
-                                                  np.empty(3, np.float32), 0, 3)
+        numba_elementwise._sigmoid32.py_func(np.float32(1))
 
 
 # -------------------------------------------------------------- the torch tensor API

@@ -116,10 +116,13 @@ def test_a_wrong_matrix_is_reported():
 
 
 def test_bad_shapes_are_named():
-    with pytest.raises(ValueError, match="input channels"):
+    with pytest.raises(ValueError, match=r"walk_through: expected input with 3 channels "
+                                         r"\(N, 3, H, W\), got shape \(1, 2, 4, 4\)"):
         walk_through(np.zeros((1, 2, 4, 4)), np.zeros((1, 3, 3, 3)))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="walk_through: .*does not fit"):
         walk_through(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"walk_through.*4-D"):
+        walk_through(np.zeros((2, 4, 4)), np.zeros((1, 1, 3, 3)))
 
 
 def test_script_prints_checks_and_writes_pngs(tmp_path):

@@ -119,7 +119,9 @@ ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 1: RELU_POOL, 2: "fused into layer 1",
                       3: "winograd F(4,5)", 4: RELU_POOL, 5: "fused into layer 4",
                       6: "winograd F(6,3)", 8: "winograd F(6,3)", 10: "winograd F(6,3)",
                       11: RELU_POOL, 12: "fused into layer 11"}
-LENET_ALGORITHMS = {0: "direct", 2: "avg-pool loop", 3: "direct", 5: "avg-pool loop"}
+FUSED = "direct + sigmoid + avg-pool (fused)"
+LENET_ALGORITHMS = {0: FUSED, 1: "fused into layer 0", 2: "fused into layer 0",
+                    3: FUSED, 4: "fused into layer 3", 5: "fused into layer 3"}
 
 
 @pytest.mark.parametrize("build, shape, want", [
@@ -147,6 +149,9 @@ def test_the_algorithm_column_names_what_runs(build, shape, want):
         assert names <= {"im2col+GEMM (reference)", "im2col+max (reference)",
                          "im2col+max (reference), then ReLU on the pooled",
                          "im2col+mean (reference)"} and len(names) == 2
+    net.fuse = False                                # every layer on its own
+    unfused = {r["index"]: r["algorithm"] for r in layer_rows(net, shape) if r["algorithm"]}
+    assert FUSED not in unfused.values() and not any("fused" in a for a in unfused.values())
 
 
 def test_summary_reports_the_cpu_policy_and_the_policy_can_be_turned_off():

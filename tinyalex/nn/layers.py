@@ -71,6 +71,26 @@ class Conv2d(Module):
                              groups=self.groups)
         return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
 
+    def forward_sigmoid_avgpool(self, x, sigmoid, pool):
+        """``pool(sigmoid(self(x)))`` as one op, ``Conv2d+Sigmoid+AvgPool2d`` (ops/conv.py,
+        Conv2dSigmoidAvgPool); ``sigmoid`` and ``pool`` are the Sigmoid and AvgPool2d
+        layers."""
+        fn = conv.Conv2dSigmoidAvgPool(self.stride, self.padding, pool.kernel_size,
+                                       pool.stride, pool.padding, groups=self.groups,
+                                       where=f"{self.where} + {sigmoid.where} + {pool.where}")
+        return fn(x, self.weight) if self.bias is None else fn(x, self.weight, self.bias)
+
+    def algorithm_fused(self, input_shape, sigmoid, pool, dtype=np.float32,
+                        backend="numpy"):
+        """The name of the one loop that computes this layer, ``sigmoid`` and ``pool``
+        (``forward_sigmoid_avgpool``) for an input of ``input_shape``, or None where
+        the three run one after the other (their own algorithms)."""
+        fn = conv.Conv2dSigmoidAvgPool(self.stride, self.padding, pool.kernel_size,
+                                       pool.stride, pool.padding, groups=self.groups)
+        g = fn.geometry(tuple(input_shape), self.weight.shape,
+                        None if self.bias is None else self.bias.shape)
+        return fn.fused_name(g, np.dtype(dtype), backend)
+
     def algorithm(self, input_shape, dtype=np.float32, backend="numpy") -> str:
         """The name of the algorithm that computes this layer for an input of
         ``input_shape`` on ``backend`` in the current kernel mode (ops/conv.py's
@@ -227,6 +247,8 @@ class CrossEntropyLoss(Module):
 # first layer's forward_relu computes relu(layer(x)), the bias and ReLU in one kernel.
 Sequential.FUSED_PAIRS.update({(Conv2d, ReLU): "Conv2d+ReLU", (Linear, ReLU): "Linear+ReLU"})
 # The runs it computes as one op on the CPU (module.py, Sequential.fused_runs): the first
-# layer's method, called with the run's other layers. A ReLU before max pooling runs on
-# the pooled output (ops/pool.py, ReluMaxPool2d).
-Sequential.FUSED_CPU.update({(ReLU, MaxPool2d): ReLU.forward_maxpool})
+# layer's method, called with the run's other layers. d2l's LeNet blocks: one loop per
+# image (ops/conv.py); a ReLU before max pooling runs on the pooled output (ops/pool.py,
+# ReluMaxPool2d).
+Sequential.FUSED_CPU.update({(Conv2d, Sigmoid, AvgPool2d): Conv2d.forward_sigmoid_avgpool,
+                             (ReLU, MaxPool2d): ReLU.forward_maxpool})

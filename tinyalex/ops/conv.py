@@ -43,6 +43,7 @@ from ..checks import check_bytes, check_floating, check_int, pair
 from ..tensor import Function
 from .activation import activation_algorithm
 from .im2col import col2im, im2col
+from .pool import AvgPool2d
 
 
 # -- [simple version] im2col + one GEMM, the readable reference ---------------------------
@@ -231,7 +232,7 @@ CONV_RULES = (
          lambda: REFERENCE),
     Rule("backend cupy", "im2col+GEMM (kh,kw,c): channels-last columns",
          lambda g, dtype, backend: backend == "cupy",
-         lambda: conv_im2col_gpu.for_cupy("kh,kw,c")),
+         lambda: conv_im2col_gpu.for_cupy()),
     Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
          lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
     Rule(_F63.condition, _F63.name, lambda g, dtype, backend: _F63.takes(g), lambda: _F63),
@@ -351,6 +352,64 @@ class Conv2dReLU(Conv2d):
         return super().backward(self.relu.backward(gy, self.y))
 
 
+class Conv2dSigmoidAvgPool(Conv2d):
+    """``avg_pool2d(sigmoid(conv2d(x, W, b)), pool)`` as one op: d2l's LeNet blocks.
+
+    Where the direct convolution computes the layer and the pooling is 2x2 with stride
+    2 (``conv_direct_cpu``'s ``takes_sigmoid_avgpool``), one loop per image computes
+    the convolution, the sigmoid and the pooling while the image's output planes are
+    in cache, and backward turns the pooled gradient into the convolution's in one
+    pass (the pooling's share gy/4 times the sigmoid's s*(1-s)), with the numbers of
+    the three ops run one after the other. Otherwise the convolution, sigmoid and
+    pooling algorithms run one after the other. ``nn.Sequential`` calls it for a
+    Conv2d, Sigmoid, AvgPool2d run on the CPU (``Sequential.FUSED_CPU``)."""
+
+    name = "Conv2d+Sigmoid+AvgPool2d"
+
+    def __init__(self, stride=1, padding=0, pool_kernel=2, pool_stride=None, pool_padding=0,
+                 where: str = "conv2d+sigmoid+avg_pool2d", groups=1):
+        super().__init__(stride, padding, where, groups)
+        self.pool = AvgPool2d(pool_kernel, pool_stride, pool_padding, where)
+
+    def fused(self, g: ConvGeometry, algorithm: ConvAlgorithm):
+        """The pooling's geometry when one loop computes the three ops (the convolution
+        by ``algorithm``), else None."""
+        pg = self.pool.geometry((g.N, g.OC, g.OH, g.OW))
+        return pg if algorithm is _DIRECT and _DIRECT.takes_sigmoid_avgpool(g, pg) else None
+
+    def fused_name(self, g: ConvGeometry, dtype, backend: str):
+        """The name of the one loop that computes the three ops for geometry ``g``
+        (``summary``'s algorithm column), or None where they run one after the other."""
+        if self.fused(g, conv2d_algorithm(g, dtype, backend)) is None:
+            return None
+        return _DIRECT.fused_name
+
+    def forward(self, x, weight, bias=None):
+        g = self._prepare(x, weight, bias)
+        keep = any(self.needs_input_grad)
+        self.pool_geometry = self.fused(g, self.algorithm)
+        if self.pool_geometry is not None:
+            y, self.saved = _DIRECT.forward_sigmoid_avgpool(x, weight, bias, g,
+                                                            self.pool_geometry, keep)
+            return y
+        self.sigmoid = activation_algorithm("sigmoid", x.dtype, B.backend_of(x))
+        self.pool.needs_input_grad = (keep,)
+        y, self.saved = self.algorithm.forward(x, weight, bias, g, keep)
+        s = self.sigmoid.forward(y)
+        if keep:
+            self.s = s                          # the sigmoid's backward: s * (1 - s)
+        return self.pool.forward(s)
+
+    def backward(self, gy):
+        need = self.needs_input_grad
+        need_b = len(need) > 2 and need[2]
+        if self.pool_geometry is not None:
+            gx, gw, gb = _DIRECT.backward_sigmoid_avgpool(gy, self.saved, need[0], need[1],
+                                                          need_b)
+            return (gx, gw, gb) if len(need) > 2 else (gx, gw)
+        return super().backward(self.sigmoid.backward(self.pool.backward(gy), self.s))
+
+
 def check_conv_memory(where, g: ConvGeometry, itemsize) -> None:
     """The output of a convolution and one image's im2col columns must fit in memory
     (every algorithm takes a batch a few images at a time)."""
@@ -365,6 +424,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     """2-D convolution (cross-correlation, as PyTorch) of x (N, C, H, W) with
     weight (OC, C/groups, KH, KW) and optional bias (OC,)."""
     fn = Conv2d(stride, padding, groups=groups)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def conv2d_sigmoid_avg_pool2d(x, weight, bias=None, stride=1, padding=0, pool_kernel=2,
+                              pool_stride=None, pool_padding=0):
+    """``avg_pool2d(sigmoid(conv2d(x, weight, bias, stride, padding)), pool_kernel,
+    pool_stride, pool_padding)`` as one op (Conv2dSigmoidAvgPool)."""
+    fn = Conv2dSigmoidAvgPool(stride, padding, pool_kernel, pool_stride, pool_padding)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 

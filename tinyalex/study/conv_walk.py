@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyalex.kernels.geometry import output_size
+from tinyalex.kernels.geometry import conv_geometry, output_size
 
 from ..checks import pair
 from ..nn.functional import conv2d
@@ -100,20 +100,10 @@ def walk_through(x, weight, bias=None, stride=1, padding=0, gy=None) -> ConvWalk
     """
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
-    if x.ndim != 4 or weight.ndim != 4:
-        raise ValueError(f"walk_through: expected x (N, C, H, W) and weight (OC, C, KH, "
-                         f"KW), got shapes {x.shape} and {weight.shape}")
-    N, C, H, W = x.shape
-    OC, WC, KH, KW = weight.shape
-    if WC != C:
-        raise ValueError(f"walk_through: weight {weight.shape} expects {WC} input "
-                         f"channels, x {x.shape} has {C}")
     SH, SW = pair(stride, "stride", "walk_through", 1)
     PH, PW = pair(padding, "padding", "walk_through", 0)
-    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
-    if OH < 1 or OW < 1:
-        raise ValueError(f"walk_through: a {KH}x{KW} kernel does not fit the {H}x{W} "
-                         f"input with padding ({PH}, {PW})")
+    g = conv_geometry(x.shape, weight.shape, SH, SW, PH, PW, "walk_through")  # every size checked
+    N, C, H, W, OC, KH, KW, OH, OW = g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.OH, g.OW
     bias = np.zeros(OC) if bias is None else np.asarray(bias, dtype=np.float64)
     gy = np.ones((N, OC, OH, OW)) if gy is None else np.asarray(gy, dtype=np.float64)
     if bias.shape != (OC,) or gy.shape != (N, OC, OH, OW):

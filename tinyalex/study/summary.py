@@ -64,7 +64,9 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
     ``activation_bytes`` (the memory of the layer's output for the whole batch) and
     ``algorithm``: for convolution and pooling layers, the name of the algorithm that
     computes the layer on ``backend`` in the current kernel mode (the ops' choosers,
-    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else ""."""
+    e.g. ``tinyalex.ops.conv.conv2d_algorithm``), else "". Where a Sequential runs
+    layers as one loop (``fused_runs``), the first layer's row names that loop and the
+    others say "fused into layer i"."""
     shape = _check_net_and_shape(net, input_shape)
     check_bytes("summary", "the input", shape, np.dtype(dtype).itemsize,
                 "use a smaller batch")
@@ -91,8 +93,11 @@ def layer_rows(net, input_shape, backend: str = "numpy", dtype=np.float32):
                 algorithm = layer.algorithm(in_shape, dtype, backend) \
                     if hasattr(layer, "algorithm") else ""
                 if i in runs:                   # this layer and the next, one loop
-                    fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
-                                                  dtype, backend)
+                    try:
+                        fused = layer.algorithm_fused(in_shape, *layers[i + 1:i + runs[i][1]],
+                                                      dtype, backend)
+                    except (ValueError, TypeError):  # the next layers say why, in their rows
+                        fused = None
                     if fused is not None:
                         algorithm = fused
                         one_loop.add(i)
