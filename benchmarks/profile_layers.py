@@ -17,8 +17,9 @@ The layers run one by one exactly as ``net(x)`` runs them; each backward node is
 timed as the graph walk calls it. Inside the fast CPU convolutions the compiled
 loops and the GEMMs are timed as they are called (the module attributes the
 algorithms look up: ``numba_im2col.im2col``/``im2col_t``/``col2im``,
-``cpu_threads.gemm``, ``cpu_threads.run_ranges`` for Winograd's tile transforms); in
-reference mode, and on the GPU, a convolution is timed as a whole. Times are medians over
+``cpu_threads.gemm``, ``cpu_threads.run_ranges`` and ``WinogradCPU.tiles_to_pixels``
+for Winograd's tile transforms); in reference mode, and on the GPU, a convolution is
+timed as a whole. Times are medians over
 ``--steps`` steps after one warm-up step. Prints a table and writes JSON.
 """
 
@@ -87,12 +88,14 @@ def profile(model, N, steps, backend="numpy"):
 
     patched = []
     if kernels.get_mode() == "fast" and backend == "numpy":
-        from tinyalex.kernels import cpu_threads, numba_im2col
+        from tinyalex.kernels import conv_winograd_cpu, cpu_threads, numba_im2col
         for module, name, part in ((numba_im2col, "im2col", "im2col"),
                                    (numba_im2col, "im2col_t", "im2col"),
                                    (numba_im2col, "col2im", "col2im"),
                                    (cpu_threads, "gemm", "gemm"),
-                                   (cpu_threads, "run_ranges", "transforms")):
+                                   (cpu_threads, "run_ranges", "transforms"),
+                                   (conv_winograd_cpu.WinogradCPU, "tiles_to_pixels",
+                                    "transforms")):
             original = getattr(module, name)
             patched.append((module, name, original))
             setattr(module, name, clock.wrap(part, original))

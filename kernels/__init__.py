@@ -14,8 +14,9 @@ and ``backward``. The files, by algorithm and device:
 
 ===========================  =====================================================
 ``conv_im2col_cpu.py``       im2col + GEMM, a few images at a time (``numba_im2col.py``)
-``conv_winograd_cpu.py``     Winograd F(4x4, 3x3) and F(2x2, 5x5) (``numba_winograd_f43.py``,
-                             ``numba_winograd_f25.py``)
+``conv_winograd_cpu.py``     Winograd F(6x6, 3x3), F(4x4, 3x3), F(4x4, 5x5), F(3x3, 5x5) and
+                             F(2x2, 5x5) (``numba_winograd_f63.py``, ``_f43.py``, ``_f45.py``,
+                             ``_f35.py``, ``_f25.py``)
 ``conv_direct_cpu.py``       the direct convolution of stride-1 layers (``numba_direct.py``)
 ``conv_pointwise.py``        1x1 convolutions as one GEMM (no im2col)
 ``conv_grouped_cpu.py``      grouped convolution: one im2col, one batched GEMM over groups

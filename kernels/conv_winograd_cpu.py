@@ -1,9 +1,10 @@
 """3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering on the CPU:
-F(4x4, 3x3) for AlexNet's conv3-5 and F(3x3, 5x5) for its conv2, the results of
-im2col + GEMM with 4 and 4.6 times fewer multiplications (letters as in the Notation
-of ``tinyalex/ops/im2col.py``; tile loops in ``numba_winograd_f43.py``,
-``numba_winograd_f35.py`` and ``numba_winograd_f25.py``: F(2x2, 5x5), 2.8 times fewer,
-the simpler 5x5 set, which the chooser no longer picks).
+F(6x6, 3x3) for AlexNet's conv3-5 and F(4x4, 5x5) for its conv2 (F(4x4, 3x3) and
+F(3x3, 5x5) for the layers whose maps their smaller tiles cover with fewer products),
+the results of im2col + GEMM with 5, 6.25, 4 and 4.6 times fewer multiplications
+(letters as in the Notation of ``tinyalex/ops/im2col.py``; tile loops in
+``numba_winograd_f63.py``, ``_f45.py``, ``_f43.py``, ``_f35.py`` and ``_f25.py``:
+F(2x2, 5x5), 2.8 times fewer, the simpler 5x5 set, which the chooser no longer picks).
 
 The idea (Lavin and Gray, 2016), for F(m x m, r x r): the m x m block of outputs of an
 r x r filter g needs the n x n input patch d around it (n = m + r - 1), and equals
@@ -19,20 +20,27 @@ n*n positions is a matrix product, so a layer is
     M[k] (T, OC)  = V[k] @ U[k].T                  k = 0..n*n-1: n*n GEMMs
     y             = output transform of M          (T, m x m, OC) -> (N, OH, OW, OC)
 
-Backward, by the same algebra:
+Backward, by the same algebra, from the output gradient's transform, once per chunk:
 
-    gU[k] (OC, C) = gM[k]^T (OC, T) @ V[k] (T, C),  gM = grad-output transform of gy
-    gW            = G^T gU G
-    gx            = the same convolution of gy, padded by r - 1 - P, with the filters
-                    turned by 180 degrees and their in/out channels swapped
+    gM[k] (T, OC) = A g A^T for every tile g of gy (the output transform's adjoint)
+    gU[k] (OC, C) = gM[k]^T (OC, T) @ V[k] (T, C),   gW = G^T gU G
+    gV[k] (T, C)  = gM[k] (T, OC) @ U[k] (OC, C)      (the forward's product, transposed)
+    gx            = B gV B^T for every tile, added onto the pixels of its patch
+                    (the input transform's adjoint; the patches overlap by r - 1)
 
 F(4x4, 3x3) and F(2x2, 5x5) use 6x6 tiles (36 GEMMs) and the matrices of Toom-Cook
 at the points 0, 1, -1, 2, -2 and infinity (the same B^T); F(3x3, 5x5) 7x7 tiles (49
-GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity (a test checks that each set
-computes a correlation). Larger tiles need fewer products per output (F(4x4, 3x3) 36
-per 16, F(3x3, 5x5) 49 per 9) at the price of larger constants (up to 8 in A^T, 1/60
-in G) and so a larger float32 rounding error: the tests hold it to 1e-4 of the
-output's scale at AlexNet's widths. A batch is processed
+GEMMs) and the points 0, 1, -1, 2, -2, 1/2 and infinity; F(6x6, 3x3) and F(4x4, 5x5)
+8x8 tiles (64 GEMMs) and those points and -1/2 (the same B^T; a test checks that each
+set computes a correlation). Larger tiles need fewer products per output (F(4x4,
+3x3) 36 per 16, F(6x6, 3x3) 64 per 36, F(3x3, 5x5) 49 per 9, F(4x4, 5x5) 64 per 16)
+at the price of larger constants (up to 32 in A^T, 1/90 in G) and so a larger
+float32 rounding error: the tests hold it to 1e-4 of the output's scale at
+AlexNet's widths. A larger tile also wastes more of itself past the edge of a map:
+the 8x8 sets take a layer only where their tiles need fewer products than the
+smaller set's (``rival``: on 12x12 maps 4 tiles of 64 against F(4x4, 3x3)'s 9 of 36,
+on 7x7 maps 4 of 64 against 4 of 36; on 26x26 maps 49 of 64 against F(3x3, 5x5)'s
+81 of 49). A batch is processed
 a few images at a time so that V and M stay small (``CHUNK_BYTES``). Images are
 channels-last, as the GEMMs leave them.
 """
@@ -43,12 +51,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43
+from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43, \
+    numba_winograd_f45, numba_winograd_f63
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
 
-CHUNK_BYTES = 8 << 20        # transformed tiles per GEMM batch (V or M)
+CHUNK_BYTES = 16 << 20       # transformed tiles per GEMM batch (V or M)
 MIN_CHANNELS = 96            # below, the direct convolution is faster: Winograd's GEMMs
                              # are too thin (benchmarks/README.md)
 
@@ -94,6 +103,42 @@ BT35 = np.array([[-2, 4, 5 / 2, -5, -1 / 2, 1, 0],
                  [0, -1, 5 / 2, 0, -5 / 2, 1, 0],
                  [0, 4, 0, -5, 0, 1, 0],
                  [0, -2, 4, 5 / 2, -5, -1 / 2, 1]])
+# F(6, 3): 8x8 tiles, the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity, by the same
+# rules as F(3, 5).
+AT63 = np.array([[1, 1, 1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0],
+                 [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
+                 [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0],
+                 [0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0],
+                 [0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1]])
+G63 = np.array([[-1, 0, 0],
+                [-2 / 9, -2 / 9, -2 / 9],
+                [-2 / 9, 2 / 9, -2 / 9],
+                [1 / 90, 1 / 45, 2 / 45],
+                [1 / 90, -1 / 45, 2 / 45],
+                [32 / 45, 16 / 45, 8 / 45],
+                [32 / 45, -16 / 45, 8 / 45],
+                [0, 0, 1]])
+BT63 = np.array([[-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0],
+                 [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+                 [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0],
+                 [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+                 [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0],
+                 [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+                 [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+                 [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]])
+# F(4, 5): F(6, 3)'s eight points and B^T, 4 outputs of a 5-tap filter.
+AT45 = AT63[:4].copy()
+AT45[3, 7] = 1
+G45 = np.array([[-1, 0, 0, 0, 0],
+                [-2 / 9, -2 / 9, -2 / 9, -2 / 9, -2 / 9],
+                [-2 / 9, 2 / 9, -2 / 9, 2 / 9, -2 / 9],
+                [1 / 90, 1 / 45, 2 / 45, 4 / 45, 8 / 45],
+                [1 / 90, -1 / 45, 2 / 45, -4 / 45, 8 / 45],
+                [32 / 45, 16 / 45, 8 / 45, 4 / 45, 2 / 45],
+                [32 / 45, -16 / 45, 8 / 45, -4 / 45, 2 / 45],
+                [0, 0, 0, 0, 1]])
+BT45 = BT63
 
 
 @dataclass
@@ -108,45 +153,53 @@ class WinogradCPU:
     """Winograd F(m x m, r x r) with the tile loops of ``loops`` (a numba_winograd_*
     module, looked up at each call)."""
 
-    def __init__(self, m: int, r: int, AT, G, BT, loops):
+    def __init__(self, m: int, r: int, AT, G, BT, loops, rival=None):
         self.m, self.r, self.n = m, r, m + r - 1
         self.name = f"winograd F({m},{r})"
         self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
         self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
         self.chunk_bytes = CHUNK_BYTES
         self.min_channels = MIN_CHANNELS
+        self.rival = rival                         # takes only layers it needs fewer
+                                                   # products for than this set
+
+    def products(self, g: ConvGeometry) -> int:
+        """Multiplications per image and channel pair: tiles times n*n."""
+        return -(-g.OH // self.m) * -(-g.OW // self.m) * self.n * self.n
 
     def takes(self, g: ConvGeometry) -> bool:
-        """The layers it computes: r x r filters, stride 1, padding below r, and at least
-        ``min_channels`` channels in and out."""
+        """The layers it computes: r x r filters, stride 1, padding below r, at least
+        ``min_channels`` channels in and out (and fewer products than ``rival``)."""
         r = self.r
         return g.KH == r and g.KW == r and g.SH == 1 and g.SW == 1 and g.PH < r \
-            and g.PW < r and min(g.C, g.OC) >= self.min_channels
+            and g.PW < r and min(g.C, g.OC) >= self.min_channels \
+            and (self.rival is None or self.products(g) < self.rival.products(g))
 
     @property
     def condition(self) -> str:
         """``takes`` in words, for the chooser's table (ops/conv.py)."""
         r = self.r
-        return f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
+        words = f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
+        return words + (f", fewer products than {self.rival.name[9:]}" if self.rival else "")
 
     # -- the filter transforms: one GEMM each ------------------------------------------
-    def filter_transform(self, w, dtype, turn=False):
-        """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter. With ``turn``,
-        each filter is first turned by 180 degrees (for the input gradient): reversing
-        the r*r taps of a row-major filter is that turn."""
+    def filter_transform(self, w, dtype):
+        """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter."""
         OC, C, r, _ = w.shape
         wr = w.reshape(OC * C, r * r)                  # (OC*C, r*r), a view when contiguous
-        if turn:
-            wr = wr[:, ::-1]
         GG = self.GG.astype(dtype)
-        return (GG @ wr.T).reshape(GG.shape[0], OC, C)  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+        U = np.empty((GG.shape[0], OC * C), dtype=dtype)
+        cpu_threads.gemm(GG, wr.T, U)                  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+        return U.reshape(GG.shape[0], OC, C)
 
     def filter_gradient(self, gU, dtype):
         """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G."""
         nn, OC, C = gU.shape
         r = self.r
+        gW = np.empty((OC * C, r * r), dtype=dtype)
         # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
-        return (gU.reshape(nn, OC * C).T @ self.GG.astype(dtype)).reshape(OC, C, r, r)
+        cpu_threads.gemm(gU.reshape(nn, OC * C).T, self.GG.astype(dtype), gW)
+        return gW.reshape(OC, C, r, r)
 
     def _images_per_chunk(self, N, tiles_per_image, channels, itemsize):
         per_image = self.n * self.n * tiles_per_image * channels * itemsize
@@ -177,51 +230,68 @@ class WinogradCPU:
                                    TH, TW, b, bias is not None, y2)
         return yh
 
-    def weight_gradient(self, xh, gyh, PH, PW):
-        """gW (OC, C, r, r) from channels-last xh (N, H, W, C) and gyh (N, OH, OW, OC)."""
+    def gradients(self, xh, gyh, weight, PH, PW, need_x=True, need_w=True):
+        """(gW, gx): gW (OC, C, r, r) and channels-last gx (N, H, W, C) (None where not
+        needed) from xh (N, H, W, C), gyh (N, OH, OW, OC) and the filters, in one pass
+        over the batch. Each chunk's output gradient is transformed once, gM (n*n, T,
+        OC), and serves both: gU[k] = gM[k]^T V[k] for the filters, and gV[k] = gM[k]
+        U[k] (the forward's product, transposed) for the input, whose tiles go back to
+        the pixels by the input transform's adjoint, B gV B^T, added over the
+        overlapping patches."""
         N, H, W, C = xh.shape
         _, OH, OW, OC = gyh.shape
         m, nn = self.m, self.n * self.n
         TH, TW = -(-OH // m), -(-OW // m)
         dt = xh.dtype
         zero = dt.type(0)
-        # The chunks' parts are summed in the transformed domain, gU (n*n, OC, C), and
-        # turned back once, when that sum is small; when it is larger than a chunk
-        # (F(4,3) on 384 channels), each part goes back to the filter domain at once and
-        # the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a GEMM
-        # per chunk, too much for conv2's 5x5 sets, which take one or two images a chunk.
+        # The chunks' parts of gW are summed in the transformed domain, gU (n*n, OC, C),
+        # and turned back once, when that sum is small; when it is larger than a chunk
+        # (F(4,3) on 384 channels), each part goes back to the filter domain at once
+        # and the sum is gW (OC, C, r, r), a quarter of the size. Turning back costs a
+        # GEMM per chunk, too much for conv2's 5x5 sets, which take one or two images
+        # a chunk.
         in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
-        gU = None if in_filters else np.zeros((nn, OC, C), dtype=dt)   # (n*n, OC, C)
+        gU = np.zeros((nn, OC, C), dtype=dt) if need_w and not in_filters else None
         gW = None                                                  # (OC, C, r, r)
+        U = self.filter_transform(weight, dt) if need_x else None  # (n*n, OC, C)
+        gxh = np.zeros((N, H, W, C), dtype=dt) if need_x else None
         nb = self._images_per_chunk(N, TH * TW, max(C, OC), dt.itemsize)
         for n0 in range(0, N, nb):
             n1 = min(N, n0 + nb)
             T = (n1 - n0) * TH * TW
             V = WORKSPACE.get(np, "wino_V", (nn, T, C), dt)         # (n*n, T, C)
             gM = WORKSPACE.get(np, "wino_M", (nn, T, OC), dt)       # (n*n, T, OC)
-            part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
-            x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)           # ((n1-n0)*H, W*C)
-            cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W, C,
-                                   PH, PW, TH, TW, V, zero)
             gy2 = gyh[n0:n1].reshape((n1 - n0) * OH, OW * OC)      # ((n1-n0)*OH, OW*OC)
             cpu_threads.run_ranges(self.loops.grad_output_transform, T, gy2, n1 - n0, OH,
                                    OW, OC, TH, TW, gM, zero)
-            cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
-            if not in_filters:
-                gU += part
-            elif gW is None:
-                gW = self.filter_gradient(part, dt)                # (OC, C, r, r)
-            else:
-                gW += self.filter_gradient(part, dt)
-        return gW if in_filters else self.filter_gradient(gU, dt)
+            if need_w:
+                part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
+                x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)       # ((n1-n0)*H, W*C)
+                cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W,
+                                       C, PH, PW, TH, TW, V, zero)
+                cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
+                if not in_filters:
+                    gU += part
+                elif gW is None:
+                    gW = self.filter_gradient(part, dt)            # (OC, C, r, r)
+                else:
+                    gW += self.filter_gradient(part, dt)
+            if need_x:
+                cpu_threads.gemm(gM, U, V)  # gV (n*n, T, C) = (n*n, T, OC) @ (n*n, OC, C), in V's place
+                gx2 = gxh[n0:n1].reshape((n1 - n0) * H, W * C)
+                self.tiles_to_pixels(V, n1 - n0, H, W, C, PH, PW, TH, TW, gx2)
+        if need_w and not in_filters:
+            gW = self.filter_gradient(gU, dt)
+        return gW, gxh
 
-    def input_gradient(self, gyh, w, PH, PW, H, W):
-        """gx (N, H, W, C): the convolution of gy padded by r-1-P with the turned filters."""
-        r = self.r
-        # filters turned by 180 degrees, in/out channels swapped: the conv from OC
-        # channels to C takes U'[k] (C, OC) = U_turned[k].T: (n*n, OC, C) -> (n*n, C, OC)
-        U = self.filter_transform(w, gyh.dtype, turn=True).transpose(0, 2, 1)
-        return self.conv(gyh, U, None, r - 1 - PH, r - 1 - PW, H, W)
+    def tiles_to_pixels(self, gV, images, H, W, C, PH, PW, TH, TW, gx2):
+        """gx2 (images*H, W*C) += the input transform's adjoint of gV (n*n, T, C), a
+        thread taking whole images (their patches overlap)."""
+        tiles = TH * TW
+        cpu_threads.split(images, tiles * self.n * self.n * C, lambda i0, i1:
+                          self.loops.input_gradient_transform(gV, images, H, W, C, PH, PW,
+                                                              TH, TW, gx2, i0 * tiles,
+                                                              i1 * tiles))
 
     # -- the algorithm: forward and backward of a layer ----------------------------------
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
@@ -237,12 +307,15 @@ class WinogradCPU:
         g = s.g
         gyh = as_nhwc(np, gy)                                       # (N, OH, OW, OC)
         gb = gyh.reshape(-1, g.OC).sum(axis=0) if need_b else None  # (OC,)
-        gw = self.weight_gradient(s.xh, gyh, g.PH, g.PW) if need_w else None
-        gx = (self.input_gradient(gyh, s.weight, g.PH, g.PW, g.H, g.W)
-              .transpose(0, 3, 1, 2) if need_x else None)           # (N, C, H, W) view
+        gw = gxh = None
+        if need_x or need_w:
+            gw, gxh = self.gradients(s.xh, gyh, s.weight, g.PH, g.PW, need_x, need_w)
+        gx = gxh.transpose(0, 3, 1, 2) if need_x else None          # (N, C, H, W) view
         return gx, gw, gb
 
 
 WINOGRAD_F43 = WinogradCPU(4, 3, AT43, G43, BT43, numba_winograd_f43)
 WINOGRAD_F25 = WinogradCPU(2, 5, AT25, G25, BT25, numba_winograd_f25)
 WINOGRAD_F35 = WinogradCPU(3, 5, AT35, G35, BT35, numba_winograd_f35)
+WINOGRAD_F63 = WinogradCPU(6, 3, AT63, G63, BT63, numba_winograd_f63, rival=WINOGRAD_F43)
+WINOGRAD_F45 = WinogradCPU(4, 5, AT45, G45, BT45, numba_winograd_f45, rival=WINOGRAD_F35)

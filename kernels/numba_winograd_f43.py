@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .numba_winograd_f25 import input_transform6
+from .numba_winograd_f25 import _patch_row, input_gradient_transform6, input_transform6
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -57,37 +57,56 @@ def input_transform(x2, N, H, W, C, PH, PW, TH, TW, V, zero, t0, t1):
 
 
 @njit(cache=True, nogil=True)
+def input_gradient_transform(gV, N, H, W, C, PH, PW, TH, TW, gx2, t0, t1):
+    """gx2 (N*H, W*C) += B gV_t B^T for every tile t: the adjoint of ``input_transform``
+    (``numba_winograd_f25.input_gradient_transform6`` with a step of 4)."""
+    return input_gradient_transform6(gV, N, H, W, C, PH, PW, TH, TW, 4, gx2, t0, t1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _a_row(src, r, o, C, tmp, i):
+    """tmp[4b + i, c] = (g A^T)[i, b]: A along row i of the 4x4 output gradient, whose
+    four pixels are src[r, o + j*C + c]."""
+    for c in range(C):
+        tmp[i, c], tmp[4 + i, c], tmp[8 + i, c], tmp[12 + i, c], tmp[16 + i, c], \
+            tmp[20 + i, c] = _a(src[r, o + c], src[r, o + C + c], src[r, o + 2 * C + c],
+                                src[r, o + 3 * C + c])
+
+
+# Two passes through a scratch array, along the rows of a tile first, then down its
+# columns: the order that lets the compiler's vector code run (numba_winograd_f25.py).
+
+@njit(cache=True, nogil=True)
 def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
     """y2 (N*OH, OW*OC) = A^T m A (+ bias) for every tile's 6x6 product m, cropped to
     the output."""
-    tmp = np.empty((24, OC), dtype=M.dtype)              # tmp[6i + b] = (A^T m)[i, b]
+    tmp = np.empty((24, OC), dtype=M.dtype)              # tmp[6j + a] = (m A)[a, j]
     for t in range(t0, t1):
         n = t // (TH * TW)
         oh, ow = 4 * ((t // TW) % TH), 4 * (t % TW)
-        for b in range(6):                               # down each column b of m
-            m0, m1, m2, m3, m4, m5 = M[b, t], M[6 + b, t], M[12 + b, t], M[18 + b, t], \
-                M[24 + b, t], M[30 + b, t]
-            u0, u1, u2, u3 = tmp[b], tmp[6 + b], tmp[12 + b], tmp[18 + b]
+        for a in range(6):                               # along each row a of m
+            m0, m1, m2, m3, m4, m5 = M[6 * a, t], M[6 * a + 1, t], M[6 * a + 2, t], \
+                M[6 * a + 3, t], M[6 * a + 4, t], M[6 * a + 5, t]
+            u0, u1, u2, u3 = tmp[a], tmp[6 + a], tmp[12 + a], tmp[18 + a]
             for c in range(OC):
                 u0[c], u1[c], u2[c], u3[c] = _at(m0[c], m1[c], m2[c], m3[c], m4[c], m5[c])
-        cols = min(4, OW - ow)                           # output columns of this tile
-        for i in range(min(4, OH - oh)):                 # then along each output row i
-            s0, s1, s2, s3, s4, s5 = tmp[6 * i], tmp[6 * i + 1], tmp[6 * i + 2], \
-                tmp[6 * i + 3], tmp[6 * i + 4], tmp[6 * i + 5]
-            row = y2[n * OH + oh + i]                    # (OW*OC,)
-            if cols == 4:
-                o0, o1, o2, o3 = row[ow * OC:(ow + 1) * OC], row[(ow + 1) * OC:(ow + 2) * OC], \
-                    row[(ow + 2) * OC:(ow + 3) * OC], row[(ow + 3) * OC:(ow + 4) * OC]
+        rows, r0 = min(4, OH - oh), n * OH + oh          # output rows of this tile
+        for j in range(min(4, OW - ow)):                 # then down each output column j
+            s0, s1, s2, s3, s4, s5 = tmp[6 * j], tmp[6 * j + 1], tmp[6 * j + 2], \
+                tmp[6 * j + 3], tmp[6 * j + 4], tmp[6 * j + 5]
+            o = (ow + j) * OC
+            if rows == 4:
                 for c in range(OC):
                     b_ = bias[c] if use_bias else bias[0] - bias[0]
                     y0, y1, y2_, y3 = _at(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c])
-                    o0[c], o1[c], o2[c], o3[c] = y0 + b_, y1 + b_, y2_ + b_, y3 + b_
-            else:                                        # a partial tile at the right edge
+                    y2[r0, o + c], y2[r0 + 1, o + c], y2[r0 + 2, o + c], \
+                        y2[r0 + 3, o + c] = y0 + b_, y1 + b_, y2_ + b_, y3 + b_
+            else:                                        # a partial tile at the bottom
                 for c in range(OC):
                     b_ = bias[c] if use_bias else bias[0] - bias[0]
                     y = _at(s0[c], s1[c], s2[c], s3[c], s4[c], s5[c])
-                    for j in range(cols):
-                        row[(ow + j) * OC + c] = y[j] + b_
+                    for i in range(rows):
+                        y2[r0 + i, o + c] = y[i] + b_
     return y2
 
 
@@ -95,26 +114,25 @@ def output_transform(M, N, OH, OW, OC, TH, TW, bias, use_bias, y2, t0, t1):
 def grad_output_transform(gy2, N, OH, OW, OC, TH, TW, gM, zero, t0, t1):
     """gM[6a+b, t, oc] = (A g A^T)[a, b] for the 4x4 output gradient g of tile t (zero
     where the tile runs past the output)."""
-    tmp = np.empty((24, OC), dtype=gM.dtype)              # tmp[4a + j] = (A g)[a, j]
-    zeros = np.full(OC, zero, dtype=gM.dtype)
+    tmp = np.empty((24, OC), dtype=gM.dtype)             # tmp[4b + i] = (g A^T)[i, b]
+    pad = np.empty((1, 4 * OC), dtype=gM.dtype)          # an edge tile's row, zero-padded
     for t in range(t0, t1):
         n = t // (TH * TW)
         oh, ow = 4 * ((t // TW) % TH), 4 * (t % TW)
-        for j in range(4):                               # down each column j of g
-            w = ow + j
-            g = [zeros] * 4                              # g's rows, zero past the output
-            if w < OW:
-                for i in range(min(4, OH - oh)):
-                    g[i] = gy2[n * OH + oh + i, w * OC:(w + 1) * OC]
-            g0, g1, g2, g3 = g[0], g[1], g[2], g[3]
-            u0, u1, u2, u3, u4, u5 = tmp[j], tmp[4 + j], tmp[8 + j], tmp[12 + j], \
-                tmp[16 + j], tmp[20 + j]
-            for c in range(OC):
-                u0[c], u1[c], u2[c], u3[c], u4[c], u5[c] = _a(g0[c], g1[c], g2[c], g3[c])
-        for a in range(6):                               # then along each row a
-            p0, p1, p2, p3 = tmp[4 * a], tmp[4 * a + 1], tmp[4 * a + 2], tmp[4 * a + 3]
-            v0, v1, v2, v3, v4, v5 = gM[6 * a, t], gM[6 * a + 1, t], gM[6 * a + 2, t], \
-                gM[6 * a + 3, t], gM[6 * a + 4, t], gM[6 * a + 5, t]
+        for i in range(4):                               # along each row i of g
+            if oh + i >= OH:                             # past the output: zero
+                for b in range(6):
+                    tmp[4 * b + i] = zero
+                continue
+            r, o, padded = _patch_row(gy2, n, OH, OW, OC, oh + i, ow, 4, pad)
+            if padded:
+                _a_row(pad, r, o, OC, tmp, i)
+            else:
+                _a_row(gy2, r, o, OC, tmp, i)
+        for b in range(6):                               # then down each column b
+            p0, p1, p2, p3 = tmp[4 * b], tmp[4 * b + 1], tmp[4 * b + 2], tmp[4 * b + 3]
+            v0, v1, v2, v3, v4, v5 = gM[b, t], gM[6 + b, t], gM[12 + b, t], \
+                gM[18 + b, t], gM[24 + b, t], gM[30 + b, t]
             for c in range(OC):
                 v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _a(p0[c], p1[c], p2[c], p3[c])
     return gM

@@ -34,8 +34,9 @@ from helpers.strategies import batch_geometry
 
 EXAMPLES = 25
 IM2COL = conv_im2col_cpu.IM2COL_GEMM
-F43, F25, F35 = (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25,
-                 conv_winograd_cpu.WINOGRAD_F35)
+F43, F25, F35, F63, F45 = (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F25,
+                           conv_winograd_cpu.WINOGRAD_F35, conv_winograd_cpu.WINOGRAD_F63,
+                           conv_winograd_cpu.WINOGRAD_F45)
 DIRECT = conv_direct_cpu.DIRECT
 REF = conv.REFERENCE
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -153,7 +154,7 @@ def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed, mo
 
 
 @settings(max_examples=40)
-@given(winograd=st.sampled_from(["F43", "F25", "F35"]), N=st.integers(1, 3),
+@given(winograd=st.sampled_from(["F43", "F25", "F35", "F63", "F45"]), N=st.integers(1, 3),
        C=st.integers(1, 5), OC=st.integers(1, 5), H=st.integers(1, 11), W=st.integers(1, 11),
        PH=st.integers(0, 4), PW=st.integers(0, 4), dtype=DTYPES, cl=st.booleans(),
        bias=st.booleans(), small=st.booleans(), seed=st.integers(0, 2**16))
@@ -167,12 +168,20 @@ def test_im2col_gemm_conv_matches_the_reference(g, OC, dtype, cl, bias, seed, mo
          bias=True, small=True, seed=1)           # 26 = 8 * 3 + 2: partial F(3, 5) tiles
 @example(winograd="F35", N=1, C=2, OC=3, H=7, W=9, PH=1, PW=0, dtype=np.float64, cl=False,
          bias=False, small=False, seed=3)
+@example(winograd="F63", N=2, C=3, OC=4, H=12, W=12, PH=1, PW=1, dtype=np.float32, cl=True,
+         bias=True, small=True, seed=4)           # 3x3 on 12x12: AlexNet's, 2x2 tiles
+@example(winograd="F63", N=1, C=2, OC=3, H=13, W=8, PH=2, PW=0, dtype=np.float64, cl=False,
+         bias=True, small=False, seed=5)                            # partial F(6, 3) tiles
+@example(winograd="F45", N=2, C=3, OC=4, H=26, W=26, PH=2, PW=2, dtype=np.float32, cl=True,
+         bias=True, small=True, seed=6)           # 5x5 on 26x26: AlexNet's, 7x7 tiles
+@example(winograd="F45", N=1, C=2, OC=3, H=9, W=11, PH=4, PW=1, dtype=np.float64, cl=False,
+         bias=False, small=False, seed=7)                           # partial F(4, 5) tiles
 def test_winograd_conv_matches_the_reference(winograd, N, C, OC, H, W, PH, PW, dtype, cl,
                                              bias, small, seed, monkeypatch):
     """3x3 and 5x5 stride-1 layers by Winograd F(mxm, rxr): odd sizes (partial tiles),
     every padding below r, one image per chunk or all at once; any channel count
     (``takes`` would refuse fewer than 96, which is only a speed rule)."""
-    algorithm = {"F43": F43, "F25": F25, "F35": F35}[winograd]
+    algorithm = {"F43": F43, "F25": F25, "F35": F35, "F63": F63, "F45": F45}[winograd]
     r = algorithm.r
     PH, PW = min(PH, r - 1), min(PW, r - 1)
     assume(H + 2 * PH >= r and W + 2 * PW >= r)
@@ -187,7 +196,7 @@ def test_winograd_conv_matches_the_reference(winograd, N, C, OC, H, W, PH, PW, d
               needs=[(True, True, bias), (False, True, False), (True, False, bias)])
 
 
-@pytest.mark.parametrize("algorithm", [F43, F25, F35], ids=lambda a: a.name)
+@pytest.mark.parametrize("algorithm", [F43, F25, F35, F63, F45], ids=lambda a: a.name)
 def test_winograd_matrices_compute_a_correlation(algorithm):
     """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d (m+r-1 values) with g (r):
     its m outputs."""
@@ -220,11 +229,14 @@ def test_winograd43_matrices_are_toom_cook_at_0_1_minus1_2_minus2_inf():
 
 @pytest.mark.parametrize("algorithm, module", [(F25, "numba_winograd_f25"),
                                                (F43, "numba_winograd_f43"),
-                                               (F35, "numba_winograd_f35")])
+                                               (F35, "numba_winograd_f35"),
+                                               (F63, "numba_winograd_f63"),
+                                               (F45, "numba_winograd_f45")])
 def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
-    """numba_winograd_f25.py and numba_winograd_f35.py write B^T d, A^T m and A g of
-    F(2, 5) and F(3, 5) out by hand, and numba_winograd_f43.py A^T m and A g of F(4, 3)
-    (its B^T is F(2, 5)'s): the matrices."""
+    """numba_winograd_f25.py, numba_winograd_f35.py and numba_winograd_f63.py write B^T d,
+    its adjoint B u, A^T m and A g of F(2, 5), F(3, 5) and F(6, 3) out by hand, and
+    numba_winograd_f43.py and numba_winograd_f45.py A^T m and A g of F(4, 3) and
+    F(4, 5) (their B^T is F(2, 5)'s and F(6, 3)'s): the matrices."""
     loops = importlib.import_module(f"tinyalex.kernels.{module}")
     m, r = algorithm.m, algorithm.r
     rng = np.random.default_rng(7)
@@ -232,6 +244,8 @@ def test_written_out_winograd_transforms_are_the_matrices(algorithm, module):
         d, g = rng.standard_normal(m + r - 1), rng.standard_normal(m)
         if hasattr(loops, "_bt"):
             np.testing.assert_allclose(loops._bt(*d), algorithm.BT @ d, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(loops._btT(*d), algorithm.BT.T @ d, rtol=1e-12,
+                                       atol=1e-12)
         np.testing.assert_allclose(loops._at(*d), algorithm.AT @ d, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(loops._a(*g), algorithm.AT.T @ g, rtol=1e-12, atol=1e-12)
 
@@ -256,39 +270,64 @@ def test_winograd35_matrices_are_toom_cook_at_0_1_minus1_2_minus2_half_inf():
     np.testing.assert_allclose(F35.BT, bt, rtol=0, atol=1e-15)
 
 
-def test_winograd35_float32_error_at_alexnets_5x5_layer():
-    """F(3x3, 5x5) at AlexNet's conv2 (96 -> 256 channels, 26x26: partial tiles,
-    post-ReLU data, He-scaled filters): the output and both gradients stay within 1e-4
-    of the output's scale of the float64 reference, as F(4x4, 3x3) below."""
+@pytest.mark.parametrize("algorithm", [F63, F45], ids=lambda a: a.name)
+def test_8x8_tile_matrices_are_toom_cook_at_0_1_minus1_2_minus2_halves_inf(algorithm):
+    """A^T, G and B^T of F(6, 3) and F(4, 5) from the points 0, 1, -1, 2, -2, 1/2, -1/2
+    and infinity, by F(3, 5)'s rules."""
+    m, r = algorithm.m, algorithm.r
+    p = np.array([0.0, 1, -1, 2, -2, 0.5, -0.5])
+    at = np.zeros((m, 8))
+    at[:, :7] = p[None, :] ** np.arange(m)[:, None]
+    at[m - 1, 7] = 1
+    g, bt = np.zeros((8, r)), np.zeros((8, 8))
+    for j in range(7):
+        others = np.delete(p, j)
+        g[j] = p[j] ** np.arange(r) / np.prod(p[j] - others)
+        bt[j, :7] = np.polynomial.polynomial.polyfromroots(others)
+    g[7, r - 1] = 1
+    bt[7] = np.polynomial.polynomial.polyfromroots(p)
+    np.testing.assert_array_equal(algorithm.AT, at)
+    np.testing.assert_allclose(algorithm.G, g, rtol=1e-15)
+    np.testing.assert_allclose(algorithm.BT, bt, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("algorithm", [F35, F45], ids=lambda a: a.name)
+def test_winograd_float32_error_at_alexnets_5x5_layer(algorithm):
+    """F(3x3, 5x5) and F(4x4, 5x5) at AlexNet's conv2 (96 -> 256 channels, 26x26, where
+    the chooser takes F(4,5): partial tiles, post-ReLU data, He-scaled filters): the
+    output and both gradients stay within 1e-4 of the output's scale of the float64
+    reference, as the 3x3 sets below."""
     rng = np.random.default_rng(11)
     C, OC = 96, 256
     x = np.maximum(rng.standard_normal((1, C, 26, 26)), 0)
     w = rng.standard_normal((OC, C, 5, 5)) * np.sqrt(2 / (25 * C))
     g = conv_geometry(x.shape, w.shape, 1, 1, 2, 2)
-    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F35
+    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F45
     y64, s64 = REF.forward(x, w, None, g, True)
     gy = rng.standard_normal(y64.shape)
-    y, s = F35.forward(x.astype(np.float32), w.astype(np.float32), None, g, True)
-    gx, gw, _ = F35.backward(gy.astype(np.float32), s, True, True, False)
+    y, s = algorithm.forward(x.astype(np.float32), w.astype(np.float32), None, g, True)
+    gx, gw, _ = algorithm.backward(gy.astype(np.float32), s, True, True, False)
     gx64, gw64, _ = REF.backward(gy, s64, True, True, False)
     for got, want in ((y, y64), (gx, gx64), (gw, gw64)):
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
-def test_winograd43_float32_error_at_alexnets_3x3_layers():
-    """F(4x4, 3x3)'s larger constants cost float32 accuracy: at a 3x3 layer of AlexNet's
-    width (256 -> 384 channels, 12x12, post-ReLU data, He-scaled filters) the output and
+@pytest.mark.parametrize("algorithm", [F43, F63], ids=lambda a: a.name)
+def test_winograd_float32_error_at_alexnets_3x3_layers(algorithm):
+    """Larger tiles' larger constants cost float32 accuracy (F(6x6, 3x3)'s up to 32 in
+    A^T and 1/90 in G): at a 3x3 layer of AlexNet's width (256 -> 384 channels, 12x12,
+    where the chooser takes F(6,3); post-ReLU data, He-scaled filters) the output and
     both gradients stay within 1e-4 of the output's scale of the float64 reference."""
     rng = np.random.default_rng(9)
     C, OC = 256, 384
     x = np.maximum(rng.standard_normal((4, C, 12, 12)), 0)
     w = rng.standard_normal((OC, C, 3, 3)) * np.sqrt(2 / (9 * C))
     g = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)
-    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F43
+    assert conv.conv2d_algorithm(g, np.dtype(np.float32), "numpy") is F63
     y64, s64 = REF.forward(x, w, None, g, True)
     gy = rng.standard_normal(y64.shape)
-    y, s = F43.forward(x.astype(np.float32), w.astype(np.float32), None, g, True)
-    gx, gw, _ = F43.backward(gy.astype(np.float32), s, True, True, False)
+    y, s = algorithm.forward(x.astype(np.float32), w.astype(np.float32), None, g, True)
+    gx, gw, _ = algorithm.backward(gy.astype(np.float32), s, True, True, False)
     gx64, gw64, _ = REF.backward(gy, s64, True, True, False)
     for got, want in ((y, y64), (gx, gx64), (gw, gw64)):
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
@@ -337,13 +376,18 @@ def test_each_layer_of_alexnet_and_lenet_takes_its_algorithm():
     """The rules of conv2d_algorithm's table, on the layers of d2l's two networks and
     the cases around them; TINYALEX_CONV=im2col and the reference mode override them."""
     alexnet = [((32, 1, 224, 224), (96, 1, 11, 11), 4, 1, "im2col+GEMM"),
-               ((32, 96, 26, 26), (256, 96, 5, 5), 1, 2, "winograd F(3,5)"),
-               ((32, 256, 12, 12), (384, 256, 3, 3), 1, 1, "winograd F(4,3)"),
-               ((32, 384, 12, 12), (384, 384, 3, 3), 1, 1, "winograd F(4,3)"),
-               ((32, 384, 12, 12), (256, 384, 3, 3), 1, 1, "winograd F(4,3)")]
+               ((32, 96, 26, 26), (256, 96, 5, 5), 1, 2, "winograd F(4,5)"),
+               ((32, 256, 12, 12), (384, 256, 3, 3), 1, 1, "winograd F(6,3)"),
+               ((32, 384, 12, 12), (384, 384, 3, 3), 1, 1, "winograd F(6,3)"),
+               ((32, 384, 12, 12), (256, 384, 3, 3), 1, 1, "winograd F(6,3)")]
     lenet = [((256, 1, 28, 28), (6, 1, 5, 5), 1, 2, "direct"),
              ((256, 6, 14, 14), (16, 6, 5, 5), 1, 0, "direct")]
     others = [((2, 64, 9, 9), (64, 64, 3, 3), 1, 1, "direct"),       # under 96 channels
+              ((2, 128, 7, 7), (128, 128, 3, 3), 1, 1, "winograd F(4,3)"),  # 7x7: F(6,3)
+              ((2, 128, 14, 14), (128, 128, 3, 3), 1, 1, "winograd F(4,3)"),  # not fewer
+              ((2, 128, 28, 28), (128, 128, 3, 3), 1, 1, "winograd F(6,3)"),
+              ((2, 128, 9, 9), (128, 128, 5, 5), 1, 2, "winograd F(3,5)"),  # 3x3 tiles
+              ((2, 128, 12, 12), (128, 128, 5, 5), 1, 2, "winograd F(4,5)"),
               ((2, 128, 9, 9), (128, 128, 3, 3), 2, 1, "im2col+GEMM"),  # stride 2
               ((2, 3, 9, 9), (4, 3, 3, 3), 1, 3, "im2col+GEMM")]       # padding = kernel
     for x, w, s, p, name in alexnet + lenet + others:
@@ -659,8 +703,10 @@ def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
 def test_matmul_in_pieces_matches_the_reference(M, K, N, dtype, ta, tb, split, seed,
                                                 monkeypatch):
     """The fully connected layers' GEMM: cut by rows (many rows) or by columns (few
-    rows, many columns) into one GEMM per thread, or whole; operands in any order."""
+    rows, many columns) into one GEMM per thread, or whole; operands in any order (a
+    layer's x @ W.T, few rows times a transposed matrix, run as (W @ x.T).T)."""
     monkeypatch.setattr(cpu_threads, "MIN_PIECE_FLOPS", 1 if split else 1 << 62)
+    monkeypatch.setattr(dense_cpu, "LARGE", 1)
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
     b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)

@@ -83,7 +83,8 @@ def spied(monkeypatch):
     monkeypatch.setattr(pool, "pool2d_algorithm", lambda *a: Spy(
         choose_pool(*a), calls, pool_forward_contract, pool_backward_contract))
     # Winograd on a few channels and tiles, so that tiny shapes reach it
-    for algorithm in (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F35):
+    for algorithm in (conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F35,
+                      conv_winograd_cpu.WINOGRAD_F63, conv_winograd_cpu.WINOGRAD_F45):
         monkeypatch.setattr(algorithm, "min_channels", 1)
     monkeypatch.setattr(conv, "f43_pays", lambda g: True)
     return calls
@@ -103,8 +104,12 @@ def run(x, w, b, stride, padding, pool_fn, pool_args):
        dtype=st.sampled_from([np.float32, np.float64]), kind=st.sampled_from(["max", "avg"]),
        seed=st.integers(0, 2**16))
 @example(g=(2, 3, 6, 6, 3, 3, 1, 1, 1, 1), OC=2, mode="fast", dtype=np.float32, kind="max",
-         seed=0)                                                        # Winograd F(4,3)
+         seed=0)                                                        # Winograd F(6,3)
 @example(g=(1, 2, 7, 7, 5, 5, 1, 1, 2, 2), OC=3, mode="fast", dtype=np.float64, kind="avg",
+         seed=0)                                                        # Winograd F(4,5)
+@example(g=(2, 3, 4, 4, 3, 3, 1, 1, 1, 1), OC=2, mode="fast", dtype=np.float32, kind="avg",
+         seed=0)                                                        # Winograd F(4,3)
+@example(g=(1, 2, 3, 3, 5, 5, 1, 1, 2, 2), OC=3, mode="fast", dtype=np.float64, kind="max",
          seed=0)                                                        # Winograd F(3,5)
 @example(g=(2, 3, 6, 5, 4, 2, 1, 1, 0, 1), OC=2, mode="fast", dtype=np.float32, kind="max",
          seed=0)                                                        # direct
@@ -134,6 +139,7 @@ def test_the_examples_reach_every_auto_mode_path(spied):
     """The explicit examples above take each path they name."""
     seen = set()
     for g in ((2, 3, 6, 6, 3, 3, 1, 1, 1, 1), (1, 2, 7, 7, 5, 5, 1, 1, 2, 2),
+              (2, 3, 4, 4, 3, 3, 1, 1, 1, 1), (1, 2, 3, 3, 5, 5, 1, 1, 2, 2),
               (2, 3, 6, 5, 4, 2, 1, 1, 0, 1), (2, 3, 7, 7, 3, 3, 2, 2, 1, 1),
               (2, 3, 5, 5, 1, 1, 2, 1, 0, 0)):
         N, C, H, W, KH, KW, SH, SW, PH, PW = g
@@ -141,8 +147,9 @@ def test_the_examples_reach_every_auto_mode_path(spied):
         x = np.ones((N, C, H, W))
         run(x, np.ones((2, C, KH, KW)), np.ones(2), (SH, SW), (PH, PW), F.max_pool2d, (1,))
         seen.add(spied[0][1].name)
-    assert seen == {"winograd F(4,3)", "winograd F(3,5)", "direct", "im2col+GEMM",
-                    "1x1 GEMM (no im2col)"}
+    assert seen == {"winograd F(6,3)", "winograd F(4,5)",      # 6x6 and 7x7 outputs
+                    "winograd F(4,3)", "winograd F(3,5)",      # 4x4 and 3x3: one small tile
+                    "direct", "im2col+GEMM", "1x1 GEMM (no im2col)"}
 
 
 def test_the_chooser_gives_an_algorithm_only_geometries_it_takes(monkeypatch):

@@ -116,6 +116,18 @@ def test_max_pool2d_gradients(backend, kernel_mode, N, C, geom, default_stride, 
 
 @settings(max_examples=EXAMPLES)
 @given(N=st.integers(1, 2), C=st.integers(1, 3), geom=window_geometry(pool=True),
+       seed=st.integers(0, 2**16))
+@example(N=2, C=2, geom=(7, 7, 3, 3, 2, 2, 0, 0), seed=0)   # AlexNet's: 3x3 at stride 2
+def test_relu_max_pool2d_gradients(backend, kernel_mode, N, C, geom, seed):
+    """max_pool2d(relu(x)) as one op (nn.Sequential's ReLU+MaxPool2d on the CPU)."""
+    H, W, KH, KW, SH, SW, PH, PW = geom
+    rng = np.random.default_rng(seed)
+    x = arr(distinct(rng, (N, C, H, W)) + 0.0025, backend)  # no ties, none at the kink
+    check(lambda x: ops.pool.relu_max_pool2d(x, (KH, KW), (SH, SW), (PH, PW)), x)
+
+
+@settings(max_examples=EXAMPLES)
+@given(N=st.integers(1, 2), C=st.integers(1, 3), geom=window_geometry(pool=True),
        default_stride=st.booleans(), seed=st.integers(0, 2**16))
 @example(N=1, C=1, geom=(4, 2, 4, 2, 1, 1, 0, 0), default_stride=True, seed=0)  # kernel = input
 @example(N=1, C=2, geom=(3, 5, 2, 4, 2, 1, 1, 2), default_stride=False, seed=1)

@@ -777,14 +777,31 @@ CONV_PATHS = {
     "winograd F(4,3)": {"numba_winograd_f43.input_transform",
                         "numba_winograd_f43.input_transform6",
                         "numba_winograd_f43.output_transform",
-                        "numba_winograd_f43.grad_output_transform"},
+                        "numba_winograd_f43.grad_output_transform",
+                        "numba_winograd_f43.input_gradient_transform",
+                        "numba_winograd_f43.input_gradient_transform6"},
     "winograd F(2,5)": {"numba_winograd_f25.input_transform",
                         "numba_winograd_f25.input_transform6",
                         "numba_winograd_f25.output_transform",
-                        "numba_winograd_f25.grad_output_transform"},
+                        "numba_winograd_f25.grad_output_transform",
+                        "numba_winograd_f25.input_gradient_transform",
+                        "numba_winograd_f25.input_gradient_transform6"},
+    "winograd F(6,3)": {"numba_winograd_f63.input_transform",
+                        "numba_winograd_f63.input_transform8",
+                        "numba_winograd_f63.output_transform",
+                        "numba_winograd_f63.grad_output_transform",
+                        "numba_winograd_f63.input_gradient_transform",
+                        "numba_winograd_f63.input_gradient_transform8"},
+    "winograd F(4,5)": {"numba_winograd_f45.input_transform",
+                        "numba_winograd_f45.output_transform",
+                        "numba_winograd_f45.grad_output_transform",
+                        "numba_winograd_f45.input_gradient_transform",
+                        "numba_winograd_f45.input_transform8",
+                        "numba_winograd_f45.input_gradient_transform8"},
     "winograd F(3,5)": {"numba_winograd_f35.input_transform",
                         "numba_winograd_f35.output_transform",
-                        "numba_winograd_f35.grad_output_transform"},
+                        "numba_winograd_f35.grad_output_transform",
+                        "numba_winograd_f35.input_gradient_transform"},
 }
 
 
@@ -816,14 +833,19 @@ def force_path(path, g, monkeypatch):
     else:
         algorithm = {"F(4,3)": conv_winograd_cpu.WINOGRAD_F43,
                      "F(2,5)": conv_winograd_cpu.WINOGRAD_F25,
-                     "F(3,5)": conv_winograd_cpu.WINOGRAD_F35}[path[len("winograd "):]]
+                     "F(3,5)": conv_winograd_cpu.WINOGRAD_F35,
+                     "F(6,3)": conv_winograd_cpu.WINOGRAD_F63,
+                     "F(4,5)": conv_winograd_cpu.WINOGRAD_F45}[path[len("winograd "):]]
         monkeypatch.setattr(algorithm, "min_channels", 1)
-        if algorithm is conv_winograd_cpu.WINOGRAD_F43:    # however few its tiles
+        if algorithm in (conv_winograd_cpu.WINOGRAD_F43,   # however few its tiles
+                         conv_winograd_cpu.WINOGRAD_F63):
             from tinyalex.ops import conv as conv_ops
             monkeypatch.setattr(conv_ops, "f43_pays", lambda g: True)
-        if algorithm is conv_winograd_cpu.WINOGRAD_F25:    # the chooser's 5x5 rule picks
-            from tinyalex.ops import conv as conv_ops      # F(3,5): let it pick F(2,5)
-            monkeypatch.setattr(conv_ops, "_F35", algorithm)
+        if algorithm.rival is not None:                    # any map, not only where it
+            monkeypatch.setattr(algorithm, "rival", None)  # needs fewer products
+        if algorithm is conv_winograd_cpu.WINOGRAD_F25:    # the chooser's 5x5 rules pick
+            from tinyalex.ops import conv as conv_ops      # F(4,5) or F(3,5): let them
+            monkeypatch.setattr(conv_ops, "_F35", algorithm)   # pick F(2,5)
         r = algorithm.r
         g.update(KH=r, KW=r, SH=1, SW=1, PH=min(g["PH"], r - 1), PW=min(g["PW"], r - 1))
     return g

@@ -181,6 +181,17 @@ class ReLU(Module):
     def forward(self, x):
         return activation.relu(x)
 
+    def forward_maxpool(self, x, pooling):
+        """``pooling(self(x))`` as one op for ``pooling`` a MaxPool2d layer,
+        ``ReLU+MaxPool2d`` (ops/pool.py, ReluMaxPool2d: the ReLU on the pooled output)."""
+        return pool.relu_max_pool2d(x, pooling.kernel_size, pooling.stride, pooling.padding,
+                                    where=f"{self.where} + {pooling.where}")
+
+    def algorithm_fused(self, input_shape, pooling, dtype=np.float32,
+                        backend="numpy") -> str:
+        """What computes this layer and ``pooling`` (``forward_maxpool``), for summary."""
+        return f"{pooling.algorithm(input_shape, dtype, backend)}, then ReLU on the pooled"
+
 
 class Sigmoid(Module):
     def forward(self, x):
@@ -235,6 +246,9 @@ class CrossEntropyLoss(Module):
 # The pairs nn.Sequential runs as one op on the GPU (module.py, Sequential.fusions): the
 # first layer's forward_relu computes relu(layer(x)), the bias and ReLU in one kernel.
 Sequential.FUSED_PAIRS.update({(Conv2d, ReLU): "Conv2d+ReLU", (Linear, ReLU): "Linear+ReLU"})
-# The runs it computes as one op on the CPU: the first layer's method, called with the
-# run's layers (d2l's LeNet blocks: one loop per image, ops/conv.py).
-Sequential.FUSED_CPU.update({(Conv2d, Sigmoid, AvgPool2d): Conv2d.forward_sigmoid_avgpool})
+# The runs it computes as one op on the CPU (module.py, Sequential.fused_runs): the first
+# layer's method, called with the run's other layers. d2l's LeNet blocks: one loop per
+# image (ops/conv.py); a ReLU before max pooling runs on the pooled output (ops/pool.py,
+# ReluMaxPool2d).
+Sequential.FUSED_CPU.update({(Conv2d, Sigmoid, AvgPool2d): Conv2d.forward_sigmoid_avgpool,
+                             (ReLU, MaxPool2d): ReLU.forward_maxpool})

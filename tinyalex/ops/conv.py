@@ -220,7 +220,8 @@ def _im2col_mode(g, dtype, backend) -> bool:
     return kernels.get_conv_mode() == "im2col"
 
 
-_F43, _F35 = conv_winograd_cpu.WINOGRAD_F43, conv_winograd_cpu.WINOGRAD_F35
+_F63, _F43 = conv_winograd_cpu.WINOGRAD_F63, conv_winograd_cpu.WINOGRAD_F43
+_F45, _F35 = conv_winograd_cpu.WINOGRAD_F45, conv_winograd_cpu.WINOGRAD_F35
 _DIRECT, _IM2COL_GEMM = conv_direct_cpu.DIRECT, conv_im2col_cpu.IM2COL_GEMM
 
 F43_OUTPUTS_PER_TILE = 4    # F(4x4, 3x3) pays where a layer has this many outputs per
@@ -264,9 +265,12 @@ CONV_RULES = (
          lambda: conv_im2col_gpu.for_cupy()),
     Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
          lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
+    Rule(f"{_F63.condition}, f43_pays", _F63.name,
+         lambda g, dtype, backend: _F63.takes(g) and f43_pays(g), lambda: _F63),
     Rule(f"{_F43.condition}, N*OH*OW >= {F43_OUTPUTS_PER_TILE} (tiles + "
-         f"{F43_FILTER_TILES})", _F43.name,
+         f"{F43_FILTER_TILES}) (f43_pays)", _F43.name,
          lambda g, dtype, backend: _F43.takes(g) and f43_pays(g), lambda: _F43),
+    Rule(_F45.condition, _F45.name, lambda g, dtype, backend: _F45.takes(g), lambda: _F45),
     Rule(_F35.condition, _F35.name, lambda g, dtype, backend: _F35.takes(g), lambda: _F35),
     Rule(f"{_F43.condition}, fewer outputs (f43_pays)", _IM2COL_GEMM.name,
          lambda g, dtype, backend: _F43.takes(g), lambda: _IM2COL_GEMM),
@@ -293,6 +297,8 @@ def conv2d_algorithm(g: ConvGeometry, dtype, backend: str) -> ConvAlgorithm:
     Why: im2col + GEMM does C*KH*KW multiply-adds per output through one large GEMM,
     near the BLAS's peak when C and OC are large. Winograd F(4x4, 3x3) needs 36
     multiplications per 16 outputs of a 3x3 filter where im2col needs 144 (4x fewer),
+    F(6x6, 3x3) 64 per 36 (5x fewer, where its larger tiles fit the map; F(4x4, 5x5)
+    likewise 64 per 16 where im2col needs 400, 6.25x fewer),
     F(3x3, 5x5) 49 per 9 where im2col needs 225 (4.6x fewer; ``WINOGRAD_F25``, 36 per
     4, is kept as the simpler 5x5 version that the tests hold to the same bounds), at
     the price of transforming every tile; with few channels its 36 GEMMs are too thin to

@@ -22,6 +22,7 @@ from tinyalex.kernels.layout import FLOATS
 
 from .. import backend as B
 from ..tensor import Function
+from .activation import activation_algorithm
 from ..checks import check_bytes, check_floating, pair
 from .im2col import col2im, im2col
 
@@ -146,9 +147,40 @@ class AvgPool2d(_Pool2d):
     kind = "avg"
 
 
+class ReluMaxPool2d(MaxPool2d):
+    """``max_pool2d(relu(x))`` as one op, computed as ``relu(max_pool2d(x))``. ReLU is
+    monotone, so the rectified window's max is the rectified max, at the same first
+    argmax wherever that max is positive; where it is not, the gradient is zero either
+    way (a window of rectified zeros sends its gradient to a pixel whose mask is 0).
+    So ReLU runs on the pooled output, a quarter of the input for AlexNet's 3x3
+    windows at stride 2, and backward masks the pooled gradient (``y > 0``) before the
+    pooling's backward: no pass over the full-size input, which is not kept. The
+    numbers of ReLU followed by MaxPool2d, bit for bit (the tests hold it).
+    ``nn.Sequential`` calls it for a ReLU followed by a MaxPool2d on the CPU
+    (``Sequential.FUSED_CPU``)."""
+
+    torch_name = "MaxPool2DWithIndicesBackward0"  # PyTorch's name, for a repr's grad_fn
+
+    def forward(self, x):
+        pooled = super().forward(x)
+        self.relu = activation_algorithm("relu", x.dtype, B.backend_of(x))
+        y = self.relu.forward(pooled)
+        if self.needs_input_grad[0]:
+            self.y = y                         # the ReLU's mask is y > 0
+        return y
+
+    def backward(self, gy):
+        return super().backward(self.relu.backward(gy, self.y))
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over each KHxKW window (stride defaults to kernel_size), -inf padding."""
     return MaxPool2d(kernel_size, stride, padding)(x)
+
+
+def relu_max_pool2d(x, kernel_size, stride=None, padding=0, where=None):
+    """``max_pool2d(relu(x), ...)`` as one op (ReluMaxPool2d)."""
+    return ReluMaxPool2d(kernel_size, stride, padding, where)(x)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
