@@ -58,7 +58,7 @@ from .layout import as_nhwc
 from .workspace import WORKSPACE
 
 CHUNK_BYTES = 16 << 20       # transformed tiles per GEMM batch (V or M)
-MIN_CHANNELS = 96            # below, the direct convolution is faster: Winograd's GEMMs
+MIN_CHANNELS = 64            # below, the direct convolution is faster: Winograd's GEMMs
                              # are too thin (benchmarks/README.md)
 
 # F(2, 5): A^T (2x6), G (6x5), B^T (6x6)

@@ -382,7 +382,8 @@ def test_each_layer_of_alexnet_and_lenet_takes_its_algorithm():
                ((32, 384, 12, 12), (256, 384, 3, 3), 1, 1, "winograd F(6,3)")]
     lenet = [((256, 1, 28, 28), (6, 1, 5, 5), 1, 2, "direct"),
              ((256, 6, 14, 14), (16, 6, 5, 5), 1, 0, "direct")]
-    others = [((2, 64, 9, 9), (64, 64, 3, 3), 1, 1, "direct"),       # under 96 channels
+    others = [((2, 32, 9, 9), (32, 32, 3, 3), 1, 1, "direct"),       # under 64 channels
+              ((32, 64, 24, 24), (64, 64, 3, 3), 1, 1, "winograd F(6,3)"),  # ResNet-18's
               ((32, 128, 7, 7), (128, 128, 3, 3), 1, 1, "winograd F(4,3)"),  # 7x7: F(6,3)
               ((32, 128, 14, 14), (128, 128, 3, 3), 1, 1, "winograd F(4,3)"),  # not fewer
               ((2, 128, 28, 28), (128, 128, 3, 3), 1, 1, "winograd F(6,3)"),
