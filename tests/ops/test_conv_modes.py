@@ -162,14 +162,17 @@ def test_the_choosers_docstring_is_its_rules(monkeypatch):
 
 
 @pytest.mark.parametrize("N, C, H, want", [
-    (32, 512, 3, "im2col+GEMM"), (128, 512, 3, "winograd F(4,3)"),     # ResNet-18's last
+    (32, 512, 3, "tap GEMMs (no zero columns)"),                       # ResNet-18's last
+    (128, 512, 3, "tap GEMMs (no zero columns)"),
     (8, 256, 6, "im2col+GEMM"), (32, 256, 6, "winograd F(6,3)"),       # and third stage
+    (8, 256, 4, "im2col+GEMM"), (32, 256, 4, "winograd F(4,3)"),
     (1, 384, 12, "im2col+GEMM"), (4, 384, 12, "winograd F(6,3)")])     # AlexNet's conv4
 def test_winograd_3x3_takes_a_layer_where_its_tiles_pay(N, C, H, want):
     """f43_pays: N*OH*OW >= 4 (tiles + 96); the layers it declines go to im2col + GEMM,
     never to the direct convolution (whose channel loops are slowest there); of those it
     takes, F(6,3) gets the maps its 8x8 tiles cover in fewer products (6x6: one tile
-    against F(4,3)'s four; 12x12: four against nine)."""
+    against F(4,3)'s four; 12x12: four against nine). 3x3 maps padded by 1, whose
+    im2col products are 40% zeros, go to the tap GEMMs at any batch."""
     from tinyalex.kernels.geometry import conv_geometry
     from tinyalex.ops import conv
     g = conv_geometry((N, C, H, H), (C, C, 3, 3), 1, 1, 1, 1, "conv")

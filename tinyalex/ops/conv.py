@@ -34,6 +34,7 @@ from typing import Callable, Protocol
 import tinyalex.kernels as kernels
 from tinyalex.kernels import conv_direct_cpu, conv_grouped_cpu, conv_im2col_cpu, \
     conv_im2col_gpu, conv_winograd_cpu
+from tinyalex.kernels.conv_taps_cpu import TAP_GEMMS
 from tinyalex.kernels.conv_pointwise import POINTWISE_1X1
 from tinyalex.kernels.geometry import ConvGeometry, conv_geometry
 from tinyalex.kernels.layout import FLOATS
@@ -265,6 +266,8 @@ CONV_RULES = (
          lambda: conv_im2col_gpu.for_cupy()),
     Rule(POINTWISE_1X1.condition, POINTWISE_1X1.name,
          lambda g, dtype, backend: POINTWISE_1X1.takes(g), lambda: POINTWISE_1X1),
+    Rule(TAP_GEMMS.condition, TAP_GEMMS.name, lambda g, dtype, backend: TAP_GEMMS.takes(g),
+         lambda: TAP_GEMMS),
     Rule(f"{_F63.condition}, f43_pays", _F63.name,
          lambda g, dtype, backend: _F63.takes(g) and f43_pays(g), lambda: _F63),
     Rule(f"{_F43.condition}, N*OH*OW >= {F43_OUTPUTS_PER_TILE} (tiles + "
@@ -306,7 +309,10 @@ def conv2d_algorithm(g: ConvGeometry, dtype, backend: str) -> ConvAlgorithm:
     The direct convolution makes no column matrix at all (im2col copies every pixel
     KH*KW times) and suits the few-channel layers whose GEMM would have 6 or 16 columns.
     A 1x1 layer is a GEMM as it is; a grouped one is G GEMMs, batched where the groups
-    are wide enough. docs/convolution.md shows AlexNet's and LeNet's choices.
+    are wide enough. On small maps many of im2col's products fall on the padding (40%
+    for a 3x3 map padded by 1): one GEMM per tap, over the outputs the tap reaches,
+    skips them, and there it also beats Winograd, whose tiles a 3x3 map fills only in
+    part (measured: benchmarks/README.md). docs/convolution.md shows AlexNet's and LeNet's choices.
     """
     for rule in CONV_RULES:
         if rule.applies(g, dtype, backend):
