@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cpu_threads, numba_winograd_f25, numba_winograd_f35, numba_winograd_f43, \
-    numba_winograd_f45, numba_winograd_f63
+    numba_winograd_f45, numba_winograd_f63, numba_winograd_filter
 from .geometry import ConvGeometry
 from .layout import as_nhwc
 from .workspace import WORKSPACE
@@ -157,7 +157,6 @@ class WinogradCPU:
         self.m, self.r, self.n = m, r, m + r - 1
         self.name = f"winograd F({m},{r})"
         self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
-        self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
         self.chunk_bytes = CHUNK_BYTES
         self.min_channels = MIN_CHANNELS
         self.rival = rival                         # takes only layers it needs fewer
@@ -182,24 +181,26 @@ class WinogradCPU:
         words = f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
         return words + (f", fewer products than {self.rival.name[9:]}" if self.rival else "")
 
-    # -- the filter transforms: one GEMM each ------------------------------------------
+    # -- the filter transforms: loops over blocks of filters (numba_winograd_filter) ---
     def filter_transform(self, w, dtype):
         """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter."""
         OC, C, r, _ = w.shape
-        wr = w.reshape(OC * C, r * r)                  # (OC*C, r*r), a view when contiguous
-        GG = self.GG.astype(dtype)
-        U = np.empty((GG.shape[0], OC * C), dtype=dtype)
-        cpu_threads.gemm(GG, wr.T, U)                  # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
-        return U.reshape(GG.shape[0], OC, C)
+        F, G = OC * C, self.G.astype(dtype)
+        wT = np.ascontiguousarray(w.reshape(F, r * r).T, dtype=dtype)  # (r*r, F) tap-major
+        U = np.empty((self.n * self.n, F), dtype=dtype)
+        cpu_threads.split(F, self.n * self.n, lambda f0, f1:
+                          numba_winograd_filter.filter_transform(G, wT, U, f0, f1))
+        return U.reshape(self.n * self.n, OC, C)
 
     def filter_gradient(self, gU, dtype):
         """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G."""
         nn, OC, C = gU.shape
-        r = self.r
-        gW = np.empty((OC * C, r * r), dtype=dtype)
-        # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
-        cpu_threads.gemm(gU.reshape(nn, OC * C).T, self.GG.astype(dtype), gW)
-        return gW.reshape(OC, C, r, r)
+        r, F, G = self.r, OC * C, self.G.astype(dtype)
+        gWT = np.empty((r * r, F), dtype=dtype)                         # tap-major
+        gU2 = gU.reshape(nn, F)
+        cpu_threads.split(F, nn, lambda f0, f1:
+                          numba_winograd_filter.filter_gradient(G, gU2, gWT, f0, f1))
+        return np.ascontiguousarray(gWT.T).reshape(OC, C, r, r)
 
     def _images_per_chunk(self, N, tiles_per_image, channels, itemsize):
         per_image = self.n * self.n * tiles_per_image * channels * itemsize
@@ -251,7 +252,7 @@ class WinogradCPU:
         # GEMM per chunk, too much for conv2's 5x5 sets, which take one or two images
         # a chunk.
         in_filters = nn * OC * C * dt.itemsize > self.chunk_bytes
-        gU = np.zeros((nn, OC, C), dtype=dt) if need_w and not in_filters else None
+        gU = np.empty((nn, OC, C), dtype=dt) if need_w and not in_filters else None
         gW = None                                                  # (OC, C, r, r)
         U = self.filter_transform(weight, dt) if need_x else None  # (n*n, OC, C)
         gxh = np.zeros((N, H, W, C), dtype=dt) if need_x else None
@@ -265,13 +266,16 @@ class WinogradCPU:
             cpu_threads.run_ranges(self.loops.grad_output_transform, T, gy2, n1 - n0, OH,
                                    OW, OC, TH, TW, gM, zero)
             if need_w:
-                part = WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
+                # the first chunk's share goes straight into gU, the others by a part
+                part = gU if n0 == 0 and not in_filters else \
+                    WORKSPACE.get(np, "wino_gU", (nn, OC, C), dt)
                 x2 = xh[n0:n1].reshape((n1 - n0) * H, W * C)       # ((n1-n0)*H, W*C)
                 cpu_threads.run_ranges(self.loops.input_transform, T, x2, n1 - n0, H, W,
                                        C, PH, PW, TH, TW, V, zero)
                 cpu_threads.gemm(gM.transpose(0, 2, 1), V, part)  # (n*n, OC, C) = (n*n, OC, T) @ (n*n, T, C)
                 if not in_filters:
-                    gU += part
+                    if part is not gU:
+                        gU += part
                 elif gW is None:
                     gW = self.filter_gradient(part, dt)            # (OC, C, r, r)
                 else:

@@ -766,7 +766,10 @@ geometry = st.fixed_dictionaries({
 
 
 # The loops each fast convolution path must run, forward and both gradients (the
-# Winograd loops call their shared 6x6 input transform, which is run guarded too).
+# Winograd loops call their shared 6x6 input transform, which is run guarded too, and
+# every tile size shares the filter transform's loops).
+WINOGRAD_FILTER = {"numba_winograd_filter.filter_transform",
+                   "numba_winograd_filter.filter_gradient"}
 CONV_PATHS = {
     "im2col": {"numba_im2col.im2col", "numba_im2col.col2im"},
     "im2col transposed": {"numba_im2col.im2col_t", "numba_im2col.col2im"},
@@ -779,29 +782,29 @@ CONV_PATHS = {
                         "numba_winograd_f43.output_transform",
                         "numba_winograd_f43.grad_output_transform",
                         "numba_winograd_f43.input_gradient_transform",
-                        "numba_winograd_f43.input_gradient_transform6"},
+                        "numba_winograd_f43.input_gradient_transform6"} | WINOGRAD_FILTER,
     "winograd F(2,5)": {"numba_winograd_f25.input_transform",
                         "numba_winograd_f25.input_transform6",
                         "numba_winograd_f25.output_transform",
                         "numba_winograd_f25.grad_output_transform",
                         "numba_winograd_f25.input_gradient_transform",
-                        "numba_winograd_f25.input_gradient_transform6"},
+                        "numba_winograd_f25.input_gradient_transform6"} | WINOGRAD_FILTER,
     "winograd F(6,3)": {"numba_winograd_f63.input_transform",
                         "numba_winograd_f63.input_transform8",
                         "numba_winograd_f63.output_transform",
                         "numba_winograd_f63.grad_output_transform",
                         "numba_winograd_f63.input_gradient_transform",
-                        "numba_winograd_f63.input_gradient_transform8"},
+                        "numba_winograd_f63.input_gradient_transform8"} | WINOGRAD_FILTER,
     "winograd F(4,5)": {"numba_winograd_f45.input_transform",
                         "numba_winograd_f45.output_transform",
                         "numba_winograd_f45.grad_output_transform",
                         "numba_winograd_f45.input_gradient_transform",
                         "numba_winograd_f45.input_transform8",
-                        "numba_winograd_f45.input_gradient_transform8"},
+                        "numba_winograd_f45.input_gradient_transform8"} | WINOGRAD_FILTER,
     "winograd F(3,5)": {"numba_winograd_f35.input_transform",
                         "numba_winograd_f35.output_transform",
                         "numba_winograd_f35.grad_output_transform",
-                        "numba_winograd_f35.input_gradient_transform"},
+                        "numba_winograd_f35.input_gradient_transform"} | WINOGRAD_FILTER,
 }
 
 
