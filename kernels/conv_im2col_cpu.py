@@ -84,8 +84,12 @@ class Im2colGemmCPU:
         (a transposed view of a (K, rows) buffer for short window rows)."""
         rows = (n1 - n0) * g.P
         if self.transposed(g):
+            P = g.P
             colsT = WORKSPACE.get(np, "colsT", (g.K, rows), dtype)        # (K, nb*OH*OW)
-            loops.im2col_t(x, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, colsT)
+            # images a..b-1 of the chunk (cut for threads) fill columns a*P..b*P-1
+            cpu_threads.split(n1 - n0, P * g.K, lambda a, b: loops.im2col_t(
+                x, n0 + a, n0 + b, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
+                colsT[:, a * P:b * P]))
             return colsT.T                                                # (nb*OH*OW, K)
         cols = WORKSPACE.get(np, "cols", (rows, g.K), dtype)              # (nb*OH*OW, K)
         loops.im2col(x, n0, n1, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, cols)
@@ -146,7 +150,10 @@ class Im2colGemmCPU:
         t = gy.transpose(0, 2, 3, 1)
         gy_mat = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(N * P, OC)
         gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
-        gw = np.empty((OC, K), dtype=gy.dtype) if need_w else None  # (OC, C*KH*KW)
+        # gW's transpose (K, OC) where the columns are stored transposed: colsT @ gy
+        # reads both operands along their rows
+        tw = self.transposed(g) and not s.channels_last
+        gw = np.empty((K, OC) if tw else (OC, K), dtype=gy.dtype) if need_w else None
         cl = s.channels_last
         gx_shape = (N, g.H, g.W, g.C) if cl else (N, g.C, g.H, g.W)
         gx = np.empty(gx_shape, dtype=gy.dtype) if need_x else None
@@ -157,11 +164,12 @@ class Im2colGemmCPU:
             if need_w:
                 cols = (self.columns_nhwc(s.x, n0, n1, g) if cl     # the same columns
                         else self.columns(s.x, n0, n1, g, gy.dtype))  # again
-                if n0 == 0:
-                    cpu_threads.gemm(g_chunk.T, cols, gw)  # (OC, K) = (OC, rows) @ (rows, K)
+                a, b = (cols.T, g_chunk) if tw else (g_chunk.T, cols)
+                if n0 == 0:   # (OC, K) = (OC, rows) @ (rows, K), or its transpose
+                    cpu_threads.gemm(a, b, gw)
                 else:
-                    part = WORKSPACE.get(np, "gw", (OC, K), gy.dtype)
-                    cpu_threads.gemm(g_chunk.T, cols, part)         # this chunk's share
+                    part = WORKSPACE.get(np, "gw", gw.shape, gy.dtype)
+                    cpu_threads.gemm(a, b, part)                    # this chunk's share
                     gw += part
             if need_x:
                 gcols = WORKSPACE.get(np, "gcols", ((n1 - n0) * P, K), gy.dtype)
@@ -175,8 +183,8 @@ class Im2colGemmCPU:
                 gw = last_two_swapped(gw.reshape(OC, g.KH * g.KW, g.C)).reshape(
                     OC, g.C, g.KH, g.KW)
             gx = None if gx is None else gx.transpose(0, 3, 1, 2)   # (N, H, W, C), a view
-        elif need_w:
-            gw = gw.reshape(OC, g.C, g.KH, g.KW)                    # columns are (c, kh, kw)
+        elif need_w:                                                # columns (c, kh, kw)
+            gw = (np.ascontiguousarray(gw.T) if tw else gw).reshape(OC, g.C, g.KH, g.KW)
         return gx, gw, gb
 
 
