@@ -20,8 +20,11 @@ Backward, per tap, from the same rows::
     gx_nhwc[:, S]   += gy_nhwc[:, R] @ W[:, :, kh, kw]
 
 The tap whose rectangle is the whole output (the centre tap, wherever the padding keeps
-the map's size) writes y with no addition; the others add onto it. Images and results
-are channels-last, as the other GEMM convolutions keep them. ``zero_share`` is the part
+the map's size) writes y with no addition; the others add onto it. The taps are dealt
+out to the CPU threads (``shares``): each thread copies its taps' rows, runs their GEMMs
+whole and sums them into an array of its own, and the threads' arrays are added at the
+end (small: these are small maps), so the copies and additions run in parallel too.
+Images and results are channels-last, as the other GEMM convolutions keep them. ``zero_share`` is the part
 of im2col's products that this algorithm skips; the chooser (``tinyalex/ops/conv.py``)
 gives it the layers where that part is large.
 """
@@ -94,31 +97,76 @@ class TapGemmCPU:
     @staticmethod
     def pixels(ah, g: ConvGeometry, rows, cols):
         """The input pixels of a tap's outputs: ah (N, H, W, C) -> (N, ho, wo, C), a view."""
-        (oh0, oh1, ih0), (ow0, ow1, iw0) = rows, cols
-        return ah[:, ih0:ih0 + (oh1 - oh0 - 1) * g.SH + 1:g.SH,
-                  iw0:iw0 + (ow1 - ow0 - 1) * g.SW + 1:g.SW]
+        bh, bw = TapGemmCPU.input_box(g, rows, cols)
+        return ah[:, bh, bw]
+
+    @staticmethod
+    def shares(taps):
+        """The taps dealt out to the threads (``cpu_threads.WORKERS``), the largest first
+        to the least loaded, so that each thread runs whole GEMMs of its own taps (and
+        their copies and additions) at the same time as the others."""
+        load, shares = [0] * cpu_threads.WORKERS, [[] for _ in range(cpu_threads.WORKERS)]
+        for tap in taps:
+            j = load.index(min(load))
+            shares[j].append(tap)
+            load[j] += (tap[1][1] - tap[1][0]) * (tap[2][1] - tap[2][0])
+        return [share for share in shares if share]
+
+    @staticmethod
+    def transposed(a2, out):
+        """out (B, A) = a2 (A, B).T, copied by every thread (a slice of B each)."""
+        cpu_threads.parallel([lambda s=s: np.copyto(out[s], a2[:, s].T)
+                              for s in cpu_threads.pieces(out.shape[0], cpu_threads.WORKERS)])
+        return out
+
+    def sum_of_taps(self, shares, out, images, mats, box, name):
+        """out (N, A, B, D) = the sum over the taps of ``images(rows, cols)`` (the tap's
+        rows, (N*ho*wo, .)) @ ``mats(t)``, each added onto the tap's part of out,
+        ``box(rows, cols)`` (two slices: ho x wo places of out): each thread sums its share
+        into an array of its own (the first thread into out itself), added at the end. A
+        tap whose box is all of out writes it, with no zeros first."""
+        N, A, B, D = out.shape
+        full = (slice(0, A, 1), slice(0, B, 1))
+        outs = [out] + [WORKSPACE.get(np, f"{name}{j}", out.shape, out.dtype)
+                        for j in range(1, len(shares))]
+
+        def run(j):
+            acc, filled = outs[j], False
+            for t, rows, cols in shares[j]:
+                a, (bh, bw) = images(rows, cols), box(rows, cols)
+                if not filled and (bh, bw) == full:
+                    np.matmul(a, mats(t), out=acc.reshape(-1, D))
+                    filled = True
+                    continue
+                if not filled:
+                    acc.fill(0)
+                    filled = True
+                part = np.matmul(a, mats(t))                          # (N*ho*wo, D)
+                acc[:, bh, bw] += part.reshape(N, rows[1] - rows[0], cols[1] - cols[0], D)
+            if not filled:
+                acc.fill(0)
+        if not shares:                                                # every tap in the padding
+            out.fill(0)
+        cpu_threads.parallel([lambda j=j: run(j) for j in range(len(shares))])
+        for acc in outs[1:]:
+            out += acc
+        return out
 
     def forward(self, x, weight, bias, g: ConvGeometry, keep: bool):
         """y (N, OC, OH, OW) (a view of channels-last memory), and what backward needs."""
-        N, C, OC = g.N, g.C, g.OC
+        N, C, OC, KK = g.N, g.C, g.OC, g.KH * g.KW
         xh = as_nhwc(np, x)                                           # (N, H, W, C)
         # (OC, C, KH, KW) -> (KH*KW, OC, C): each tap's filter matrix contiguous
-        w_taps = np.ascontiguousarray(weight.reshape(OC * C, g.KH * g.KW).T).reshape(
-            g.KH * g.KW, OC, C)
+        w_taps = self.transposed(weight.reshape(OC * C, KK),
+                                 np.empty((KK, OC * C), x.dtype)).reshape(KK, OC, C)
         yh = np.empty((N, g.OH, g.OW, OC), dtype=x.dtype)             # (N, OH, OW, OC)
-        taps = self.taps(g)
-        first_fills = bool(taps) and taps[0][1][:2] == (0, g.OH) and taps[0][2][:2] == (0, g.OW)
-        if not first_fills:
-            yh.fill(0)
-        for i, (t, rows, cols) in enumerate(taps):
-            a = np.ascontiguousarray(self.pixels(xh, g, rows, cols))  # (N, ho, wo, C)
-            ho, wo = a.shape[1], a.shape[2]
-            if i == 0 and first_fills:                                # the whole output
-                cpu_threads.gemm(a.reshape(-1, C), w_taps[t].T, yh.reshape(-1, OC))
-                continue
-            part = WORKSPACE.get(np, "taps_y", (N * ho * wo, OC), x.dtype)
-            cpu_threads.gemm(a.reshape(-1, C), w_taps[t].T, part)     # (N*ho*wo, OC)
-            yh[:, rows[0]:rows[1], cols[0]:cols[1]] += part.reshape(N, ho, wo, OC)
+        self.sum_of_taps(
+            self.shares(self.taps(g)), yh,
+            lambda rows, cols: np.ascontiguousarray(self.pixels(xh, g, rows, cols)).reshape(
+                -1, C),                                               # (N*ho*wo, C)
+            lambda t: w_taps[t].T,                                    # (C, OC)
+            lambda rows, cols: (slice(rows[0], rows[1], 1), slice(cols[0], cols[1], 1)),
+            "taps_y")
         if bias is not None:
             yh += bias                                                # (..., OC) + (OC,)
         saved = TapsSaved(xh, w_taps, g) if keep else None
@@ -127,41 +175,42 @@ class TapGemmCPU:
     def backward(self, gy, s: TapsSaved, need_x: bool, need_w: bool, need_b: bool):
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
         g = s.g
-        N, C, OC = g.N, g.C, g.OC
+        N, C, OC, KK = g.N, g.C, g.OC, g.KH * g.KW
         gyh = as_nhwc(np, gy)                                         # (N, OH, OW, OC)
         gb = gyh.reshape(-1, OC).sum(axis=0) if need_b else None      # (OC,)
         taps = self.taps(g)
-        gw_taps = None                                                # (KH*KW, OC, C)
-        if need_w:      # every tap with outputs writes its own; the others stay zero
-            gw_taps = (np.empty if len(taps) == g.KH * g.KW else np.zeros)(
-                (g.KH * g.KW, OC, C), dtype=gy.dtype)
-        gxh = None                                                    # (N, H, W, C)
-        if need_x:      # the first tap covers every input pixel: it writes, no zeros
-            fills = False
-            if taps:
-                (oh0, oh1, ih0), (ow0, ow1, iw0) = taps[0][1], taps[0][2]
-                fills = g.SH == g.SW == 1 and ih0 == iw0 == 0 and oh1 - oh0 == g.H \
-                    and ow1 - ow0 == g.W
-            gxh = (np.empty if fills else np.zeros)((g.N, g.H, g.W, C), dtype=gy.dtype)
-        for i, (t, rows, cols) in enumerate(taps):
-            gyt = np.ascontiguousarray(gyh[:, rows[0]:rows[1], cols[0]:cols[1]])
-            ho, wo = gyt.shape[1], gyt.shape[2]
-            gyt = gyt.reshape(-1, OC)                                 # (N*ho*wo, OC)
-            if need_w:
-                a = np.ascontiguousarray(self.pixels(s.xh, g, rows, cols)).reshape(-1, C)
-                cpu_threads.gemm(gyt.T, a, gw_taps[t])  # (OC, C) = (OC, rows) @ (rows, C)
-            if need_x and i == 0 and fills:                           # every input pixel
-                cpu_threads.gemm(gyt, s.w_taps[t], gxh.reshape(-1, C))
-            elif need_x:
-                part = WORKSPACE.get(np, "taps_gx", (N * ho * wo, C), gy.dtype)
-                cpu_threads.gemm(gyt, s.w_taps[t], part)  # (rows, C) = (rows, OC) @ (OC, C)
-                self.pixels(gxh, g, rows, cols)[...] += part.reshape(N, ho, wo, C)
+        shares = self.shares(taps)
+
+        def grad_rows(rows, cols):                                    # (N*ho*wo, OC)
+            return np.ascontiguousarray(gyh[:, rows[0]:rows[1], cols[0]:cols[1]]).reshape(
+                -1, OC)
         gw = None
-        if need_w:      # (KH*KW, OC, C) -> (OC, C, KH, KW): one 2-D transpose
-            gw = np.ascontiguousarray(gw_taps.reshape(g.KH * g.KW, OC * C).T).reshape(
-                OC, C, g.KH, g.KW)
+        if need_w:      # every tap with outputs writes its own; the others stay zero
+            gw_taps = (np.empty if len(taps) == KK else np.zeros)((KK, OC, C), gy.dtype)
+
+            def weight_grads(share):
+                for t, rows, cols in share:   # (OC, C) = (OC, rows) @ (rows, C)
+                    a = np.ascontiguousarray(self.pixels(s.xh, g, rows, cols))
+                    np.matmul(grad_rows(rows, cols).T, a.reshape(-1, C), out=gw_taps[t])
+            cpu_threads.parallel([lambda sh=sh: weight_grads(sh) for sh in shares])
+            # (KH*KW, OC*C) -> (OC*C, KH*KW) = (OC, C, KH, KW)
+            gw = self.transposed(gw_taps.reshape(KK, OC * C),
+                                 np.empty((OC * C, KK), gy.dtype)).reshape(OC, C, g.KH, g.KW)
+        gxh = None
+        if need_x:      # gx[:, pixels of the tap] += gy rows @ W_tap, (rows, C)
+            gxh = self.sum_of_taps(
+                shares, np.empty((N, g.H, g.W, C), gy.dtype), grad_rows,
+                lambda t: s.w_taps[t],                                # (OC, C)
+                lambda rows, cols: self.input_box(g, rows, cols), "taps_gx")
         gx = gxh.transpose(0, 3, 1, 2) if need_x else None            # (N, C, H, W) view
         return gx, gw, gb
+
+    @staticmethod
+    def input_box(g, rows, cols):
+        """The input pixels a tap reads, as two slices (every SH-th row, SW-th column)."""
+        (oh0, oh1, ih0), (ow0, ow1, iw0) = rows, cols
+        return (slice(ih0, ih0 + (oh1 - oh0 - 1) * g.SH + 1, g.SH),
+                slice(iw0, iw0 + (ow1 - ow0 - 1) * g.SW + 1, g.SW))
 
 
 TAP_GEMMS = TapGemmCPU()
