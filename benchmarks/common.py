@@ -24,14 +24,27 @@ INPUT = {"alexnet": (1, 224, 224), "lenet": (1, 28, 28), "resnet18": (1, 96, 96)
 # -- the machine ------------------------------------------------------------------------
 
 def cpu_model() -> str:
+    """The CPU's name with its family and model numbers and widest vectors, e.g. "AMD
+    EPYC (family 26 model 2, AVX-512)": a virtual machine often names only the brand,
+    and machines of one name differ (AMD's family 25 is Zen 3/4, 26 Zen 5)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "flags") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    if "model name" not in fields:
+        return platform.processor() or "unknown"
+    flags = fields.get("flags", "").split()
+    width = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, {width})")
 
 
 def blas_description() -> str:

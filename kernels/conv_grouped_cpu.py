@@ -109,7 +109,7 @@ class GroupedIm2colCPU:
         OCg, Cg, KK = OC // G, g.C // G, g.KH * g.KW
         t = gy.transpose(0, 2, 3, 1)                                # (N, OH, OW, OC)
         gy_mat = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(N * P, OC)
-        gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
+        gb = cpu_threads.column_sums(gy_mat) if need_b else None                 # (OC,)
         gw = np.zeros((G, OCg, g.K), dtype=gy.dtype) if need_w else None
         gxh = np.empty((N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
         nb = self.images_per_chunk(g, gy.dtype.itemsize)

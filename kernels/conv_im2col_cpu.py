@@ -149,7 +149,7 @@ class Im2colGemmCPU:
         # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC): a view for channels-last gy
         t = gy.transpose(0, 2, 3, 1)
         gy_mat = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(N * P, OC)
-        gb = gy_mat.sum(axis=0) if need_b else None                 # (OC,)
+        gb = cpu_threads.column_sums(gy_mat) if need_b else None                 # (OC,)
         # gW's transpose (K, OC) where the columns are stored transposed: colsT @ gy
         # reads both operands along their rows
         tw = self.transposed(g) and not s.channels_last

@@ -119,8 +119,8 @@ class Pointwise1x1:
         t = gy.transpose(0, 2, 3, 1)                                   # (N, OH, OW, OC)
         gy = (t if t.flags.c_contiguous else xp.ascontiguousarray(t)).reshape(N * P, OC)
         gx = gw = gb = None
-        if need_b:
-            gb = gy.sum(axis=0)                                        # (OC,)
+        if need_b:                                                     # (OC,)
+            gb = cpu_threads.column_sums(gy) if xp is np else gy.sum(axis=0)
         if need_w:
             gw = _gemm(xp, gy.T, xs).reshape(OC, C, 1, 1)  # (OC, C) = (OC, N*P) @ (N*P, C)
         if need_x:

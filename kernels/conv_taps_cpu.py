@@ -177,7 +177,7 @@ class TapGemmCPU:
         g = s.g
         N, C, OC, KK = g.N, g.C, g.OC, g.KH * g.KW
         gyh = as_nhwc(np, gy)                                         # (N, OH, OW, OC)
-        gb = gyh.reshape(-1, OC).sum(axis=0) if need_b else None      # (OC,)
+        gb = cpu_threads.column_sums(gyh.reshape(-1, OC)) if need_b else None      # (OC,)
         taps = self.taps(g)
         shares = self.shares(taps)
 

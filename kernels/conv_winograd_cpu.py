@@ -310,7 +310,7 @@ class WinogradCPU:
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed."""
         g = s.g
         gyh = as_nhwc(np, gy)                                       # (N, OH, OW, OC)
-        gb = gyh.reshape(-1, g.OC).sum(axis=0) if need_b else None  # (OC,)
+        gb = cpu_threads.column_sums(gyh.reshape(-1, g.OC)) if need_b else None  # (OC,)
         gw = gxh = None
         if need_x or need_w:
             gw, gxh = self.gradients(s.xh, gyh, s.weight, g.PH, g.PW, need_x, need_w)

@@ -11,7 +11,8 @@ the GIL (``nogil=True``) and so do NumPy's GEMMs, so the pieces overlap.
 * ``parallel(calls)``: zero-argument callables at once, their results in order;
 * ``split(n, unit, call)``: ``call(i0, i1)`` over disjoint ranges covering 0..n-1, as
   many as pay for themselves (``unit``: the work of one item);
-* ``ranges(n)``: the element ranges of an elementwise loop.
+* ``ranges(n)``: the element ranges of an elementwise loop;
+* ``column_sums(a)``: the sums over the rows of a matrix (bias gradients).
 
 Pieces are cut only when BLAS runs on one thread (``cpu_process.py``'s policy, which
 calls ``configure``): otherwise BLAS threads itself and these run whole.
@@ -107,6 +108,20 @@ def run_ranges(loop, total, *args):
         loop(*args, 0, total)
         return
     parallel([lambda s=s: loop(*args, s.start, s.stop) for s in pieces(total, THREADS)])
+
+
+def column_sums(a):
+    """a (R, D) summed over its rows, (D,): a convolution's bias gradient. A vector of
+    ones times a, one matrix-vector product per thread (a range of rows each), the
+    threads' sums added in range order: BLAS reads a once, where NumPy's
+    ``a.sum(axis=0)`` adds it row by row, some three times slower."""
+    R = a.shape[0]
+    ones = np.ones(R, dtype=a.dtype)
+    parts = max(1, min(WORKERS, R * a.shape[1] // MIN_PART_ELEMENTS))
+    sums = parallel([lambda s=s: ones[s] @ a[s] for s in pieces(R, parts)])
+    for part in sums[1:]:
+        sums[0] += part
+    return sums[0]
 
 
 def gemm(a, b, out):
