@@ -659,6 +659,27 @@ def test_tf32_flag_defaults_on_and_switches():
     assert bad.returncode != 0 and "TINYALEX_TF32='maybe'" in bad.stderr
 
 
+@pytest.mark.parametrize("rows", [1, 7, 5000])
+def test_column_sums_over_threads(monkeypatch, rows):
+    """The convolutions' bias gradient (``cpu_threads.column_sums``): the rows cut over
+    the threads where there are enough, each a matrix-vector product; float64 equals
+    NumPy's sum to rounding, float32 stays within float32 rounding of it."""
+    monkeypatch.setattr(cpu_threads, "MIN_PART_ELEMENTS", 1000)
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((rows, 24))
+    got = cpu_threads.column_sums(a)
+    assert got.shape == (24,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, a.sum(axis=0), rtol=1e-12, atol=1e-12)
+    got32 = cpu_threads.column_sums(a.astype(np.float32))
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, a.sum(axis=0), rtol=0, atol=2e-6 * rows)
+    sums = []
+    monkeypatch.setattr(cpu_threads, "parallel", lambda calls: sums.extend(c() for c in calls)
+                        or sums)
+    cpu_threads.column_sums(a)
+    assert len(sums) == (min(cpu_threads.WORKERS, rows * 24 // 1000) or 1)
+
+
 def test_elementwise_in_parts_for_threads_matches_the_reference(monkeypatch):
     """Large arrays are cut into ranges, one per thread (``cpu_threads.ranges`` and
     ``split``): the sigmoid (float32 runs the vectorised loop with its own exp, within a
