@@ -267,6 +267,19 @@ def test_a_run_says_once_which_algorithm_computes_each_layer(tmp_path):
                                      "layer 3": "direct", "layer 5": "avg-pool loop"}
 
 
+def test_the_algorithms_are_chosen_for_the_batch_that_trains():
+    """Winograd pays only where a batch has enough tiles: AlexNet's conv4 runs im2col +
+    GEMM for one image and F(6x6, 3x3) for four, and ``algorithms`` says so for the
+    batch it is given (the run asks for its training batch); the shapes come from one
+    image whatever the batch."""
+    from tinyalex import nn
+    net = nn.Sequential(nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(kernel_size=3, stride=2))
+    assert net.algorithms((1, 384, 12, 12))[0] == (0, "im2col+GEMM")
+    assert net.algorithms((4, 384, 12, 12))[0] == (0, "winograd F(6,3)")
+    assert net.algorithms((4096, 384, 12, 12))[0] == (0, "winograd F(6,3)")
+
+
 def test_an_epoch_through_the_one_call_step_equals_the_plain_loop():
     """The GPU's path through train_epoch (a cuda_graph.TrainStep, one read back per
     step) run on the CPU, where the step is eager: the same weights and record as

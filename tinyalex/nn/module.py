@@ -358,9 +358,12 @@ class Sequential(Module):
     def algorithms(self, input_shape, dtype=np.float32, backend="numpy") -> list:
         """``[(index, algorithm name), ...]`` for the layers that choose an algorithm
         (convolution, pooling) when the network takes inputs of ``input_shape`` on
-        ``backend`` in the current kernel mode: what ``forward`` would run. The shapes
-        come from a zero input through the network (on the host, no graph)."""
-        x = Tensor(np.zeros(tuple(input_shape), dtype=dtype))
+        ``backend`` in the current kernel mode: what ``forward`` would run. The choice
+        depends on the batch (Winograd pays only where a batch has enough tiles), so it
+        is made for ``input_shape[0]`` images; the layers' shapes come from one zero
+        image through the network (on the host, no graph)."""
+        N = int(input_shape[0])
+        x = Tensor(np.zeros((1,) + tuple(input_shape)[1:], dtype=dtype))
         found = []
         was_training = self.training
         self.eval()
@@ -368,7 +371,8 @@ class Sequential(Module):
             with no_grad():
                 for i, layer in enumerate(self._modules.values()):
                     if hasattr(layer, "algorithm"):
-                        found.append((i, layer.algorithm(x.shape, dtype, backend)))
+                        found.append((i, layer.algorithm((N,) + x.shape[1:], dtype,
+                                                         backend)))
                     x = layer(x)
         finally:
             self.train(was_training)

@@ -156,8 +156,9 @@ def _fit(recipe, data, backend, out_dir, resume, progress, log, group):
                         weight_decay=recipe["weight_decay"], flat=flat)
         # one process on the GPU: the step as one call, a CUDA graph where it can be
         step = TrainStep(net, optimizer) if backend == "cupy" and group.size == 1 else None
-        algorithms = net.algorithms((1, 1, recipe["resize"], recipe["resize"]),
-                                    backend=backend)
+        # chosen for the images this process takes a step (its share of a batch)
+        algorithms = net.algorithms((-(-recipe["batch_size"] // group.size), 1,
+                                     recipe["resize"], recipe["resize"]), backend=backend)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
