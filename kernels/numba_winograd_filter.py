@@ -25,6 +25,19 @@ from numba import njit
 BLOCK = 256     # filters per pass: the block's rows of T stay in the L1 cache
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _combination(out, src, row0, step, col0, coef, m):
+    """out[:m] = sum over k of coef[k] * src[row0 + k*step, col0:col0 + m]: one output
+    row of a block as a combination of rows of another (every pass below)."""
+    g, s = coef[0], src[row0, col0:col0 + m]
+    for i in range(m):
+        out[i] = g * s[i]
+    for k in range(1, coef.shape[0]):
+        g, s = coef[k], src[row0 + k * step, col0:col0 + m]
+        for i in range(m):
+            out[i] += g * s[i]
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def filter_transform(G, wT, U, f0, f1):
     """U[:, f] = vec(G w_f G^T) for filters f0..f1-1: G (n, r), wT (r*r, F) the filters
@@ -35,28 +48,10 @@ def filter_transform(G, wT, U, f0, f1):
         m = min(f1, fb + BLOCK) - fb
         for a in range(n):                       # T[a, b] = sum_c G[a, c] w[c, b]
             for b in range(r):
-                t = T[a * r + b]
-                g = G[a, 0]
-                src = wT[b, fb:fb + m]
-                for i in range(m):
-                    t[i] = g * src[i]
-                for c in range(1, r):
-                    g = G[a, c]
-                    src = wT[c * r + b, fb:fb + m]
-                    for i in range(m):
-                        t[i] += g * src[i]
+                _combination(T[a * r + b], wT, b, r, fb, G[a], m)
         for a in range(n):                       # U[a*n + d] = sum_b T[a, b] G[d, b]
             for d in range(n):
-                out = U[a * n + d, fb:fb + m]
-                g = G[d, 0]
-                t = T[a * r]
-                for i in range(m):
-                    out[i] = t[i] * g
-                for b in range(1, r):
-                    g = G[d, b]
-                    t = T[a * r + b]
-                    for i in range(m):
-                        out[i] += t[i] * g
+                _combination(U[a * n + d, fb:fb + m], T, a * r, 1, 0, G[d], m)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -69,25 +64,7 @@ def filter_gradient(G, gU, gWT, f0, f1):
         m = min(f1, fb + BLOCK) - fb
         for a in range(n):                       # T[a, b] = sum_d gU[a*n + d] G[d, b]
             for b in range(r):
-                t = T[a * r + b]
-                g = G[0, b]
-                src = gU[a * n, fb:fb + m]
-                for i in range(m):
-                    t[i] = g * src[i]
-                for d in range(1, n):
-                    g = G[d, b]
-                    src = gU[a * n + d, fb:fb + m]
-                    for i in range(m):
-                        t[i] += g * src[i]
+                _combination(T[a * r + b], gU, a * n, 1, fb, G[:, b], m)
         for c in range(r):                       # gW[c, b] = sum_a G[a, c] T[a, b]
             for b in range(r):
-                out = gWT[c * r + b, fb:fb + m]
-                g = G[0, c]
-                t = T[b]
-                for i in range(m):
-                    out[i] = g * t[i]
-                for a in range(1, n):
-                    g = G[a, c]
-                    t = T[a * r + b]
-                    for i in range(m):
-                        out[i] += g * t[i]
+                _combination(gWT[c * r + b, fb:fb + m], T, b, r, 0, G[:, c], m)
