@@ -11,15 +11,19 @@ returns it.
 
 Fused: ``forward_sigmoid_avgpool`` and ``backward_sigmoid_avgpool`` compute a
 convolution, the sigmoid after it and a 2x2 average pooling as one op (d2l's LeNet
-blocks, ``ops/conv.py``'s ``Conv2dSigmoidAvgPool``), with the numbers of the three.
+blocks, ``ops/conv.py``'s ``Conv2dSigmoidAvgPool``) by the loops of
+``numba_lanes.py``, which hold 16 images side by side in the vector lanes: the
+forward's numbers and the input's gradient are those of the three ops run one after
+the other (bit for bit in float32), the filters' gradient sums in another order.
 
 Threads: each part of the batch adds its share of the weight gradient to arrays of
 its own, summed at the end, so no two threads ever write the same memory.
 
-The loops compute thrown-away columns from zeros of the gradient; with inf or NaN
-in the input (or inf in the filters) those would leak NaN into the gradients, so
-such gradients are computed by im2col + GEMM instead (``conv_im2col_cpu.py``), as
-the reference computes them.
+``numba_direct``'s loops compute thrown-away columns from zeros of the gradient; with
+inf or NaN in the input (or inf in the filters) those would leak NaN into the
+gradients, so such gradients are computed by im2col + GEMM instead
+(``conv_im2col_cpu.py``), as the reference computes them. (``numba_lanes``' loops
+compute no such columns.)
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cpu_threads, numba_direct as loops
+from . import cpu_threads, numba_direct as loops, numba_lanes as lanes
 from .conv_im2col_cpu import IM2COL_GEMM, Im2colSaved
 from .geometry import ConvGeometry, PoolGeometry
 
@@ -44,10 +48,18 @@ class DirectSaved:
 
 
 @dataclass
-class FusedSaved:
-    """What the fused convolution + sigmoid + pooling's backward needs."""
-    conv: DirectSaved
-    s: object             # (N, OC, OH, OW): the sigmoid's output
+class LanesSaved:
+    """What the fused convolution + sigmoid + pooling's backward needs, in
+    ``numba_lanes``' blocks of V images (the image last)."""
+    xb: object            # (N/V, C, H + 2*PH, W + 2*PW, V): the padded input
+    sb: object            # (N/V, OC, OH, OW, V): the sigmoid's output
+    w: object             # (OC, C, KH, KW)
+    g: ConvGeometry
+
+    def sigmoid_output(self):
+        """The sigmoid's output as (N, OC, OH, OW) (a copy)."""
+        blocks, OC, OH, OW, V = self.sb.shape
+        return self.sb.transpose(0, 4, 1, 2, 3).reshape(blocks * V, OC, OH, OW)[:self.g.N]
 
 
 class DirectCPU:
@@ -81,22 +93,16 @@ class DirectCPU:
                               for n0, n1 in self._parts(g)])
         return y, (DirectSaved(x, w, g) if keep else None)
 
-    def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool,
-                 make_gy=None):
+    def backward(self, gy, s: DirectSaved, need_x: bool, need_w: bool, need_b: bool):
         """(gx, gW, gb) for gy (N, OC, OH, OW); None where not needed. Each thread takes
-        its part of the batch through both gradient loops. ``make_gy(n0, n1)``, if
-        given, first writes images n0..n1 of gy in that thread (the fused op's pass
-        from the pooled gradient, ``backward_sigmoid_avgpool``)."""
+        its part of the batch through both gradient loops."""
         g, x, w = s.g, s.x, s.w
-        if make_gy is None:
-            gy = np.ascontiguousarray(gy)                           # (N, OC, OH, OW)
+        gy = np.ascontiguousarray(gy)                               # (N, OC, OH, OW)
         dt, K = gy.dtype, g.C * g.KH * g.KW
         direct_x = need_x and np.isfinite(w).all()   # inf weights: im2col, below
         gx = np.empty((g.N, g.C, g.H, g.W), dtype=dt) if direct_x else None  # (N, C, H, W)
 
         def part(n0, n1):
-            if make_gy is not None:
-                make_gy(n0, n1)
             weights = None
             if need_w:
                 gw_part = np.zeros((g.OC, K), dt)                   # (OC, C*KH*KW)
@@ -127,39 +133,65 @@ class DirectCPU:
 
     # -- fused with the sigmoid and the 2x2 average pooling after it (d2l's LeNet) ------
 
-    fused_name = "direct + sigmoid + avg-pool (fused)"
+    fused_name = "direct, images in lanes + sigmoid + avg-pool (fused)"
 
     def takes_sigmoid_avgpool(self, g: ConvGeometry, pool: PoolGeometry) -> bool:
         """A convolution this class takes followed by a sigmoid and a 2x2 average
         pooling of stride 2 without padding."""
         return self.takes(g) and pool.window == (2, 2, 2, 2, 0, 0)
 
+    def _block_parts(self, g):
+        """Disjoint (b0, b1) ranges of ``numba_lanes``' blocks of V images covering the
+        batch, one per thread that pays."""
+        blocks = -(-g.N // lanes.V)
+        macs = g.N * g.OC * g.C * g.KH * g.KW * g.OH * g.OW
+        parts = max(1, min(self.threads, blocks, macs // MIN_PART_MACS))
+        step = -(-blocks // parts)
+        return [(b0, min(blocks, b0 + step)) for b0 in range(0, blocks, step)]
+
     def forward_sigmoid_avgpool(self, x, weight, bias, g: ConvGeometry, pool: PoolGeometry,
                                 keep: bool):
-        """y (N, OC, OH//2, OW//2) = avg_pool2d(sigmoid(conv2d(x)), 2) in one pass per
-        image (``numba_direct.forward_sigmoid_avgpool``), and what backward needs."""
+        """y (N, OC, OH//2, OW//2) = avg_pool2d(sigmoid(conv2d(x)), 2), computed 16
+        images at a time with the images in the vector lanes (``numba_lanes``), and
+        what backward needs."""
         x = np.ascontiguousarray(x)                                 # (N, C, H, W)
         w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
         b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
-        s = np.empty((g.N, g.OC, g.OH, g.OW), dtype=x.dtype)        # sigmoid(conv2d(x))
+        blocks = -(-g.N // lanes.V)
+        xb = np.zeros((blocks, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW, lanes.V), x.dtype)
+        sb = np.empty((blocks, g.OC, g.OH, g.OW, lanes.V), x.dtype)  # sigmoid(conv2d(x))
         y = np.empty((g.N, g.OC, pool.OH, pool.OW), dtype=x.dtype)  # its pooling
-        cpu_threads.parallel([lambda n0=n0, n1=n1: loops.forward_sigmoid_avgpool(
-            x, w, b, g.PH, g.PW, s, y, n0, n1) for n0, n1 in self._parts(g)])
-        return y, (FusedSaved(DirectSaved(x, w, g), s) if keep else None)
 
-    def backward_sigmoid_avgpool(self, gy, saved: FusedSaved, need_x: bool, need_w: bool,
+        def part(b0, b1):
+            lanes.pack(x, g.PH, g.PW, xb, b0, b1)
+            lanes.forward_sigmoid_avgpool(xb, w, b, sb, y, b0, b1)
+        cpu_threads.parallel([lambda b0=b0, b1=b1: part(b0, b1)
+                              for b0, b1 in self._block_parts(g)])
+        return y, (LanesSaved(xb, sb, w, g) if keep else None)
+
+    def backward_sigmoid_avgpool(self, gy, saved: LanesSaved, need_x: bool, need_w: bool,
                                  need_b: bool):
-        """(gx, gW, gb) for gy (N, OC, OH//2, OW//2): the pooling's and the sigmoid's
-        backward in one pass (``numba_direct.sigmoid_avgpool_backward``), then the
-        convolution's (``backward``), each thread's part of the batch through all three
-        loops."""
-        s = saved.s
+        """(gx, gW, gb) for gy (N, OC, OH//2, OW//2), None where not needed: the
+        pooling's, the sigmoid's and the convolution's backward, block by block
+        (``numba_lanes.backward``), each thread taking its part of the blocks."""
+        g, w = saved.g, saved.w
         gy = np.ascontiguousarray(gy)                               # (N, OC, OH//2, OW//2)
-        gs = np.empty(s.shape, dtype=s.dtype)                       # (N, OC, OH, OW)
-        one, quarter = s.dtype.type(1), s.dtype.type(0.25)
-        return self.backward(gs, saved.conv, need_x, need_w, need_b,
-                             make_gy=lambda n0, n1: loops.sigmoid_avgpool_backward(
-                                 gy, s, one, quarter, gs, n0, n1))
+        dt, K = gy.dtype, g.C * g.KH * g.KW
+        gx = np.empty((g.N, g.C, g.H, g.W), dtype=dt) if need_x else None  # (N, C, H, W)
+
+        def part(b0, b1):
+            gw_part = np.zeros((g.OC, K), dt)                       # (OC, C*KH*KW)
+            gb_part = np.zeros(g.OC, dt)                            # (OC,)
+            lanes.backward(gy, saved.xb, saved.sb, w, g.PH, g.PW, need_w, need_b, need_x,
+                           dt.type(1), dt.type(0.25), dt.type(0), gw_part, gb_part,
+                           gx if need_x else np.empty((0, 0, 0, 0), dt), b0, b1)
+            return gw_part, gb_part
+        results = cpu_threads.parallel([lambda b0=b0, b1=b1: part(b0, b1)
+                                        for b0, b1 in self._block_parts(g)])
+        # (OC, C*KH*KW) -> (OC, C, KH, KW): columns are ordered (c, kh, kw)
+        gw = sum(r[0] for r in results).reshape(g.OC, g.C, g.KH, g.KW) if need_w else None
+        gb = sum(r[1] for r in results) if need_b else None
+        return gx, gw, gb
 
 
 DIRECT = DirectCPU()

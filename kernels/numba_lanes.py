@@ -1,0 +1,350 @@
+"""Numba loops of d2l's LeNet blocks, convolution + sigmoid + 2x2 average pooling as one
+op, with 16 images side by side in the vector lanes; ``conv_direct_cpu.py`` calls them
+(letters as in the Notation of ``tinyalex/ops/im2col.py``; stride 1, padding below the
+kernel, as ``numba_direct.py``'s loops).
+
+Why lanes. ``numba_direct.py`` vectorises over the pixels of one image: an output row
+of LeNet's second layer is 10 pixels, shorter than one AVX-512 vector of 16 floats, so
+its loops run over whole padded planes and throw away the columns between rows. Here
+a block of ``V`` = 16 images is stored with the image as the last, fastest index::
+
+    xb[block, c, h, w, l] = x[block * V + l, c, h - PH, w - PW]   (0 in the padding)
+
+so one vector holds pixel (h, w) of 16 images, and an output row of OW pixels is
+OW * V floats with no gap: every lane computes a useful number. The input is copied
+into this layout once per step (``pack``), the sigmoid's output stays in it for
+backward, and only the small pooled output and the input's gradient are copied back
+to (N, C, H, W). Images past the batch's end fill the last block's lanes with zeros.
+
+The forward pass. For stride 1, output row oh of tap (c, kh, kw) reads the input row
+oh + kh from column kw on: ``xb[block, c, oh + kh, kw:kw + OW, :]``, a contiguous run
+of OW * V floats at a constant offset from the row's start. So a whole output row is a
+sum of shifted input rows::
+
+    acc[oc, :] = b[oc] + sum over taps (c, kh, kw) of w[oc, c, kh, kw] * row(c, oh + kh, kw)
+
+one loop over OW * V floats per 4 output channels x 4 taps (16 multiply-adds per 4
+loads and 4 stores), as ``numba_direct.forward`` does over a padded plane. Every
+output element is summed in ``numba_direct.forward``'s order (the bias, then the taps
+4 at a time in (c, kh, kw) order), so the numbers are that loop's bit for bit. Then,
+while the row is in cache, the sigmoid, and after every second row the 2x2 pooling.
+
+The backward pass, per block: the pooled gradient times the sigmoid's derivative
+gives the gradient at the convolution's output ``g`` (in lanes), then
+
+* the weight gradient, ``gW[oc, tap] = sum over images and pixels of
+  g[oc, pixel] * x[tap + pixel]``: for each kw the input is copied once more with
+  rows of OW pixels starting at column kw, so that for every tap the pixels a filter
+  tap meets are one contiguous run over the block's whole output, OH * OW * V floats:
+  long dot products in 4x4 blocks, no gaps. Its sums run in another order than
+  ``numba_direct.weight_gradient``'s (rounding differs);
+* the input gradient, the forward's adjoint: input row h collects, for kh = 0..KH-1
+  (output row h - kh) and kw = 0..KW-1, ``w[oc, c, kh, kw] * g[oc, h - kh, :]`` added
+  at column kw, 4 input channels x 4 output channels per loop, in
+  ``numba_direct.input_gradient``'s order for every element (its bits).
+
+Only real pixels meet in these sums (no thrown-away columns), so inf or NaN in the
+input or the filters spreads exactly as in the reference's products.
+
+Every loop covers blocks b0..b1-1 and releases the GIL, so that ``conv_direct_cpu.py``
+can run disjoint blocks in several threads; weight gradients are *added* to the
+caller's (per-thread) arrays. Compiled for float32 and float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from .numba_elementwise import _sigmoid32
+
+V = 16          # images per block: one AVX-512 vector of float32
+BLOCK = 4       # the register block: 4 outputs x 4 inputs per pass
+
+
+def sigmoid(v):
+    """1 / (1 + exp(-v)) of one number: this Python form runs under the tests' guarded
+    sweep (float64); compiled, float32 takes ``numba_elementwise``'s vectorised
+    ``_sigmoid32`` (the sigmoid loop's own numbers) and float64 ``np.exp``."""
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+@overload(sigmoid, inline="always")
+def _sigmoid_compiled(v):
+    if v == types.float32:
+        return lambda v: _sigmoid32(v)
+    return lambda v: 1.0 / (1.0 + np.exp(-v))
+
+
+@njit(cache=True, nogil=True)
+def pack(x, PH, PW, xb, b0, b1):
+    """Blocks b0..b1-1 of xb (NB, C, H + 2*PH, W + 2*PW, V) from x (N, C, H, W); xb's
+    padding and the lanes past the batch's end are left as they are (zeros)."""
+    N, C, H, W = x.shape
+    for n in range(b0 * V, min(N, b1 * V)):
+        block, lane = n // V, n % V
+        for c in range(C):
+            for h in range(H):
+                src, dst = x[n, c, h], xb[block, c, h + PH]
+                for j in range(W):
+                    dst[j + PW, lane] = src[j]
+    return xb
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def forward_sigmoid_avgpool(xb, w, b, sb, y, b0, b1):
+    """For blocks b0..b1-1 of xb (NB, C, Hp, Wp, V): sb (NB, OC, OH, OW, V) =
+    sigmoid(conv(x)) and y (N, OC, OH//2, OW//2) its 2x2 average pooling (stride 2),
+    in (N, C, H, W) order; w (OC, C, KH, KW), b (OC,) (zeros for no bias)."""
+    _, C, Hp, Wp, _ = xb.shape
+    OC, _, KH, KW = w.shape
+    _, _, OH, OW, _ = sb.shape
+    N, _, POH, POW = y.shape
+    K = C * KH * KW
+    K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
+    R, plane = OW * V, Hp * Wp * V                  # an output row, an input plane
+    offs = np.full(K4, C * plane, np.int64)         # padded taps: the zeros after the planes
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                offs[(c * KH + kh) * KW + kw] = c * plane + (kh * Wp + kw) * V
+    wm = np.zeros((O4, K4), xb.dtype)               # (OC, C*KH*KW), padded with zeros
+    wm[:OC, :K] = w.reshape(OC, K)
+    bb = np.zeros(O4, xb.dtype)
+    bb[:OC] = b
+    xf = np.zeros(C * plane + plane, xb.dtype)      # one block's planes, then zeros
+    acc = np.empty((O4, R), xb.dtype)               # one output row of every channel
+    pooled = np.empty(POW * V, xb.dtype)
+    for block in range(b0, b1):
+        xf[:C * plane] = xb[block].reshape(C * plane)
+        for oh in range(OH):
+            start = oh * Wp * V
+            for oc in range(0, O4, BLOCK):
+                a0, a1, a2, a3 = acc[oc], acc[oc + 1], acc[oc + 2], acc[oc + 3]
+                c0, c1, c2, c3 = bb[oc], bb[oc + 1], bb[oc + 2], bb[oc + 3]
+                for q in range(R):
+                    a0[q], a1[q], a2[q], a3[q] = c0, c1, c2, c3
+                for k in range(0, K4, BLOCK):
+                    x0, x1 = xf[start + offs[k]:], xf[start + offs[k + 1]:]
+                    x2, x3 = xf[start + offs[k + 2]:], xf[start + offs[k + 3]:]
+                    u = wm[oc:oc + BLOCK, k:k + BLOCK]
+                    u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+                    u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
+                    u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
+                    u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
+                    for q in range(R):
+                        t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
+                        a0[q] += u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3
+                        a1[q] += u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3
+                        a2[q] += u20 * t0 + u21 * t1 + u22 * t2 + u23 * t3
+                        a3[q] += u30 * t0 + u31 * t1 + u32 * t2 + u33 * t3
+                for j in range(min(BLOCK, OC - oc)):
+                    a, s = acc[oc + j], sb[block, oc + j, oh].reshape(R)
+                    for q in range(R):
+                        s[q] = sigmoid(a[q])
+            if oh % 2 == 1 and oh < 2 * POH:         # rows oh-1, oh: a row of windows
+                i = oh // 2
+                for oc in range(OC):
+                    top = sb[block, oc, oh - 1].reshape(R)
+                    bottom = sb[block, oc, oh].reshape(R)
+                    for k in range(POW):             # (kh, kw) in the pooling's order
+                        left, right = 2 * k * V, (2 * k + 1) * V
+                        for lane in range(V):
+                            pooled[k * V + lane] = (top[left + lane] + top[right + lane]
+                                                    + bottom[left + lane]
+                                                    + bottom[right + lane]) / 4
+                    for lane in range(min(V, N - block * V)):
+                        out = y[block * V + lane, oc, i]
+                        for k in range(POW):
+                            out[k] = pooled[k * V + lane]
+    return y
+
+
+@njit(cache=True, nogil=True)
+def _output_gradient(gy, sb, block, one, quarter, g):
+    """g (O4, OH * OW * V): the gradient at the convolution's output for one block,
+    from the pooled gradient gy (N, OC, POH, POW): each pixel gets its window's
+    gy * 1/4 (0 in a row or column no window covers, and in the lanes past the batch's
+    end), times the sigmoid's derivative s * (1 - s); the numbers of
+    ``numba_pool.avg_pool_backward`` and ``numba_elementwise.backward``."""
+    N, OC, POH, POW = gy.shape
+    _, _, OH, OW, _ = sb.shape
+    R = OW * V
+    share = np.zeros(R, sb.dtype)                   # a pooled row's gy/4, each value twice
+    for oc in range(OC):
+        for oh in range(OH):
+            if oh % 2 == 0:                         # a new row of windows
+                share[:] = 0
+                if oh < 2 * POH:
+                    for lane in range(min(V, N - block * V)):
+                        src = gy[block * V + lane, oc, oh // 2]
+                        for k in range(POW):
+                            e = src[k] * quarter
+                            share[2 * k * V + lane] = e
+                            share[(2 * k + 1) * V + lane] = e
+            s, dst = sb[block, oc, oh].reshape(R), g[oc, oh * R:]
+            for q in range(R):
+                dst[q] = share[q] * s[q] * (one - s[q])
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _bias_gradient(g, gb, zero):
+    """Adds one block's share to gb (OC,): the sums of g's rows (O4, OH * OW * V)."""
+    for oc in range(gb.shape[0]):
+        s = zero
+        row = g[oc]
+        for p in range(row.shape[0]):
+            s += row[p]
+        gb[oc] += s
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _weight_gradient(xb, g, block, KH, KW, xs, acc, zero):
+    """Adds one block's share to acc (O4, K4) = gW (padded). xs: room for the input's
+    KW column-shifted copies, then OH * OW * V zeros."""
+    _, C, Hp, Wp, _ = xb.shape
+    O4, K4 = acc.shape
+    M = g.shape[1]                                  # OH * OW * V: the block's output
+    OW = Wp - KW + 1
+    R = OW * V
+    plane = Hp * R
+    for kw in range(KW):                            # xs[kw, c, h] = xb[block, c, h, kw:kw+OW]
+        for c in range(C):
+            for h in range(Hp):
+                src, dst = xb[block, c, h].reshape(Wp * V)[kw * V:], xs[(kw * C + c) * plane
+                                                                         + h * R:]
+                for q in range(R):
+                    dst[q] = src[q]
+    offs = np.full(K4, KW * C * plane, np.int64)    # tap (c, kh, kw); padded: the zeros
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                offs[(c * KH + kh) * KW + kw] = (kw * C + c) * plane + kh * R
+    for oc in range(0, O4, BLOCK):
+        g0, g1, g2, g3 = g[oc], g[oc + 1], g[oc + 2], g[oc + 3]
+        for k in range(0, K4, BLOCK):
+            x0, x1 = xs[offs[k]:], xs[offs[k + 1]:]
+            x2, x3 = xs[offs[k + 2]:], xs[offs[k + 3]:]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+            for p in range(M):
+                t0, t1, t2, t3 = x0[p], x1[p], x2[p], x3[p]
+                e = g0[p]
+                s00 += e * t0
+                s01 += e * t1
+                s02 += e * t2
+                s03 += e * t3
+                e = g1[p]
+                s10 += e * t0
+                s11 += e * t1
+                s12 += e * t2
+                s13 += e * t3
+                e = g2[p]
+                s20 += e * t0
+                s21 += e * t1
+                s22 += e * t2
+                s23 += e * t3
+                e = g3[p]
+                s30 += e * t0
+                s31 += e * t1
+                s32 += e * t2
+                s33 += e * t3
+            a = acc[oc:oc + BLOCK, k:k + BLOCK]
+            a[0, 0] += s00
+            a[0, 1] += s01
+            a[0, 2] += s02
+            a[0, 3] += s03
+            a[1, 0] += s10
+            a[1, 1] += s11
+            a[1, 2] += s12
+            a[1, 3] += s13
+            a[2, 0] += s20
+            a[2, 1] += s21
+            a[2, 2] += s22
+            a[2, 3] += s23
+            a[3, 0] += s30
+            a[3, 1] += s31
+            a[3, 2] += s32
+            a[3, 3] += s33
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx):
+    """Images of one block of gx (N, C, H, W) (overwritten) from g (O4, OH * OW * V);
+    wm (KH*KW, C4, O4) the filters as (tap, c, oc), padded with zeros; gp (C4, Hp,
+    Wp * V) room for the padded planes' gradient."""
+    N, C, H, W = gx.shape
+    C4, Hp, _ = gp.shape
+    O4 = wm.shape[2]
+    OH = Hp - KH + 1
+    R = g.shape[1] // OH                            # OW * V: an output row
+    gp[:] = 0
+    for h in range(Hp):                             # input row h, from output rows h - kh
+        for kh in range(KH):
+            oh = h - kh
+            if oh < 0 or oh >= OH:
+                continue
+            for kw in range(KW):
+                for c in range(0, C4, BLOCK):
+                    d0, d1 = gp[c, h, kw * V:], gp[c + 1, h, kw * V:]
+                    d2, d3 = gp[c + 2, h, kw * V:], gp[c + 3, h, kw * V:]
+                    for oc in range(0, O4, BLOCK):
+                        g0, g1 = g[oc, oh * R:], g[oc + 1, oh * R:]
+                        g2, g3 = g[oc + 2, oh * R:], g[oc + 3, oh * R:]
+                        u = wm[kh * KW + kw, c:c + BLOCK, oc:oc + BLOCK]
+                        u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+                        u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
+                        u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
+                        u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
+                        for q in range(R):
+                            e0, e1, e2, e3 = g0[q], g1[q], g2[q], g3[q]
+                            d0[q] += u00 * e0 + u01 * e1 + u02 * e2 + u03 * e3
+                            d1[q] += u10 * e0 + u11 * e1 + u12 * e2 + u13 * e3
+                            d2[q] += u20 * e0 + u21 * e1 + u22 * e2 + u23 * e3
+                            d3[q] += u30 * e0 + u31 * e1 + u32 * e2 + u33 * e3
+    for lane in range(min(V, N - block * V)):      # back to (N, C, H, W), padding cut
+        n = block * V + lane
+        for c in range(C):
+            for h in range(H):
+                src, dst = gp[c, h + PH], gx[n, c, h]
+                for j in range(W):
+                    dst[j] = src[(j + PW) * V + lane]
+
+
+@njit(cache=True, nogil=True)
+def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, gw, gb,
+             gx, b0, b1):
+    """For blocks b0..b1-1: adds to gw (OC, C*KH*KW) and gb (OC,) their share of the
+    filters' and bias's gradients (if ``need_w``, ``need_b``) and writes their images of gx
+    (N, C, H, W) (if ``need_x``), from the pooled gradient gy (N, OC, OH//2, OW//2),
+    the packed input xb and the sigmoid's output sb (``forward_sigmoid_avgpool``);
+    ``one``, ``quarter`` and ``zero`` of their dtype keep float32 from being promoted."""
+    _, C, Hp, Wp, _ = xb.shape
+    OC, _, KH, KW = w.shape
+    _, _, OH, OW, _ = sb.shape
+    dt = xb.dtype
+    K = C * KH * KW
+    K4, O4, C4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK, -(-C // BLOCK) * BLOCK
+    M = OH * OW * V
+    g = np.zeros((O4, M), dt)                       # padded channels stay 0
+    xs = np.zeros(KW * C * Hp * OW * V + M, dt)
+    acc = np.zeros((O4, K4), dt)
+    wm = np.zeros((KH * KW, C4, O4), dt)            # (tap, c, oc), padded with zeros
+    for oc in range(OC):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    wm[kh * KW + kw, c, oc] = w[oc, c, kh, kw]
+    gp = np.empty((C4, Hp, Wp * V), dt)
+    for block in range(b0, b1):
+        _output_gradient(gy, sb, block, one, quarter, g)
+        if need_b:
+            _bias_gradient(g, gb, zero)
+        if need_w:
+            _weight_gradient(xb, g, block, KH, KW, xs, acc, zero)
+        if need_x:
+            _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx)
+    if need_w:
+        gw += acc[:OC, :K]
+    return gw
