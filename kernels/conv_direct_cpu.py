@@ -164,7 +164,7 @@ class DirectCPU:
 
         def part(b0, b1):
             lanes.pack(x, g.PH, g.PW, xb, b0, b1)
-            lanes.forward_sigmoid_avgpool(xb, w, b, sb, y, b0, b1)
+            lanes.forward_sigmoid_avgpool(xb, w, b, x.dtype.type(0.25), sb, y, b0, b1)
         cpu_threads.parallel([lambda b0=b0, b1=b1: part(b0, b1)
                               for b0, b1 in self._block_parts(g)])
         return y, (LanesSaved(xb, sb, w, g) if keep else None)

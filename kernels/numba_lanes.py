@@ -92,72 +92,133 @@ def pack(x, PH, PW, xb, b0, b1):
     return xb
 
 
+@njit(cache=True, nogil=True)
+def _lanes_to_images(src, dst):
+    """dst[lane, i] = src[i, lane] for the lanes of dst (n, M) (a block's images, n <= V,
+    back from src (M, V)), in tiles of V values (a transposition of V x V floats)."""
+    n, M = dst.shape
+    tiles = M - M % V
+    for i0 in range(0, tiles, V):
+        for lane in range(n):
+            d = dst[lane, i0:]
+            for i in range(V):
+                d[i] = src[i0 + i, lane]
+    for i in range(tiles, M):
+        for lane in range(n):
+            dst[lane, i] = src[i, lane]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _row_4x4(xf, start, offs, wm, bb, OW, acc):
+    """acc (O4, OW * V) = an output row of every channel (``forward_sigmoid_avgpool``),
+    4 channels x 4 taps per pass over the row; wm (O4, K4), offs (K4,): the filters
+    and their taps' offsets in xf, padded with zeros."""
+    O4, K4 = wm.shape
+    R = OW * V                                      # a multiple of V: no remainder loop
+    for oc in range(0, O4, 4):
+        a0, a1, a2, a3 = acc[oc], acc[oc + 1], acc[oc + 2], acc[oc + 3]
+        c0, c1, c2, c3 = bb[oc], bb[oc + 1], bb[oc + 2], bb[oc + 3]
+        for q in range(R):
+            a0[q], a1[q], a2[q], a3[q] = c0, c1, c2, c3
+        for k in range(0, K4, 4):
+            x0, x1 = xf[start + offs[k]:], xf[start + offs[k + 1]:]
+            x2, x3 = xf[start + offs[k + 2]:], xf[start + offs[k + 3]:]
+            u = wm[oc:oc + 4, k:k + 4]
+            u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+            u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
+            u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
+            u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
+            for q in range(R):
+                t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
+                a0[q] += u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3
+                a1[q] += u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3
+                a2[q] += u20 * t0 + u21 * t1 + u22 * t2 + u23 * t3
+                a3[q] += u30 * t0 + u31 * t1 + u32 * t2 + u33 * t3
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _row_2x8(xf, start, offs, wm, bb, OW, acc):
+    """``_row_4x4`` with 2 channels x 8 taps per pass (wm (O2, K8)): for channel
+    counts that are not a multiple of 4 (LeNet's first layer, 6). Each output still
+    adds its taps 4 at a time, ``a = (a + taps 0-3) + taps 4-7``, the order of two
+    4-tap passes; the filters' padding to 8 taps adds zeros."""
+    O2, K8 = wm.shape
+    R = OW * V                                      # a multiple of V: no remainder loop
+    for oc in range(0, O2, 2):
+        a0, a1 = acc[oc], acc[oc + 1]
+        c0, c1 = bb[oc], bb[oc + 1]
+        for q in range(R):
+            a0[q], a1[q] = c0, c1
+        for k in range(0, K8, 8):
+            x0, x1 = xf[start + offs[k]:], xf[start + offs[k + 1]:]
+            x2, x3 = xf[start + offs[k + 2]:], xf[start + offs[k + 3]:]
+            x4, x5 = xf[start + offs[k + 4]:], xf[start + offs[k + 5]:]
+            x6, x7 = xf[start + offs[k + 6]:], xf[start + offs[k + 7]:]
+            u = wm[oc:oc + 2, k:k + 8]
+            u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+            u04, u05, u06, u07 = u[0, 4], u[0, 5], u[0, 6], u[0, 7]
+            u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
+            u14, u15, u16, u17 = u[1, 4], u[1, 5], u[1, 6], u[1, 7]
+            for q in range(R):
+                t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
+                t4, t5, t6, t7 = x4[q], x5[q], x6[q], x7[q]
+                a = a0[q] + (u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3)
+                a0[q] = a + (u04 * t4 + u05 * t5 + u06 * t6 + u07 * t7)
+                a = a1[q] + (u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3)
+                a1[q] = a + (u14 * t4 + u15 * t5 + u16 * t6 + u17 * t7)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def forward_sigmoid_avgpool(xb, w, b, sb, y, b0, b1):
+def forward_sigmoid_avgpool(xb, w, b, quarter, sb, y, b0, b1):
     """For blocks b0..b1-1 of xb (NB, C, Hp, Wp, V): sb (NB, OC, OH, OW, V) =
     sigmoid(conv(x)) and y (N, OC, OH//2, OW//2) its 2x2 average pooling (stride 2),
-    in (N, C, H, W) order; w (OC, C, KH, KW), b (OC,) (zeros for no bias)."""
+    in (N, C, H, W) order; w (OC, C, KH, KW), b (OC,) (zeros for no bias); ``quarter``
+    is 1/4 in their dtype (a window's sum times 1/4 is its sum / 4 to the bit)."""
     _, C, Hp, Wp, _ = xb.shape
     OC, _, KH, KW = w.shape
     _, _, OH, OW, _ = sb.shape
     N, _, POH, POW = y.shape
     K = C * KH * KW
-    K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
+    fours = OC % 4 == 0                             # 4 x 4 register blocks, else 2 x 8
+    OP = OC if fours else -(-OC // 2) * 2           # channels and taps, padded to the
+    KP = -(-K // 4) * 4 if fours else -(-K // 8) * 8  # register block
     R, plane = OW * V, Hp * Wp * V                  # an output row, an input plane
-    offs = np.full(K4, C * plane, np.int64)         # padded taps: the zeros after the planes
+    offs = np.full(KP, C * plane, np.int64)         # padded taps: the zeros after the planes
     for c in range(C):
         for kh in range(KH):
             for kw in range(KW):
                 offs[(c * KH + kh) * KW + kw] = c * plane + (kh * Wp + kw) * V
-    wm = np.zeros((O4, K4), xb.dtype)               # (OC, C*KH*KW), padded with zeros
+    wm = np.zeros((OP, KP), xb.dtype)               # (OC, C*KH*KW), padded with zeros
     wm[:OC, :K] = w.reshape(OC, K)
-    bb = np.zeros(O4, xb.dtype)
+    bb = np.zeros(OP, xb.dtype)
     bb[:OC] = b
     xf = np.zeros(C * plane + plane, xb.dtype)      # one block's planes, then zeros
-    acc = np.empty((O4, R), xb.dtype)               # one output row of every channel
-    pooled = np.empty(POW * V, xb.dtype)
+    acc = np.empty((OP, R), xb.dtype)               # one output row of every channel
+    pooled = np.empty((OC, POH, POW, V), xb.dtype)  # one block's output
     for block in range(b0, b1):
         xf[:C * plane] = xb[block].reshape(C * plane)
         for oh in range(OH):
-            start = oh * Wp * V
-            for oc in range(0, O4, BLOCK):
-                a0, a1, a2, a3 = acc[oc], acc[oc + 1], acc[oc + 2], acc[oc + 3]
-                c0, c1, c2, c3 = bb[oc], bb[oc + 1], bb[oc + 2], bb[oc + 3]
+            if fours:
+                _row_4x4(xf, oh * Wp * V, offs, wm, bb, OW, acc)
+            else:
+                _row_2x8(xf, oh * Wp * V, offs, wm, bb, OW, acc)
+            for oc in range(OC):
+                a, s = acc[oc], sb[block, oc, oh].reshape(R)
                 for q in range(R):
-                    a0[q], a1[q], a2[q], a3[q] = c0, c1, c2, c3
-                for k in range(0, K4, BLOCK):
-                    x0, x1 = xf[start + offs[k]:], xf[start + offs[k + 1]:]
-                    x2, x3 = xf[start + offs[k + 2]:], xf[start + offs[k + 3]:]
-                    u = wm[oc:oc + BLOCK, k:k + BLOCK]
-                    u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
-                    u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
-                    u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
-                    u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
-                    for q in range(R):
-                        t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
-                        a0[q] += u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3
-                        a1[q] += u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3
-                        a2[q] += u20 * t0 + u21 * t1 + u22 * t2 + u23 * t3
-                        a3[q] += u30 * t0 + u31 * t1 + u32 * t2 + u33 * t3
-                for j in range(min(BLOCK, OC - oc)):
-                    a, s = acc[oc + j], sb[block, oc + j, oh].reshape(R)
-                    for q in range(R):
-                        s[q] = sigmoid(a[q])
+                    s[q] = sigmoid(a[q])
             if oh % 2 == 1 and oh < 2 * POH:         # rows oh-1, oh: a row of windows
-                i = oh // 2
                 for oc in range(OC):
-                    top = sb[block, oc, oh - 1].reshape(R)
-                    bottom = sb[block, oc, oh].reshape(R)
+                    top, bottom = sb[block, oc, oh - 1], sb[block, oc, oh]
+                    out = pooled[oc, oh // 2]
                     for k in range(POW):             # (kh, kw) in the pooling's order
-                        left, right = 2 * k * V, (2 * k + 1) * V
+                        tl, tr, bl, br = top[2 * k], top[2 * k + 1], bottom[2 * k], \
+                            bottom[2 * k + 1]
+                        o = out[k]
                         for lane in range(V):
-                            pooled[k * V + lane] = (top[left + lane] + top[right + lane]
-                                                    + bottom[left + lane]
-                                                    + bottom[right + lane]) / 4
-                    for lane in range(min(V, N - block * V)):
-                        out = y[block * V + lane, oc, i]
-                        for k in range(POW):
-                            out[k] = pooled[k * V + lane]
+                            o[lane] = (tl[lane] + tr[lane] + bl[lane] + br[lane]) * quarter
+        n0, n1 = block * V, min(N, block * V + V)
+        _lanes_to_images(pooled.reshape(OC * POH * POW, V),
+                         y[n0:n1].reshape(n1 - n0, OC * POH * POW))
     return y
 
 
@@ -205,9 +266,8 @@ def _weight_gradient(xb, g, block, KH, KW, xs, acc, zero):
     KW column-shifted copies, then OH * OW * V zeros."""
     _, C, Hp, Wp, _ = xb.shape
     O4, K4 = acc.shape
-    M = g.shape[1]                                  # OH * OW * V: the block's output
-    OW = Wp - KW + 1
-    R = OW * V
+    OH, OW = Hp - KH + 1, Wp - KW + 1
+    M, R = OH * OW * V, OW * V                      # the block's output, a row
     plane = Hp * R
     for kw in range(KW):                            # xs[kw, c, h] = xb[block, c, h, kw:kw+OW]
         for c in range(C):
@@ -271,14 +331,18 @@ def _weight_gradient(xb, g, block, KH, KW, xs, acc, zero):
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx):
-    """Images of one block of gx (N, C, H, W) (overwritten) from g (O4, OH * OW * V);
-    wm (KH*KW, C4, O4) the filters as (tap, c, oc), padded with zeros; gp (C4, Hp,
-    Wp * V) room for the padded planes' gradient."""
+    """Images of one block of gx (N, C, H, W) (overwritten) from g (O8, OH * OW * V);
+    wm (KH*KW, C2, O8) the filters as (tap, c, oc), padded with zeros; gp (C2, Hp,
+    Wp * V) room for the padded planes' gradient. 2 input channels x 8 output
+    channels per pass over a row: each element adds the output channels 4 at a time,
+    ``d = (d + channels 0-3) + channels 4-7``, the order of ``numba_direct``'s 4 x 4
+    passes."""
     N, C, H, W = gx.shape
-    C4, Hp, _ = gp.shape
-    O4 = wm.shape[2]
-    OH = Hp - KH + 1
-    R = g.shape[1] // OH                            # OW * V: an output row
+    C2, Hp, WpV = gp.shape
+    O8 = wm.shape[2]
+    OH, OW = Hp - KH + 1, WpV // V - KW + 1
+    R = OW * V                                      # an output row (a multiple of V: no
+                                                    # remainder loops)
     gp[:] = 0
     for h in range(Hp):                             # input row h, from output rows h - kh
         for kh in range(KH):
@@ -286,23 +350,24 @@ def _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx):
             if oh < 0 or oh >= OH:
                 continue
             for kw in range(KW):
-                for c in range(0, C4, BLOCK):
+                for c in range(0, C2, 2):
                     d0, d1 = gp[c, h, kw * V:], gp[c + 1, h, kw * V:]
-                    d2, d3 = gp[c + 2, h, kw * V:], gp[c + 3, h, kw * V:]
-                    for oc in range(0, O4, BLOCK):
-                        g0, g1 = g[oc, oh * R:], g[oc + 1, oh * R:]
-                        g2, g3 = g[oc + 2, oh * R:], g[oc + 3, oh * R:]
-                        u = wm[kh * KW + kw, c:c + BLOCK, oc:oc + BLOCK]
+                    for oc in range(0, O8, 8):
+                        at = oh * R
+                        g0, g1, g2, g3 = g[oc, at:], g[oc + 1, at:], g[oc + 2, at:], g[oc + 3, at:]
+                        g4, g5, g6, g7 = g[oc + 4, at:], g[oc + 5, at:], g[oc + 6, at:], g[oc + 7, at:]
+                        u = wm[kh * KW + kw, c:c + 2, oc:oc + 8]
                         u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+                        u04, u05, u06, u07 = u[0, 4], u[0, 5], u[0, 6], u[0, 7]
                         u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
-                        u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
-                        u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
+                        u14, u15, u16, u17 = u[1, 4], u[1, 5], u[1, 6], u[1, 7]
                         for q in range(R):
                             e0, e1, e2, e3 = g0[q], g1[q], g2[q], g3[q]
-                            d0[q] += u00 * e0 + u01 * e1 + u02 * e2 + u03 * e3
-                            d1[q] += u10 * e0 + u11 * e1 + u12 * e2 + u13 * e3
-                            d2[q] += u20 * e0 + u21 * e1 + u22 * e2 + u23 * e3
-                            d3[q] += u30 * e0 + u31 * e1 + u32 * e2 + u33 * e3
+                            e4, e5, e6, e7 = g4[q], g5[q], g6[q], g7[q]
+                            a = d0[q] + (u00 * e0 + u01 * e1 + u02 * e2 + u03 * e3)
+                            d0[q] = a + (u04 * e4 + u05 * e5 + u06 * e6 + u07 * e7)
+                            a = d1[q] + (u10 * e0 + u11 * e1 + u12 * e2 + u13 * e3)
+                            d1[q] = a + (u14 * e4 + u15 * e5 + u16 * e6 + u17 * e7)
     for lane in range(min(V, N - block * V)):      # back to (N, C, H, W), padding cut
         n = block * V + lane
         for c in range(C):
@@ -325,18 +390,19 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
     _, _, OH, OW, _ = sb.shape
     dt = xb.dtype
     K = C * KH * KW
-    K4, O4, C4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK, -(-C // BLOCK) * BLOCK
+    K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
+    C2, O8 = -(-C // 2) * 2, -(-OC // 8) * 8
     M = OH * OW * V
-    g = np.zeros((O4, M), dt)                       # padded channels stay 0
+    g = np.zeros((O8, M), dt)                       # padded channels stay 0
     xs = np.zeros(KW * C * Hp * OW * V + M, dt)
     acc = np.zeros((O4, K4), dt)
-    wm = np.zeros((KH * KW, C4, O4), dt)            # (tap, c, oc), padded with zeros
+    wm = np.zeros((KH * KW, C2, O8), dt)            # (tap, c, oc), padded with zeros
     for oc in range(OC):
         for c in range(C):
             for kh in range(KH):
                 for kw in range(KW):
                     wm[kh * KW + kw, c, oc] = w[oc, c, kh, kw]
-    gp = np.empty((C4, Hp, Wp * V), dt)
+    gp = np.empty((C2, Hp, Wp * V), dt)
     for block in range(b0, b1):
         _output_gradient(gy, sb, block, one, quarter, g)
         if need_b:
