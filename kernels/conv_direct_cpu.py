@@ -158,7 +158,7 @@ class DirectCPU:
         w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
         b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
         blocks = -(-g.N // lanes.V)
-        xb = np.zeros((blocks, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW, lanes.V), x.dtype)
+        xb = np.empty((blocks, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW, lanes.V), x.dtype)
         sb = np.empty((blocks, g.OC, g.OH, g.OW, lanes.V), x.dtype)  # sigmoid(conv2d(x))
         y = np.empty((g.N, g.OC, pool.OH, pool.OW), dtype=x.dtype)  # its pooling
 

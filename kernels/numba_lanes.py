@@ -78,17 +78,34 @@ def _sigmoid_compiled(v):
 
 
 @njit(cache=True, nogil=True)
+def _images_to_lanes(src, dst):
+    """dst[i, lane] = src[lane, i] for the lanes of src (n, M) (n <= V images of a
+    block, into dst (M, V)), in tiles of V values; dst's other lanes are left as they
+    are."""
+    n, M = src.shape
+    tiles = M - M % V
+    for i0 in range(0, tiles, V):
+        for lane in range(n):
+            s = src[lane, i0:]
+            for i in range(V):
+                dst[i0 + i, lane] = s[i]
+    for i in range(tiles, M):
+        for lane in range(n):
+            dst[i, lane] = src[lane, i]
+
+
+@njit(cache=True, nogil=True)
 def pack(x, PH, PW, xb, b0, b1):
-    """Blocks b0..b1-1 of xb (NB, C, H + 2*PH, W + 2*PW, V) from x (N, C, H, W); xb's
-    padding and the lanes past the batch's end are left as they are (zeros)."""
+    """Blocks b0..b1-1 of xb (NB, C, H + 2*PH, W + 2*PW, V) from x (N, C, H, W), with
+    zeros in the padding and in the lanes past the batch's end."""
     N, C, H, W = x.shape
-    for n in range(b0 * V, min(N, b1 * V)):
-        block, lane = n // V, n % V
+    for block in range(b0, b1):
+        n0, n1 = block * V, min(N, block * V + V)
+        if PH or PW or n1 - n0 < V:
+            xb[block] = 0
         for c in range(C):
             for h in range(H):
-                src, dst = x[n, c, h], xb[block, c, h + PH]
-                for j in range(W):
-                    dst[j + PW, lane] = src[j]
+                _images_to_lanes(x[n0:n1, c, h], xb[block, c, h + PH, PW:PW + W])
     return xb
 
 
@@ -223,27 +240,32 @@ def forward_sigmoid_avgpool(xb, w, b, quarter, sb, y, b0, b1):
 
 
 @njit(cache=True, nogil=True)
-def _output_gradient(gy, sb, block, one, quarter, g):
-    """g (O4, OH * OW * V): the gradient at the convolution's output for one block,
+def _output_gradient(gy, sb, block, one, quarter, gyb, g):
+    """g (O8, OH * OW * V): the gradient at the convolution's output for one block,
     from the pooled gradient gy (N, OC, POH, POW): each pixel gets its window's
     gy * 1/4 (0 in a row or column no window covers, and in the lanes past the batch's
     end), times the sigmoid's derivative s * (1 - s); the numbers of
-    ``numba_pool.avg_pool_backward`` and ``numba_elementwise.backward``."""
+    ``numba_pool.avg_pool_backward`` and ``numba_elementwise.backward``. gyb (OC,
+    POH, POW, V): room for the block's gy in lanes."""
     N, OC, POH, POW = gy.shape
     _, _, OH, OW, _ = sb.shape
     R = OW * V
+    n0, n1 = block * V, min(N, block * V + V)
+    lanes = gyb.reshape(OC * POH * POW, V)
+    if n1 - n0 < V:
+        lanes[:] = 0
+    _images_to_lanes(gy[n0:n1].reshape(n1 - n0, OC * POH * POW), lanes)
     share = np.zeros(R, sb.dtype)                   # a pooled row's gy/4, each value twice
     for oc in range(OC):
         for oh in range(OH):
             if oh % 2 == 0:                         # a new row of windows
                 share[:] = 0
                 if oh < 2 * POH:
-                    for lane in range(min(V, N - block * V)):
-                        src = gy[block * V + lane, oc, oh // 2]
-                        for k in range(POW):
-                            e = src[k] * quarter
-                            share[2 * k * V + lane] = e
-                            share[(2 * k + 1) * V + lane] = e
+                    windows = gyb[oc, oh // 2]
+                    for k in range(POW):
+                        e, left, right = windows[k], share[2 * k * V:], share[(2 * k + 1) * V:]
+                        for lane in range(V):
+                            left[lane] = right[lane] = e[lane] * quarter
             s, dst = sb[block, oc, oh].reshape(R), g[oc, oh * R:]
             for q in range(R):
                 dst[q] = share[q] * s[q] * (one - s[q])
@@ -368,13 +390,11 @@ def _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx):
                             d0[q] = a + (u04 * e4 + u05 * e5 + u06 * e6 + u07 * e7)
                             a = d1[q] + (u10 * e0 + u11 * e1 + u12 * e2 + u13 * e3)
                             d1[q] = a + (u14 * e4 + u15 * e5 + u16 * e6 + u17 * e7)
-    for lane in range(min(V, N - block * V)):      # back to (N, C, H, W), padding cut
-        n = block * V + lane
-        for c in range(C):
-            for h in range(H):
-                src, dst = gp[c, h + PH], gx[n, c, h]
-                for j in range(W):
-                    dst[j] = src[(j + PW) * V + lane]
+    n0, n1 = block * V, min(N, block * V + V)
+    for c in range(C):                              # back to (N, C, H, W), padding cut
+        for h in range(H):
+            _lanes_to_images(gp[c, h + PH, PW * V:(PW + W) * V].reshape(W, V),
+                             gx[n0:n1, c, h])
 
 
 @njit(cache=True, nogil=True)
@@ -394,6 +414,7 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
     C2, O8 = -(-C // 2) * 2, -(-OC // 8) * 8
     M = OH * OW * V
     g = np.zeros((O8, M), dt)                       # padded channels stay 0
+    gyb = np.empty((OC, gy.shape[2], gy.shape[3], V), dt)
     xs = np.zeros(KW * C * Hp * OW * V + M, dt)
     acc = np.zeros((O4, K4), dt)
     wm = np.zeros((KH * KW, C2, O8), dt)            # (tap, c, oc), padded with zeros
@@ -404,7 +425,7 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
                     wm[kh * KW + kw, c, oc] = w[oc, c, kh, kw]
     gp = np.empty((C2, Hp, Wp * V), dt)
     for block in range(b0, b1):
-        _output_gradient(gy, sb, block, one, quarter, g)
+        _output_gradient(gy, sb, block, one, quarter, gyb, g)
         if need_b:
             _bias_gradient(g, gb, zero)
         if need_w:
