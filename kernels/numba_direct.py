@@ -37,14 +37,10 @@ The backward pass uses the same planes:
   tap adds ``w * g`` back at its offset, ``gp[c*S + tap + p] += w[oc, c, tap] * g[oc, p]``,
   blocks of 4 input channels x 4 output channels; the padding is cut away at the end.
 
-Fused with the sigmoid and a 2x2 average pooling (d2l's LeNet blocks):
-``forward_sigmoid_avgpool`` runs the forward's loops and then, while one image's output
-planes are in cache, the sigmoid over each plane (``numba_elementwise``'s float32
-``_sigmoid32``, the sigmoid loop's own numbers) and the pooling, writing the sigmoid's
-output (kept for backward) and the pooled planes; ``sigmoid_avgpool_backward`` turns
-the pooled gradient into the convolution's in one pass (gy/4 on each window's pixels,
-times s*(1 - s)), which the two gradient loops above then take. Each step computes
-what the separate loops compute, in their order.
+LeNet's blocks (convolution + sigmoid + 2x2 average pooling as one op) run the loops
+of ``numba_lanes.py`` instead, which put 16 images side by side in the vector lanes
+so that no column is thrown away; their forward and input gradient keep these loops'
+order of summation.
 
 Thrown-away columns multiply zeros of g by real pixels, so a non-finite pixel (inf or
 NaN) could leak a NaN into ``gW``: ``weight_gradient`` returns False when it saw one,
@@ -58,10 +54,7 @@ to the caller's (per-thread) arrays. Compiled for float32 and float64.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
-
-from .numba_elementwise import _sigmoid32
+from numba import njit
 
 LANE = 16       # loops over p run a multiple of this many times (one AVX-512 float32 vector)
 BLOCK = 4       # the register block: 4 outputs x 4 inputs per pass
@@ -145,107 +138,6 @@ def forward(x, w, b, PH, PW, y, n0, n1):
                     for ow in range(OW):
                         dst[ow] = src[ow]
     return y
-
-
-def sigmoid(v):
-    """1 / (1 + exp(-v)) of one number: this Python form runs under the tests' guarded
-    sweep (float64); compiled, float32 takes ``numba_elementwise``'s vectorised
-    ``_sigmoid32`` (the sigmoid loop's own numbers) and float64 ``np.exp``."""
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-@overload(sigmoid, inline="always")
-def _sigmoid_compiled(v):
-    if v == types.float32:
-        return lambda v: _sigmoid32(v)
-    return lambda v: 1.0 / (1.0 + np.exp(-v))
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def forward_sigmoid_avgpool(x, w, b, PH, PW, s, y, n0, n1):
-    """For images n0..n1-1: s[n] = sigmoid(conv(x[n])) (OC, OH, OW) and y[n] (OC,
-    OH//2, OW//2) its 2x2 average pooling (stride 2): the convolution of ``forward``,
-    then, while the image's output planes are in cache, the sigmoid over each plane
-    and the pooling, with the numbers of the three layers run one after the other."""
-    _, C, _, _ = x.shape
-    OC, _, KH, KW = w.shape
-    _, _, OH, OW = s.shape
-    _, _, POH, POW = y.shape
-    Wp, L, S = _plan(OH, OW, KH, KW)
-    K = C * KH * KW
-    K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
-    offs = _tap_offsets(C, KH, KW, Wp, S, K4)
-    wm = np.zeros((O4, K4), x.dtype)                # (OC, C*KH*KW), padded with zeros
-    wm[:OC, :K] = w.reshape(OC, K)
-    bb = np.zeros(O4, x.dtype)
-    bb[:OC] = b
-    x_pad = np.zeros(C * S + L, x.dtype)               # C padded planes, then L zeros
-    acc = np.empty((O4, L), x.dtype)                # output planes on the (OH, Wp) grid
-    for n in range(n0, n1):
-        _pad_image(x, n, PH, PW, Wp, S, x_pad)
-        for oc in range(0, O4, BLOCK):
-            a0, a1, a2, a3 = acc[oc], acc[oc + 1], acc[oc + 2], acc[oc + 3]
-            b0, b1, b2, b3 = bb[oc], bb[oc + 1], bb[oc + 2], bb[oc + 3]
-            for p in range(L):
-                a0[p], a1[p], a2[p], a3[p] = b0, b1, b2, b3
-            for k in range(0, K4, BLOCK):
-                x0, x1 = x_pad[offs[k]:], x_pad[offs[k + 1]:]
-                x2, x3 = x_pad[offs[k + 2]:], x_pad[offs[k + 3]:]
-                u = wm[oc:oc + BLOCK, k:k + BLOCK]
-                u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
-                u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
-                u20, u21, u22, u23 = u[2, 0], u[2, 1], u[2, 2], u[2, 3]
-                u30, u31, u32, u33 = u[3, 0], u[3, 1], u[3, 2], u[3, 3]
-                for p in range(L):
-                    t0, t1, t2, t3 = x0[p], x1[p], x2[p], x3[p]
-                    a0[p] += u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3
-                    a1[p] += u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3
-                    a2[p] += u20 * t0 + u21 * t1 + u22 * t2 + u23 * t3
-                    a3[p] += u30 * t0 + u31 * t1 + u32 * t2 + u33 * t3
-            for j in range(min(BLOCK, OC - oc)):
-                a = acc[oc + j]
-                for p in range(L):                  # the whole plane: full vectors
-                    a[p] = sigmoid(a[p])
-                for oh in range(OH):                # keep the columns ow < OW
-                    src, dst = a[oh * Wp:], s[n, oc + j, oh]
-                    for ow in range(OW):
-                        dst[ow] = src[ow]
-                for i in range(POH):                # (kh, kw) in the pooling's order
-                    top, bottom, out = s[n, oc + j, 2 * i], s[n, oc + j, 2 * i + 1], \
-                        y[n, oc + j, i]
-                    for k in range(POW):
-                        out[k] = (top[2 * k] + top[2 * k + 1] + bottom[2 * k]
-                                  + bottom[2 * k + 1]) / 4
-    return y
-
-
-@njit(cache=True, nogil=True)
-def sigmoid_avgpool_backward(gy, s, one, quarter, gs, n0, n1):
-    """gs[n] (OC, OH, OW), the gradient at the convolution's output, for images
-    n0..n1-1: the 2x2 average pooling's backward of gy (N, OC, OH//2, OW//2) (each
-    pixel gets its window's gy * 1/4; a row or column the windows do not cover gets
-    0), then the sigmoid's, ``* s * (1 - s)`` with s the saved sigmoid output. The
-    numbers of ``numba_pool.avg_pool_backward`` and ``numba_elementwise.backward``
-    (``one`` and ``quarter`` of the arrays' dtype keep float32 from being promoted)."""
-    _, OC, OH, OW = s.shape
-    _, _, POH, POW = gy.shape
-    share = np.zeros(OW, s.dtype)                   # a pooled row's gy/4, each value twice
-    for n in range(n0, n1):
-        for oc in range(OC):
-            for oh in range(OH):
-                if oh % 2 == 0:                     # a new row of windows
-                    if oh < 2 * POH:
-                        g = gy[n, oc, oh // 2]
-                        for k in range(POW):
-                            e = g[k] * quarter
-                            share[2 * k] = e
-                            share[2 * k + 1] = e
-                    else:                           # below the last window: 0
-                        share[:] = 0
-                si, gi = s[n, oc, oh], gs[n, oc, oh]
-                for ow in range(OW):
-                    gi[ow] = share[ow] * si[ow] * (one - si[ow])
-    return gs
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})

@@ -150,15 +150,22 @@ def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_
          bias=True, split=True, seed=1)                               # LeNet's second block
 @example(N=2, C=2, OC=3, KH=3, KW=2, PH=1, PW=0, dH=3, dW=4, dtype=np.float32, scale=30.0,
          bias=False, split=False, seed=2)                             # odd OH, saturation
+@example(N=37, C=3, OC=5, KH=5, KW=4, PH=1, PW=2, dH=3, dW=4, dtype=np.float32, scale=1.0,
+         bias=True, split=True, seed=3)           # 3 blocks of 16 images, the last partly full
+@example(N=33, C=6, OC=8, KH=3, KW=3, PH=1, PW=1, dH=2, dW=1, dtype=np.float64, scale=1.0,
+         bias=True, split=True, seed=4)           # 4 x 4 register blocks, float64
 def test_fused_conv_sigmoid_avgpool_is_the_three_loops(N, C, OC, KH, KW, PH, PW, dH, dW,
                                                        dtype, scale, bias, split, seed, parts,
                                                        monkeypatch):
-    """The direct convolution + sigmoid + 2x2 average pooling as one loop per image
-    (``forward_sigmoid_avgpool``, ``backward_sigmoid_avgpool``) gives the numbers of
-    the three fast loops run one after the other: bit for bit in float32 (LeNet's d2l
-    figures stay as they are), to rounding in float64 (NumPy's exp against the
-    compiled one); odd output sizes (a row or column no window covers), saturated
-    sigmoids, every subset of gradients, the batch cut for threads or not."""
+    """The direct convolution + sigmoid + 2x2 average pooling as one op with 16 images
+    in the vector lanes (``forward_sigmoid_avgpool``, ``backward_sigmoid_avgpool``:
+    ``numba_lanes``) gives the numbers of the three fast loops run one after the other:
+    the output, the sigmoid kept for backward and the input's gradient bit for bit in
+    float32 (LeNet's d2l figures stay as they are), to rounding in float64 (NumPy's exp
+    against the compiled one); the filters' and bias's gradients, summed in another
+    order, to rounding. Odd output sizes (a row or column no window covers), batches
+    that do not fill the last block of 16, saturated sigmoids, every subset of
+    gradients, the batch cut for threads or not."""
     from tinyalex.kernels import elementwise_cpu
     PH, PW = min(PH, KH - 1), min(PW, KW - 1)
     H, W = max(1, KH - 2 * PH) + 1 + dH, max(1, KW - 2 * PW) + 1 + dW   # output >= 2x2
@@ -177,18 +184,23 @@ def test_fused_conv_sigmoid_avgpool_is_the_three_loops(N, C, OC, KH, KW, PH, PW,
     y3, _ = pool_cpu.AVG_POOL.forward(s, pg)
     same = np.testing.assert_array_equal if dtype == np.float32 else \
         lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-15)
+
+    def close(a, e):                # sums in another order: rounding of the largest term
+        np.testing.assert_allclose(a, e, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-13)
+                                   * (np.abs(e).max() + 1))
     assert y.shape == y3.shape and y.dtype == dtype and y.flags.c_contiguous
     same(y, y3)
-    same(saved.s, s)
+    same(saved.sigmoid_output(), s)
     gy = rng.standard_normal(y.shape).astype(dtype)
     gs = elementwise_cpu.SIGMOID.backward(pool_cpu.AVG_POOL.backward(gy, pg), s)
     for need in [(True, True, bias), (False, True, bias), (True, False, False),
                  (False, False, True)]:
-        for a, e in zip(DIRECT.backward_sigmoid_avgpool(gy, saved, *need),
-                        DIRECT.backward(gs, c_saved, *need)):
+        for a, e, check in zip(DIRECT.backward_sigmoid_avgpool(gy, saved, *need),
+                               DIRECT.backward(gs, c_saved, *need), (same, close, close)):
             assert (a is None) == (e is None)
             if a is not None:
-                same(a, e)
+                assert a.shape == e.shape and a.dtype == dtype
+                check(a, e)
 
 
 def test_the_fused_loop_takes_only_2x2_pooling_after_the_direct_convolution():

@@ -93,7 +93,8 @@ def test_im2col_mode_runs_the_reference_functions(model, batch, side):
     pool = "MaxPoolReference" if model == "alexnet" else "AvgPoolReference"
     assert {("pool.py", f"{pool}.forward"), ("pool.py", f"{pool}.backward")} <= calls
     fast = {"conv_im2col_cpu.py", "numba_im2col.py", "conv_winograd_cpu.py",
-            "conv_direct_cpu.py", "numba_direct.py", "pool_cpu.py", "numba_pool.py"}
+            "conv_direct_cpu.py", "numba_direct.py", "numba_lanes.py", "pool_cpu.py",
+            "numba_pool.py"}
     assert not files & fast, files & fast
     with kernels.use_conv("auto"):                  # the trace can fail: auto runs loops
         assert {"pool_cpu.py", "conv_direct_cpu.py"} & {f for f, _ in

@@ -893,8 +893,8 @@ def test_conv_loops_stay_in_bounds(guarded_loops, monkeypatch, conv_mode_restore
         np.testing.assert_allclose(f, r, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-FUSED_LOOPS = {"numba_direct.forward_sigmoid_avgpool", "numba_direct.sigmoid_avgpool_backward",
-               "numba_direct.weight_gradient", "numba_direct.input_gradient"}
+FUSED_LOOPS = {"numba_lanes.pack", "numba_lanes.forward_sigmoid_avgpool",
+               "numba_lanes.backward"}
 
 
 @settings(max_examples=15, deadline=None)

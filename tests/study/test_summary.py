@@ -119,7 +119,7 @@ ALEXNET_ALGORITHMS = {0: "im2col+GEMM", 1: RELU_POOL, 2: "fused into layer 1",
                       3: "winograd F(4,5)", 4: RELU_POOL, 5: "fused into layer 4",
                       6: "winograd F(6,3)", 8: "winograd F(6,3)", 10: "winograd F(6,3)",
                       11: RELU_POOL, 12: "fused into layer 11"}
-FUSED = "direct + sigmoid + avg-pool (fused)"
+FUSED = "direct, images in lanes + sigmoid + avg-pool (fused)"
 LENET_ALGORITHMS = {0: FUSED, 1: "fused into layer 0", 2: "fused into layer 0",
                     3: FUSED, 4: "fused into layer 3", 5: "fused into layer 3"}
 

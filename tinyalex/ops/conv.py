@@ -399,11 +399,12 @@ class Conv2dSigmoidAvgPool(Conv2d):
     """``avg_pool2d(sigmoid(conv2d(x, W, b)), pool)`` as one op: d2l's LeNet blocks.
 
     Where the direct convolution computes the layer and the pooling is 2x2 with stride
-    2 (``conv_direct_cpu``'s ``takes_sigmoid_avgpool``), one loop per image computes
-    the convolution, the sigmoid and the pooling while the image's output planes are
-    in cache, and backward turns the pooled gradient into the convolution's in one
-    pass (the pooling's share gy/4 times the sigmoid's s*(1-s)), with the numbers of
-    the three ops run one after the other. Otherwise the convolution, sigmoid and
+    2 (``conv_direct_cpu``'s ``takes_sigmoid_avgpool``), loops over blocks of 16
+    images held in the vector lanes (``kernels/numba_lanes.py``) compute the
+    convolution, the sigmoid and the pooling row by row while each row is in cache,
+    and backward turns the pooled gradient into the convolution's in one pass (the
+    pooling's share gy/4 times the sigmoid's s*(1-s)); the output and the input's
+    gradient are those of the three ops run one after the other. Otherwise the convolution, sigmoid and
     pooling algorithms run one after the other. ``nn.Sequential`` calls it for a
     Conv2d, Sigmoid, AvgPool2d run on the CPU (``Sequential.FUSED_CPU``)."""
 
