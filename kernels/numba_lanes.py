@@ -24,10 +24,12 @@ sum of shifted input rows::
     acc[oc, :] = b[oc] + sum over taps (c, kh, kw) of w[oc, c, kh, kw] * row(c, oh + kh, kw)
 
 one loop over OW * V floats per 4 output channels x 4 taps (16 multiply-adds per 4
-loads and 4 stores), as ``numba_direct.forward`` does over a padded plane. Every
-output element is summed in ``numba_direct.forward``'s order (the bias, then the taps
-4 at a time in (c, kh, kw) order), so the numbers are that loop's bit for bit. Then,
-while the row is in cache, the sigmoid, and after every second row the 2x2 pooling.
+loads and 4 stores), as ``numba_direct.forward`` does over a padded plane; where the
+channels do not come in fours (LeNet's first layer has 6), 2 channels x 8 taps, so
+that no channel is computed for nothing. Every output element is summed in
+``numba_direct.forward``'s order (the bias, then the taps 4 at a time in (c, kh, kw)
+order), so the numbers are that loop's bit for bit. Then, while the row is in cache,
+the sigmoid, and after every second row the 2x2 pooling.
 
 The backward pass, per block: the pooled gradient times the sigmoid's derivative
 gives the gradient at the convolution's output ``g`` (in lanes), then
@@ -40,7 +42,8 @@ gives the gradient at the convolution's output ``g`` (in lanes), then
   ``numba_direct.weight_gradient``'s (rounding differs);
 * the input gradient, the forward's adjoint: input row h collects, for kh = 0..KH-1
   (output row h - kh) and kw = 0..KW-1, ``w[oc, c, kh, kw] * g[oc, h - kh, :]`` added
-  at column kw, 4 input channels x 4 output channels per loop, in
+  at column kw, 2 input channels x 8 output channels per loop (LeNet's second layer
+  has 6 input channels: none computed for nothing), in
   ``numba_direct.input_gradient``'s order for every element (its bits).
 
 Only real pixels meet in these sums (no thrown-away columns), so inf or NaN in the
@@ -60,7 +63,7 @@ from numba.extending import overload
 from .numba_elementwise import _sigmoid32
 
 V = 16          # images per block: one AVX-512 vector of float32
-BLOCK = 4       # the register block: 4 outputs x 4 inputs per pass
+BLOCK = 4       # the weight gradient's register block: 4 channels x 4 taps
 
 
 def sigmoid(v):
