@@ -212,7 +212,8 @@ def forward_sigmoid_avgpool(xb, w, b, quarter, sb, y, b0, b1):
     wm[:OC, :K] = w.reshape(OC, K)
     bb = np.zeros(OP, xb.dtype)
     bb[:OC] = b
-    xf = np.zeros(C * plane + plane, xb.dtype)      # one block's planes, then zeros
+    xf = np.empty(C * plane + plane, xb.dtype)      # one block's planes, then zeros
+    xf[C * plane:] = 0
     acc = np.empty((OP, R), xb.dtype)               # one output row of every channel
     pooled = np.empty((OC, POH, POW, V), xb.dtype)  # one block's output
     for block in range(b0, b1):
@@ -416,9 +417,11 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
     K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
     C2, O8 = -(-C // 2) * 2, -(-OC // 8) * 8
     M = OH * OW * V
-    g = np.zeros((O8, M), dt)                       # padded channels stay 0
+    g = np.empty((O8, M), dt)                       # padded channels stay 0
+    g[OC:] = 0
     gyb = np.empty((OC, gy.shape[2], gy.shape[3], V), dt)
-    xs = np.zeros(KW * C * Hp * OW * V + M, dt)
+    xs = np.empty(KW * C * Hp * OW * V + M, dt)     # the shifted copies, then zeros
+    xs[KW * C * Hp * OW * V:] = 0
     acc = np.zeros((O4, K4), dt)
     wm = np.zeros((KH * KW, C2, O8), dt)            # (tap, c, oc), padded with zeros
     for oc in range(OC):
