@@ -157,6 +157,11 @@ class WinogradCPU:
         self.m, self.r, self.n = m, r, m + r - 1
         self.name = f"winograd F({m},{r})"
         self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
+        self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
+        # the 3x3 sets transform their filters by loops (9 terms an output: as one GEMM
+        # BLAS ran 1.5-2x slower), the 5x5 sets by one GEMM (25 terms: BLAS's GEMM ran
+        # twice as fast as the loops; benchmarks/results/2026-12-07_epyc-zen5-avx512-2cores-s3)
+        self.filter_loops = r == 3
         self.chunk_bytes = CHUNK_BYTES
         self.min_channels = MIN_CHANNELS
         self.rival = rival                         # takes only layers it needs fewer
@@ -181,23 +186,33 @@ class WinogradCPU:
         words = f"{r}x{r}, stride 1, padding < {r}, >= {self.min_channels} channels in/out"
         return words + (f", fewer products than {self.rival.name[9:]}" if self.rival else "")
 
-    # -- the filter transforms: loops over blocks of filters (numba_winograd_filter) ---
+    # -- the filter transforms: loops over blocks of filters (numba_winograd_filter) or
+    #    one GEMM with kron(G, G) --------------------------------------------------------
     def filter_transform(self, w, dtype):
         """(OC, C, r, r) -> U (n*n, OC, C) = G w G^T for every filter."""
         OC, C, r, _ = w.shape
-        F, G = OC * C, self.G.astype(dtype)
-        wT = np.ascontiguousarray(w.reshape(F, r * r).T, dtype=dtype)  # (r*r, F) tap-major
-        U = np.empty((self.n * self.n, F), dtype=dtype)
-        cpu_threads.split(F, self.n * self.n, lambda f0, f1:
-                          numba_winograd_filter.filter_transform(G, wT, U, f0, f1))
-        return U.reshape(self.n * self.n, OC, C)
+        F, nn = OC * C, self.n * self.n
+        U = np.empty((nn, F), dtype=dtype)
+        if self.filter_loops:
+            G = self.G.astype(dtype)
+            wT = np.ascontiguousarray(w.reshape(F, r * r).T, dtype=dtype)  # (r*r, F)
+            cpu_threads.split(F, nn, lambda f0, f1:
+                              numba_winograd_filter.filter_transform(G, wT, U, f0, f1))
+        else:               # (n*n, OC*C) = (n*n, r*r) @ (r*r, OC*C)
+            cpu_threads.gemm(self.GG.astype(dtype), w.reshape(F, r * r).T, U)
+        return U.reshape(nn, OC, C)
 
     def filter_gradient(self, gU, dtype):
         """gU (n*n, OC, C) -> gW (OC, C, r, r) = G^T gU G."""
         nn, OC, C = gU.shape
-        r, F, G = self.r, OC * C, self.G.astype(dtype)
-        gWT = np.empty((r * r, F), dtype=dtype)                         # tap-major
+        r, F = self.r, OC * C
         gU2 = gU.reshape(nn, F)
+        if not self.filter_loops:   # (OC*C, r*r) = (OC*C, n*n) @ (n*n, r*r)
+            gW = np.empty((F, r * r), dtype=dtype)
+            cpu_threads.gemm(gU2.T, self.GG.astype(dtype), gW)
+            return gW.reshape(OC, C, r, r)
+        G = self.G.astype(dtype)
+        gWT = np.empty((r * r, F), dtype=dtype)                         # tap-major
         cpu_threads.split(F, nn, lambda f0, f1:
                           numba_winograd_filter.filter_gradient(G, gU2, gWT, f0, f1))
         return np.ascontiguousarray(gWT.T).reshape(OC, C, r, r)

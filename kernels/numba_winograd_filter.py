@@ -1,11 +1,12 @@
 """Numba loops of the Winograd filter transform, U = G w G^T, and of its adjoint, gW =
-G^T gU G, for every tile size (``conv_winograd_cpu.py``'s ``filter_transform`` and
-``filter_gradient``; G is that module's n x r matrix).
+G^T gU G, for the 3x3 sets (``conv_winograd_cpu.py``'s ``filter_transform`` and
+``filter_gradient``; G is that module's n x r matrix; the 5x5 sets, with 25 terms an
+output, run one BLAS GEMM faster).
 
 A layer has F = OC*C filters, and the GEMMs read each transformed position k of all of
 them as one row, U[k] (F numbers). Written as one BLAS GEMM, kron(G, G) (n*n, r*r)
 times the filters (r*r, F), the product has only 9 or 25 terms per output and tens of
-thousands of columns, a shape BLAS runs far below its speed. These loops take a block
+thousands of columns, a shape BLAS runs well below its speed where r = 3. These loops take a block
 of filters at a time, the filters along the rows (so every step is a run of
 neighbouring numbers, one vector instruction per 16 filters), in two passes of r (or
 n) terms each, as the product of the small matrices is written:

@@ -767,7 +767,7 @@ geometry = st.fixed_dictionaries({
 
 # The loops each fast convolution path must run, forward and both gradients (the
 # Winograd loops call their shared 6x6 input transform, which is run guarded too, and
-# every tile size shares the filter transform's loops).
+# the 3x3 sets share the filter transform's loops).
 WINOGRAD_FILTER = {"numba_winograd_filter.filter_transform",
                    "numba_winograd_filter.filter_gradient"}
 CONV_PATHS = {
@@ -788,7 +788,7 @@ CONV_PATHS = {
                         "numba_winograd_f25.output_transform",
                         "numba_winograd_f25.grad_output_transform",
                         "numba_winograd_f25.input_gradient_transform",
-                        "numba_winograd_f25.input_gradient_transform6"} | WINOGRAD_FILTER,
+                        "numba_winograd_f25.input_gradient_transform6"},
     "winograd F(6,3)": {"numba_winograd_f63.input_transform",
                         "numba_winograd_f63.input_transform8",
                         "numba_winograd_f63.output_transform",
@@ -800,11 +800,11 @@ CONV_PATHS = {
                         "numba_winograd_f45.grad_output_transform",
                         "numba_winograd_f45.input_gradient_transform",
                         "numba_winograd_f45.input_transform8",
-                        "numba_winograd_f45.input_gradient_transform8"} | WINOGRAD_FILTER,
+                        "numba_winograd_f45.input_gradient_transform8"},
     "winograd F(3,5)": {"numba_winograd_f35.input_transform",
                         "numba_winograd_f35.output_transform",
                         "numba_winograd_f35.grad_output_transform",
-                        "numba_winograd_f35.input_gradient_transform"} | WINOGRAD_FILTER,
+                        "numba_winograd_f35.input_gradient_transform"},
 }
 
 
