@@ -15,15 +15,20 @@ the GIL (``nogil=True``) and so do NumPy's GEMMs, so the pieces overlap.
 * ``column_sums(a)``: the sums over the rows of a matrix (bias gradients).
 
 Pieces are cut only when BLAS runs on one thread (``cpu_process.py``'s policy, which
-calls ``configure``): otherwise BLAS threads itself and these run whole.
+calls ``configure``): otherwise BLAS threads itself and these run whole. The workers are
+``THREADS - 1`` threads of ours (``_Worker``), each woken by a raw lock: a training step
+hands out hundreds of calls (ResNet-18's about 300, LeNet's 7), each worth tens of
+microseconds, where an executor's futures and queue cost about twice the wake-up.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
+from numba import njit
 
 from tinyalex.launcher import local_processes
 
@@ -45,30 +50,123 @@ THREADS = _threads_from_env()   # set by configure (set_num_threads) from here o
 _blas_single = False            # BLAS on one thread (cpu_process.py's policy)
 SPLIT = False                   # work cut into pieces: BLAS on one thread, THREADS > 1
 WORKERS = 1                     # threads an elementwise loop is cut for
-_pool = None                    # THREADS - 1 workers while SPLIT
+_workers = []                   # THREADS - 1 workers while SPLIT
+_handing = threading.Lock()     # held while parallel() hands calls to the workers
 
 
 def configure(threads: int | None = None, split: bool | None = None) -> None:
     """Set the threads (``tinyalex.set_num_threads``) and whether BLAS runs on one
     thread, so that work may be cut into pieces (``cpu_process.cpu_policy``)."""
-    global THREADS, _blas_single, SPLIT, WORKERS, _pool
+    global THREADS, _blas_single, SPLIT, WORKERS, _workers
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"set_num_threads({threads!r}): expected a positive number "
                              "of threads")
-        changed, THREADS = threads != THREADS, threads
-        if changed and _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
+        if threads != THREADS:
+            _stop_workers()
+        THREADS = threads
     if split is not None:
         _blas_single = bool(split)
     SPLIT = _blas_single and THREADS > 1
     WORKERS = THREADS if SPLIT else 1
-    if not SPLIT and _pool is not None:
-        _pool.shutdown(wait=True)
-        _pool = None
-    if SPLIT and _pool is None:
-        _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tinyalex-cpu")
+    if not SPLIT:
+        _stop_workers()
+    elif not _workers:
+        _workers = [_Worker(f"tinyalex-cpu-{i}") for i in range(1, THREADS)]
+
+
+def _stop_workers() -> None:
+    global _workers
+    for worker in _workers:
+        worker.stop()
+    _workers = []
+
+
+SPINS = 2000     # a worker looks this many times for its next call (yielding the core in
+                 # between, about a millisecond in all) before it sleeps; the caller as
+                 # many for the end of a call: a wake-up from sleep costs ~25 us
+
+
+def _sched_yield():
+    """libc's sched_yield (give the core to another runnable thread), for the spins."""
+    try:
+        fn = ctypes.CDLL(None).sched_yield
+    except (OSError, AttributeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int, []
+    return fn
+
+
+_yield = _sched_yield()
+
+
+if _yield is not None:
+    @njit(nogil=True)       # not cached: it calls libc through a ctypes pointer
+    def _spin(counters, i, seen, spins):
+        """Wait, without the GIL, for counters[i] to differ from ``seen``, looking at most
+        ``spins`` times; whether it does. (The call to libc between looks makes the
+        compiled loop read counters[i] afresh each time.)"""
+        for _ in range(spins):
+            if counters[i] != seen:
+                return True
+            _yield()
+        return counters[i] != seen
+else:
+    def _spin(counters, i, seen, spins):
+        return counters[i] != seen
+
+
+class _Worker:
+    """A thread that runs the calls handed to it, one at a time. Handing a call over
+    counts it in ``counters[0]`` and releases a lock; the worker, once done with one,
+    looks for the next by ``_spin`` (no GIL held) before it sleeps on that lock, and
+    the caller looks for the end (``counters[1]``) the same way: a sleeping thread
+    takes ~25 us to wake, and a training step hands out hundreds of calls (ResNet-18's
+    about 300, LeNet's 7)."""
+
+    def __init__(self, name):
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self.counters = np.zeros(2, dtype=np.int64)       # calls handed over, calls done
+        self._call = self._outcome = None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        seen = 0
+        while True:
+            _spin(self.counters, 0, seen, SPINS)
+            self._go.acquire()
+            seen += 1
+            call = self._call
+            if call is None:                                  # stop()
+                return
+            try:
+                self._outcome = (True, call())
+            except BaseException as exc:                      # raised by the caller
+                self._outcome = (False, exc)
+            self.counters[1] += 1
+            self._done.release()
+
+    def start(self, call):
+        self._done_before = int(self.counters[1])
+        self._call = call
+        self.counters[0] += 1
+        self._go.release()
+
+    def wait(self):
+        """``(True, result)`` or ``(False, exception)`` of the call handed to it."""
+        _spin(self.counters, 1, self._done_before, SPINS)
+        self._done.acquire()
+        outcome, self._outcome = self._outcome, None
+        return outcome
+
+    def stop(self):
+        self._call = None
+        self.counters[0] += 1
+        self._go.release()
+        self._thread.join()
 
 
 def pieces(n, parts):
@@ -78,13 +176,30 @@ def pieces(n, parts):
 
 
 def parallel(calls):
-    """Run zero-argument callables at once (the first in this thread, the others in the
-    pool) and return their results in order."""
-    if not SPLIT or len(calls) < 2:
+    """Run zero-argument callables at once (the first in this thread, the others by the
+    workers, THREADS at a time) and return their results in order; an exception in any
+    is raised here once all have ended. Called from a worker, or while another thread
+    is handing out calls, they run one after the other in the calling thread."""
+    if not SPLIT or len(calls) < 2 or not _handing.acquire(blocking=False):
         return [call() for call in calls]
-    futures = [_pool.submit(call) for call in calls[1:]]
-    first = calls[0]()
-    return [first] + [f.result() for f in futures]
+    try:
+        results = []
+        for i in range(0, len(calls), THREADS):
+            batch = calls[i:i + THREADS]
+            busy = _workers[:len(batch) - 1]
+            for worker, call in zip(busy, batch[1:]):
+                worker.start(call)
+            try:
+                first = batch[0]()
+            finally:
+                outcomes = [worker.wait() for worker in busy]
+            for ok, value in outcomes:
+                if not ok:
+                    raise value
+            results += [first] + [value for _, value in outcomes]
+        return results
+    finally:
+        _handing.release()
 
 
 def split(n, unit, call):

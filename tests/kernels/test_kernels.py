@@ -659,6 +659,52 @@ def test_tf32_flag_defaults_on_and_switches():
     assert bad.returncode != 0 and "TINYALEX_TF32='maybe'" in bad.stderr
 
 
+def test_parallel_runs_every_call_once_in_order_and_raises_after_all_end():
+    """``cpu_threads.parallel``: the results in the calls' order (more calls than
+    threads too), every call run exactly once, each worker running its calls in another
+    thread; an exception raised by any call reaches the caller once every call has
+    ended; a call that itself calls ``parallel`` (from a worker) runs its calls there,
+    one after the other; and the workers follow ``set_num_threads``."""
+    import threading
+    import time
+    import tinyalex
+    threads = cpu_threads.THREADS
+    try:
+        tinyalex.set_num_threads(3)
+        assert len(cpu_threads._workers) == (2 if cpu_threads.SPLIT else 0)
+        ran, idents = [], set()
+
+        def call(i):
+            def run():
+                idents.add(threading.get_ident())
+                time.sleep(0.002)
+                ran.append(i)
+                return i * i
+            return run
+        assert cpu_threads.parallel([call(i) for i in range(7)]) == [i * i for i in range(7)]
+        assert sorted(ran) == list(range(7))
+        if cpu_threads.SPLIT:
+            assert len(idents) == 3                   # this thread and two workers
+        ended = []
+
+        def slow():
+            time.sleep(0.02)
+            ended.append(True)
+
+        def bad():
+            raise KeyError("from a call")
+        with pytest.raises(KeyError, match="from a call"):
+            cpu_threads.parallel([bad, slow])
+        assert ended == [True]                        # the other call ran to its end
+        nested = cpu_threads.parallel([lambda: 0, lambda: cpu_threads.parallel(
+            [lambda: threading.get_ident(), lambda: threading.get_ident()])])
+        assert len(set(nested[1])) == 1               # one thread ran both inner calls
+        tinyalex.set_num_threads(1)
+        assert cpu_threads._workers == [] and cpu_threads.parallel([lambda: 1, lambda: 2]) == [1, 2]
+    finally:
+        tinyalex.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("rows", [1, 7, 5000])
 def test_column_sums_over_threads(monkeypatch, rows):
     """The convolutions' bias gradient (``cpu_threads.column_sums``): the rows cut over
