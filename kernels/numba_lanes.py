@@ -60,6 +60,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .numba_direct import _dots_4x4
 from .numba_elementwise import _sigmoid32
 
 V = 16          # images per block: one AVX-512 vector of float32
@@ -156,6 +157,24 @@ def _row_4x4(xf, start, offs, wm, bb, OW, acc):
                 a3[q] += u30 * t0 + u31 * t1 + u32 * t2 + u33 * t3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_2x8(a0, a1, x0, x1, x2, x3, x4, x5, x6, x7, u, R):
+    """a_i[q] += sum over j of u[i, j] * x_j[q] for i < 2, j < 8, q < R, four terms at a
+    time, ``a = (a + terms 0-3) + terms 4-7``: the order of two 4-term passes
+    (``numba_direct``'s). The forward's taps and the input gradient's channels."""
+    u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
+    u04, u05, u06, u07 = u[0, 4], u[0, 5], u[0, 6], u[0, 7]
+    u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
+    u14, u15, u16, u17 = u[1, 4], u[1, 5], u[1, 6], u[1, 7]
+    for q in range(R):
+        t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
+        t4, t5, t6, t7 = x4[q], x5[q], x6[q], x7[q]
+        a = a0[q] + (u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3)
+        a0[q] = a + (u04 * t4 + u05 * t5 + u06 * t6 + u07 * t7)
+        a = a1[q] + (u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3)
+        a1[q] = a + (u14 * t4 + u15 * t5 + u16 * t6 + u17 * t7)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _row_2x8(xf, start, offs, wm, bb, OW, acc):
     """``_row_4x4`` with 2 channels x 8 taps per pass (wm (O2, K8)): for channel
@@ -174,18 +193,7 @@ def _row_2x8(xf, start, offs, wm, bb, OW, acc):
             x2, x3 = xf[start + offs[k + 2]:], xf[start + offs[k + 3]:]
             x4, x5 = xf[start + offs[k + 4]:], xf[start + offs[k + 5]:]
             x6, x7 = xf[start + offs[k + 6]:], xf[start + offs[k + 7]:]
-            u = wm[oc:oc + 2, k:k + 8]
-            u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
-            u04, u05, u06, u07 = u[0, 4], u[0, 5], u[0, 6], u[0, 7]
-            u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
-            u14, u15, u16, u17 = u[1, 4], u[1, 5], u[1, 6], u[1, 7]
-            for q in range(R):
-                t0, t1, t2, t3 = x0[q], x1[q], x2[q], x3[q]
-                t4, t5, t6, t7 = x4[q], x5[q], x6[q], x7[q]
-                a = a0[q] + (u00 * t0 + u01 * t1 + u02 * t2 + u03 * t3)
-                a0[q] = a + (u04 * t4 + u05 * t5 + u06 * t6 + u07 * t7)
-                a = a1[q] + (u10 * t0 + u11 * t1 + u12 * t2 + u13 * t3)
-                a1[q] = a + (u14 * t4 + u15 * t5 + u16 * t6 + u17 * t7)
+            _add_2x8(a0, a1, x0, x1, x2, x3, x4, x5, x6, x7, wm[oc:oc + 2, k:k + 8], R)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -310,49 +318,8 @@ def _weight_gradient(xb, g, block, KH, KW, xs, acc, zero):
     for oc in range(0, O4, BLOCK):
         g0, g1, g2, g3 = g[oc], g[oc + 1], g[oc + 2], g[oc + 3]
         for k in range(0, K4, BLOCK):
-            x0, x1 = xs[offs[k]:], xs[offs[k + 1]:]
-            x2, x3 = xs[offs[k + 2]:], xs[offs[k + 3]:]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
-            for p in range(M):
-                t0, t1, t2, t3 = x0[p], x1[p], x2[p], x3[p]
-                e = g0[p]
-                s00 += e * t0
-                s01 += e * t1
-                s02 += e * t2
-                s03 += e * t3
-                e = g1[p]
-                s10 += e * t0
-                s11 += e * t1
-                s12 += e * t2
-                s13 += e * t3
-                e = g2[p]
-                s20 += e * t0
-                s21 += e * t1
-                s22 += e * t2
-                s23 += e * t3
-                e = g3[p]
-                s30 += e * t0
-                s31 += e * t1
-                s32 += e * t2
-                s33 += e * t3
-            a = acc[oc:oc + BLOCK, k:k + BLOCK]
-            a[0, 0] += s00
-            a[0, 1] += s01
-            a[0, 2] += s02
-            a[0, 3] += s03
-            a[1, 0] += s10
-            a[1, 1] += s11
-            a[1, 2] += s12
-            a[1, 3] += s13
-            a[2, 0] += s20
-            a[2, 1] += s21
-            a[2, 2] += s22
-            a[2, 3] += s23
-            a[3, 0] += s30
-            a[3, 1] += s31
-            a[3, 2] += s32
-            a[3, 3] += s33
+            _dots_4x4(g0, g1, g2, g3, xs[offs[k]:], xs[offs[k + 1]:], xs[offs[k + 2]:],
+                      xs[offs[k + 3]:], M, acc[oc:oc + BLOCK, k:k + BLOCK], zero)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -382,18 +349,8 @@ def _input_gradient(g, wm, block, KH, KW, PH, PW, gp, gx):
                         at = oh * R
                         g0, g1, g2, g3 = g[oc, at:], g[oc + 1, at:], g[oc + 2, at:], g[oc + 3, at:]
                         g4, g5, g6, g7 = g[oc + 4, at:], g[oc + 5, at:], g[oc + 6, at:], g[oc + 7, at:]
-                        u = wm[kh * KW + kw, c:c + 2, oc:oc + 8]
-                        u00, u01, u02, u03 = u[0, 0], u[0, 1], u[0, 2], u[0, 3]
-                        u04, u05, u06, u07 = u[0, 4], u[0, 5], u[0, 6], u[0, 7]
-                        u10, u11, u12, u13 = u[1, 0], u[1, 1], u[1, 2], u[1, 3]
-                        u14, u15, u16, u17 = u[1, 4], u[1, 5], u[1, 6], u[1, 7]
-                        for q in range(R):
-                            e0, e1, e2, e3 = g0[q], g1[q], g2[q], g3[q]
-                            e4, e5, e6, e7 = g4[q], g5[q], g6[q], g7[q]
-                            a = d0[q] + (u00 * e0 + u01 * e1 + u02 * e2 + u03 * e3)
-                            d0[q] = a + (u04 * e4 + u05 * e5 + u06 * e6 + u07 * e7)
-                            a = d1[q] + (u10 * e0 + u11 * e1 + u12 * e2 + u13 * e3)
-                            d1[q] = a + (u14 * e4 + u15 * e5 + u16 * e6 + u17 * e7)
+                        _add_2x8(d0, d1, g0, g1, g2, g3, g4, g5, g6, g7,
+                                 wm[kh * KW + kw, c:c + 2, oc:oc + 8], R)
     n0, n1 = block * V, min(N, block * V + V)
     for c in range(C):                              # back to (N, C, H, W), padding cut
         for h in range(H):
