@@ -158,9 +158,9 @@ class WinogradCPU:
         self.name = f"winograd F({m},{r})"
         self.AT, self.G, self.BT, self.loops = AT, G, BT, loops
         self.GG = np.kron(G, G)                    # (n*n, r*r): vec(G w G^T) = GG vec(w)
-        # the 3x3 sets transform their filters by loops (9 terms an output: as one GEMM
-        # BLAS ran 1.5-2x slower), the 5x5 sets by one GEMM (25 terms: BLAS's GEMM ran
-        # twice as fast as the loops; benchmarks/results/2026-12-07_epyc-zen5-avx512-2cores-s3)
+        # the 3x3 sets transform their filters by loops (9 terms an output: BLAS runs
+        # that GEMM slower), the 5x5 sets by one GEMM (25 terms: BLAS runs it faster than
+        # the loops; the record benchmarks/results/2026-12-07_epyc-zen5-avx512-2cores-s3)
         self.filter_loops = r == 3
         self.chunk_bytes = CHUNK_BYTES
         self.min_channels = MIN_CHANNELS

@@ -16,9 +16,10 @@ the GIL (``nogil=True``) and so do NumPy's GEMMs, so the pieces overlap.
 
 Pieces are cut only when BLAS runs on one thread (``cpu_process.py``'s policy, which
 calls ``configure``): otherwise BLAS threads itself and these run whole. The workers are
-``THREADS - 1`` threads of ours (``_Worker``), each woken by a raw lock: a training step
-hands out hundreds of calls (ResNet-18's about 300, LeNet's 7), each worth tens of
-microseconds, where an executor's futures and queue cost about twice the wake-up.
+``THREADS - 1`` threads of ours (``_Worker``): between calls each looks for the next one
+for a short while without the GIL before it sleeps, since waking a sleeping thread
+costs more than a short call, and a training step hands out hundreds of calls
+(benchmarks/results/2026-12-07_epyc-zen5-avx512-2cores-s3/ab_dispatch.txt).
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ def _stop_workers() -> None:
 
 
 SPINS = 2000     # a worker looks this many times for its next call (yielding the core in
-                 # between, about a millisecond in all) before it sleeps; the caller as
-                 # many for the end of a call: a wake-up from sleep costs ~25 us
+                 # between) before it sleeps; the caller as many for the end of a call
 
 
 def _sched_yield():
@@ -120,9 +120,7 @@ class _Worker:
     """A thread that runs the calls handed to it, one at a time. Handing a call over
     counts it in ``counters[0]`` and releases a lock; the worker, once done with one,
     looks for the next by ``_spin`` (no GIL held) before it sleeps on that lock, and
-    the caller looks for the end (``counters[1]``) the same way: a sleeping thread
-    takes ~25 us to wake, and a training step hands out hundreds of calls (ResNet-18's
-    about 300, LeNet's 7)."""
+    the caller looks for the end (``counters[1]``) the same way."""
 
     def __init__(self, name):
         self._go, self._done = threading.Lock(), threading.Lock()
