@@ -18,7 +18,7 @@ and ``backward``. The files, by algorithm and device:
                              F(2x2, 5x5) (``numba_winograd_f63.py``, ``_f43.py``, ``_f45.py``,
                              ``_f35.py``, ``_f25.py``)
 ``conv_direct_cpu.py``       the direct convolution of stride-1 layers (``numba_direct.py``);
-                             LeNet's conv + sigmoid + avg-pool with 16 images in the
+                             LeNet's conv + sigmoid + avg-pool with 32 images in the
                              vector lanes (``numba_lanes.py``)
 ``conv_pointwise.py``        1x1 convolutions as one GEMM (no im2col)
 ``conv_grouped_cpu.py``      grouped convolution: one im2col, one batched GEMM over groups

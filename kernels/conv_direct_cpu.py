@@ -12,7 +12,7 @@ returns it.
 Fused: ``forward_sigmoid_avgpool`` and ``backward_sigmoid_avgpool`` compute a
 convolution, the sigmoid after it and a 2x2 average pooling as one op (d2l's LeNet
 blocks, ``ops/conv.py``'s ``Conv2dSigmoidAvgPool``) by the loops of
-``numba_lanes.py``, which hold 16 images side by side in the vector lanes: the
+``numba_lanes.py``, which hold 32 images side by side in the vector lanes: the
 forward's numbers and the input's gradient are those of the three ops run one after
 the other (bit for bit in float32), the filters' gradient sums in another order.
 
@@ -158,8 +158,8 @@ class DirectCPU:
         w = np.ascontiguousarray(weight)                            # (OC, C, KH, KW)
         b = np.zeros(g.OC, x.dtype) if bias is None else np.ascontiguousarray(bias)
         blocks = -(-g.N // lanes.V)
-        xb = np.empty((blocks, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW, lanes.V), x.dtype)
-        sb = np.empty((blocks, g.OC, g.OH, g.OW, lanes.V), x.dtype)  # sigmoid(conv2d(x))
+        xb = lanes.empty((blocks, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW, lanes.V), x.dtype)
+        sb = lanes.empty((blocks, g.OC, g.OH, g.OW, lanes.V), x.dtype)  # sigmoid(conv2d(x))
         y = np.empty((g.N, g.OC, pool.OH, pool.OW), dtype=x.dtype)  # its pooling
 
         def part(b0, b1):

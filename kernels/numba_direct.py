@@ -38,7 +38,7 @@ The backward pass uses the same planes:
   blocks of 4 input channels x 4 output channels; the padding is cut away at the end.
 
 LeNet's blocks (convolution + sigmoid + 2x2 average pooling as one op) run the loops
-of ``numba_lanes.py`` instead, which put 16 images side by side in the vector lanes
+of ``numba_lanes.py`` instead, which put 32 images side by side in the vector lanes
 so that no column is thrown away; their forward and input gradient keep these loops'
 order of summation.
 

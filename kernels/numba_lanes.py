@@ -1,20 +1,29 @@
 """Numba loops of d2l's LeNet blocks, convolution + sigmoid + 2x2 average pooling as one
-op, with 16 images side by side in the vector lanes; ``conv_direct_cpu.py`` calls them
+op, with 32 images side by side in the vector lanes; ``conv_direct_cpu.py`` calls them
 (letters as in the Notation of ``tinyalex/ops/im2col.py``; stride 1, padding below the
 kernel, as ``numba_direct.py``'s loops).
 
 Why lanes. ``numba_direct.py`` vectorises over the pixels of one image: an output row
 of LeNet's second layer is 10 pixels, shorter than one AVX-512 vector of 16 floats, so
 its loops run over whole padded planes and throw away the columns between rows. Here
-a block of ``V`` = 16 images is stored with the image as the last, fastest index::
+a block of ``V`` = 32 images is stored with the image as the last, fastest index::
 
     xb[block, c, h, w, l] = x[block * V + l, c, h - PH, w - PW]   (0 in the padding)
 
-so one vector holds pixel (h, w) of 16 images, and an output row of OW pixels is
-OW * V floats with no gap: every lane computes a useful number. The input is copied
+so one vector holds pixel (h, w) of 16 images (two vectors the block's 32), and an
+output row of OW pixels is OW * V floats with no gap: every lane computes a useful
+number. The input is copied
 into this layout once per step (``pack``), the sigmoid's output stays in it for
 backward, and only the small pooled output and the input's gradient are copied back
 to (N, C, H, W). Images past the batch's end fill the last block's lanes with zeros.
+
+Why 32 images and not one vector's 16: a loop over a row is set up once per 4
+channels x 4 taps (the filters broadcast, the rows' overlap checked) and LeNet's second
+layer's rows are short (10 pixels), so that set-up weighs on 10 vectors at 16 images
+and on 20 at 32. And every array of the layout starts a cache line (``empty``,
+``_aligned``): a vector load that straddles two lines costs about twice one that does
+not, and V, a multiple of 16, keeps every row on a line's start. Together they cut a
+LeNet step's loops by about a fifth on AVX-512 (benchmarks/results, the s4 record).
 
 The forward pass. For stride 1, output row oh of tap (c, kh, kw) reads the input row
 oh + kh from column kw on: ``xb[block, c, oh + kh, kw:kw + OW, :]``, a contiguous run
@@ -63,8 +72,26 @@ from numba.extending import overload
 from .numba_direct import _dots_4x4
 from .numba_elementwise import _sigmoid32
 
-V = 16          # images per block: one AVX-512 vector of float32
+V = 32          # images per block: two AVX-512 vectors of float32 (four AVX2 ones)
 BLOCK = 4       # the weight gradient's register block: 4 channels x 4 taps
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _aligned(n, dt):
+    """An uninitialised 1-D array of n numbers of dtype dt whose first number starts a
+    cache line (64 bytes): with V a multiple of 16 every row of the lanes layout then
+    starts one too, so no vector load or store straddles two lines (NumPy's and
+    Numba's allocators guarantee 16 and 32 bytes)."""
+    raw = np.empty(n + 16, dt)                      # 16 numbers: at least 64 bytes
+    skip = (-raw.ctypes.data) % 64 // raw.itemsize
+    return raw[skip:skip + n]
+
+
+def empty(shape, dtype):
+    """``np.empty(shape, dtype)`` starting a cache line (``_aligned``): the layout's
+    arrays that NumPy holds between the loops (the packed input, the sigmoid's
+    output)."""
+    return _aligned(int(np.prod(shape)), np.dtype(dtype).type).reshape(shape)
 
 
 def sigmoid(v):
@@ -220,9 +247,9 @@ def forward_sigmoid_avgpool(xb, w, b, quarter, sb, y, b0, b1):
     wm[:OC, :K] = w.reshape(OC, K)
     bb = np.zeros(OP, xb.dtype)
     bb[:OC] = b
-    xf = np.empty(C * plane + plane, xb.dtype)      # one block's planes, then zeros
+    xf = _aligned(C * plane + plane, xb.dtype)      # one block's planes, then zeros
     xf[C * plane:] = 0
-    acc = np.empty((OP, R), xb.dtype)               # one output row of every channel
+    acc = _aligned(OP * R, xb.dtype).reshape(OP, R)  # one output row of every channel
     pooled = np.empty((OC, POH, POW, V), xb.dtype)  # one block's output
     for block in range(b0, b1):
         xf[:C * plane] = xb[block].reshape(C * plane)
@@ -374,10 +401,10 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
     K4, O4 = -(-K // BLOCK) * BLOCK, -(-OC // BLOCK) * BLOCK
     C2, O8 = -(-C // 2) * 2, -(-OC // 8) * 8
     M = OH * OW * V
-    g = np.empty((O8, M), dt)                       # padded channels stay 0
+    g = _aligned(O8 * M, dt).reshape(O8, M)         # padded channels stay 0
     g[OC:] = 0
     gyb = np.empty((OC, gy.shape[2], gy.shape[3], V), dt)
-    xs = np.empty(KW * C * Hp * OW * V + M, dt)     # the shifted copies, then zeros
+    xs = _aligned(KW * C * Hp * OW * V + M, dt)     # the shifted copies, then zeros
     xs[KW * C * Hp * OW * V:] = 0
     acc = np.zeros((O4, K4), dt)
     wm = np.zeros((KH * KW, C2, O8), dt)            # (tap, c, oc), padded with zeros
@@ -386,7 +413,7 @@ def backward(gy, xb, sb, w, PH, PW, need_w, need_b, need_x, one, quarter, zero, 
             for kh in range(KH):
                 for kw in range(KW):
                     wm[kh * KW + kw, c, oc] = w[oc, c, kh, kw]
-    gp = np.empty((C2, Hp, Wp * V), dt)
+    gp = _aligned(C2 * Hp * Wp * V, dt).reshape(C2, Hp, Wp * V)
     for block in range(b0, b1):
         _output_gradient(gy, sb, block, one, quarter, gyb, g)
         if need_b:

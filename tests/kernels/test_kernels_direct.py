@@ -150,21 +150,21 @@ def test_pooling_keeps_plain_memory_plain(N, C, H, W, KH, KW, SH, SW, dtype, gy_
          bias=True, split=True, seed=1)                               # LeNet's second block
 @example(N=2, C=2, OC=3, KH=3, KW=2, PH=1, PW=0, dH=3, dW=4, dtype=np.float32, scale=30.0,
          bias=False, split=False, seed=2)                             # odd OH, saturation
-@example(N=37, C=3, OC=5, KH=5, KW=4, PH=1, PW=2, dH=3, dW=4, dtype=np.float32, scale=1.0,
-         bias=True, split=True, seed=3)           # 3 blocks of 16 images, the last partly full
+@example(N=69, C=3, OC=5, KH=5, KW=4, PH=1, PW=2, dH=3, dW=4, dtype=np.float32, scale=1.0,
+         bias=True, split=True, seed=3)           # 3 blocks of 32 images, the last partly full
 @example(N=33, C=6, OC=8, KH=3, KW=3, PH=1, PW=1, dH=2, dW=1, dtype=np.float64, scale=1.0,
          bias=True, split=True, seed=4)           # 4 x 4 register blocks, float64
 def test_fused_conv_sigmoid_avgpool_is_the_three_loops(N, C, OC, KH, KW, PH, PW, dH, dW,
                                                        dtype, scale, bias, split, seed, parts,
                                                        monkeypatch):
-    """The direct convolution + sigmoid + 2x2 average pooling as one op with 16 images
+    """The direct convolution + sigmoid + 2x2 average pooling as one op with 32 images
     in the vector lanes (``forward_sigmoid_avgpool``, ``backward_sigmoid_avgpool``:
     ``numba_lanes``) gives the numbers of the three fast loops run one after the other:
     the output, the sigmoid kept for backward and the input's gradient bit for bit in
     float32 (LeNet's d2l figures stay as they are), to rounding in float64 (NumPy's exp
     against the compiled one); the filters' and bias's gradients, summed in another
     order, to rounding. Odd output sizes (a row or column no window covers), batches
-    that do not fill the last block of 16, saturated sigmoids, every subset of
+    that do not fill the last block of 32, saturated sigmoids, every subset of
     gradients, the batch cut for threads or not."""
     from tinyalex.kernels import elementwise_cpu
     PH, PW = min(PH, KH - 1), min(PW, KW - 1)

@@ -76,12 +76,12 @@ def test_conv2d_gradient_of_one_input_alone(backend, kernel_mode, seed, which):
        bias=st.booleans(), seed=st.integers(0, 2**16))
 @example(N=2, C=1, OC=3, geom=(8, 8, 5, 5, 1, 1, 2, 2), pool_k=2, bias=True, seed=0)  # LeNet's 1st
 @example(N=1, C=2, OC=2, geom=(9, 6, 3, 2, 1, 1, 0, 1), pool_k=2, bias=False, seed=1)  # odd OH
-@example(N=17, C=2, OC=3, geom=(5, 4, 3, 2, 1, 1, 1, 0), pool_k=2, bias=True, seed=2)  # 2 blocks
+@example(N=33, C=2, OC=3, geom=(5, 4, 3, 2, 1, 1, 1, 0), pool_k=2, bias=True, seed=2)  # 2 blocks
 def test_conv2d_sigmoid_avg_pool2d_gradients(backend, kernel_mode, N, C, OC, geom, pool_k,
                                              bias, seed):
     """The convolution + sigmoid + average pooling of d2l's LeNet blocks as one op
-    (loops over blocks of 16 images in the vector lanes for a 2x2 pooling after the
-    direct convolution, a batch of 17 filling one block and part of another; the three
+    (loops over blocks of 32 images in the vector lanes for a 2x2 pooling after the
+    direct convolution, a batch of 33 filling one block and part of another; the three
     algorithms one after the other otherwise)."""
     H, W, KH, KW, _, _, PH, PW = geom
     OH, OW = H + 2 * PH - KH + 1, W + 2 * PW - KW + 1

@@ -399,7 +399,7 @@ class Conv2dSigmoidAvgPool(Conv2d):
     """``avg_pool2d(sigmoid(conv2d(x, W, b)), pool)`` as one op: d2l's LeNet blocks.
 
     Where the direct convolution computes the layer and the pooling is 2x2 with stride
-    2 (``conv_direct_cpu``'s ``takes_sigmoid_avgpool``), loops over blocks of 16
+    2 (``conv_direct_cpu``'s ``takes_sigmoid_avgpool``), loops over blocks of 32
     images held in the vector lanes (``kernels/numba_lanes.py``) compute the
     convolution, the sigmoid and the pooling row by row while each row is in cache,
     and backward turns the pooled gradient into the convolution's in one pass (the
