@@ -21,9 +21,10 @@ Why 32 images and not one vector's 16: a loop over a row is set up once per 4
 channels x 4 taps (the filters broadcast, the rows' overlap checked) and LeNet's second
 layer's rows are short (10 pixels), so that set-up weighs on 10 vectors at 16 images
 and on 20 at 32. And every array of the layout starts a cache line (``empty``,
-``_aligned``): a vector load that straddles two lines costs about twice one that does
-not, and V, a multiple of 16, keeps every row on a line's start. Together they cut a
-LeNet step's loops by about a fifth on AVX-512 (benchmarks/results, the s4 record).
+``_aligned``): a vector load that straddles two lines costs more than one that does
+not, and V, a multiple of 16, keeps every row on a line's start. What each change
+measured is in the s4 record
+(benchmarks/results/2026-12-07_epyc-zen5-avx512-2cores-s4/README.md).
 
 The forward pass. For stride 1, output row oh of tap (c, kh, kw) reads the input row
 oh + kh from column kw on: ``xb[block, c, oh + kh, kw:kw + OW, :]``, a contiguous run
@@ -111,18 +112,14 @@ def _sigmoid_compiled(v):
 @njit(cache=True, nogil=True)
 def _images_to_lanes(src, dst):
     """dst[i, lane] = src[lane, i] for the lanes of src (n, M) (n <= V images of a
-    block, into dst (M, V)), in tiles of V values; dst's other lanes are left as they
-    are."""
+    block, into dst (M, V)); dst's other lanes are left as they are. Row by row of dst:
+    its writes are contiguous, its reads strided (measured faster than the other way
+    round: the s4 record)."""
     n, M = src.shape
-    tiles = M - M % V
-    for i0 in range(0, tiles, V):
+    for i in range(M):
+        d = dst[i]
         for lane in range(n):
-            s = src[lane, i0:]
-            for i in range(V):
-                dst[i0 + i, lane] = s[i]
-    for i in range(tiles, M):
-        for lane in range(n):
-            dst[i, lane] = src[lane, i]
+            d[lane] = src[lane, i]
 
 
 @njit(cache=True, nogil=True)
