@@ -66,6 +66,8 @@ caller's (per-thread) arrays. Compiled for float32 and float64.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
@@ -89,10 +91,13 @@ def _aligned(n, dt):
 
 
 def empty(shape, dtype):
-    """``np.empty(shape, dtype)`` starting a cache line (``_aligned``): the layout's
-    arrays that NumPy holds between the loops (the packed input, the sigmoid's
+    """``np.empty(shape, dtype)`` starting a cache line, as ``_aligned`` in the loops:
+    the layout's arrays that NumPy holds between them (the packed input, the sigmoid's
     output)."""
-    return _aligned(int(np.prod(shape)), np.dtype(dtype).type).reshape(shape)
+    dtype, n = np.dtype(dtype), math.prod(shape)
+    raw = np.empty(n + 64 // dtype.itemsize, dtype)
+    skip = (-raw.__array_interface__["data"][0]) % 64 // dtype.itemsize
+    return raw[skip:skip + n].reshape(shape)
 
 
 def sigmoid(v):
