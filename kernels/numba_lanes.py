@@ -10,12 +10,12 @@ a block of ``V`` = 32 images is stored with the image as the last, fastest index
 
     xb[block, c, h, w, l] = x[block * V + l, c, h - PH, w - PW]   (0 in the padding)
 
-so one vector holds pixel (h, w) of 16 images (two vectors the block's 32), and an
-output row of OW pixels is OW * V floats with no gap: every lane computes a useful
-number. The input is copied
-into this layout once per step (``pack``), the sigmoid's output stays in it for
-backward, and only the small pooled output and the input's gradient are copied back
-to (N, C, H, W). Images past the batch's end fill the last block's lanes with zeros.
+so pixel (h, w) of the block's 32 images fills two vectors of 16, and an output row of
+OW pixels is OW * V floats with no gap: every lane computes a useful number. The input
+is copied into this layout once per step (``pack``), the sigmoid's output stays in it
+for backward, and only the small pooled output and the input's gradient are copied
+back to (N, C, H, W). Images past the batch's end fill the last block's lanes with
+zeros.
 
 Why 32 images and not one vector's 16: a loop over a row is set up once per 4
 channels x 4 taps (the filters broadcast, the rows' overlap checked) and LeNet's second

@@ -203,6 +203,33 @@ def test_fused_conv_sigmoid_avgpool_is_the_three_loops(N, C, OC, KH, KW, PH, PW,
                 check(a, e)
 
 
+def test_the_lanes_layout_starts_cache_lines():
+    """Every array of the lanes layout starts a 64-byte cache line: the ones NumPy holds
+    (``numba_lanes.empty``: the packed input and the sigmoid's output the forward keeps)
+    and the loops' own (``_aligned``), for sizes where NumPy's allocator would not."""
+    from numba import njit
+    from tinyalex.kernels import numba_lanes
+
+    @njit
+    def loops_buffer(n, dt):
+        a = numba_lanes._aligned(n, dt)
+        return a.ctypes.data % 64, a.size
+
+    for dtype in (np.float32, np.float64):
+        for n in range(1, 40):
+            shape = (n, 3, 5, numba_lanes.V)
+            a = numba_lanes.empty(shape, dtype)
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            assert a.ctypes.data % 64 == 0, (shape, dtype)
+            assert loops_buffer(n * 7, dtype) == (0, n * 7)
+    g = conv_geometry((3, 1, 12, 12), (6, 1, 5, 5), 1, 1, 2, 2)
+    pg = pool_geometry((3, 6, 12, 12), 2, 2, 2, 2, 0, 0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    w = np.ones((6, 1, 5, 5), np.float32)
+    _, saved = DIRECT.forward_sigmoid_avgpool(x, w, None, g, pg, True)
+    assert saved.xb.ctypes.data % 64 == 0 and saved.sb.ctypes.data % 64 == 0
+
+
 def test_the_fused_loop_takes_only_2x2_pooling_after_the_direct_convolution():
     g = conv_geometry((2, 3, 12, 12), (4, 3, 5, 5), 1, 1, 2, 2)
     for window, takes in [((2, 2, 2, 2, 0, 0), True), ((3, 3, 2, 2, 0, 0), False),
